@@ -1,0 +1,238 @@
+//! The one error shape of the API, `{"error": "<code>", "message": "..."}`, and the only place
+//! that knows which status each failure gets.
+
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
+use tracing::{error, warn};
+
+use crate::nats::StoreError;
+use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
+
+/// Machine-readable error codes; the contract lists when each is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ErrorCode {
+    EventTooLarge,
+    ExpectedSeqConflict,
+    InternalError,
+    InvalidCursor,
+    InvalidEvent,
+    InvalidMetadata,
+    InvalidRefs,
+    InvalidRequest,
+    InvalidSession,
+    InvalidSessionId,
+    InvalidWebsocketUpgrade,
+    MethodNotAllowed,
+    NatsTimeout,
+    NatsUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    ProducerReplayConflict,
+    ProducerSeqConflict,
+    SessionExists,
+    SessionNotFound,
+    UnsupportedMediaType,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidCursor
+            | ErrorCode::InvalidEvent
+            | ErrorCode::InvalidMetadata
+            | ErrorCode::InvalidRefs
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidSession
+            | ErrorCode::InvalidSessionId
+            | ErrorCode::InvalidWebsocketUpgrade => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::ExpectedSeqConflict
+            | ErrorCode::ProducerReplayConflict
+            | ErrorCode::ProducerSeqConflict
+            | ErrorCode::SessionExists => StatusCode::CONFLICT,
+            ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The body of every non-2xx reply.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// A stable machine-readable code.
+    pub error: ErrorCode,
+    /// A sentence for people; its wording may change.
+    pub message: String,
+}
+
+/// Every failure an operation can answer with, one variant per status.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed or breaks a validation rule; nothing was written.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The session (or route) does not exist.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The method is not allowed on this path.
+    #[oai(status = 405)]
+    MethodNotAllowed(Json<ErrorBody>),
+    /// The request conflicts with the session's current state; nothing was written.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The request body or the event is too large.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body must be `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// An unexpected failure inside the gateway.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// NATS is unreachable or did not answer in time: retry the same request, it is safe.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let body = Json(ErrorBody {
+            error: code,
+            message: message.into(),
+        });
+        match code.status() {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest(body),
+            StatusCode::NOT_FOUND => ApiError::NotFound(body),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(body),
+            StatusCode::CONFLICT => ApiError::Conflict(body),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(body),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
+            _ => ApiError::Internal(body),
+        }
+    }
+
+    pub fn session_not_found() -> ApiError {
+        ApiError::new(ErrorCode::SessionNotFound, "Session was not found")
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(err: InvalidInput) -> ApiError {
+        let code = match &err {
+            InvalidInput::Event(_) => ErrorCode::InvalidEvent,
+            InvalidInput::Metadata => ErrorCode::InvalidMetadata,
+            InvalidInput::Refs => ErrorCode::InvalidRefs,
+            InvalidInput::Session(_) => ErrorCode::InvalidSession,
+            InvalidInput::SessionId => ErrorCode::InvalidSessionId,
+            InvalidInput::Cursor => ErrorCode::InvalidCursor,
+        };
+        let message = match &err {
+            InvalidInput::Event(reason) => format!("Invalid event payload: {reason}"),
+            InvalidInput::Metadata => {
+                "Invalid metadata payload: `metadata` must be a JSON object".into()
+            }
+            InvalidInput::Refs => "Invalid refs payload: `refs` must be a JSON object".into(),
+            InvalidInput::Session(reason) => format!("Invalid session payload: {reason}"),
+            InvalidInput::SessionId | InvalidInput::Cursor => {
+                let mut message = err.to_string();
+                message[..1].make_ascii_uppercase();
+                message
+            }
+        };
+        ApiError::new(code, message)
+    }
+}
+
+/// Logs once, here where it is handled, and keeps NATS internals out of the reply.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::Unavailable(_) => {
+                warn!(error = %err, "answering 503: {err}");
+                ApiError::new(
+                    ErrorCode::NatsUnavailable,
+                    "Storage is unavailable; retry the request",
+                )
+            }
+            StoreError::Timeout(_) => {
+                warn!(error = %err, "answering 503: {err}");
+                ApiError::new(
+                    ErrorCode::NatsTimeout,
+                    "Storage did not confirm in time; retry the same request, it is safe",
+                )
+            }
+            StoreError::Corrupt(_) => {
+                error!(error = %err, "answering 500: {err}");
+                ApiError::new(ErrorCode::InternalError, "Internal server error")
+            }
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(err: CreateError) -> ApiError {
+        match err {
+            CreateError::SessionExists(_) => {
+                ApiError::new(ErrorCode::SessionExists, "Session already exists")
+            }
+            CreateError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(err: ReadError) -> ApiError {
+        match err {
+            ReadError::SessionNotFound(_) => ApiError::session_not_found(),
+            ReadError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(err: AppendError) -> ApiError {
+        // Exhaustive on purpose: a new domain variant won't compile until it has a status.
+        let code = match err {
+            AppendError::Store(err) => return err.into(),
+            AppendError::SessionNotFound(_) => return ApiError::session_not_found(),
+            AppendError::ExpectedSeqConflict { .. } => ErrorCode::ExpectedSeqConflict,
+            AppendError::ProducerSeqConflict { .. } => ErrorCode::ProducerSeqConflict,
+            AppendError::ProducerReplayConflict => ErrorCode::ProducerReplayConflict,
+            AppendError::EventTooLarge => ErrorCode::EventTooLarge,
+        };
+        ApiError::new(code, err.to_string())
+    }
+}
+
+/// Gives poem's own errors (unknown route, bad method, unreadable body) the same JSON shape.
+pub fn from_poem_error(err: &poem::Error) -> ApiError {
+    let status = err.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "No such route".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "This method is not allowed on this path".to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ErrorCode::PayloadTooLarge,
+            "The request body is larger than the gateway accepts".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            ErrorCode::UnsupportedMediaType,
+            format!("Send the body as application/json: {err}"),
+        ),
+        status if status.is_client_error() => {
+            (ErrorCode::InvalidRequest, format!("Invalid request: {err}"))
+        }
+        _ => {
+            error!(error = %err, "answering 500: {err}");
+            (ErrorCode::InternalError, "Internal server error".to_owned())
+        }
+    };
+    ApiError::new(code, message)
+}

@@ -1,0 +1,59 @@
+//! Liveness and readiness, never authenticated.
+
+use std::sync::Arc;
+
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::ApiTags;
+use crate::nats::Store;
+
+#[derive(Debug, Object)]
+pub struct HealthStatus {
+    /// `ok`, or `starting` while the gateway cannot serve.
+    status: String,
+    /// Why the gateway is not ready.
+    #[oai(skip_serializing_if_is_none)]
+    reason: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// NATS is connected and the stream and bucket are in place.
+    #[oai(status = 200)]
+    Ready(Json<HealthStatus>),
+    /// Not ready: NATS is unreachable or the stream is not set up yet.
+    #[oai(status = 503)]
+    NotReady(Json<HealthStatus>),
+}
+
+pub struct HealthApi {
+    pub store: Arc<Store>,
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// The process is up.
+    #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
+    async fn live(&self) -> Json<HealthStatus> {
+        Json(HealthStatus {
+            status: "ok".to_owned(),
+            reason: None,
+        })
+    }
+
+    /// The gateway can serve: NATS is reachable and the stream usable.
+    #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
+    async fn ready(&self) -> ReadyResponse {
+        if self.store.is_ready() {
+            ReadyResponse::Ready(Json(HealthStatus {
+                status: "ok".to_owned(),
+                reason: None,
+            }))
+        } else {
+            ReadyResponse::NotReady(Json(HealthStatus {
+                status: "starting".to_owned(),
+                reason: Some("nats_unavailable".to_owned()),
+            }))
+        }
+    }
+}

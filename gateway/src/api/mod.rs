@@ -1,0 +1,71 @@
+//! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
+
+mod body;
+pub mod error;
+mod health;
+mod sessions;
+mod tail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::{Endpoint, EndpointExt, IntoResponse, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::nats::Store;
+use crate::sessions::SessionLog;
+use crate::shutdown::Shutdown;
+use body::BodyLimit;
+use health::HealthApi;
+use sessions::SessionsApi;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Create sessions, append events, tail them.
+    Sessions,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// What the API needs from the rest of the gateway.
+pub struct ApiState {
+    pub log: Arc<SessionLog>,
+    pub store: Arc<Store>,
+    pub tail_ping_interval: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown: Shutdown,
+}
+
+type Apis = (SessionsApi, HealthApi);
+
+fn service(apis: Apis) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis, "Starcite", env!("CARGO_PKG_VERSION")).description(
+        "The durable session log for multi-agent AI: append events with gapless per-session \
+         seqs, then read them from any cursor, replay and live on one WebSocket. Every error \
+         is `{\"error\": \"<code>\", \"message\": \"...\"}`.",
+    )
+}
+
+/// The routes: the API, its spec at `/openapi.json` and interactive docs at `/docs`.
+pub fn routes(state: ApiState) -> impl Endpoint {
+    let service = service((
+        SessionsApi {
+            log: state.log,
+            tail_ping_interval: state.tail_ping_interval,
+            shutdown: state.shutdown,
+        },
+        HealthApi { store: state.store },
+    ));
+    Route::new()
+        .at("/openapi.json", service.spec_endpoint())
+        .nest("/docs", service.swagger_ui())
+        .nest("/", service)
+        .data(BodyLimit(state.max_body_bytes))
+        .catch_all_error(|err: poem::Error| async move {
+            if err.is_from_response() {
+                err.into_response()
+            } else {
+                error::from_poem_error(&err).into_response()
+            }
+        })
+}

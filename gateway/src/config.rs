@@ -1,0 +1,434 @@
+//! The gateway's one typed configuration, read from `STARCITE_*` variables and matching flags.
+//!
+//! A flag wins over its variable, which wins over the default. A value that does not parse
+//! stops start-up with a message naming the variable, never a silent fallback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP and WebSocket API listens on.
+    pub listen: SocketAddr,
+    /// NATS servers to connect to; several for a cluster.
+    pub nats_urls: Vec<String>,
+    /// The JetStream stream that holds every session's events.
+    pub stream: String,
+    /// Subject prefix of the events stream; a session's events go to `<prefix>.<session token>`.
+    pub subject_prefix: String,
+    /// The JetStream key-value bucket that holds session headers.
+    pub sessions_bucket: String,
+    /// Replicas of the stream and the bucket: 1 for one server, 3 for a production cluster.
+    pub stream_replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id` for dedupe.
+    pub duplicate_window: Duration,
+    /// The most consumers the events stream allows; every open tail holds one.
+    pub stream_max_consumers: i32,
+    /// How long to wait for any NATS reply before answering 503 `nats_timeout`.
+    pub nats_timeout: Duration,
+    /// How often an idle tail sends a WebSocket ping.
+    pub tail_ping_interval: Duration,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How many sessions' write state one gateway caches.
+    pub session_cache_size: usize,
+    /// How long shutdown waits for open requests and tails to finish.
+    pub shutdown_timeout: Duration,
+    /// A `tracing` filter such as `info` or `gateway=debug,info`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            stream: "STARCITE_EVENTS".to_owned(),
+            subject_prefix: "starcite.events".to_owned(),
+            sessions_bucket: "starcite_sessions".to_owned(),
+            stream_replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            stream_max_consumers: 10_000,
+            nats_timeout: Duration::from_secs(3),
+            tail_ping_interval: Duration::from_secs(15),
+            max_body_bytes: 1024 * 1024,
+            session_cache_size: 10_000,
+            shutdown_timeout: Duration::from_secs(10),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable} (or {flag}): {reason}")]
+    Invalid {
+        variable: &'static str,
+        flag: &'static str,
+        reason: String,
+    },
+    #[error("unknown argument `{0}`; try --help")]
+    UnknownArgument(String),
+    #[error("{0} needs a value")]
+    MissingValue(String),
+}
+
+/// One configurable value: where it comes from, how it is parsed, how its default reads.
+struct Setting {
+    variable: &'static str,
+    flag: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+    show: fn(&Config) -> String,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        variable: "STARCITE_LISTEN",
+        flag: "--listen",
+        apply: |config, raw| {
+            config.listen = raw.parse().map_err(|err| format!("{err}: `{raw}`"))?;
+            Ok(())
+        },
+        show: |config| config.listen.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_NATS_URL",
+        flag: "--nats-url",
+        apply: |config, raw| {
+            config.nats_urls = url_list(raw)?;
+            Ok(())
+        },
+        show: |config| config.nats_urls.join(","),
+    },
+    Setting {
+        variable: "STARCITE_STREAM",
+        flag: "--stream",
+        apply: |config, raw| {
+            config.stream = name(raw)?;
+            Ok(())
+        },
+        show: |config| config.stream.clone(),
+    },
+    Setting {
+        variable: "STARCITE_SUBJECT_PREFIX",
+        flag: "--subject-prefix",
+        apply: |config, raw| {
+            config.subject_prefix = subject_prefix(raw)?;
+            Ok(())
+        },
+        show: |config| config.subject_prefix.clone(),
+    },
+    Setting {
+        variable: "STARCITE_SESSIONS_BUCKET",
+        flag: "--sessions-bucket",
+        apply: |config, raw| {
+            config.sessions_bucket = name(raw)?;
+            Ok(())
+        },
+        show: |config| config.sessions_bucket.clone(),
+    },
+    Setting {
+        variable: "STARCITE_STREAM_REPLICAS",
+        flag: "--stream-replicas",
+        apply: |config, raw| {
+            config.stream_replicas = number_in(raw, 1, 5)?;
+            Ok(())
+        },
+        show: |config| config.stream_replicas.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_DUPLICATE_WINDOW",
+        flag: "--duplicate-window",
+        apply: |config, raw| {
+            config.duplicate_window = duration(raw)?;
+            Ok(())
+        },
+        show: |config| humantime::format_duration(config.duplicate_window).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_STREAM_MAX_CONSUMERS",
+        flag: "--stream-max-consumers",
+        apply: |config, raw| {
+            config.stream_max_consumers = number_in(raw, 1, i32::MAX as usize)? as i32;
+            Ok(())
+        },
+        show: |config| config.stream_max_consumers.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_NATS_TIMEOUT",
+        flag: "--nats-timeout",
+        apply: |config, raw| {
+            config.nats_timeout = duration(raw)?;
+            Ok(())
+        },
+        show: |config| humantime::format_duration(config.nats_timeout).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_TAIL_PING_INTERVAL",
+        flag: "--tail-ping-interval",
+        apply: |config, raw| {
+            config.tail_ping_interval = duration(raw)?;
+            Ok(())
+        },
+        show: |config| humantime::format_duration(config.tail_ping_interval).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_MAX_BODY_BYTES",
+        flag: "--max-body-bytes",
+        apply: |config, raw| {
+            config.max_body_bytes = number_in(raw, 1024, 64 * 1024 * 1024)?;
+            Ok(())
+        },
+        show: |config| config.max_body_bytes.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_SESSION_CACHE_SIZE",
+        flag: "--session-cache-size",
+        apply: |config, raw| {
+            config.session_cache_size = number_in(raw, 1, usize::MAX)?;
+            Ok(())
+        },
+        show: |config| config.session_cache_size.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_SHUTDOWN_TIMEOUT",
+        flag: "--shutdown-timeout",
+        apply: |config, raw| {
+            config.shutdown_timeout = duration(raw)?;
+            Ok(())
+        },
+        show: |config| humantime::format_duration(config.shutdown_timeout).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_LOG",
+        flag: "--log",
+        apply: |config, raw| {
+            config.log = raw.to_owned();
+            Ok(())
+        },
+        show: |config| config.log.clone(),
+    },
+];
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Help(String),
+}
+
+impl Config {
+    /// Reads the process's arguments and environment.
+    pub fn from_process() -> Result<Invocation, ConfigError> {
+        Config::from_sources(std::env::args().skip(1), |variable| {
+            std::env::var(variable).ok()
+        })
+    }
+
+    /// Reads flags from `args` and variables through `env`, so tests need no process state.
+    pub fn from_sources(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Invocation, ConfigError> {
+        let flags = parse_flags(args)?;
+        let Some(flags) = flags else {
+            return Ok(Invocation::Help(help()));
+        };
+        let mut config = Config::default();
+        for setting in SETTINGS {
+            let flag_value = flags.iter().rev().find(|(flag, _)| flag == setting.flag);
+            let raw = match flag_value {
+                Some((_, value)) => Some(value.clone()),
+                None => env(setting.variable),
+            };
+            if let Some(raw) = raw {
+                (setting.apply)(&mut config, raw.trim()).map_err(|reason| {
+                    ConfigError::Invalid {
+                        variable: setting.variable,
+                        flag: setting.flag,
+                        reason,
+                    }
+                })?;
+            }
+        }
+        Ok(Invocation::Run(Box::new(config)))
+    }
+}
+
+/// `--flag value` and `--flag=value` pairs, or `None` when help was asked for.
+fn parse_flags(
+    args: impl IntoIterator<Item = String>,
+) -> Result<Option<Vec<(String, String)>>, ConfigError> {
+    let mut flags = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(None);
+        }
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), value.to_owned()),
+            None => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?;
+                (arg, value)
+            }
+        };
+        if !SETTINGS.iter().any(|setting| setting.flag == flag) {
+            return Err(ConfigError::UnknownArgument(flag));
+        }
+        flags.push((flag, value));
+    }
+    Ok(Some(flags))
+}
+
+fn help() -> String {
+    let defaults = Config::default();
+    let mut text = String::from(
+        "starcite: the Starcite gateway (HTTP + WebSocket API over NATS JetStream)\n\n\
+         Every option is a flag or an environment variable; flags win.\n\n",
+    );
+    for setting in SETTINGS {
+        text.push_str(&format!(
+            "  {:<24} {:<32} default: {}\n",
+            setting.flag,
+            setting.variable,
+            (setting.show)(&defaults)
+        ));
+    }
+    text
+}
+
+fn url_list(raw: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err("expected one or more comma-separated NATS URLs".to_owned());
+    }
+    for url in &urls {
+        url.parse::<async_nats::ServerAddr>()
+            .map_err(|err| format!("`{url}`: {err}"))?;
+    }
+    Ok(urls)
+}
+
+/// JetStream stream and bucket names: letters, digits, `-` and `_`.
+fn name(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if !valid {
+        return Err(format!(
+            "`{raw}` is not a valid JetStream name (letters, digits, - and _)"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn subject_prefix(raw: &str) -> Result<String, String> {
+    let valid = raw.split('.').all(|token| {
+        !token.is_empty()
+            && token
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    });
+    if !valid {
+        return Err(format!(
+            "`{raw}` is not a valid subject prefix (dot-separated tokens)"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn number_in(raw: &str, min: usize, max: usize) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(number),
+        _ => Err(format!(
+            "expected an integer from {min} to {max}, got `{raw}`"
+        )),
+    }
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(raw) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "expected a duration such as `500ms`, `5s` or `2m`, got `{raw}`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Invocation, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(args.iter().map(|arg| arg.to_string()), move |variable| {
+            env.iter()
+                .find(|(k, _)| k == variable)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn nothing_set_gives_the_defaults() {
+        assert_eq!(config(&[], &[]), Ok(Invocation::Run(Box::default())));
+    }
+
+    #[test]
+    fn flags_win_over_variables() {
+        let Ok(Invocation::Run(config)) = config(
+            &["--listen", "127.0.0.1:5000", "--duplicate-window=5m"],
+            &[
+                ("STARCITE_LISTEN", "127.0.0.1:6000"),
+                ("STARCITE_NATS_URL", "nats://a:1, nats://b:2"),
+            ],
+        ) else {
+            panic!("expected a config");
+        };
+        assert_eq!(config.listen.port(), 5000);
+        assert_eq!(config.duplicate_window, Duration::from_secs(300));
+        assert_eq!(config.nats_urls, vec!["nats://a:1", "nats://b:2"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = config(&[], &[("STARCITE_STREAM_REPLICAS", "7")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("STARCITE_STREAM_REPLICAS"),
+            "{err}"
+        );
+        let err = config(&[], &[("STARCITE_LISTEN", "localhost")]).unwrap_err();
+        assert!(err.to_string().contains("STARCITE_LISTEN"), "{err}");
+        let err = config(&[], &[("STARCITE_DUPLICATE_WINDOW", "soon")]).unwrap_err();
+        assert!(
+            err.to_string().contains("STARCITE_DUPLICATE_WINDOW"),
+            "{err}"
+        );
+        let err = config(&[], &[("STARCITE_STREAM", "a.b")]).unwrap_err();
+        assert!(err.to_string().contains("STARCITE_STREAM"), "{err}");
+    }
+
+    #[test]
+    fn unknown_flags_and_help() {
+        assert!(matches!(
+            config(&["--nope", "1"], &[]),
+            Err(ConfigError::UnknownArgument(_))
+        ));
+        let Ok(Invocation::Help(text)) = config(&["--help"], &[]) else {
+            panic!("expected help")
+        };
+        for setting in SETTINGS {
+            assert!(text.contains(setting.variable));
+        }
+    }
+}

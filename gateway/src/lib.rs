@@ -1,0 +1,95 @@
+//! Starcite gateway: a durable, gapless session log over NATS JetStream.
+//!
+//! Read in this order: `config`, `sessions` (the domain), `nats` (storage), `tail`
+//! (catch-up + live), `api` (HTTP and WebSocket), then `Gateway` below, which ties them.
+
+pub mod config;
+pub mod telemetry;
+
+pub mod sessions;
+
+pub mod nats;
+
+pub mod tail;
+
+pub mod api;
+
+pub mod shutdown;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, TcpAcceptor};
+use tracing::{info, warn};
+
+use config::Config;
+use nats::{Store, StoreError};
+use sessions::SessionLog;
+use shutdown::Shutdown;
+
+/// A running gateway's parts, ready to serve.
+pub struct Gateway {
+    config: Config,
+    store: Arc<Store>,
+    log: Arc<SessionLog>,
+}
+
+impl Gateway {
+    /// Connects to NATS in the background and sets up the stream and bucket as soon as NATS
+    /// answers; until then `/health/ready` says 503 and requests get `nats_unavailable`.
+    pub async fn start(config: Config) -> Result<Gateway, StoreError> {
+        let store = Arc::new(Store::connect(&config).await?);
+        tokio::spawn(ensure_topology(store.clone()));
+        let log = Arc::new(SessionLog::new(store.clone(), config.session_cache_size));
+        Ok(Gateway { config, store, log })
+    }
+
+    /// Serves on `listener` until `stop` resolves, then closes every tail with "going away"
+    /// and waits up to the shutdown timeout for open requests.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (trigger, shutdown) = Shutdown::new();
+        let routes = api::routes(api::ApiState {
+            log: self.log,
+            store: self.store,
+            tail_ping_interval: self.config.tail_ping_interval,
+            max_body_bytes: self.config.max_body_bytes,
+            shutdown,
+        });
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        if let Some(address) = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+        {
+            info!(http.address = %address, "listening on http://{address}");
+        }
+        let stop = async move {
+            stop.await;
+            info!("shutting down: closing tails");
+            trigger.trigger();
+        };
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(routes, stop, Some(self.config.shutdown_timeout))
+            .await
+    }
+}
+
+/// Retries until the stream and bucket exist: NATS may come up after the gateway.
+async fn ensure_topology(store: Arc<Store>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.ensure_topology().await {
+            Ok(()) => return,
+            Err(err) => {
+                warn!(error = %err, "JetStream is not ready yet, retrying in {delay:?}: {err}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Session events on the stream: conditional appends, heads, catch-up reads and live feeds.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError, subjects, unavailable};
+use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId};
+
+/// The session seq of a stored event, so heads and searches need not parse bodies.
+const SEQ_HEADER: &str = "Starcite-Seq";
+/// The event's content hash, so a gateway rebuilding producer cursors need not recompute it.
+const HASH_HEADER: &str = "Starcite-Content-Hash";
+
+/// The newest event of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub stream_seq: u64,
+    pub seq: Seq,
+}
+
+/// An event ready to publish: its seq was decided against the state at `expected_stream_seq`.
+pub struct PendingAppend<'a> {
+    pub seq: Seq,
+    pub expected_stream_seq: u64,
+    pub content: &'a EventContent,
+    pub hash: &'a ContentHash,
+    /// The event JSON exactly as tailers will receive it.
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendFailure {
+    /// The session moved on since the state the seq was decided on, or this very request is
+    /// already stored: catch up and decide again.
+    #[error("the session changed since the decision")]
+    Stale,
+    #[error("the event is larger than NATS accepts")]
+    TooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One stored event as read back from the stream.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub stream_seq: u64,
+    pub seq: Seq,
+    hash: ContentHash,
+    /// The event JSON, byte for byte as stored.
+    pub body: Bytes,
+}
+
+/// The producer fields of a stored body; serde skips the rest.
+#[derive(Deserialize)]
+struct ProducerFields {
+    producer_id: String,
+    producer_seq: u64,
+}
+
+impl StoredEvent {
+    fn parse(
+        stream_seq: u64,
+        headers: Option<&HeaderMap>,
+        body: Bytes,
+    ) -> Result<StoredEvent, StoreError> {
+        let header = |name: &str| {
+            headers
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str().to_owned())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("stream message {stream_seq} has no {name} header"))
+                })
+        };
+        let seq = header(SEQ_HEADER)?.parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "stream message {stream_seq} has a bad {SEQ_HEADER}"
+            ))
+        })?;
+        let hash = ContentHash::from_hex(&header(HASH_HEADER)?);
+        Ok(StoredEvent {
+            stream_seq,
+            seq,
+            hash,
+            body,
+        })
+    }
+
+    /// What the session state needs of this event.
+    pub fn record(&self) -> Result<EventRecord, StoreError> {
+        let producer: ProducerFields = serde_json::from_slice(&self.body).map_err(|err| {
+            StoreError::Corrupt(format!("stream message {}: {err}", self.stream_seq))
+        })?;
+        Ok(EventRecord {
+            stream_seq: self.stream_seq,
+            seq: self.seq,
+            producer_id: producer.producer_id,
+            producer_seq: producer.producer_seq,
+            hash: self.hash.clone(),
+        })
+    }
+}
+
+/// Catch-ups this much behind the head use a consumer instead of one Direct Get per event.
+const DIRECT_READ_LIMIT: u64 = 64;
+
+impl Store {
+    fn subject(&self, id: &SessionId) -> String {
+        subjects::events_subject(&self.topology.subject_prefix, id)
+    }
+
+    /// Publishes with `Nats-Msg-Id` and `Nats-Expected-Last-Subject-Sequence`: the stream
+    /// stores it only if nothing reached the session since the decision, so no two gateways
+    /// can ever assign the same seq.
+    pub async fn append(
+        &self,
+        id: &SessionId,
+        append: PendingAppend<'_>,
+    ) -> Result<u64, AppendFailure> {
+        self.sessions_bucket()?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message_id(id, append.content).as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            append.expected_stream_seq.to_string().as_str(),
+        );
+        headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
+        headers.insert(HASH_HEADER, append.hash.as_str());
+        let publish = self
+            .jetstream
+            .publish_with_headers(self.subject(id), headers, append.body)
+            .await
+            .map_err(publish_failure)?;
+        let ack = publish.await.map_err(publish_failure)?;
+        if ack.duplicate {
+            // Stored by an earlier attempt of this request: the catch-up will find it.
+            return Err(AppendFailure::Stale);
+        }
+        Ok(ack.sequence)
+    }
+
+    /// The session's newest event, read from the stream leader so it is never behind.
+    pub async fn head(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
+        self.sessions_bucket()?;
+        match self
+            .events
+            .get_last_raw_message_by_subject(&self.subject(id))
+            .await
+        {
+            Ok(message) => {
+                let event =
+                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?;
+                Ok(Some(Head {
+                    stream_seq: event.stream_seq,
+                    seq: event.seq,
+                }))
+            }
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Every event of the session after `after_stream_seq`, up to and including `head`.
+    pub async fn events_between(
+        &self,
+        id: &SessionId,
+        after_stream_seq: u64,
+        after_seq: Seq,
+        head: Head,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = Vec::new();
+        if head.stream_seq <= after_stream_seq {
+            return Ok(events);
+        }
+        if head.seq.saturating_sub(after_seq) > DIRECT_READ_LIMIT {
+            let mut feed = self.follow(id, after_stream_seq + 1).await?;
+            while let Some(event) = feed.next().await {
+                let event = event?;
+                let done = event.stream_seq >= head.stream_seq;
+                events.push(event);
+                if done {
+                    break;
+                }
+            }
+            return Ok(events);
+        }
+        let subject = self.subject(id);
+        let mut next = after_stream_seq + 1;
+        while next <= head.stream_seq {
+            let event = match self
+                .events
+                .direct_get_next_for_subject(&subject, Some(next))
+                .await
+            {
+                Ok(message) => {
+                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?
+                }
+                // A replica may lag the leader; the caller sees a short read and retries.
+                Err(err) if err.kind() == DirectGetErrorKind::NotFound => break,
+                Err(err) => return Err(classify_direct(err)),
+            };
+            next = event.stream_seq + 1;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// The stream sequence of the session's event `seq` (1 ≤ seq ≤ head.seq).
+    ///
+    /// Stream sequences grow by at least one per event of the session, which bounds where the
+    /// event can be; each probe narrows the bounds, so dense sessions take one or two probes.
+    pub async fn stream_seq_of(
+        &self,
+        id: &SessionId,
+        seq: Seq,
+        head: Head,
+    ) -> Result<u64, StoreError> {
+        let subject = self.subject(id);
+        let mut low = seq;
+        let mut high = head.stream_seq - (head.seq - seq);
+        loop {
+            let probe = low + (high - low) / 2;
+            let found = match self
+                .events
+                .direct_get_next_for_subject(&subject, Some(probe))
+                .await
+            {
+                Ok(message) => {
+                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?
+                }
+                Err(err) => return Err(classify_direct(err)),
+            };
+            if found.seq == seq {
+                return Ok(found.stream_seq);
+            }
+            if found.seq < seq {
+                low = found.stream_seq + (seq - found.seq);
+            } else {
+                high = (probe - 1).min(found.stream_seq - (found.seq - seq));
+            }
+            if low > high {
+                return Err(StoreError::Corrupt(format!(
+                    "event {seq} is missing from its session's subject"
+                )));
+            }
+        }
+    }
+
+    /// The session's events from `from_stream_seq` on: what is stored, then live as it is
+    /// committed, from one ordered consumer so there is no gap or repeat at the switch.
+    pub async fn follow(
+        &self,
+        id: &SessionId,
+        from_stream_seq: u64,
+    ) -> Result<EventFeed, StoreError> {
+        self.sessions_bucket()?;
+        let consumer = self
+            .events
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.subject(id),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from_stream_seq.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        let events = messages.map(|message| {
+            let message = message.map_err(unavailable)?;
+            let stream_seq = message.info().map_err(unavailable)?.stream_sequence;
+            StoredEvent::parse(
+                stream_seq,
+                message.message.headers.as_ref(),
+                message.message.payload.clone(),
+            )
+        });
+        Ok(EventFeed {
+            events: Box::pin(events),
+        })
+    }
+}
+
+/// A session's stored-then-live events; dropping it removes the consumer.
+pub struct EventFeed {
+    events: Pin<Box<dyn Stream<Item = Result<StoredEvent, StoreError>> + Send>>,
+}
+
+impl Stream for EventFeed {
+    type Item = Result<StoredEvent, StoreError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.as_mut().poll_next(cx)
+    }
+}
+
+/// Unique per (session, producer, producer_seq), since JetStream's window spans all subjects.
+/// Hashed because producer ids are unbounded client strings that a header cannot always hold.
+fn message_id(id: &SessionId, content: &EventContent) -> String {
+    let key = serde_json::json!([id.as_str(), content.producer_id, content.producer_seq]);
+    let digest = Sha256::digest(key.to_string().as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendFailure {
+    match err.kind() {
+        // 10164 on a replicated stream is a transient "wrong last sequence" reported as
+        // `Other`; deciding again after a catch-up is right for it too.
+        PublishErrorKind::WrongLastSequence | PublishErrorKind::Other => AppendFailure::Stale,
+        PublishErrorKind::MaxPayloadExceeded => AppendFailure::TooLarge,
+        PublishErrorKind::TimedOut => AppendFailure::Store(StoreError::Timeout(err.to_string())),
+        // "No responders" while a clustered stream elects a leader: unavailable, not missing.
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending
+        | PublishErrorKind::WrongLastMessageId => AppendFailure::Store(unavailable(err)),
+    }
+}
+
+fn classify_direct(err: async_nats::jetstream::stream::DirectGetError) -> StoreError {
+    match err.kind() {
+        DirectGetErrorKind::TimedOut => StoreError::Timeout(err.to_string()),
+        _ => StoreError::Unavailable(err.to_string()),
+    }
+}

@@ -1,0 +1,204 @@
+//! JetStream adapter: the only module that imports `async_nats`.
+//!
+//! One file-backed stream holds every session's events, one subject per session; one
+//! key-value bucket holds the session headers. Everything else a gateway knows is a cache.
+
+mod catalog;
+mod events;
+pub mod subjects;
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, kv, stream};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+pub use catalog::CreateSessionFailure;
+pub use events::{AppendFailure, EventFeed, Head, PendingAppend, StoredEvent};
+
+/// NATS could not do what was asked; the request may be retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("NATS is unavailable: {0}")]
+    Unavailable(String),
+    #[error("NATS did not answer in time: {0}")]
+    Timeout(String),
+    #[error("stored data is not what the gateway wrote: {0}")]
+    Corrupt(String),
+}
+
+/// The JetStream topology a gateway works on, as configured.
+#[derive(Debug, Clone)]
+struct Topology {
+    stream: String,
+    subject_prefix: String,
+    sessions_bucket: String,
+    replicas: usize,
+    duplicate_window: Duration,
+    max_consumers: i32,
+}
+
+pub struct Store {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    events: stream::Stream<()>,
+    /// Set once the stream and the bucket exist; until then every operation is a 503.
+    sessions: OnceCell<kv::Store>,
+    topology: Topology,
+}
+
+impl Store {
+    /// Starts connecting in the background: a gateway comes up, and says it is not ready,
+    /// while NATS is still down.
+    pub async fn connect(config: &Config) -> Result<Store, StoreError> {
+        let addresses = config
+            .nats_urls
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let client = async_nats::ConnectOptions::new()
+            .name("starcite-gateway")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(config.nats_timeout)
+            .request_timeout(Some(config.nats_timeout))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => info!("connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        warn!("disconnected from NATS; reconnecting")
+                    }
+                    other => warn!(nats.event = %other, "NATS connection event: {other}"),
+                }
+            })
+            .connect(addresses)
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(config.nats_timeout)
+            .build(client.clone());
+        let events = jetstream
+            .get_stream_no_info(&config.stream)
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let topology = Topology {
+            stream: config.stream.clone(),
+            subject_prefix: config.subject_prefix.clone(),
+            sessions_bucket: config.sessions_bucket.clone(),
+            replicas: config.stream_replicas,
+            duplicate_window: config.duplicate_window,
+            max_consumers: config.stream_max_consumers,
+        };
+        Ok(Store {
+            client,
+            jetstream,
+            events,
+            sessions: OnceCell::new(),
+            topology,
+        })
+    }
+
+    /// Creates the stream and the bucket, or brings an existing stream's settings in line.
+    pub async fn ensure_topology(&self) -> Result<(), StoreError> {
+        self.ensure_events_stream().await?;
+        let sessions = self.ensure_sessions_bucket().await?;
+        // A second caller racing here got the same bucket; either value will do.
+        let _ = self.sessions.set(sessions);
+        info!(
+            nats.stream = %self.topology.stream,
+            nats.bucket = %self.topology.sessions_bucket,
+            "JetStream stream and bucket are ready"
+        );
+        Ok(())
+    }
+
+    /// Ready means connected now and the topology in place.
+    pub fn is_ready(&self) -> bool {
+        self.sessions.initialized() && self.client.connection_state() == State::Connected
+    }
+
+    async fn ensure_events_stream(&self) -> Result<(), StoreError> {
+        let topology = &self.topology;
+        match self.jetstream.get_stream(&topology.stream).await {
+            Ok(mut existing) => {
+                let mut config = existing.cached_info().config.clone();
+                if config.duplicate_window != topology.duplicate_window
+                    || config.num_replicas != topology.replicas
+                {
+                    config.duplicate_window = topology.duplicate_window;
+                    config.num_replicas = topology.replicas;
+                    self.jetstream
+                        .update_stream(config)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                existing.info().await.map_err(unavailable)?;
+                Ok(())
+            }
+            // Not found, or NATS is down: creating either succeeds or fails loudly.
+            Err(_) => self.create_events_stream().await,
+        }
+    }
+
+    async fn create_events_stream(&self) -> Result<(), StoreError> {
+        let topology = &self.topology;
+        let config = stream::Config {
+            name: topology.stream.clone(),
+            description: Some("Starcite session events, one subject per session".to_owned()),
+            subjects: vec![format!("{}.>", topology.subject_prefix)],
+            storage: stream::StorageType::File,
+            num_replicas: topology.replicas,
+            duplicate_window: topology.duplicate_window,
+            max_consumers: topology.max_consumers,
+            allow_direct: true,
+            // Events are never deleted one by one: a hole would break the gapless promise.
+            deny_delete: true,
+            ..Default::default()
+        };
+        self.jetstream
+            .create_stream(config)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ensure_sessions_bucket(&self) -> Result<kv::Store, StoreError> {
+        let topology = &self.topology;
+        if let Ok(bucket) = self
+            .jetstream
+            .get_key_value(&topology.sessions_bucket)
+            .await
+        {
+            return Ok(bucket);
+        }
+        self.jetstream
+            .create_key_value(kv::Config {
+                bucket: topology.sessions_bucket.clone(),
+                description: "Starcite session headers".to_owned(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: topology.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Fails fast while disconnected, instead of letting a request wait for its timeout.
+    fn sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
+        if self.client.connection_state() != State::Connected {
+            return Err(StoreError::Unavailable("not connected to NATS".to_owned()));
+        }
+        self.sessions.get().ok_or_else(|| {
+            StoreError::Unavailable("the JetStream stream is not set up yet".to_owned())
+        })
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}

@@ -1,0 +1,87 @@
+//! The session log's failures in domain words; `api::error` maps them to status codes.
+
+use super::model::{Seq, SessionId};
+use super::state::Rejection;
+use crate::nats::StoreError;
+
+/// Client input that breaks a rule of the contract; nothing has been written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("invalid event: {0}")]
+    Event(String),
+    #[error("`metadata` must be a JSON object")]
+    Metadata,
+    #[error("`refs` must be a JSON object")]
+    Refs,
+    #[error("invalid session: {0}")]
+    Session(String),
+    #[error("a session id is a non-empty string of at most 256 bytes")]
+    SessionId,
+    #[error("a cursor is a non-negative integer")]
+    Cursor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("session `{0}` already exists")]
+    SessionExists(SessionId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("session `{0}` does not exist")]
+    SessionNotFound(SessionId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("session `{0}` does not exist")]
+    SessionNotFound(SessionId),
+    #[error("Expected seq {expected}, current seq is {actual}")]
+    ExpectedSeqConflict { expected: Seq, actual: Seq },
+    #[error("Producer {producer_id} expected seq {expected}, got {got}")]
+    ProducerSeqConflict {
+        producer_id: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("Producer sequence was already used with different event content")]
+    ProducerReplayConflict,
+    #[error("The event is larger than the storage accepts")]
+    EventTooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Rejection> for AppendError {
+    fn from(rejection: Rejection) -> AppendError {
+        match rejection {
+            Rejection::ExpectedSeq { expected, actual } => {
+                AppendError::ExpectedSeqConflict { expected, actual }
+            }
+            Rejection::ProducerSeq {
+                producer_id,
+                expected,
+                got,
+            } => AppendError::ProducerSeqConflict {
+                producer_id,
+                expected,
+                got,
+            },
+            Rejection::ProducerReplay => AppendError::ProducerReplayConflict,
+        }
+    }
+}
+
+impl From<ReadError> for AppendError {
+    fn from(err: ReadError) -> AppendError {
+        match err {
+            ReadError::SessionNotFound(id) => AppendError::SessionNotFound(id),
+            ReadError::Store(err) => AppendError::Store(err),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Validation of client input into domain values, in the contract's order and with its codes.
+//!
+//! Bodies arrive as loose JSON because the contract accepts more than a typed schema would
+//! (decimal strings for integers, `null` for absent) and names which field failed first.
+
+use serde_json::Value;
+
+use super::error::InvalidInput;
+use super::model::{EventContent, JsonObject, NewEvent, NewSession, Seq, SessionId};
+
+/// Reads a create-session body; an empty body means "all defaults".
+pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
+    let body = match body {
+        None => {
+            return Ok(NewSession {
+                id: None,
+                title: None,
+                metadata: JsonObject::new(),
+            });
+        }
+        Some(Value::Object(body)) => body,
+        Some(_) => {
+            return Err(InvalidInput::Session(
+                "the body must be a JSON object".into(),
+            ));
+        }
+    };
+    let id = match present(&body, "id") {
+        None => None,
+        Some(Value::String(id)) if !id.is_empty() => {
+            Some(SessionId::parse(id).map_err(|_| InvalidInput::SessionId)?)
+        }
+        Some(_) => {
+            return Err(InvalidInput::Event(
+                "`id` must be a non-empty string".into(),
+            ));
+        }
+    };
+    let title = match present(&body, "title") {
+        None => None,
+        Some(Value::String(title)) => Some(title.clone()),
+        Some(_) => return Err(InvalidInput::Event("`title` must be a string".into())),
+    };
+    let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
+    Ok(NewSession {
+        id,
+        title,
+        metadata,
+    })
+}
+
+/// Reads an append body. Field order follows the contract: the first failure wins.
+pub fn new_event(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
+    let Some(Value::Object(body)) = body else {
+        return Err(InvalidInput::Event("the body must be a JSON object".into()));
+    };
+    let kind = non_empty_string(&body, "type");
+    let payload = match present(&body, "payload") {
+        Some(Value::Object(payload)) => Some(payload.clone()),
+        _ => None,
+    };
+    let actor = non_empty_string(&body, "actor");
+    let (Some(kind), Some(payload), Some(actor), true, true) = (
+        kind,
+        payload,
+        actor,
+        present(&body, "producer_id").is_some(),
+        present(&body, "producer_seq").is_some(),
+    ) else {
+        return Err(InvalidInput::Event(
+            "`type`, `actor`, `producer_id` (non-empty strings), `payload` (an object) and \
+             `producer_seq` are required"
+                .into(),
+        ));
+    };
+    let producer_id = non_empty_string(&body, "producer_id")
+        .ok_or_else(|| InvalidInput::Event("`producer_id` must be a non-empty string".into()))?;
+    let producer_seq = present(&body, "producer_seq")
+        .and_then(integer)
+        .filter(|seq| *seq >= 1)
+        .ok_or_else(|| InvalidInput::Event("`producer_seq` must be an integer >= 1".into()))?;
+    let source = optional_non_empty_string(&body, "source")?;
+    let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
+    let refs = optional_object(&body, "refs").ok_or(InvalidInput::Refs)?;
+    let refs = validate_refs(refs)?;
+    let idempotency_key = optional_non_empty_string(&body, "idempotency_key")?;
+    let expected_seq =
+        match present(&body, "expected_seq") {
+            None => None,
+            Some(value) => Some(integer(value).ok_or_else(|| {
+                InvalidInput::Event("`expected_seq` must be an integer >= 0".into())
+            })?),
+        };
+    Ok(NewEvent {
+        content: EventContent {
+            kind,
+            payload,
+            actor,
+            producer_id,
+            producer_seq,
+            source,
+            metadata,
+            refs,
+            idempotency_key,
+        },
+        expected_seq,
+    })
+}
+
+/// Parses a tail or page cursor: a whole-string non-negative integer.
+pub fn cursor(raw: Option<&str>) -> Result<Seq, InvalidInput> {
+    match raw {
+        None => Ok(0),
+        Some(raw) => decimal(raw).ok_or(InvalidInput::Cursor),
+    }
+}
+
+/// A field that is there and not `null`: the contract treats `null` as absent everywhere.
+fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
+    body.get(key).filter(|value| !value.is_null())
+}
+
+fn non_empty_string(body: &JsonObject, key: &str) -> Option<String> {
+    match present(body, key) {
+        Some(Value::String(value)) if !value.is_empty() => Some(value.clone()),
+        _ => None,
+    }
+}
+
+fn optional_non_empty_string(body: &JsonObject, key: &str) -> Result<Option<String>, InvalidInput> {
+    match present(body, key) {
+        None => Ok(None),
+        Some(_) => non_empty_string(body, key)
+            .map(Some)
+            .ok_or_else(|| InvalidInput::Event(format!("`{key}` must be a non-empty string"))),
+    }
+}
+
+/// An optional object field: `None` when it is present but not an object.
+fn optional_object(body: &JsonObject, key: &str) -> Option<JsonObject> {
+    match present(body, key) {
+        None => Some(JsonObject::new()),
+        Some(Value::Object(object)) => Some(object.clone()),
+        Some(_) => None,
+    }
+}
+
+/// Known `refs` keys are checked and their integers normalised; unknown keys stay verbatim.
+fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
+    for key in ["to_seq", "step"] {
+        if let Some(value) = refs.get_mut(key) {
+            let number = integer(value).ok_or_else(|| {
+                InvalidInput::Event(format!("`refs.{key}` must be an integer >= 0"))
+            })?;
+            *value = Value::from(number);
+        }
+    }
+    for key in ["request_id", "sequence_id"] {
+        if refs.get(key).is_some_and(|value| !value.is_string()) {
+            return Err(InvalidInput::Event(format!(
+                "`refs.{key}` must be a string"
+            )));
+        }
+    }
+    Ok(refs)
+}
+
+/// A non-negative integer given as a JSON integer or a decimal string.
+fn integer(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => decimal(text),
+        _ => None,
+    }
+}
+
+/// A whole-string decimal with an optional `+`, like Elixir's `Integer.parse` with no rest.
+fn decimal(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid_event() -> Value {
+        json!({"type": "message", "payload": {"text": "hi"}, "actor": "agent:a",
+               "producer_id": "p1", "producer_seq": 1})
+    }
+
+    fn with(field: &str, value: Value) -> Option<Value> {
+        let mut body = valid_event();
+        body[field] = value;
+        Some(body)
+    }
+
+    #[test]
+    fn a_minimal_event_is_accepted_with_defaults() {
+        let event = new_event(Some(valid_event())).unwrap();
+        assert_eq!(event.content.producer_seq, 1);
+        assert_eq!(event.content.source, None);
+        assert!(event.content.metadata.is_empty());
+        assert_eq!(event.expected_seq, None);
+    }
+
+    #[test]
+    fn producer_seq_accepts_decimal_strings_only_when_whole() {
+        for ok in [json!(3), json!("3"), json!("+3"), json!("03")] {
+            assert_eq!(
+                new_event(with("producer_seq", ok))
+                    .unwrap()
+                    .content
+                    .producer_seq,
+                3
+            );
+        }
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!("3.0"),
+            json!("abc"),
+            json!(1.5),
+            json!(true),
+            json!("-3"),
+            json!(" 3"),
+        ] {
+            assert!(matches!(
+                new_event(with("producer_seq", bad)),
+                Err(InvalidInput::Event(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn shape_errors_have_their_own_codes() {
+        assert_eq!(
+            new_event(with("metadata", json!([1]))),
+            Err(InvalidInput::Metadata)
+        );
+        assert_eq!(new_event(with("refs", json!("x"))), Err(InvalidInput::Refs));
+        assert!(matches!(
+            new_event(with("refs", json!({"to_seq": -1}))),
+            Err(InvalidInput::Event(_))
+        ));
+        assert!(matches!(
+            new_event(with("payload", json!([]))),
+            Err(InvalidInput::Event(_))
+        ));
+        assert!(matches!(
+            new_event(Some(json!([1]))),
+            Err(InvalidInput::Event(_))
+        ));
+    }
+
+    #[test]
+    fn required_fields_are_checked_before_metadata() {
+        let mut body = valid_event();
+        body.as_object_mut().unwrap().remove("actor");
+        body["metadata"] = json!("not an object");
+        assert!(matches!(new_event(Some(body)), Err(InvalidInput::Event(_))));
+    }
+
+    #[test]
+    fn refs_keep_unknown_keys_and_normalise_known_integers() {
+        let event = new_event(with("refs", json!({"to_seq": "4", "custom": [1]}))).unwrap();
+        assert_eq!(event.content.refs["to_seq"], json!(4));
+        assert_eq!(event.content.refs["custom"], json!([1]));
+    }
+
+    #[test]
+    fn null_optionals_mean_absent() {
+        let event = new_event(with("source", Value::Null)).unwrap();
+        assert_eq!(event.content.source, None);
+        let event = new_event(with("expected_seq", json!("0"))).unwrap();
+        assert_eq!(event.expected_seq, Some(0));
+    }
+
+    #[test]
+    fn create_validates_id_then_title_then_metadata() {
+        assert!(matches!(
+            new_session(Some(json!({"id": "", "metadata": 1}))),
+            Err(InvalidInput::Event(_))
+        ));
+        assert!(matches!(
+            new_session(Some(json!({"title": 5}))),
+            Err(InvalidInput::Event(_))
+        ));
+        assert_eq!(
+            new_session(Some(json!({"metadata": [1]}))),
+            Err(InvalidInput::Metadata)
+        );
+        assert_eq!(
+            new_session(Some(json!({"id": "x".repeat(257)}))),
+            Err(InvalidInput::SessionId)
+        );
+        let session = new_session(Some(json!({"id": "a.b", "title": null}))).unwrap();
+        assert_eq!(session.id.unwrap().as_str(), "a.b");
+        assert_eq!(session.title, None);
+    }
+
+    #[test]
+    fn cursors_are_whole_non_negative_integers() {
+        assert_eq!(cursor(None), Ok(0));
+        assert_eq!(cursor(Some("12")), Ok(12));
+        for bad in ["", "-1", "1.5", "bad", "1x"] {
+            assert_eq!(cursor(Some(bad)), Err(InvalidInput::Cursor));
+        }
+    }
+}

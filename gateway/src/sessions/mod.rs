@@ -1,0 +1,227 @@
+//! The session log domain: create sessions, append events with gapless seqs, find where a
+//! reader resumes. It knows nothing of HTTP.
+//!
+//! Appends to one session are serialised inside a gateway (JetStream's per-subject check
+//! collapses under concurrent writers) and made safe across gateways by the stream itself:
+//! every append states the stream sequence its decision was made on.
+
+pub mod error;
+pub mod input;
+pub mod model;
+mod state;
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+use tracing::debug;
+
+use crate::nats::{AppendFailure, EventFeed, PendingAppend, Store, StoreError};
+use error::{AppendError, CreateError, ReadError};
+use model::{
+    ContentHash, Event, EventRecord, NewEvent, NewSession, Seq, Session, SessionId, SessionSummary,
+};
+use state::{Decision, SessionState};
+
+/// How many times one append re-decides after losing a race before giving up with a 503.
+const MAX_APPEND_ATTEMPTS: u32 = 32;
+
+/// The outcome of an accepted append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's seq; for a deduped retry, the seq the original got.
+    pub seq: Seq,
+    /// The session's newest seq after this request.
+    pub last_seq: Seq,
+    pub deduped: bool,
+}
+
+/// One session's cached write state; `None` until first read from the stream.
+type Slot = Arc<tokio::sync::Mutex<Option<SessionState>>>;
+
+pub struct SessionLog {
+    store: Arc<Store>,
+    /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
+    states: Mutex<LruCache<SessionId, Slot>>,
+}
+
+impl SessionLog {
+    pub fn new(store: Arc<Store>, cache_size: usize) -> SessionLog {
+        let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
+        SessionLog {
+            store,
+            states: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    pub async fn create(&self, new: NewSession) -> Result<SessionSummary, CreateError> {
+        let now = model::timestamp_now();
+        let session = Session {
+            id: new.id.unwrap_or_else(SessionId::generate),
+            title: new.title,
+            metadata: new.metadata,
+            created_at: now.clone(),
+            updated_at: now,
+            version: 1,
+            archived: false,
+        };
+        self.store
+            .create_session(&session)
+            .await
+            .map_err(|err| match err {
+                crate::nats::CreateSessionFailure::Exists => {
+                    CreateError::SessionExists(session.id.clone())
+                }
+                crate::nats::CreateSessionFailure::Store(err) => CreateError::Store(err),
+            })?;
+        Ok(SessionSummary {
+            session,
+            last_seq: 0,
+        })
+    }
+
+    pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {
+        let session = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+        let last_seq = self.store.head(id).await?.map_or(0, |head| head.seq);
+        Ok(SessionSummary { session, last_seq })
+    }
+
+    /// Appends one event, or answers a retry with the seq its original got.
+    ///
+    /// The decision is made on the cached state. An append is then published on the condition
+    /// that the state is still the stream's, and a rejection or dedupe is only answered after
+    /// checking the same: a stale cache can cost a round trip, never a wrong answer.
+    pub async fn append(&self, id: &SessionId, event: NewEvent) -> Result<Appended, AppendError> {
+        let hash = ContentHash::of(&event.content);
+        let slot = self.slot(id);
+        let mut guard = slot.lock().await;
+        let mut fresh = false;
+        if guard.is_none() {
+            if self.store.session(id).await?.is_none() {
+                return Err(AppendError::SessionNotFound(id.clone()));
+            }
+            let mut state = SessionState::default();
+            self.catch_up(id, &mut state).await?;
+            *guard = Some(state);
+            fresh = true;
+        }
+        let Some(state) = guard.as_mut() else {
+            return Err(AppendError::Store(StoreError::Corrupt(
+                "session state vanished".into(),
+            )));
+        };
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            let seq = match state.decide(&event.content, event.expected_seq, &hash) {
+                Decision::Append { seq } => seq,
+                Decision::Deduped { seq } if fresh => {
+                    return Ok(Appended {
+                        seq,
+                        last_seq: state.last_seq(),
+                        deduped: true,
+                    });
+                }
+                Decision::Reject(rejection) if fresh => return Err(rejection.into()),
+                Decision::Deduped { .. } | Decision::Reject(_) => {
+                    self.catch_up(id, state).await?;
+                    fresh = true;
+                    continue;
+                }
+            };
+            let inserted_at = model::timestamp_now();
+            let body = serde_json::to_vec(&Event::new(seq, &event.content, &inserted_at))
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            let pending = PendingAppend {
+                seq,
+                expected_stream_seq: state.stream_seq(),
+                content: &event.content,
+                hash: &hash,
+                body: body.into(),
+            };
+            match self.store.append(id, pending).await {
+                Ok(stream_seq) => {
+                    state.apply(EventRecord {
+                        stream_seq,
+                        seq,
+                        producer_id: event.content.producer_id.clone(),
+                        producer_seq: event.content.producer_seq,
+                        hash,
+                    });
+                    debug!(session.id = %id, event.seq = seq, "appended event {seq} to session {id}");
+                    return Ok(Appended {
+                        seq,
+                        last_seq: seq,
+                        deduped: false,
+                    });
+                }
+                Err(AppendFailure::Stale) => {
+                    let before = state.stream_seq();
+                    self.catch_up(id, state).await?;
+                    fresh = true;
+                    if state.stream_seq() == before {
+                        // Nothing new yet (a replica behind, or a transient check failure).
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) + 1)).await;
+                    }
+                }
+                Err(AppendFailure::TooLarge) => return Err(AppendError::EventTooLarge),
+                Err(AppendFailure::Store(err)) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "session {id} kept changing during {MAX_APPEND_ATTEMPTS} attempts"
+        ))
+        .into())
+    }
+
+    /// The session's events after `cursor`, stored then live. The feed starts at event
+    /// `cursor + 1`, or just past the head when the reader is caught up (or ahead).
+    pub async fn open_tail(&self, id: &SessionId, cursor: Seq) -> Result<EventFeed, ReadError> {
+        if !self.is_cached(id) && self.store.session(id).await?.is_none() {
+            return Err(ReadError::SessionNotFound(id.clone()));
+        }
+        let start = match self.store.head(id).await? {
+            None => 1,
+            Some(head) if cursor >= head.seq => head.stream_seq + 1,
+            Some(head) => self.store.stream_seq_of(id, cursor + 1, head).await?,
+        };
+        Ok(self.store.follow(id, start).await?)
+    }
+
+    /// Folds every event the stream has past the state's position into it.
+    async fn catch_up(&self, id: &SessionId, state: &mut SessionState) -> Result<(), StoreError> {
+        let Some(head) = self.store.head(id).await? else {
+            return Ok(());
+        };
+        for event in self
+            .store
+            .events_between(id, state.stream_seq(), state.last_seq(), head)
+            .await?
+        {
+            state.apply(event.record()?);
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: &SessionId) -> Slot {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        states.get_or_insert(id.clone(), Slot::default).clone()
+    }
+
+    /// Sessions are never deleted, so a cached session is known to exist.
+    fn is_cached(&self, id: &SessionId) -> bool {
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        states
+            .peek(id)
+            .is_some_and(|slot| slot.try_lock().is_ok_and(|state| state.is_some()))
+    }
+}

@@ -1,0 +1,258 @@
+//! Plain session-log values: ids, sessions, events and their validation. No I/O.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// A session's position in its own log: the first event is 1, an empty session is at 0.
+pub type Seq = u64;
+
+/// A JSON object, the shape of payloads, metadata and refs.
+pub type JsonObject = Map<String, Value>;
+
+/// The longest session id we accept, in bytes.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// A validated session id: any non-empty string of at most 256 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is a non-empty string of at most {MAX_SESSION_ID_BYTES} bytes")]
+pub struct InvalidSessionId;
+
+impl SessionId {
+    pub fn parse(id: &str) -> Result<SessionId, InvalidSessionId> {
+        if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES {
+            return Err(InvalidSessionId);
+        }
+        Ok(SessionId(id.to_owned()))
+    }
+
+    /// A fresh id, `ses_` and 12 random bytes in unpadded base64url.
+    pub fn generate() -> SessionId {
+        use base64::Engine as _;
+        let bytes: [u8; 12] = rand::random();
+        SessionId(format!(
+            "ses_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = InvalidSessionId;
+    fn try_from(id: String) -> Result<SessionId, InvalidSessionId> {
+        SessionId::parse(&id)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A session header as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub title: Option<String>,
+    pub metadata: JsonObject,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: u64,
+    pub archived: bool,
+}
+
+/// A session header together with the head of its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    pub session: Session,
+    pub last_seq: Seq,
+}
+
+/// What a client asks for when creating a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub id: Option<SessionId>,
+    pub title: Option<String>,
+    pub metadata: JsonObject,
+}
+
+/// What a client sends to append one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub content: EventContent,
+    pub expected_seq: Option<Seq>,
+}
+
+/// The part of an event that identifies a retry: two requests with equal content are the same
+/// request. `BTreeMap`-backed objects make the serialization, and so the hash, independent of
+/// the client's key order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventContent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub payload: JsonObject,
+    pub actor: String,
+    pub producer_id: String,
+    pub producer_seq: u64,
+    pub source: Option<String>,
+    pub metadata: JsonObject,
+    pub refs: JsonObject,
+    pub idempotency_key: Option<String>,
+}
+
+/// A SHA-256 digest of an event's content, hex-encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHash(String);
+
+impl ContentHash {
+    pub fn of(content: &EventContent) -> ContentHash {
+        // Serializing plain maps, strings and numbers cannot fail.
+        let canonical = serde_json::to_vec(content).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        ContentHash(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    pub fn from_hex(hex: &str) -> ContentHash {
+        ContentHash(hex.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A committed event exactly as tailers receive it; its serialization is what JetStream stores,
+/// so every replay returns the same bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event<'a> {
+    pub seq: Seq,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub payload: &'a JsonObject,
+    pub actor: &'a str,
+    pub producer_id: &'a str,
+    pub producer_seq: u64,
+    pub source: Option<&'a str>,
+    pub metadata: &'a JsonObject,
+    pub refs: &'a JsonObject,
+    pub idempotency_key: Option<&'a str>,
+    pub inserted_at: &'a str,
+    /// Equal to `seq`: the position a reader resumes after.
+    pub cursor: Seq,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(seq: Seq, content: &'a EventContent, inserted_at: &'a str) -> Event<'a> {
+        Event {
+            seq,
+            kind: &content.kind,
+            payload: &content.payload,
+            actor: &content.actor,
+            producer_id: &content.producer_id,
+            producer_seq: content.producer_seq,
+            source: content.source.as_deref(),
+            metadata: &content.metadata,
+            refs: &content.refs,
+            idempotency_key: content.idempotency_key.as_deref(),
+            inserted_at,
+            cursor: seq,
+        }
+    }
+}
+
+/// What the log needs to know of a committed event to fold it into a session's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// The event's position in the JetStream stream (all sessions share one stream).
+    pub stream_seq: u64,
+    pub seq: Seq,
+    pub producer_id: String,
+    pub producer_seq: u64,
+    pub hash: ContentHash,
+}
+
+/// The current time as RFC 3339 UTC with microseconds, the one timestamp format of the API.
+pub fn timestamp_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn content(payload: Value) -> EventContent {
+        EventContent {
+            kind: "message".into(),
+            payload: payload.as_object().cloned().unwrap_or_default(),
+            actor: "agent:a".into(),
+            producer_id: "p".into(),
+            producer_seq: 1,
+            source: None,
+            metadata: JsonObject::new(),
+            refs: JsonObject::new(),
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn session_ids_are_bounded_and_non_empty() {
+        assert!(SessionId::parse("").is_err());
+        assert!(SessionId::parse(&"x".repeat(257)).is_err());
+        assert!(SessionId::parse(&"é".repeat(128)).is_ok());
+        assert!(SessionId::parse("a.b *>").is_ok());
+    }
+
+    #[test]
+    fn generated_ids_have_the_documented_shape() {
+        let id = SessionId::generate();
+        assert_eq!(id.as_str().len(), 20);
+        assert!(id.as_str().starts_with("ses_"));
+        assert_ne!(id, SessionId::generate());
+    }
+
+    #[test]
+    fn content_hash_ignores_key_order_but_not_number_kinds() {
+        let a = content(serde_json::from_str(r#"{"a":1,"b":[1,2]}"#).unwrap());
+        let b = content(serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap());
+        let c = content(serde_json::from_str(r#"{"a":1.0,"b":[1,2]}"#).unwrap());
+        assert_eq!(ContentHash::of(&a), ContentHash::of(&b));
+        assert_ne!(ContentHash::of(&a), ContentHash::of(&c));
+    }
+
+    #[test]
+    fn event_serializes_with_cursor_and_every_optional_key() {
+        let content = content(json!({"text": "hi"}));
+        let event = Event::new(7, &content, "2026-01-01T00:00:00.000000Z");
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["cursor"], 7);
+        assert_eq!(value["source"], Value::Null);
+        assert_eq!(value["refs"], json!({}));
+        assert_eq!(value.as_object().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        let now = timestamp_now();
+        assert_eq!(now.len(), "2026-01-01T00:00:00.000000Z".len());
+        assert!(now.ends_with('Z'));
+    }
+}

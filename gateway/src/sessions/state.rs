@@ -1,0 +1,251 @@
+//! A session's write state as a fold over its committed events, and the append decision.
+//!
+//! The state is a pure function of the log, so every gateway that has read the same prefix
+//! decides the same way; that is what lets any gateway hold it as a mere cache.
+
+use lru::LruCache;
+
+use super::model::{ContentHash, EventContent, EventRecord, Seq};
+
+/// How many producers a session remembers; the one whose last append is oldest goes first.
+pub const MAX_PRODUCERS_PER_SESSION: usize = 10_000;
+
+/// The newest append of one producer: only this request is retry-safe.
+#[derive(Debug, Clone, PartialEq)]
+struct ProducerCursor {
+    producer_seq: u64,
+    seq: Seq,
+    hash: ContentHash,
+}
+
+/// A session's state after folding in every event up to `stream_seq`.
+#[derive(Debug)]
+pub struct SessionState {
+    last_seq: Seq,
+    /// The stream sequence of the newest folded event, 0 when none: the expected last subject
+    /// sequence of the next append.
+    stream_seq: u64,
+    producers: LruCache<String, ProducerCursor>,
+}
+
+/// What an append request turns into against a given state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Append { seq: Seq },
+    Deduped { seq: Seq },
+    Reject(Rejection),
+}
+
+/// Why an append cannot be taken, each a 409 for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    ExpectedSeq {
+        expected: Seq,
+        actual: Seq,
+    },
+    ProducerSeq {
+        producer_id: String,
+        expected: u64,
+        got: u64,
+    },
+    ProducerReplay,
+}
+
+impl Default for SessionState {
+    fn default() -> SessionState {
+        SessionState {
+            last_seq: 0,
+            stream_seq: 0,
+            producers: LruCache::unbounded(),
+        }
+    }
+}
+
+impl SessionState {
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    pub fn stream_seq(&self) -> u64 {
+        self.stream_seq
+    }
+
+    /// The contract's order: `expected_seq` first, then the producer's cursor.
+    pub fn decide(
+        &self,
+        content: &EventContent,
+        expected_seq: Option<Seq>,
+        hash: &ContentHash,
+    ) -> Decision {
+        if let Some(expected) = expected_seq
+            && expected != self.last_seq
+        {
+            return Decision::Reject(Rejection::ExpectedSeq {
+                expected,
+                actual: self.last_seq,
+            });
+        }
+        let next = Decision::Append {
+            seq: self.last_seq + 1,
+        };
+        let Some(cursor) = self.producers.peek(&content.producer_id) else {
+            return next;
+        };
+        match content.producer_seq {
+            sent if sent == cursor.producer_seq + 1 => next,
+            sent if sent == cursor.producer_seq && cursor.hash == *hash => {
+                Decision::Deduped { seq: cursor.seq }
+            }
+            sent if sent == cursor.producer_seq => Decision::Reject(Rejection::ProducerReplay),
+            sent => Decision::Reject(Rejection::ProducerSeq {
+                producer_id: content.producer_id.clone(),
+                expected: cursor.producer_seq + 1,
+                got: sent,
+            }),
+        }
+    }
+
+    /// Folds in the next committed event of this session.
+    pub fn apply(&mut self, record: EventRecord) {
+        self.last_seq = record.seq;
+        self.stream_seq = record.stream_seq;
+        let cursor = ProducerCursor {
+            producer_seq: record.producer_seq,
+            seq: record.seq,
+            hash: record.hash,
+        };
+        self.producers.put(record.producer_id, cursor);
+        if self.producers.len() > MAX_PRODUCERS_PER_SESSION {
+            self.producers.pop_lru();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::model::JsonObject;
+
+    fn content(producer_id: &str, producer_seq: u64, text: &str) -> EventContent {
+        let mut payload = JsonObject::new();
+        payload.insert("text".into(), text.into());
+        EventContent {
+            kind: "message".into(),
+            payload,
+            actor: "agent:a".into(),
+            producer_id: producer_id.into(),
+            producer_seq,
+            source: None,
+            metadata: JsonObject::new(),
+            refs: JsonObject::new(),
+            idempotency_key: None,
+        }
+    }
+
+    /// Decides and, when the decision is an append, commits it at the next stream sequence.
+    fn append(state: &mut SessionState, content: &EventContent) -> Decision {
+        let hash = ContentHash::of(content);
+        let decision = state.decide(content, None, &hash);
+        if let Decision::Append { seq } = decision {
+            state.apply(EventRecord {
+                stream_seq: state.stream_seq() + 10,
+                seq,
+                producer_id: content.producer_id.clone(),
+                producer_seq: content.producer_seq,
+                hash,
+            });
+        }
+        decision
+    }
+
+    #[test]
+    fn seqs_are_gapless_across_producers() {
+        let mut state = SessionState::default();
+        assert_eq!(
+            append(&mut state, &content("a", 5, "x")),
+            Decision::Append { seq: 1 }
+        );
+        assert_eq!(
+            append(&mut state, &content("b", 1, "x")),
+            Decision::Append { seq: 2 }
+        );
+        assert_eq!(
+            append(&mut state, &content("a", 6, "y")),
+            Decision::Append { seq: 3 }
+        );
+        assert_eq!(state.last_seq(), 3);
+        assert_eq!(state.stream_seq(), 30);
+    }
+
+    #[test]
+    fn only_the_latest_request_of_a_producer_is_deduped() {
+        let mut state = SessionState::default();
+        append(&mut state, &content("a", 1, "x"));
+        append(&mut state, &content("a", 2, "y"));
+        assert_eq!(
+            append(&mut state, &content("a", 2, "y")),
+            Decision::Deduped { seq: 2 }
+        );
+        assert_eq!(
+            append(&mut state, &content("a", 2, "z")),
+            Decision::Reject(Rejection::ProducerReplay)
+        );
+        let older = append(&mut state, &content("a", 1, "x"));
+        assert_eq!(
+            older,
+            Decision::Reject(Rejection::ProducerSeq {
+                producer_id: "a".into(),
+                expected: 3,
+                got: 1
+            })
+        );
+        let skipped = append(&mut state, &content("a", 4, "w"));
+        assert!(matches!(
+            skipped,
+            Decision::Reject(Rejection::ProducerSeq {
+                expected: 3,
+                got: 4,
+                ..
+            })
+        ));
+        assert_eq!(state.last_seq(), 2);
+    }
+
+    #[test]
+    fn expected_seq_is_checked_before_dedupe() {
+        let mut state = SessionState::default();
+        let first = content("a", 1, "x");
+        append(&mut state, &first);
+        let hash = ContentHash::of(&first);
+        assert_eq!(
+            state.decide(&first, Some(0), &hash),
+            Decision::Reject(Rejection::ExpectedSeq {
+                expected: 0,
+                actual: 1
+            })
+        );
+        assert_eq!(
+            state.decide(&first, Some(1), &hash),
+            Decision::Deduped { seq: 1 }
+        );
+    }
+
+    #[test]
+    fn the_least_recently_appending_producer_is_forgotten_first() {
+        let mut state = SessionState::default();
+        for producer in 0..=MAX_PRODUCERS_PER_SESSION {
+            append(&mut state, &content(&producer.to_string(), 1, "x"));
+        }
+        // Producer 0 was evicted, so it is unknown again and may start anywhere.
+        assert!(matches!(
+            append(&mut state, &content("0", 7, "x")),
+            Decision::Append { .. }
+        ));
+        // Producer 5000 is still remembered.
+        let stale = append(&mut state, &content("5000", 7, "x"));
+        assert!(matches!(
+            stale,
+            Decision::Reject(Rejection::ProducerSeq { .. })
+        ));
+    }
+}
