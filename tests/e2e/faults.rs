@@ -1,0 +1,112 @@
+//! NATS going away: fast 503s, readiness, reconnection, and unknown-outcome publishes.
+
+use std::time::{Duration, Instant};
+
+use gateway::config::Config;
+use reqwest::Method;
+use serde_json::{Value, json};
+use starcite_tests::{TestGateway, TestNats, event};
+
+async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn nats_down_gives_fast_503s_and_the_gateway_recovers_by_itself() {
+    let mut nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("p", 1)).await;
+
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let response = gateway.append(&id, event("p", 2)).await;
+    assert_eq!(
+        status_and_code(response).await,
+        (503, "nats_unavailable".into())
+    );
+    let response = gateway
+        .request(Method::POST, "/v1/sessions", Some(json!({})))
+        .await;
+    assert_eq!(
+        status_and_code(response).await,
+        (503, "nats_unavailable".into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "503s took {:?}",
+        started.elapsed()
+    );
+    let ready = gateway.request(Method::GET, "/health/ready", None).await;
+    assert_eq!(ready.status(), 503);
+    let live = gateway.request(Method::GET, "/health/live", None).await;
+    assert_eq!(live.status(), 200);
+
+    nats.restart();
+    gateway.wait_until_ready().await;
+    assert_eq!(gateway.append_ok(&id, event("p", 2)).await["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_gateway_started_before_nats_becomes_ready_when_nats_arrives() {
+    let mut nats = TestNats::start();
+    let config = TestGateway::config(&nats);
+    nats.kill();
+    let gateway = TestGateway::spawn(config).await;
+    let ready = gateway.request(Method::GET, "/health/ready", None).await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "starting");
+    nats.restart();
+    gateway.wait_until_ready().await;
+    let id = gateway.create_session().await;
+    assert_eq!(gateway.append_ok(&id, event("p", 1)).await["seq"], 1);
+}
+
+#[tokio::test]
+async fn a_timed_out_append_resolves_to_its_original_seq_on_retry() {
+    let nats = TestNats::start();
+    let config = Config {
+        nats_timeout: Duration::from_millis(500),
+        ..TestGateway::config(&nats)
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("p", 1)).await;
+
+    // Frozen, the server cannot ack; the publish sits in its socket buffer and is stored once
+    // the server runs again. The client cannot know: 503, and its retry must not duplicate.
+    nats.pause();
+    let response = gateway.append(&id, event("p", 2)).await;
+    nats.resume();
+    assert_eq!(
+        status_and_code(response).await,
+        (503, "nats_timeout".into())
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retry = loop {
+        let response = gateway.append(&id, event("p", 2)).await;
+        if response.status() == 201 {
+            break response.json::<Value>().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retry kept failing: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(retry["seq"], 2);
+    assert_eq!(retry["deduped"], true);
+    assert_eq!(gateway.append_ok(&id, event("p", 3)).await["seq"], 3);
+    let mut tail = gateway.tail(&id, 0).await;
+    assert_eq!(tail.seqs(3).await, vec![1, 2, 3]);
+    tail.expect_no_event(Duration::from_millis(200)).await;
+}

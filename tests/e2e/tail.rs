@@ -1,0 +1,220 @@
+//! Tailing: replay then live on one socket, resuming from a cursor, and pre-upgrade errors.
+
+use std::time::Duration;
+
+use gateway::config::Config;
+use reqwest::Method;
+use serde_json::Value;
+use starcite_tests::{TailFrame, TestGateway, TestNats, event, path_segment};
+
+async fn append_n(
+    gateway: &TestGateway,
+    id: &str,
+    producer: &str,
+    range: std::ops::RangeInclusive<u64>,
+) {
+    for producer_seq in range {
+        gateway.append_ok(id, event(producer, producer_seq)).await;
+    }
+}
+
+#[tokio::test]
+async fn replay_then_live_on_one_socket() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    append_n(&gateway, &id, "p", 1..=5).await;
+    let mut tail = gateway.tail(&id, 0).await;
+    assert_eq!(tail.seqs(5).await, vec![1, 2, 3, 4, 5]);
+    append_n(&gateway, &id, "p", 6..=8).await;
+    assert_eq!(tail.seqs(3).await, vec![6, 7, 8]);
+    tail.expect_no_event(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn appends_during_replay_are_neither_lost_nor_repeated() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    append_n(&gateway, &id, "p", 1..=300).await;
+    let mut tail = gateway.tail(&id, 0).await;
+    let writer = async { append_n(&gateway, &id, "q", 1..=100).await };
+    let reader = tail.seqs(400);
+    let ((), seqs) = tokio::join!(writer, reader);
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+    tail.expect_no_event(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn reconnecting_with_the_last_seen_seq_continues_exactly() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    append_n(&gateway, &id, "p", 1..=10).await;
+    let mut tail = gateway.tail(&id, 0).await;
+    let seen = tail.seqs(4).await;
+    drop(tail);
+    append_n(&gateway, &id, "p", 11..=12).await;
+    let mut resumed = gateway.tail(&id, *seen.last().unwrap()).await;
+    assert_eq!(resumed.seqs(8).await, (5..=12).collect::<Vec<_>>());
+    resumed.expect_no_event(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn replays_are_byte_identical() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let mut live = gateway.tail(&id, 0).await;
+    append_n(&gateway, &id, "p", 1..=3).await;
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(live.raw_frame(Duration::from_secs(5)).await.1.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut replay = gateway.tail(&id, 0).await;
+    for text in &first {
+        assert_eq!(
+            replay.raw_frame(Duration::from_secs(5)).await.1.as_ref(),
+            Some(text)
+        );
+    }
+    let event: Value = serde_json::from_str(&first[0]).unwrap();
+    assert!(event["inserted_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn a_cursor_beyond_the_head_waits_for_the_next_seq() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    append_n(&gateway, &id, "p", 1..=2).await;
+    let mut tail = gateway.tail(&id, 4).await;
+    tail.expect_no_event(Duration::from_millis(200)).await;
+    append_n(&gateway, &id, "p", 3..=6).await;
+    assert_eq!(tail.seqs(2).await, vec![5, 6]);
+
+    let mut at_head = gateway.tail(&id, 6).await;
+    at_head.expect_no_event(Duration::from_millis(100)).await;
+    append_n(&gateway, &id, "p", 7..=7).await;
+    assert_eq!(at_head.seqs(1).await, vec![7]);
+}
+
+#[tokio::test]
+async fn a_cursor_in_the_middle_of_an_interleaved_stream_resumes_exactly() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let sessions = [
+        gateway.create_session().await,
+        gateway.create_session().await,
+        gateway.create_session().await,
+    ];
+    for producer_seq in 1..=60 {
+        for id in &sessions {
+            gateway.append_ok(id, event("p", producer_seq)).await;
+        }
+    }
+    for cursor in [0, 1, 17, 30, 59, 60] {
+        let mut tail = gateway.tail(&sessions[1], cursor).await;
+        let expected: Vec<u64> = (cursor + 1..=60).collect();
+        assert_eq!(tail.seqs(expected.len()).await, expected, "cursor {cursor}");
+        tail.expect_no_event(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn several_tailers_see_the_identical_order() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let mut tails = Vec::new();
+    for cursor in [0, 0, 0] {
+        tails.push(gateway.tail(&id, cursor).await);
+    }
+    let writers = (0..4).map(|writer| {
+        let gateway = &gateway;
+        let id = &id;
+        async move { append_n(gateway, id, &format!("w{writer}"), 1..=25).await }
+    });
+    futures::future::join_all(writers).await;
+    let mut orders = Vec::new();
+    for tail in &mut tails {
+        let mut order = Vec::new();
+        for _ in 0..100 {
+            let event = tail.event().await;
+            order.push((
+                event["seq"].as_u64().unwrap(),
+                event["producer_id"].clone(),
+                event["producer_seq"].clone(),
+            ));
+        }
+        orders.push(order);
+    }
+    assert_eq!(
+        orders[0].iter().map(|e| e.0).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[1], orders[2]);
+}
+
+#[tokio::test]
+async fn idle_tails_get_ping_frames_and_client_frames_are_ignored() {
+    let nats = TestNats::start();
+    let config = Config {
+        tail_ping_interval: Duration::from_millis(150),
+        ..TestGateway::config(&nats)
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let id = gateway.create_session().await;
+    let mut tail = gateway.tail(&id, 0).await;
+    assert_eq!(tail.frame(Duration::from_secs(2)).await, TailFrame::Ping);
+    tail.send_text("hello?").await;
+    append_n(&gateway, &id, "p", 1..=1).await;
+    assert_eq!(tail.seqs(1).await, vec![1]);
+}
+
+#[tokio::test]
+async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let upgrade_get = |path: String| {
+        gateway
+            .client
+            .get(format!("{}{path}", gateway.base_url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+    };
+    let code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        (status, body["error"].as_str().unwrap().to_owned())
+    };
+    // A plain GET, even on an unknown session, is an upgrade error first.
+    let plain = gateway
+        .request(Method::GET, "/v1/sessions/nobody/tail", None)
+        .await;
+    assert_eq!(code(plain).await, (400, "invalid_websocket_upgrade".into()));
+    for bad in ["bad", "-1", "1.5", "", "1x"] {
+        let response = upgrade_get(format!("/v1/sessions/nobody/tail?cursor={bad}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(response).await,
+            (400, "invalid_cursor".into()),
+            "cursor {bad:?}"
+        );
+    }
+    let response = upgrade_get("/v1/sessions/nobody/tail?cursor=0".into())
+        .await
+        .unwrap();
+    assert_eq!(code(response).await, (404, "session_not_found".into()));
+    let response = upgrade_get(format!("/v1/sessions/{}/tail", path_segment(&id)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+}

@@ -1,0 +1,174 @@
+//! A gateway running in the test process on a random loopback port.
+
+use std::time::{Duration, Instant};
+
+use gateway::Gateway;
+use gateway::config::Config;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{TailClient, TestNats};
+
+pub struct TestGateway {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    /// A gateway with default settings on `nats`, ready to serve.
+    pub async fn start(nats: &TestNats) -> TestGateway {
+        TestGateway::start_with(TestGateway::config(nats)).await
+    }
+
+    /// The settings `start` uses, to adjust before `start_with`.
+    pub fn config(nats: &TestNats) -> Config {
+        Config {
+            nats_urls: vec![nats.url.clone()],
+            nats_timeout: Duration::from_secs(2),
+            ..Config::default()
+        }
+    }
+
+    pub async fn start_with(config: Config) -> TestGateway {
+        let gateway = TestGateway::spawn(config).await;
+        gateway.wait_until_ready().await;
+        gateway
+    }
+
+    /// Starts without waiting for readiness (for tests of NATS being down).
+    pub async fn spawn(config: Config) -> TestGateway {
+        gateway::telemetry::init("warn");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let gateway = Gateway::start(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            base_url,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/health/ready", self.base_url))
+                .send()
+                .await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway not ready within 15 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops gracefully, closing tails, and waits for the server to finish.
+    pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Creates a session with `body` and returns the reply, asserting a 201.
+    pub async fn create_session_with(&self, body: Value) -> Value {
+        let response = self.request(Method::POST, "/v1/sessions", Some(body)).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// Creates a session with a generated id and returns its id.
+    pub async fn create_session(&self) -> String {
+        let session = self.create_session_with(json!({})).await;
+        session["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn append(&self, session_id: &str, body: Value) -> Response {
+        let path = format!("/v1/sessions/{}/append", path_segment(session_id));
+        self.request(Method::POST, &path, Some(body)).await
+    }
+
+    /// Appends and returns the reply body, asserting a 201.
+    pub async fn append_ok(&self, session_id: &str, body: Value) -> Value {
+        let response = self.append(session_id, body).await;
+        let status = response.status();
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "append failed: {reply}");
+        reply
+    }
+
+    pub async fn session(&self, session_id: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/v1/sessions/{}", path_segment(session_id)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn last_seq(&self, session_id: &str) -> u64 {
+        let session: Value = self.session(session_id).await.json().await.unwrap();
+        session["last_seq"].as_u64().unwrap()
+    }
+
+    pub async fn tail(&self, session_id: &str, cursor: u64) -> TailClient {
+        let url = format!(
+            "{}/v1/sessions/{}/tail?cursor={cursor}",
+            self.base_url.replacen("http", "ws", 1),
+            path_segment(session_id)
+        );
+        TailClient::connect(&url).await
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for ids in URL paths.
+pub fn path_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,24 @@
+//! Test support: a private `nats-server`, in-process gateways, and a WebSocket tail client.
+//! Everything binds to loopback and cleans up on drop.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod gateway;
+mod nats;
+mod tail;
+
+pub use gateway::{TestGateway, path_segment};
+pub use nats::TestNats;
+pub use tail::{TailClient, TailFrame};
+
+use serde_json::{Value, json};
+
+/// A valid append body for `producer_id` at `producer_seq`, with a payload naming both.
+pub fn event(producer_id: &str, producer_seq: u64) -> Value {
+    json!({
+        "type": "message",
+        "payload": {"text": format!("{producer_id} #{producer_seq}")},
+        "actor": "agent:test",
+        "producer_id": producer_id,
+        "producer_seq": producer_seq,
+    })
+}

@@ -1,0 +1,112 @@
+//! A private JetStream server on a random loopback port; killed and wiped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct TestNats {
+    pub url: String,
+    port: u16,
+    process: Child,
+    store: TempDir,
+}
+
+impl TestNats {
+    pub fn start() -> TestNats {
+        let store = tempfile::tempdir().unwrap();
+        let (process, port) = spawn(store.path(), None);
+        TestNats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            process,
+            store,
+        }
+    }
+
+    /// Kills the server, as a crash would; its store stays for `restart`.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (process, _) = spawn(self.store.path(), Some(self.port));
+        self.process = process;
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        signal(self.process.id(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.process.id(), "-CONT");
+    }
+}
+
+impl Drop for TestNats {
+    // Fields drop after this body, so the store goes last.
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// The server named by `NATS_SERVER_BIN`, else the project's tools folder, else `PATH`.
+fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return path.into();
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/venv/bin/nats-server");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
+    let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
+    let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ports_dir);
+    std::fs::create_dir_all(&ports_dir).unwrap();
+    let process = Command::new(server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+        .arg(dir.join("store"))
+        .arg("--ports_file_dir")
+        .arg(&ports_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server not found: run `make tools` or set NATS_SERVER_BIN");
+    // The server writes nats-server_<pid>.ports once it listens: no log scraping, no race.
+    let ports_file = ports_dir.join(format!("nats-server_{}.ports", process.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ports_file)
+            && let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(url) = ports["nats"][0].as_str()
+        {
+            let port = url.rsplit(':').next().unwrap().parse().unwrap();
+            return (process, port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
