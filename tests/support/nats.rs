@@ -83,7 +83,7 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).unwrap();
-    let process = Command::new(server_binary())
+    let mut process = Command::new(server_binary())
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(dir.join("store"))
         .arg("--ports_file_dir")
