@@ -218,3 +218,65 @@ async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
         .unwrap();
     assert_eq!(response.status(), 101);
 }
+
+#[tokio::test]
+async fn the_stored_message_is_the_tail_frame_byte_for_byte() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    gateway
+        .create_session_with(serde_json::json!({"id": "a.b c"}))
+        .await;
+    gateway.append_ok("a.b c", event("p", 1)).await;
+    let mut tail = gateway.tail("a.b c", 0).await;
+    let (_, frame) = tail.raw_frame(Duration::from_secs(5)).await;
+    let stream = nats
+        .jetstream()
+        .await
+        .get_stream("STARCITE_EVENTS")
+        .await
+        .unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject("starcite.events.a=2Eb=20c")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&stored.payload).unwrap(),
+        frame.unwrap()
+    );
+    assert!(
+        stored.headers.get("Nats-Msg-Id").is_some(),
+        "appends carry a Nats-Msg-Id"
+    );
+    assert_eq!(stored.headers.get("Starcite-Seq").unwrap().as_str(), "1");
+}
+
+#[tokio::test]
+async fn closing_a_tail_removes_its_consumer() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("p", 1)).await;
+    let mut tails = Vec::new();
+    for _ in 0..5 {
+        let mut tail = gateway.tail(&id, 0).await;
+        tail.seqs(1).await;
+        tails.push(tail);
+    }
+    let jetstream = nats.jetstream().await;
+    let consumers = || async {
+        let mut stream = jetstream.get_stream("STARCITE_EVENTS").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    };
+    assert_eq!(consumers().await, 5);
+    drop(tails);
+    // The server alone would keep them for 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while consumers().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumers left behind: {}",
+            consumers().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -25,6 +25,11 @@ impl TestNats {
         }
     }
 
+    /// A JetStream client, to look at what the gateway stored.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(async_nats::connect(&self.url).await.unwrap())
+    }
+
     /// Kills the server, as a crash would; its store stays for `restart`.
     pub fn kill(&mut self) {
         let _ = self.process.kill();

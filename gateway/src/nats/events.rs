@@ -262,9 +262,11 @@ impl Store {
         from_stream_seq: u64,
     ) -> Result<EventFeed, StoreError> {
         self.sessions_bucket()?;
+        let name = format!("starcite-tail-{:016x}", rand::random::<u64>());
         let consumer = self
             .events
             .create_consumer(pull::OrderedConfig {
+                name: Some(name.clone()),
                 filter_subject: self.subject(id),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: from_stream_seq.max(1),
@@ -285,6 +287,8 @@ impl Store {
         });
         Ok(EventFeed {
             events: Box::pin(events),
+            consumer: name,
+            stream: self.events.clone(),
         })
     }
 }
@@ -292,6 +296,21 @@ impl Store {
 /// A session's stored-then-live events; dropping it removes the consumer.
 pub struct EventFeed {
     events: Pin<Box<dyn Stream<Item = Result<StoredEvent, StoreError>> + Send>>,
+    consumer: String,
+    stream: async_nats::jetstream::stream::Stream<()>,
+}
+
+impl Drop for EventFeed {
+    fn drop(&mut self) {
+        // The server drops an idle ordered consumer only after 30 s, and every one held counts
+        // against the stream's consumer limit: readers that reconnect often would pile them up.
+        let (stream, consumer) = (self.stream.clone(), std::mem::take(&mut self.consumer));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = stream.delete_consumer(&consumer).await;
+            });
+        }
+    }
 }
 
 impl Stream for EventFeed {

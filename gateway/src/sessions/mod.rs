@@ -103,6 +103,8 @@ impl SessionLog {
         let mut fresh = false;
         if guard.is_none() {
             if self.store.session(id).await?.is_none() {
+                // Unknown ids must not crowd real sessions out of the cache.
+                self.forget(id);
                 return Err(AppendError::SessionNotFound(id.clone()));
             }
             let mut state = SessionState::default();
@@ -180,7 +182,7 @@ impl SessionLog {
     /// The session's events after `cursor`, stored then live. The feed starts at event
     /// `cursor + 1`, or just past the head when the reader is caught up (or ahead).
     pub async fn open_tail(&self, id: &SessionId, cursor: Seq) -> Result<EventFeed, ReadError> {
-        if !self.is_cached(id) && self.store.session(id).await?.is_none() {
+        if self.store.session(id).await?.is_none() {
             return Err(ReadError::SessionNotFound(id.clone()));
         }
         let start = match self.store.head(id).await? {
@@ -214,14 +216,11 @@ impl SessionLog {
         states.get_or_insert(id.clone(), Slot::default).clone()
     }
 
-    /// Sessions are never deleted, so a cached session is known to exist.
-    fn is_cached(&self, id: &SessionId) -> bool {
-        let states = self
+    fn forget(&self, id: &SessionId) {
+        let mut states = self
             .states
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        states
-            .peek(id)
-            .is_some_and(|slot| slot.try_lock().is_ok_and(|state| state.is_some()))
+        states.pop(id);
     }
 }
