@@ -195,22 +195,37 @@ impl Store {
         let subject = self.subject(id);
         let mut next = after_stream_seq + 1;
         while next <= head.stream_seq {
-            let event = match self
-                .events
-                .direct_get_next_for_subject(&subject, Some(next))
-                .await
-            {
-                Ok(message) => {
-                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?
-                }
-                // A replica may lag the leader; the caller sees a short read and retries.
-                Err(err) if err.kind() == DirectGetErrorKind::NotFound => break,
-                Err(err) => return Err(classify_direct(err)),
+            // A replica may lag the leader: a short read makes the caller decide again.
+            let Some(event) = self.next_event(&subject, next).await? else {
+                break;
             };
             next = event.stream_seq + 1;
             events.push(event);
         }
         Ok(events)
+    }
+
+    /// The session's first event at or after `stream_seq`, by Direct Get (any replica).
+    async fn next_event(
+        &self,
+        subject: &str,
+        stream_seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match self
+            .events
+            .direct_get_next_for_subject(subject, Some(stream_seq))
+            .await
+        {
+            Ok(message) => {
+                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
+                    .map(Some)
+            }
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     /// The stream sequence of the session's event `seq` (1 ≤ seq ≤ head.seq).
@@ -224,34 +239,26 @@ impl Store {
         head: Head,
     ) -> Result<u64, StoreError> {
         let subject = self.subject(id);
+        let missing = || StoreError::Corrupt(format!("event {seq} is missing from its subject"));
         let mut low = seq;
-        let mut high = head.stream_seq - (head.seq - seq);
-        loop {
+        let mut high = head.stream_seq.saturating_sub(head.seq.saturating_sub(seq));
+        while low <= high {
             let probe = low + (high - low) / 2;
-            let found = match self
-                .events
-                .direct_get_next_for_subject(&subject, Some(probe))
-                .await
-            {
-                Ok(message) => {
-                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?
-                }
-                Err(err) => return Err(classify_direct(err)),
-            };
+            let found = self
+                .next_event(&subject, probe)
+                .await?
+                .ok_or_else(missing)?;
             if found.seq == seq {
                 return Ok(found.stream_seq);
             }
             if found.seq < seq {
                 low = found.stream_seq + (seq - found.seq);
             } else {
-                high = (probe - 1).min(found.stream_seq - (found.seq - seq));
-            }
-            if low > high {
-                return Err(StoreError::Corrupt(format!(
-                    "event {seq} is missing from its session's subject"
-                )));
+                // The event is before the probe, and before `found` by at least the seq gap.
+                high = (probe - 1).min(found.stream_seq.saturating_sub(found.seq - seq));
             }
         }
+        Err(missing())
     }
 
     /// The session's events from `from_stream_seq` on: what is stored, then live as it is
@@ -340,12 +347,5 @@ fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendF
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::MaxAckPending
         | PublishErrorKind::WrongLastMessageId => AppendFailure::Store(unavailable(err)),
-    }
-}
-
-fn classify_direct(err: async_nats::jetstream::stream::DirectGetError) -> StoreError {
-    match err.kind() {
-        DirectGetErrorKind::TimedOut => StoreError::Timeout(err.to_string()),
-        _ => StoreError::Unavailable(err.to_string()),
     }
 }

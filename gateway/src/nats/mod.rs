@@ -64,6 +64,8 @@ impl Store {
             .name("starcite-gateway")
             .retry_on_initial_connect()
             .max_reconnects(None)
+            // Notice a silent network partition in seconds, not the default two minutes.
+            .ping_interval(Duration::from_secs(10))
             .connection_timeout(config.nats_timeout)
             .request_timeout(Some(config.nats_timeout))
             .event_callback(|event| async move {
