@@ -8,16 +8,19 @@ export NATS_SERVER_BIN := $(CURDIR)/$(NATS_SERVER)
 run: tools
 	scripts/run.sh
 
+# nextest runs each test in its own process; plain `cargo test` is the fallback.
+TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
+
 test: tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	$(TEST)
 
 # Quicker loop while coding: formats instead of checking.
 check: tools
 	cargo fmt --all
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	$(TEST)
 
 bench: tools
 	cargo run --release -p starcite-tests --bin bench
