@@ -8,6 +8,8 @@ pub mod telemetry;
 
 pub mod sessions;
 
+pub mod catalog;
+
 pub mod nats;
 
 pub mod tail;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use poem::listener::{Acceptor, TcpAcceptor};
 use tracing::{info, warn};
 
+use catalog::Catalog;
 use config::Config;
 use nats::{Store, StoreError};
 use sessions::SessionLog;
@@ -33,6 +36,7 @@ pub struct Gateway {
     config: Config,
     store: Arc<Store>,
     log: Arc<SessionLog>,
+    catalog: Arc<Catalog>,
 }
 
 impl Gateway {
@@ -42,7 +46,15 @@ impl Gateway {
         let store = Arc::new(Store::connect(&config).await?);
         tokio::spawn(ensure_topology(store.clone()));
         let log = Arc::new(SessionLog::new(store.clone(), config.session_cache_size));
-        Ok(Gateway { config, store, log })
+        let catalog = Arc::new(Catalog::new(store.clone(), config.nats_timeout));
+        let follower = catalog.clone();
+        tokio::spawn(async move { follower.keep_current().await });
+        Ok(Gateway {
+            config,
+            store,
+            log,
+            catalog,
+        })
     }
 
     /// Serves on `listener` until `stop` resolves, then closes every tail with "going away"
@@ -55,6 +67,7 @@ impl Gateway {
         let (trigger, shutdown) = Shutdown::new();
         let routes = api::routes(api::ApiState {
             log: self.log,
+            catalog: self.catalog,
             store: self.store,
             tail_ping_interval: self.config.tail_ping_interval,
             max_body_bytes: self.config.max_body_bytes,

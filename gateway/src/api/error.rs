@@ -5,6 +5,7 @@ use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
 use tracing::{error, warn};
 
+use crate::catalog::EditError;
 use crate::nats::StoreError;
 use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
 
@@ -14,9 +15,12 @@ use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
 pub enum ErrorCode {
     EventTooLarge,
     ExpectedSeqConflict,
+    ExpectedVersionConflict,
     InternalError,
     InvalidCursor,
     InvalidEvent,
+    InvalidLimit,
+    InvalidListQuery,
     InvalidMetadata,
     InvalidRefs,
     InvalidRequest,
@@ -40,6 +44,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidCursor
             | ErrorCode::InvalidEvent
+            | ErrorCode::InvalidLimit
+            | ErrorCode::InvalidListQuery
             | ErrorCode::InvalidMetadata
             | ErrorCode::InvalidRefs
             | ErrorCode::InvalidRequest
@@ -49,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ExpectedSeqConflict
+            | ErrorCode::ExpectedVersionConflict
             | ErrorCode::ProducerReplayConflict
             | ErrorCode::ProducerSeqConflict
             | ErrorCode::SessionExists => StatusCode::CONFLICT,
@@ -67,6 +74,9 @@ pub struct ErrorBody {
     pub error: ErrorCode,
     /// A sentence for people; its wording may change.
     pub message: String,
+    /// With `expected_version_conflict`: the session's version now.
+    #[oai(skip_serializing_if_is_none)]
+    pub current_version: Option<u64>,
 }
 
 /// Every failure an operation can answer with, one variant per status.
@@ -103,6 +113,7 @@ impl ApiError {
         let body = Json(ErrorBody {
             error: code,
             message: message.into(),
+            current_version: None,
         });
         match code.status() {
             StatusCode::BAD_REQUEST => ApiError::BadRequest(body),
@@ -130,21 +141,27 @@ impl From<InvalidInput> for ApiError {
             InvalidInput::Session(_) => ErrorCode::InvalidSession,
             InvalidInput::SessionId => ErrorCode::InvalidSessionId,
             InvalidInput::Cursor => ErrorCode::InvalidCursor,
+            InvalidInput::Limit => ErrorCode::InvalidLimit,
+            InvalidInput::ListQuery(_) => ErrorCode::InvalidListQuery,
         };
-        let message = match &err {
-            InvalidInput::Event(reason) => format!("Invalid event payload: {reason}"),
-            InvalidInput::Metadata => {
-                "Invalid metadata payload: `metadata` must be a JSON object".into()
+        ApiError::new(code, err.to_string())
+    }
+}
+
+impl From<EditError> for ApiError {
+    fn from(err: EditError) -> ApiError {
+        match err {
+            EditError::SessionNotFound(_) => ApiError::session_not_found(),
+            EditError::VersionConflict { current, .. } => {
+                let mut conflict =
+                    ApiError::new(ErrorCode::ExpectedVersionConflict, err.to_string());
+                if let ApiError::Conflict(body) = &mut conflict {
+                    body.current_version = Some(current);
+                }
+                conflict
             }
-            InvalidInput::Refs => "Invalid refs payload: `refs` must be a JSON object".into(),
-            InvalidInput::Session(reason) => format!("Invalid session payload: {reason}"),
-            InvalidInput::SessionId | InvalidInput::Cursor => {
-                let mut message = err.to_string();
-                message[..1].make_ascii_uppercase();
-                message
-            }
-        };
-        ApiError::new(code, message)
+            EditError::Store(err) => err.into(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
+use crate::catalog::Catalog;
 use crate::nats::Store;
 
 #[derive(Debug, Object)]
@@ -21,13 +22,15 @@ pub enum ReadyResponse {
     /// NATS is connected and the stream and bucket are in place.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
-    /// Not ready: NATS is unreachable or the stream is not set up yet.
+    /// Not ready: NATS is unreachable, the stream is not set up yet, or the catalog is still
+    /// loading.
     #[oai(status = 503)]
     NotReady(Json<HealthStatus>),
 }
 
 pub struct HealthApi {
     pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
 }
 
 #[OpenApi(tag = "ApiTags::Health")]
@@ -44,7 +47,7 @@ impl HealthApi {
     /// The gateway can serve: NATS is reachable and the stream usable.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
-        if self.store.is_ready() {
+        if self.store.is_ready() && self.catalog.is_loaded() {
             ReadyResponse::Ready(Json(HealthStatus {
                 status: "ok".to_owned(),
                 reason: None,

@@ -1,10 +1,11 @@
 //! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
 
 mod body;
+mod catalog;
 pub mod error;
 mod health;
 mod sessions;
-mod tail;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,12 @@ use std::time::Duration;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+use crate::catalog::Catalog;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
 use body::BodyLimit;
+use catalog::CatalogApi;
 use health::HealthApi;
 use sessions::SessionsApi;
 
@@ -30,13 +33,14 @@ enum ApiTags {
 /// What the API needs from the rest of the gateway.
 pub struct ApiState {
     pub log: Arc<SessionLog>,
+    pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
     pub tail_ping_interval: Duration,
     pub max_body_bytes: usize,
     pub shutdown: Shutdown,
 }
 
-type Apis = (SessionsApi, HealthApi);
+type Apis = (SessionsApi, CatalogApi, HealthApi);
 
 fn service(apis: Apis) -> OpenApiService<Apis, ()> {
     OpenApiService::new(apis, "Starcite", env!("CARGO_PKG_VERSION")).description(
@@ -52,9 +56,17 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         SessionsApi {
             log: state.log,
             tail_ping_interval: state.tail_ping_interval,
+            shutdown: state.shutdown.clone(),
+        },
+        CatalogApi {
+            catalog: state.catalog.clone(),
+            ping_interval: state.tail_ping_interval,
             shutdown: state.shutdown,
         },
-        HealthApi { store: state.store },
+        HealthApi {
+            store: state.store,
+            catalog: state.catalog,
+        },
     ));
     Route::new()
         .at("/openapi.json", service.spec_endpoint())

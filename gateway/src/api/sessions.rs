@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use poem::FromRequest;
 use poem::Request;
-use poem::web::websocket::{BoxWebSocketUpgraded, WebSocket};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
 
 use super::ApiTags;
 use super::body::JsonBody;
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
+use super::stream::{LiveResponse, Transport};
+use crate::catalog::input::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::model::{SessionId, SessionSummary};
 use crate::sessions::{Appended, SessionLog, input};
@@ -64,7 +64,7 @@ struct AppendRequest {
 
 /// A session header with the head of its log.
 #[derive(Debug, Object)]
-struct SessionBody {
+pub struct SessionBody {
     id: String,
     title: Option<String>,
     metadata: BTreeMap<String, Value>,
@@ -119,6 +119,39 @@ impl From<Appended> for AppendReply {
     }
 }
 
+/// A committed event, exactly as tails deliver it.
+#[derive(Debug, Object, serde::Deserialize)]
+struct EventBody {
+    seq: u64,
+    /// Equal to `seq`.
+    cursor: u64,
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    kind: String,
+    payload: BTreeMap<String, Value>,
+    actor: String,
+    producer_id: String,
+    producer_seq: u64,
+    source: Option<String>,
+    metadata: BTreeMap<String, Value>,
+    refs: BTreeMap<String, Value>,
+    idempotency_key: Option<String>,
+    inserted_at: String,
+}
+
+/// One page of a session's events.
+#[derive(Debug, Object)]
+struct EventPageBody {
+    events: Vec<EventBody>,
+    /// Pass as `cursor` for the next page: the last seq on this page (the request's cursor
+    /// when the page is empty).
+    next_cursor: u64,
+    /// The session's newest seq.
+    last_seq: u64,
+    /// True when this page reaches `last_seq`.
+    caught_up: bool,
+}
+
 #[derive(ApiResponse)]
 enum CreatedSession {
     /// The session was created.
@@ -139,7 +172,7 @@ pub struct SessionsApi {
     pub shutdown: Shutdown,
 }
 
-fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|_| InvalidInput::SessionId.into())
 }
 
@@ -191,9 +224,11 @@ impl SessionsApi {
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 
-    /// Tail a session over a WebSocket: every event with `seq > cursor` (default 0), in order,
-    /// then new ones live. One JSON event per text frame; pings while idle. Close 1001 means the
-    /// gateway is going away, 1011 that storage failed: reconnect with your last seq.
+    /// Tail a session: every event with `seq > cursor` (default 0), in order, then new ones
+    /// live. Over a WebSocket: one JSON event per text frame, pings while idle; close 1001 means
+    /// the gateway is going away, 1011 that storage failed. With `Accept: text/event-stream`:
+    /// Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`. Either way,
+    /// reconnect with the last seq you processed.
     #[oai(
         path = "/v1/sessions/:id/tail",
         method = "get",
@@ -204,37 +239,54 @@ impl SessionsApi {
         request: &Request,
         id: Path<String>,
         cursor: Query<Option<String>>,
-    ) -> Result<BoxWebSocketUpgraded, ApiError> {
-        let upgrade = request.headers().get(poem::http::header::UPGRADE);
-        if !upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket")) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidWebsocketUpgrade,
-                "WebSocket upgrade required",
-            ));
-        }
-        let cursor = input::cursor(cursor.0.as_deref())?;
+    ) -> Result<LiveResponse, ApiError> {
+        let transport = Transport::of(request).await?;
+        let cursor = transport.cursor(request, cursor.0.as_deref())?;
         let id = session_id(&id)?;
-        let feed = self.log.open_tail(&id, cursor).await?;
-        let websocket = WebSocket::from_request_without_body(request)
-            .await
-            .map_err(|err| {
-                ApiError::new(
-                    ErrorCode::InvalidWebsocketUpgrade,
-                    format!("WebSocket upgrade failed: {err}"),
-                )
-            })?;
-        let items =
-            crate::tail::follow(feed, cursor, self.tail_ping_interval, self.shutdown.clone());
-        // The upgrade callback must be `Sync`; the consumer's stream is only `Send`, and a
-        // mutex makes it shareable without ever being contended.
-        let items = std::sync::Mutex::new(items);
-        Ok(websocket
-            .on_upgrade(move |socket| {
-                let items = items
-                    .into_inner()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                super::tail::pump(socket, items).boxed()
-            })
-            .boxed())
+        let events = self.log.open_tail(&id, cursor).await?;
+        let items = crate::tail::follow(
+            events,
+            cursor,
+            self.tail_ping_interval,
+            self.shutdown.clone(),
+        );
+        Ok(transport.respond(items))
+    }
+
+    /// Read a page of events with `seq > cursor` (default 0), at most `limit` (1..1000,
+    /// default 100). Continue with `next_cursor` until `caught_up`.
+    #[oai(
+        path = "/v1/sessions/:id/events",
+        method = "get",
+        operation_id = "list_events"
+    )]
+    async fn events(
+        &self,
+        id: Path<String>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<String>>,
+    ) -> Result<Json<EventPageBody>, ApiError> {
+        let cursor = input::cursor(cursor.0.as_deref())?;
+        let limit = match limit.0.as_deref() {
+            None => DEFAULT_LIST_LIMIT,
+            Some(raw) => input::decimal(raw)
+                .and_then(|limit| usize::try_from(limit).ok())
+                .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
+                .ok_or(InvalidInput::Limit)?,
+        };
+        let id = session_id(&id)?;
+        let page = self.log.read_page(&id, cursor, limit).await?;
+        let events = page
+            .events
+            .iter()
+            .map(|json| serde_json::from_slice(json))
+            .collect::<Result<Vec<EventBody>, _>>()
+            .map_err(|err| ApiError::from(StoreError::Corrupt(err.to_string())))?;
+        Ok(Json(EventPageBody {
+            events,
+            next_cursor: page.next_cursor,
+            last_seq: page.last_seq,
+            caught_up: page.caught_up,
+        }))
     }
 }

@@ -1,10 +1,16 @@
 //! Session headers in the key-value bucket, one key per session (the subject token).
+//!
+//! The bucket keeps a few revisions of every header, each stored with the change that made
+//! it, so its stream doubles as the durable, ordered lifecycle feed.
 
-use async_nats::jetstream::kv::CreateErrorKind;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::kv::{CreateErrorKind, EntryErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
+use futures::StreamExt;
 
+use super::feed::{Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
-use crate::sessions::model::{Session, SessionId};
+use crate::sessions::model::{SessionId, SessionRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateSessionFailure {
@@ -14,18 +20,53 @@ pub enum CreateSessionFailure {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceSessionFailure {
+    /// Someone changed the header since it was read: read again and decide again.
+    #[error("the session header changed since it was read")]
+    Changed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A header as read, with the bucket revision a compare-and-set must name.
+#[derive(Debug, Clone)]
+pub struct RevisedRecord {
+    pub record: SessionRecord,
+    pub revision: u64,
+}
+
+/// One message of the bucket's stream: a header version, in bucket order.
+#[derive(Debug, Clone)]
+pub struct CatalogChange {
+    /// The bucket stream's sequence: the lifecycle cursor.
+    pub revision: u64,
+    pub record: SessionRecord,
+}
+
+fn decode(value: &[u8]) -> Result<SessionRecord, StoreError> {
+    serde_json::from_slice(value)
+        .map_err(|err| StoreError::Corrupt(format!("session header: {err}")))
+}
+
+fn encode(record: &SessionRecord) -> Bytes {
+    // Plain strings, numbers and maps always serialize.
+    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
 impl Store {
     /// Creates the header only if no session has this id: the bucket's create is atomic, so
     /// of two racing creates exactly one wins, on any gateway.
-    pub async fn create_session(&self, session: &Session) -> Result<(), CreateSessionFailure> {
+    pub async fn create_session(
+        &self,
+        record: &SessionRecord,
+    ) -> Result<u64, CreateSessionFailure> {
         let bucket = self.sessions_bucket()?;
-        let value =
-            serde_json::to_vec(session).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         match bucket
-            .create(subjects::token(&session.id), Bytes::from(value))
+            .create(subjects::token(&record.session.id), encode(record))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(revision) => Ok(revision),
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
                 Err(CreateSessionFailure::Exists)
             }
@@ -37,19 +78,94 @@ impl Store {
         }
     }
 
-    pub async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.sessions_bucket()?;
-        let value = bucket.get(subjects::token(id)).await.map_err(|err| {
-            if err.kind() == async_nats::jetstream::kv::EntryErrorKind::TimedOut {
+        let entry = bucket.entry(subjects::token(id)).await.map_err(|err| {
+            if err.kind() == EntryErrorKind::TimedOut {
                 StoreError::Timeout(err.to_string())
             } else {
                 unavailable(err)
             }
         })?;
-        value
-            .map(|value| {
-                serde_json::from_slice(&value).map_err(|err| StoreError::Corrupt(err.to_string()))
-            })
-            .transpose()
+        let Some(entry) = entry.filter(|entry| entry.operation == Operation::Put) else {
+            return Ok(None);
+        };
+        Ok(Some(RevisedRecord {
+            record: decode(&entry.value)?,
+            revision: entry.revision,
+        }))
+    }
+
+    /// Replaces the header if it is still at `revision`: the compare-and-set behind PATCH and
+    /// archive, correct across any number of gateways.
+    pub async fn replace_session(
+        &self,
+        record: &SessionRecord,
+        revision: u64,
+    ) -> Result<u64, ReplaceSessionFailure> {
+        let bucket = self.sessions_bucket()?;
+        match bucket
+            .update(
+                subjects::token(&record.session.id),
+                encode(record),
+                revision,
+            )
+            .await
+        {
+            Ok(revision) => Ok(revision),
+            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => {
+                Err(ReplaceSessionFailure::Changed)
+            }
+            Err(err) if err.kind() == UpdateErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()).into())
+            }
+            Err(err) => Err(unavailable(err).into()),
+        }
+    }
+
+    /// The bucket's newest revision: a catalog that has seen it has seen every write so far.
+    pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
+        let bucket = self.sessions_bucket()?;
+        let status = bucket.status().await.map_err(unavailable)?;
+        Ok(status.info.state.last_sequence)
+    }
+
+    /// Every header version after `after_revision`, stored then live, in bucket order. With
+    /// `latest_only`, the replay keeps each session's newest version only (loading an index).
+    pub async fn follow_catalog(
+        &self,
+        after_revision: u64,
+        latest_only: bool,
+    ) -> Result<Feed<CatalogChange>, StoreError> {
+        self.sessions_bucket()?;
+        let deliver_policy = if latest_only {
+            DeliverPolicy::LastPerSubject
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: after_revision + 1,
+            }
+        };
+        let config = pull::OrderedConfig {
+            filter_subject: format!("$KV.{}.>", self.topology.sessions_bucket),
+            deliver_policy,
+            ..Default::default()
+        };
+        let RawFeed { messages, consumer } =
+            self.ordered_feed(&self.sessions_stream, config).await?;
+        let changes = messages.filter_map(|message| async move {
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => return Some(Err(err)),
+            };
+            // Deletes and purges are not lifecycle events; sessions are never deleted by us.
+            if message.payload.is_empty() {
+                return None;
+            }
+            Some(decode(&message.payload).map(|record| CatalogChange {
+                revision: message.stream_seq,
+                record,
+            }))
+        });
+        Ok(Feed::new(Box::pin(changes), consumer))
     }
 }

@@ -1,17 +1,15 @@
 //! Session events on the stream: conditional appends, heads, catch-up reads and live feeds.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::feed::{Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId};
 
@@ -168,6 +166,34 @@ impl Store {
         }
     }
 
+    /// Each session's newest seq (0 for none), read concurrently from any replica.
+    pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
+        self.sessions_bucket()?;
+        let lookups: Vec<_> = ids.iter().map(|id| self.last_seq(id)).collect();
+        futures::stream::iter(lookups)
+            .buffered(32)
+            .try_collect()
+            .await
+    }
+
+    async fn last_seq(&self, id: &SessionId) -> Result<Seq, StoreError> {
+        match self
+            .events
+            .direct_get_last_for_subject(self.subject(id))
+            .await
+        {
+            Ok(message) => {
+                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
+                    .map(|event| event.seq)
+            }
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
     /// Every event of the session after `after_stream_seq`, up to and including `head`.
     pub async fn events_between(
         &self,
@@ -176,25 +202,35 @@ impl Store {
         after_seq: Seq,
         head: Head,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut events = Vec::new();
         if head.stream_seq <= after_stream_seq {
-            return Ok(events);
+            return Ok(Vec::new());
         }
-        if head.seq.saturating_sub(after_seq) > DIRECT_READ_LIMIT {
-            let mut feed = self.follow(id, after_stream_seq + 1).await?;
-            while let Some(event) = feed.next().await {
-                let event = event?;
-                let done = event.stream_seq >= head.stream_seq;
-                events.push(event);
-                if done {
-                    break;
+        let count = head.seq.saturating_sub(after_seq);
+        self.read_events(id, after_stream_seq + 1, count).await
+    }
+
+    /// Up to `count` of the session's events from `from_stream_seq` on: Direct Gets for a few,
+    /// one consumer for many. Stops early where the stream has nothing more (yet).
+    pub async fn read_events(
+        &self,
+        id: &SessionId,
+        from_stream_seq: u64,
+        count: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = Vec::new();
+        if count > DIRECT_READ_LIMIT {
+            let mut feed = self.follow(id, from_stream_seq).await?;
+            while (events.len() as u64) < count {
+                match feed.next().await {
+                    Some(event) => events.push(event?),
+                    None => break,
                 }
             }
             return Ok(events);
         }
         let subject = self.subject(id);
-        let mut next = after_stream_seq + 1;
-        while next <= head.stream_seq {
+        let mut next = from_stream_seq;
+        while (events.len() as u64) < count {
             // A replica may lag the leader: a short read makes the caller decide again.
             let Some(event) = self.next_event(&subject, next).await? else {
                 break;
@@ -269,63 +305,28 @@ impl Store {
         from_stream_seq: u64,
     ) -> Result<EventFeed, StoreError> {
         self.sessions_bucket()?;
-        let name = format!("starcite-tail-{:016x}", rand::random::<u64>());
-        let consumer = self
-            .events
-            .create_consumer(pull::OrderedConfig {
-                name: Some(name.clone()),
-                filter_subject: self.subject(id),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from_stream_seq.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let messages = consumer.messages().await.map_err(unavailable)?;
+        let config = pull::OrderedConfig {
+            filter_subject: self.subject(id),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from_stream_seq.max(1),
+            },
+            ..Default::default()
+        };
+        let RawFeed { messages, consumer } = self.ordered_feed(&self.events, config).await?;
         let events = messages.map(|message| {
-            let message = message.map_err(unavailable)?;
-            let stream_seq = message.info().map_err(unavailable)?.stream_sequence;
+            let message = message?;
             StoredEvent::parse(
-                stream_seq,
-                message.message.headers.as_ref(),
-                message.message.payload.clone(),
+                message.stream_seq,
+                message.headers.as_ref(),
+                message.payload,
             )
         });
-        Ok(EventFeed {
-            events: Box::pin(events),
-            consumer: name,
-            stream: self.events.clone(),
-        })
+        Ok(Feed::new(Box::pin(events), consumer))
     }
 }
 
-/// A session's stored-then-live events; dropping it removes the consumer.
-pub struct EventFeed {
-    events: Pin<Box<dyn Stream<Item = Result<StoredEvent, StoreError>> + Send>>,
-    consumer: String,
-    stream: async_nats::jetstream::stream::Stream<()>,
-}
-
-impl Drop for EventFeed {
-    fn drop(&mut self) {
-        // The server drops an idle ordered consumer only after 30 s, and every one held counts
-        // against the stream's consumer limit: readers that reconnect often would pile them up.
-        let (stream, consumer) = (self.stream.clone(), std::mem::take(&mut self.consumer));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = stream.delete_consumer(&consumer).await;
-            });
-        }
-    }
-}
-
-impl Stream for EventFeed {
-    type Item = Result<StoredEvent, StoreError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.as_mut().poll_next(cx)
-    }
-}
+/// A session's stored-then-live events.
+pub type EventFeed = Feed<StoredEvent>;
 
 /// Unique per (session, producer, producer_seq), since JetStream's window spans all subjects.
 /// Hashed because producer ids are unbounded client strings that a header cannot always hold.

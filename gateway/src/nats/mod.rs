@@ -5,6 +5,7 @@
 
 mod catalog;
 mod events;
+mod feed;
 pub mod subjects;
 
 use std::time::Duration;
@@ -16,8 +17,13 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
-pub use catalog::CreateSessionFailure;
+pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
 pub use events::{AppendFailure, EventFeed, Head, PendingAppend, StoredEvent};
+pub use feed::Feed;
+
+/// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes
+/// late still sees up to this many changes of one session, not only the last.
+const SESSION_HISTORY: i64 = 64;
 
 /// NATS could not do what was asked; the request may be retried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +51,8 @@ pub struct Store {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     events: stream::Stream<()>,
+    /// The stream behind the sessions bucket: the catalog's history and lifecycle feed.
+    sessions_stream: stream::Stream<()>,
     /// Set once the stream and the bucket exist; until then every operation is a 503.
     sessions: OnceCell<kv::Store>,
     topology: Topology,
@@ -87,6 +95,10 @@ impl Store {
             .get_stream_no_info(&config.stream)
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let sessions_stream = jetstream
+            .get_stream_no_info(format!("KV_{}", config.sessions_bucket))
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
         let topology = Topology {
             stream: config.stream.clone(),
             subject_prefix: config.subject_prefix.clone(),
@@ -99,6 +111,7 @@ impl Store {
             client,
             jetstream,
             events,
+            sessions_stream,
             sessions: OnceCell::new(),
             topology,
         })
@@ -181,7 +194,7 @@ impl Store {
             .create_key_value(kv::Config {
                 bucket: topology.sessions_bucket.clone(),
                 description: "Starcite session headers".to_owned(),
-                history: 1,
+                history: SESSION_HISTORY,
                 storage: stream::StorageType::File,
                 num_replicas: topology.replicas,
                 ..Default::default()

@@ -4,21 +4,26 @@ use super::model::{Seq, SessionId};
 use super::state::Rejection;
 use crate::nats::StoreError;
 
-/// Client input that breaks a rule of the contract; nothing has been written.
+/// Client input that breaks a rule of the contract; nothing has been written. The texts are
+/// the messages clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
-    #[error("invalid event: {0}")]
+    #[error("Invalid event payload: {0}")]
     Event(String),
-    #[error("`metadata` must be a JSON object")]
+    #[error("Invalid metadata payload: `metadata` must be a JSON object of string filters")]
     Metadata,
-    #[error("`refs` must be a JSON object")]
+    #[error("Invalid refs payload: `refs` must be a JSON object")]
     Refs,
-    #[error("invalid session: {0}")]
+    #[error("Invalid session payload: {0}")]
     Session(String),
-    #[error("a session id is a non-empty string of at most 256 bytes")]
+    #[error("Invalid session id: a non-empty string of at most 256 bytes")]
     SessionId,
-    #[error("a cursor is a non-negative integer")]
+    #[error("Invalid cursor value: a non-negative integer")]
     Cursor,
+    #[error("Invalid limit value: an integer from 1 to 1000")]
+    Limit,
+    #[error("Invalid list query: {0}")]
+    ListQuery(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -116,7 +116,7 @@ pub fn cursor(raw: Option<&str>) -> Result<Seq, InvalidInput> {
 }
 
 /// A field that is there and not `null`: the contract treats `null` as absent everywhere.
-fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
+pub(crate) fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|value| !value.is_null())
 }
 
@@ -166,7 +166,7 @@ fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
 }
 
 /// A non-negative integer given as a JSON integer or a decimal string.
-fn integer(value: &Value) -> Option<u64> {
+pub(crate) fn integer(value: &Value) -> Option<u64> {
     match value {
         Value::Number(number) => number.as_u64(),
         Value::String(text) => decimal(text),
@@ -175,7 +175,7 @@ fn integer(value: &Value) -> Option<u64> {
 }
 
 /// A whole-string decimal with an optional `+`, like Elixir's `Integer.parse` with no rest.
-fn decimal(text: &str) -> Option<u64> {
+pub(crate) fn decimal(text: &str) -> Option<u64> {
     let digits = text.strip_prefix('+').unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;

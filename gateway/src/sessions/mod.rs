@@ -14,13 +14,16 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, TryStreamExt};
 use lru::LruCache;
 use tracing::debug;
 
-use crate::nats::{AppendFailure, EventFeed, PendingAppend, Store, StoreError};
+use crate::nats::{AppendFailure, CreateSessionFailure, PendingAppend, Store, StoreError};
+use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use model::{
-    ContentHash, Event, EventRecord, NewEvent, NewSession, Seq, Session, SessionId, SessionSummary,
+    Change, ContentHash, Event, EventRecord, NewEvent, NewSession, Seq, Session, SessionId,
+    SessionRecord, SessionSummary,
 };
 use state::{Decision, SessionState};
 
@@ -35,6 +38,17 @@ pub struct Appended {
     /// The session's newest seq after this request.
     pub last_seq: Seq,
     pub deduped: bool,
+}
+
+/// A page of a session's events, oldest first.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// Each event's JSON, exactly as stored.
+    pub events: Vec<bytes::Bytes>,
+    /// The last seq on the page, or the request's cursor when it is empty.
+    pub next_cursor: Seq,
+    pub last_seq: Seq,
+    pub caught_up: bool,
 }
 
 /// One session's cached write state; `None` until first read from the stream.
@@ -66,17 +80,21 @@ impl SessionLog {
             version: 1,
             archived: false,
         };
+        let record = SessionRecord {
+            session,
+            change: Change::Created,
+        };
         self.store
-            .create_session(&session)
+            .create_session(&record)
             .await
             .map_err(|err| match err {
-                crate::nats::CreateSessionFailure::Exists => {
-                    CreateError::SessionExists(session.id.clone())
+                CreateSessionFailure::Exists => {
+                    CreateError::SessionExists(record.session.id.clone())
                 }
-                crate::nats::CreateSessionFailure::Store(err) => CreateError::Store(err),
+                CreateSessionFailure::Store(err) => CreateError::Store(err),
             })?;
         Ok(SessionSummary {
-            session,
+            session: record.session,
             last_seq: 0,
         })
     }
@@ -86,7 +104,9 @@ impl SessionLog {
             .store
             .session(id)
             .await?
-            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?
+            .record
+            .session;
         let last_seq = self.store.head(id).await?.map_or(0, |head| head.seq);
         Ok(SessionSummary { session, last_seq })
     }
@@ -181,7 +201,14 @@ impl SessionLog {
 
     /// The session's events after `cursor`, stored then live. The feed starts at event
     /// `cursor + 1`, or just past the head when the reader is caught up (or ahead).
-    pub async fn open_tail(&self, id: &SessionId, cursor: Seq) -> Result<EventFeed, ReadError> {
+    pub async fn open_tail(
+        &self,
+        id: &SessionId,
+        cursor: Seq,
+    ) -> Result<
+        impl Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
+        ReadError,
+    > {
         if self.store.session(id).await?.is_none() {
             return Err(ReadError::SessionNotFound(id.clone()));
         }
@@ -190,7 +217,42 @@ impl SessionLog {
             Some(head) if cursor >= head.seq => head.stream_seq + 1,
             Some(head) => self.store.stream_seq_of(id, cursor + 1, head).await?,
         };
-        Ok(self.store.follow(id, start).await?)
+        let feed = self.store.follow(id, start).await?;
+        Ok(feed.map_ok(|event| Positioned {
+            position: event.seq,
+            json: event.body,
+        }))
+    }
+
+    /// Up to `limit` events after `cursor`, from storage.
+    pub async fn read_page(
+        &self,
+        id: &SessionId,
+        cursor: Seq,
+        limit: usize,
+    ) -> Result<EventPage, ReadError> {
+        if self.store.session(id).await?.is_none() {
+            return Err(ReadError::SessionNotFound(id.clone()));
+        }
+        let head = self.store.head(id).await?;
+        let last_seq = head.map_or(0, |head| head.seq);
+        let mut page = EventPage {
+            events: Vec::new(),
+            next_cursor: cursor,
+            last_seq,
+            caught_up: cursor >= last_seq,
+        };
+        let Some(head) = head.filter(|head| cursor < head.seq) else {
+            return Ok(page);
+        };
+        let start = self.store.stream_seq_of(id, cursor + 1, head).await?;
+        let count = (head.seq - cursor).min(limit as u64);
+        for event in self.store.read_events(id, start, count).await? {
+            page.next_cursor = event.seq;
+            page.events.push(event.body);
+        }
+        page.caught_up = page.next_cursor >= head.seq;
+        Ok(page)
     }
 
     /// Folds every event the stream has past the state's position into it.

@@ -78,6 +78,28 @@ pub struct Session {
     pub archived: bool,
 }
 
+/// What produced a version of a session header; stored with it, so the bucket's own history is
+/// the lifecycle feed and a header never changes without its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    #[serde(rename = "session.created")]
+    Created,
+    #[serde(rename = "session.updated")]
+    Updated,
+    #[serde(rename = "session.archived")]
+    Archived,
+    #[serde(rename = "session.unarchived")]
+    Unarchived,
+}
+
+/// A session header as the bucket stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(flatten)]
+    pub session: Session,
+    pub change: Change,
+}
+
 /// A session header together with the head of its log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSummary {

@@ -1,0 +1,268 @@
+//! The in-memory catalog: every session header, sorted by id, with the secondary indexes a
+//! filtered page needs. Pure data; `Catalog` keeps it current.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+use serde_json::Value;
+
+use crate::sessions::model::{Session, SessionId};
+
+impl Borrow<str> for SessionId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Which sessions a list shows by their archived flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArchivedFilter {
+    #[default]
+    Active,
+    Archived,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// 1..=1000.
+    pub limit: usize,
+    /// Only ids strictly greater than this.
+    pub after: Option<String>,
+    /// `(key, value)` pairs that must all equal a string metadata value.
+    pub metadata: Vec<(String, String)>,
+    pub archived: ArchivedFilter,
+}
+
+#[derive(Debug, Default)]
+pub struct CatalogIndex {
+    sessions: BTreeMap<SessionId, Session>,
+    archived: BTreeSet<SessionId>,
+    active: BTreeSet<SessionId>,
+    /// Sessions by one string metadata pair, so a filtered page need not scan the catalog.
+    by_metadata: HashMap<(String, String), BTreeSet<SessionId>>,
+}
+
+impl CatalogIndex {
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Inserts or replaces a session's header.
+    pub fn upsert(&mut self, session: Session) {
+        if let Some(previous) = self.sessions.remove(&session.id) {
+            self.unindex(&previous);
+        }
+        let id = session.id.clone();
+        if session.archived {
+            self.archived.insert(id.clone());
+        } else {
+            self.active.insert(id.clone());
+        }
+        for pair in string_pairs(&session) {
+            self.by_metadata.entry(pair).or_default().insert(id.clone());
+        }
+        self.sessions.insert(id, session);
+    }
+
+    fn unindex(&mut self, session: &Session) {
+        self.archived.remove(&session.id);
+        self.active.remove(&session.id);
+        for pair in string_pairs(session) {
+            if let Some(ids) = self.by_metadata.get_mut(&pair) {
+                ids.remove(&session.id);
+                if ids.is_empty() {
+                    self.by_metadata.remove(&pair);
+                }
+            }
+        }
+    }
+
+    /// One page in id order, and whether more sessions match after it.
+    ///
+    /// Candidates come from the narrowest index that applies (a metadata pair, else the
+    /// archived flag), so the cost is a logarithmic seek plus the matches it walks over.
+    pub fn page(&self, query: &ListQuery) -> (Vec<&Session>, bool) {
+        let after = match &query.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let range = (after, Bound::Unbounded);
+        let candidates: Box<dyn Iterator<Item = &SessionId>> = if query.metadata.is_empty() {
+            match query.archived {
+                ArchivedFilter::Active => Box::new(self.active.range::<str, _>(range)),
+                ArchivedFilter::Archived => Box::new(self.archived.range::<str, _>(range)),
+                ArchivedFilter::All => {
+                    Box::new(self.sessions.range::<str, _>(range).map(|(id, _)| id))
+                }
+            }
+        } else {
+            let narrowest = query
+                .metadata
+                .iter()
+                .map(|pair| self.by_metadata.get(pair).map_or(0, BTreeSet::len))
+                .enumerate()
+                .min_by_key(|(_, len)| *len)
+                .map(|(position, _)| &query.metadata[position]);
+            match narrowest.and_then(|pair| self.by_metadata.get(pair)) {
+                Some(ids) => Box::new(ids.range::<str, _>(range)),
+                None => Box::new(std::iter::empty()),
+            }
+        };
+        let mut matching = candidates
+            .filter_map(|id| self.sessions.get(id))
+            .filter(|session| matches(session, query));
+        let page: Vec<&Session> = matching.by_ref().take(query.limit).collect();
+        let more = matching.next().is_some();
+        (page, more)
+    }
+}
+
+fn matches(session: &Session, query: &ListQuery) -> bool {
+    let archived_ok = match query.archived {
+        ArchivedFilter::Active => !session.archived,
+        ArchivedFilter::Archived => session.archived,
+        ArchivedFilter::All => true,
+    };
+    archived_ok
+        && query.metadata.iter().all(|(key, value)| {
+            matches!(session.metadata.get(key), Some(Value::String(actual)) if actual == value)
+        })
+}
+
+/// A session's top-level string metadata as `(key, value)` pairs: what filters can match.
+fn string_pairs(session: &Session) -> impl Iterator<Item = (String, String)> + '_ {
+    session
+        .metadata
+        .iter()
+        .filter_map(|(key, value)| match value {
+            Value::String(value) => Some((key.clone(), value.clone())),
+            _ => None,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn session(id: &str, archived: bool, metadata: Value) -> Session {
+        Session {
+            id: SessionId::parse(id).unwrap(),
+            title: None,
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            version: 1,
+            archived,
+        }
+    }
+
+    fn ids(page: &[&Session]) -> Vec<String> {
+        page.iter().map(|session| session.id.to_string()).collect()
+    }
+
+    fn query(limit: usize) -> ListQuery {
+        ListQuery {
+            limit,
+            after: None,
+            metadata: Vec::new(),
+            archived: ArchivedFilter::Active,
+        }
+    }
+
+    #[test]
+    fn pages_walk_ids_in_order_and_say_when_more_follow() {
+        let mut index = CatalogIndex::default();
+        for id in ["c", "a", "e", "b", "d"] {
+            index.upsert(session(id, false, json!({})));
+        }
+        let (page, more) = index.page(&query(2));
+        assert_eq!(
+            (ids(&page), more),
+            (vec!["a".to_owned(), "b".to_owned()], true)
+        );
+        let (page, more) = index.page(&ListQuery {
+            after: Some("b".into()),
+            ..query(3)
+        });
+        assert_eq!(
+            (ids(&page), more),
+            (vec!["c".to_owned(), "d".to_owned(), "e".to_owned()], false)
+        );
+        let (page, more) = index.page(&ListQuery {
+            after: Some("bb".into()),
+            ..query(10)
+        });
+        assert_eq!((page.len(), more), (3, false));
+    }
+
+    #[test]
+    fn archived_sessions_are_hidden_unless_asked_for() {
+        let mut index = CatalogIndex::default();
+        index.upsert(session("a", false, json!({})));
+        index.upsert(session("b", true, json!({})));
+        assert_eq!(ids(&index.page(&query(10)).0), vec!["a"]);
+        let archived = ListQuery {
+            archived: ArchivedFilter::Archived,
+            ..query(10)
+        };
+        assert_eq!(ids(&index.page(&archived).0), vec!["b"]);
+        let all = ListQuery {
+            archived: ArchivedFilter::All,
+            ..query(10)
+        };
+        assert_eq!(ids(&index.page(&all).0), vec!["a", "b"]);
+        // Unarchiving moves it back.
+        index.upsert(session("b", false, json!({})));
+        assert_eq!(ids(&index.page(&query(10)).0), vec!["a", "b"]);
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn metadata_filters_match_string_values_and_are_anded() {
+        let mut index = CatalogIndex::default();
+        index.upsert(session(
+            "a",
+            false,
+            json!({"tenant": "acme", "tier": "pro"}),
+        ));
+        index.upsert(session(
+            "b",
+            false,
+            json!({"tenant": "acme", "tier": "free"}),
+        ));
+        index.upsert(session("c", false, json!({"tenant": "other", "n": 1})));
+        index.upsert(session("d", false, json!({"n": "1"})));
+        let filter = |pairs: &[(&str, &str)]| ListQuery {
+            metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..query(10)
+        };
+        assert_eq!(
+            ids(&index.page(&filter(&[("tenant", "acme")])).0),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            ids(&index
+                .page(&filter(&[("tenant", "acme"), ("tier", "pro")]))
+                .0),
+            vec!["a"]
+        );
+        assert_eq!(ids(&index.page(&filter(&[("n", "1")])).0), vec!["d"]);
+        assert!(index.page(&filter(&[("tenant", "nobody")])).0.is_empty());
+        // A changed header leaves its old pairs.
+        index.upsert(session("a", false, json!({"tenant": "moved"})));
+        assert_eq!(
+            ids(&index.page(&filter(&[("tenant", "acme")])).0),
+            vec!["b"]
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! Ordered consumers as streams: what is stored from a position on, then live, each message
+//! once, and the consumer removed as soon as the reader is gone.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use super::{Store, StoreError, unavailable};
+
+/// A stored message as an ordered consumer delivers it.
+pub(super) struct RawMessage {
+    pub stream_seq: u64,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, StoreError>> + Send>>;
+
+pub(super) struct RawFeed {
+    pub messages: BoxStream<RawMessage>,
+    pub consumer: ConsumerGuard,
+}
+
+/// Items decoded from an ordered consumer; dropping the feed deletes the consumer.
+pub struct Feed<T> {
+    items: BoxStream<T>,
+    _consumer: ConsumerGuard,
+}
+
+impl<T> Feed<T> {
+    pub(super) fn new(items: BoxStream<T>, consumer: ConsumerGuard) -> Feed<T> {
+        Feed {
+            items,
+            _consumer: consumer,
+        }
+    }
+}
+
+impl<T> Stream for Feed<T> {
+    type Item = Result<T, StoreError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.items.as_mut().poll_next(cx)
+    }
+}
+
+/// Deletes its consumer when dropped.
+pub(super) struct ConsumerGuard {
+    stream: stream::Stream<()>,
+    name: String,
+}
+
+impl Drop for ConsumerGuard {
+    fn drop(&mut self) {
+        // The server drops an idle ordered consumer only after 30 s, and every one held counts
+        // against the stream's consumer limit: readers that reconnect often would pile them up.
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = stream.delete_consumer(&name).await;
+            });
+        }
+    }
+}
+
+impl Store {
+    pub(super) async fn ordered_feed(
+        &self,
+        stream: &stream::Stream<()>,
+        config: pull::OrderedConfig,
+    ) -> Result<RawFeed, StoreError> {
+        let name = format!("starcite-{:016x}", rand::random::<u64>());
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(name.clone()),
+                ..config
+            })
+            .await
+            .map_err(unavailable)?;
+        let guard = ConsumerGuard {
+            stream: stream.clone(),
+            name,
+        };
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(unavailable)?
+            .map(|message| {
+                let message = message.map_err(unavailable)?;
+                let stream_seq = message.info().map_err(unavailable)?.stream_sequence;
+                Ok(RawMessage {
+                    stream_seq,
+                    headers: message.message.headers.clone(),
+                    payload: message.message.payload.clone(),
+                })
+            });
+        Ok(RawFeed {
+            messages: Box::pin(messages),
+            consumer: guard,
+        })
+    }
+}
