@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod append;
+mod catalog;
 mod faults;
+mod lifecycle;
 mod multi_gateway;
 mod sessions;
 mod tail;

@@ -139,6 +139,18 @@ impl TestGateway {
         session["last_seq"].as_u64().unwrap()
     }
 
+    /// Reads a JSON reply, asserting its status.
+    pub async fn expect(&self, response: Response, status: u16) -> Value {
+        let actual = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(actual, status, "unexpected reply: {body}");
+        body
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url.replacen("http", "ws", 1))
+    }
+
     pub async fn tail(&self, session_id: &str, cursor: u64) -> TailClient {
         let url = format!(
             "{}/v1/sessions/{}/tail?cursor={cursor}",

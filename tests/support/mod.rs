@@ -4,10 +4,12 @@
 
 mod gateway;
 mod nats;
+mod sse;
 mod tail;
 
 pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
+pub use sse::{SseClient, SseFrame};
 pub use tail::{TailClient, TailFrame};
 
 use serde_json::{Value, json};

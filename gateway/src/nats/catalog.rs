@@ -125,9 +125,10 @@ impl Store {
 
     /// The bucket's newest revision: a catalog that has seen it has seen every write so far.
     pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
-        let bucket = self.sessions_bucket()?;
-        let status = bucket.status().await.map_err(unavailable)?;
-        Ok(status.info.state.last_sequence)
+        self.sessions_bucket()?;
+        // `kv::Store::status` answers from a cache; the bucket's stream info is fresh.
+        let info = self.sessions_stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.last_sequence)
     }
 
     /// Every header version after `after_revision`, stored then live, in bucket order. With
