@@ -258,15 +258,24 @@ async fn the_served_spec_matches_the_committed_openapi_json() {
         served == committed,
         "openapi.json is stale: run `make openapi` and commit it"
     );
-    for path in [
-        "/v1/sessions",
-        "/v1/sessions/{id}",
-        "/v1/sessions/{id}/append",
-        "/health/ready",
-    ] {
+    let operations = [
+        ("post", "/v1/sessions"),
+        ("get", "/v1/sessions"),
+        ("get", "/v1/sessions/{id}"),
+        ("patch", "/v1/sessions/{id}"),
+        ("post", "/v1/sessions/{id}/append"),
+        ("post", "/v1/sessions/{id}/archive"),
+        ("post", "/v1/sessions/{id}/unarchive"),
+        ("get", "/v1/sessions/{id}/events"),
+        ("get", "/v1/sessions/{id}/tail"),
+        ("get", "/v1/lifecycle"),
+        ("get", "/health/live"),
+        ("get", "/health/ready"),
+    ];
+    for (method, path) in operations {
         assert!(
-            served["paths"][path].is_object(),
-            "{path} is not in the spec"
+            served["paths"][path][method].is_object(),
+            "{method} {path} is not in the spec"
         );
     }
 }

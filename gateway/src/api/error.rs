@@ -9,7 +9,7 @@ use crate::catalog::EditError;
 use crate::nats::StoreError;
 use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
 
-/// Machine-readable error codes; the contract lists when each is used.
+/// A stable, machine-readable error code; the contract lists when each is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -70,7 +70,7 @@ impl ErrorCode {
 /// The body of every non-2xx reply.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorBody {
-    /// A stable machine-readable code.
+    // No doc comment here: it would wrap the `$ref` in an `allOf` that generators reject.
     pub error: ErrorCode,
     /// A sentence for people; its wording may change.
     pub message: String,

@@ -1,9 +1,9 @@
 //! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
 
 mod body;
-mod catalog;
 pub mod error;
 mod health;
+mod lifecycle;
 mod sessions;
 mod stream;
 
@@ -18,14 +18,16 @@ use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
 use body::BodyLimit;
-use catalog::CatalogApi;
 use health::HealthApi;
+use lifecycle::LifecycleApi;
 use sessions::SessionsApi;
 
 #[derive(Tags)]
 enum ApiTags {
     /// Create sessions, append events, tail them.
     Sessions,
+    /// Session lifecycle events (created, updated, archived, unarchived).
+    Lifecycle,
     /// Liveness and readiness probes.
     Health,
 }
@@ -40,7 +42,7 @@ pub struct ApiState {
     pub shutdown: Shutdown,
 }
 
-type Apis = (SessionsApi, CatalogApi, HealthApi);
+type Apis = (SessionsApi, LifecycleApi, HealthApi);
 
 fn service(apis: Apis) -> OpenApiService<Apis, ()> {
     OpenApiService::new(apis, "Starcite", env!("CARGO_PKG_VERSION")).description(
@@ -55,10 +57,11 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let service = service((
         SessionsApi {
             log: state.log,
+            catalog: state.catalog.clone(),
             tail_ping_interval: state.tail_ping_interval,
             shutdown: state.shutdown.clone(),
         },
-        CatalogApi {
+        LifecycleApi {
             catalog: state.catalog.clone(),
             ping_interval: state.tail_ping_interval,
             shutdown: state.shutdown,

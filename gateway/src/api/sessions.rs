@@ -13,7 +13,8 @@ use super::ApiTags;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::stream::{LiveResponse, Transport};
-use crate::catalog::input::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::catalog::Catalog;
+use crate::catalog::input::{self as catalog_input, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::model::{SessionId, SessionSummary};
@@ -166,8 +167,29 @@ enum AppendedEvent {
     Created(Json<AppendReply>),
 }
 
+/// Body of `PATCH /v1/sessions/{id}`: at least a `title` or a non-empty `metadata`.
+#[derive(Debug, Object)]
+struct PatchSessionRequest {
+    /// A new title, or `null` to clear it.
+    title: Option<String>,
+    /// Merged into the metadata: given top-level keys overwrite, others are kept.
+    metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Apply only if the session is at this version (a decimal string is accepted too).
+    #[oai(validator(minimum(value = "1")))]
+    expected_version: Option<u64>,
+}
+
+/// One page of sessions, sorted by id.
+#[derive(Debug, Object)]
+struct SessionPage {
+    sessions: Vec<SessionBody>,
+    /// Pass as `cursor` for the next page; `null` when no more sessions follow.
+    next_cursor: Option<String>,
+}
+
 pub struct SessionsApi {
     pub log: Arc<SessionLog>,
+    pub catalog: Arc<Catalog>,
     pub tail_ping_interval: Duration,
     pub shutdown: Shutdown,
 }
@@ -222,6 +244,70 @@ impl SessionsApi {
         let id = session_id(&id)?;
         let appended = self.log.append(&id, event).await?;
         Ok(AppendedEvent::Created(Json(appended.into())))
+    }
+
+    /// List sessions sorted by id. Filter by metadata with `metadata[key]=value` or
+    /// `metadata.key=value` (repeatable, ANDed, exact match on string values); `archived` is
+    /// `false` (default), `true` or `all`; `cursor` is the `next_cursor` of the previous page.
+    #[oai(path = "/v1/sessions", method = "get", operation_id = "list_sessions")]
+    async fn list(
+        &self,
+        request: &Request,
+        #[oai(name = "limit")] _limit: Query<Option<String>>,
+        #[oai(name = "cursor")] _cursor: Query<Option<String>>,
+        #[oai(name = "archived")] _archived: Query<Option<String>>,
+    ) -> Result<Json<SessionPage>, ApiError> {
+        // The documented parameters are read again with the free-form metadata filters, from
+        // the raw query, so one parser applies every rule and its order.
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
+                .map_err(|err| InvalidInput::ListQuery(err.to_string()))?;
+        let query = catalog_input::list_query(&pairs)?;
+        let page = self.catalog.list(&query).await?;
+        Ok(Json(SessionPage {
+            sessions: page.sessions.into_iter().map(SessionBody::from).collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Rename, retag (shallow metadata merge) or both; `expected_version` makes it a
+    /// compare-and-set (409 `expected_version_conflict` with `current_version`).
+    #[oai(
+        path = "/v1/sessions/:id",
+        method = "patch",
+        operation_id = "patch_session"
+    )]
+    async fn patch(
+        &self,
+        id: Path<String>,
+        body: JsonBody<PatchSessionRequest>,
+    ) -> Result<Json<SessionBody>, ApiError> {
+        let body = body.into_value().map_err(InvalidInput::Session)?;
+        let patch = catalog_input::session_patch(body)?;
+        let id = session_id(&id)?;
+        Ok(Json(self.catalog.patch(&id, patch).await?.into()))
+    }
+
+    /// Hide a session from default lists. Idempotent; events stay readable and appendable.
+    #[oai(
+        path = "/v1/sessions/:id/archive",
+        method = "post",
+        operation_id = "archive_session"
+    )]
+    async fn archive(&self, id: Path<String>) -> Result<Json<SessionBody>, ApiError> {
+        let id = session_id(&id)?;
+        Ok(Json(self.catalog.set_archived(&id, true).await?.into()))
+    }
+
+    /// Show an archived session in default lists again. Idempotent.
+    #[oai(
+        path = "/v1/sessions/:id/unarchive",
+        method = "post",
+        operation_id = "unarchive_session"
+    )]
+    async fn unarchive(&self, id: Path<String>) -> Result<Json<SessionBody>, ApiError> {
+        let id = session_id(&id)?;
+        Ok(Json(self.catalog.set_archived(&id, false).await?.into()))
     }
 
     /// Tail a session: every event with `seq > cursor` (default 0), in order, then new ones

@@ -1,0 +1,40 @@
+//! The lifecycle feed: session header changes, replayed from a cursor then live.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::Request;
+use poem_openapi::OpenApi;
+use poem_openapi::param::Query;
+
+use super::ApiTags;
+use super::error::ApiError;
+use super::stream::{LiveResponse, Transport};
+use crate::catalog::Catalog;
+use crate::shutdown::Shutdown;
+
+pub struct LifecycleApi {
+    pub catalog: Arc<Catalog>,
+    pub ping_interval: Duration,
+    pub shutdown: Shutdown,
+}
+
+#[OpenApi(tag = "ApiTags::Lifecycle")]
+impl LifecycleApi {
+    /// Session lifecycle events after `cursor` (default 0: everything retained), then live:
+    /// `{"cursor": N, "event": {"kind": "session.created" | "session.updated" |
+    /// "session.archived" | "session.unarchived", "session_id": …}}`. WebSocket, or SSE with
+    /// `Accept: text/event-stream` (`id:` is the cursor; `Last-Event-ID` resumes).
+    #[oai(path = "/v1/lifecycle", method = "get", operation_id = "lifecycle")]
+    async fn lifecycle(
+        &self,
+        request: &Request,
+        cursor: Query<Option<String>>,
+    ) -> Result<LiveResponse, ApiError> {
+        let transport = Transport::of(request).await?;
+        let cursor = transport.cursor(request, cursor.0.as_deref())?;
+        let changes = self.catalog.lifecycle(cursor).await?;
+        let items = crate::tail::follow(changes, cursor, self.ping_interval, self.shutdown.clone());
+        Ok(transport.respond(items))
+    }
+}
