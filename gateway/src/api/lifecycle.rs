@@ -9,6 +9,7 @@ use poem_openapi::param::Query;
 
 use super::ApiTags;
 use super::error::ApiError;
+use super::lenient::IntegerParam;
 use super::stream::{LiveResponse, Transport};
 use crate::catalog::Catalog;
 use crate::shutdown::Shutdown;
@@ -29,10 +30,10 @@ impl LifecycleApi {
     async fn lifecycle(
         &self,
         request: &Request,
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<IntegerParam>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, cursor.0.as_deref())?;
+        let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
         let changes = self.catalog.lifecycle(cursor).await?;
         let items = crate::tail::follow(changes, cursor, self.ping_interval, self.shutdown.clone());
         Ok(transport.respond(items))

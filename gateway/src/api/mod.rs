@@ -1,8 +1,8 @@
 //! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
 
-mod body;
 pub mod error;
 mod health;
+mod lenient;
 mod lifecycle;
 mod sessions;
 mod stream;
@@ -17,8 +17,8 @@ use crate::catalog::Catalog;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
-use body::BodyLimit;
 use health::HealthApi;
+use lenient::BodyLimit;
 use lifecycle::LifecycleApi;
 use sessions::SessionsApi;
 

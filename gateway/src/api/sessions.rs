@@ -10,8 +10,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
 
 use super::ApiTags;
-use super::body::JsonBody;
 use super::error::ApiError;
+use super::lenient::{IntegerParam, JsonBody, NullableString};
 use super::stream::{LiveResponse, Transport};
 use crate::catalog::Catalog;
 use crate::catalog::input::{self as catalog_input, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
@@ -27,7 +27,7 @@ struct CreateSessionRequest {
     /// Any non-empty string up to 256 bytes; generated (`ses_…`) when absent or null.
     #[oai(validator(min_length = 1, max_length = 256))]
     id: Option<String>,
-    title: Option<String>,
+    title: Option<NullableString>,
     /// Any JSON object; `{}` when absent or null.
     metadata: Option<BTreeMap<String, Value>>,
 }
@@ -67,7 +67,7 @@ struct AppendRequest {
 #[derive(Debug, Object)]
 pub struct SessionBody {
     id: String,
-    title: Option<String>,
+    title: NullableString,
     metadata: BTreeMap<String, Value>,
     /// The newest event's seq; 0 for an empty session.
     last_seq: u64,
@@ -82,7 +82,7 @@ impl From<SessionSummary> for SessionBody {
         let session = summary.session;
         SessionBody {
             id: session.id.into(),
-            title: session.title,
+            title: NullableString(session.title),
             metadata: session.metadata.into_iter().collect(),
             last_seq: summary.last_seq,
             created_at: session.created_at,
@@ -133,10 +133,12 @@ struct EventBody {
     actor: String,
     producer_id: String,
     producer_seq: u64,
-    source: Option<String>,
+    #[oai(default)]
+    source: NullableString,
     metadata: BTreeMap<String, Value>,
     refs: BTreeMap<String, Value>,
-    idempotency_key: Option<String>,
+    #[oai(default)]
+    idempotency_key: NullableString,
     inserted_at: String,
 }
 
@@ -171,7 +173,7 @@ enum AppendedEvent {
 #[derive(Debug, Object)]
 struct PatchSessionRequest {
     /// A new title, or `null` to clear it.
-    title: Option<String>,
+    title: Option<NullableString>,
     /// Merged into the metadata: given top-level keys overwrite, others are kept.
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Apply only if the session is at this version (a decimal string is accepted too).
@@ -253,7 +255,7 @@ impl SessionsApi {
     async fn list(
         &self,
         request: &Request,
-        #[oai(name = "limit")] _limit: Query<Option<String>>,
+        #[oai(name = "limit")] _limit: Query<Option<IntegerParam>>,
         #[oai(name = "cursor")] _cursor: Query<Option<String>>,
         #[oai(name = "archived")] _archived: Query<Option<String>>,
     ) -> Result<Json<SessionPage>, ApiError> {
@@ -324,10 +326,10 @@ impl SessionsApi {
         &self,
         request: &Request,
         id: Path<String>,
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<IntegerParam>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, cursor.0.as_deref())?;
+        let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
         let id = session_id(&id)?;
         let events = self.log.open_tail(&id, cursor).await?;
         let items = crate::tail::follow(
@@ -349,11 +351,11 @@ impl SessionsApi {
     async fn events(
         &self,
         id: Path<String>,
-        cursor: Query<Option<String>>,
-        limit: Query<Option<String>>,
+        cursor: Query<Option<IntegerParam>>,
+        limit: Query<Option<IntegerParam>>,
     ) -> Result<Json<EventPageBody>, ApiError> {
-        let cursor = input::cursor(cursor.0.as_deref())?;
-        let limit = match limit.0.as_deref() {
+        let cursor = input::cursor(IntegerParam::raw(&cursor))?;
+        let limit = match IntegerParam::raw(&limit) {
             None => DEFAULT_LIST_LIMIT,
             Some(raw) => input::decimal(raw)
                 .and_then(|limit| usize::try_from(limit).ok())
