@@ -4,6 +4,8 @@
 //! generator, so the figures are a floor for a dedicated deployment, not a ceiling.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod catalog;
+
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -72,6 +74,18 @@ async fn append_load(gateways: &[TestGateway], sessions: &[String], per_writer: 
 
 #[tokio::main]
 async fn main() {
+    let only = std::env::args().nth(1).unwrap_or_default();
+    if only != "catalog" {
+        appends().await;
+    }
+    if only != "appends" {
+        println!();
+        catalog::run().await;
+    }
+}
+
+/// `make bench` runs everything; `bench appends` or `bench catalog` runs one part.
+async fn appends() {
     let nats = TestNats::start();
     let gateways = [
         TestGateway::start(&nats).await,
