@@ -31,7 +31,7 @@ fn session(n: usize) -> Session {
         created_at: "2026-11-25T20:00:00.000000Z".into(),
         updated_at: "2026-11-25T20:00:00.000000Z".into(),
         version: 1,
-        archived: n % 10 == 0,
+        archived: n.is_multiple_of(10),
     }
 }
 
