@@ -26,8 +26,17 @@ pub struct Config {
     pub stream_max_consumers: i32,
     /// How long to wait for any NATS reply before answering 503 `nats_timeout`.
     pub nats_timeout: Duration,
-    /// How often an idle tail sends a WebSocket ping.
+    /// How often an idle tail sends a WebSocket ping (or an SSE comment).
     pub tail_ping_interval: Duration,
+    /// How many frames one live reader may have waiting; a reader that falls further behind is
+    /// disconnected (close code 4002) and resumes from its cursor.
+    pub tail_buffer: usize,
+    /// Retention, applied by JetStream: events older than this are dropped (`None`: kept).
+    pub retention_max_age: Option<Duration>,
+    /// Retention: the stream's size limit in bytes; the oldest events go first (`None`: none).
+    pub retention_max_bytes: Option<i64>,
+    /// Retention: at most this many events are kept per session (`None`: all).
+    pub retention_max_events_per_session: Option<i64>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How many sessions' write state one gateway caches.
@@ -51,6 +60,10 @@ impl Default for Config {
             stream_max_consumers: 10_000,
             nats_timeout: Duration::from_secs(3),
             tail_ping_interval: Duration::from_secs(15),
+            tail_buffer: 1024,
+            retention_max_age: None,
+            retention_max_bytes: None,
+            retention_max_events_per_session: None,
             max_body_bytes: 1024 * 1024,
             session_cache_size: 10_000,
             shutdown_timeout: Duration::from_secs(10),
@@ -171,6 +184,57 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| humantime::format_duration(config.tail_ping_interval).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_TAIL_BUFFER",
+        flag: "--tail-buffer",
+        apply: |config, raw| {
+            config.tail_buffer = number_in(raw, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |config| config.tail_buffer.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_RETENTION_MAX_AGE",
+        flag: "--retention-max-age",
+        apply: |config, raw| {
+            config.retention_max_age = unless_off(raw, duration)?;
+            Ok(())
+        },
+        show: |config| {
+            config.retention_max_age.map_or("off".into(), |age| {
+                humantime::format_duration(age).to_string()
+            })
+        },
+    },
+    Setting {
+        variable: "STARCITE_RETENTION_MAX_BYTES",
+        flag: "--retention-max-bytes",
+        apply: |config, raw| {
+            config.retention_max_bytes = unless_off(raw, |raw| {
+                Ok(number_in(raw, 1024, i64::MAX as usize)? as i64)
+            })?;
+            Ok(())
+        },
+        show: |config| {
+            config
+                .retention_max_bytes
+                .map_or("off".into(), |bytes| bytes.to_string())
+        },
+    },
+    Setting {
+        variable: "STARCITE_RETENTION_MAX_EVENTS_PER_SESSION",
+        flag: "--retention-max-events-per-session",
+        apply: |config, raw| {
+            config.retention_max_events_per_session =
+                unless_off(raw, |raw| Ok(number_in(raw, 1, i64::MAX as usize)? as i64))?;
+            Ok(())
+        },
+        show: |config| {
+            config
+                .retention_max_events_per_session
+                .map_or("off".into(), |events| events.to_string())
+        },
     },
     Setting {
         variable: "STARCITE_MAX_BODY_BYTES",
@@ -351,6 +415,18 @@ fn number_in(raw: &str, min: usize, max: usize) -> Result<usize, String> {
         _ => Err(format!(
             "expected an integer from {min} to {max}, got `{raw}`"
         )),
+    }
+}
+
+/// `off` (or empty) for no limit, else a value `parse` accepts.
+fn unless_off<T>(
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    if raw.is_empty() || raw.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        parse(raw).map(Some)
     }
 }
 

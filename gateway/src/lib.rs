@@ -70,6 +70,7 @@ impl Gateway {
             catalog: self.catalog,
             store: self.store,
             tail_ping_interval: self.config.tail_ping_interval,
+            tail_buffer: self.config.tail_buffer,
             max_body_bytes: self.config.max_body_bytes,
             shutdown,
         });

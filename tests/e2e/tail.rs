@@ -84,20 +84,26 @@ async fn replays_are_byte_identical() {
 }
 
 #[tokio::test]
-async fn a_cursor_beyond_the_head_waits_for_the_next_seq() {
+async fn a_cursor_beyond_the_head_gets_resume_invalidated_then_continues_from_the_head() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
     let id = gateway.create_session().await;
     append_n(&gateway, &id, "p", 1..=2).await;
     let mut tail = gateway.tail(&id, 4).await;
-    tail.expect_no_event(Duration::from_millis(200)).await;
-    append_n(&gateway, &id, "p", 3..=6).await;
-    assert_eq!(tail.seqs(2).await, vec![5, 6]);
+    let gap = tail.event().await;
+    assert_eq!(
+        gap,
+        serde_json::json!({"type": "gap", "reason": "resume_invalidated", "from_cursor": 4,
+                           "next_cursor": 2, "earliest_available_cursor": 0, "committed_cursor": 2})
+    );
+    tail.expect_no_event(Duration::from_millis(100)).await;
+    append_n(&gateway, &id, "p", 3..=4).await;
+    assert_eq!(tail.seqs(2).await, vec![3, 4]);
 
-    let mut at_head = gateway.tail(&id, 6).await;
+    let mut at_head = gateway.tail(&id, 4).await;
     at_head.expect_no_event(Duration::from_millis(100)).await;
-    append_n(&gateway, &id, "p", 7..=7).await;
-    assert_eq!(at_head.seqs(1).await, vec![7]);
+    append_n(&gateway, &id, "p", 5..=5).await;
+    assert_eq!(at_head.seqs(1).await, vec![5]);
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InvalidRequest,
     InvalidSession,
     InvalidSessionId,
+    InvalidTailBatchSize,
+    InvalidWait,
     InvalidWebsocketUpgrade,
     MethodNotAllowed,
     NatsTimeout,
@@ -51,6 +53,8 @@ impl ErrorCode {
             | ErrorCode::InvalidRequest
             | ErrorCode::InvalidSession
             | ErrorCode::InvalidSessionId
+            | ErrorCode::InvalidTailBatchSize
+            | ErrorCode::InvalidWait
             | ErrorCode::InvalidWebsocketUpgrade => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -143,6 +147,8 @@ impl From<InvalidInput> for ApiError {
             InvalidInput::Cursor => ErrorCode::InvalidCursor,
             InvalidInput::Limit => ErrorCode::InvalidLimit,
             InvalidInput::ListQuery(_) => ErrorCode::InvalidListQuery,
+            InvalidInput::BatchSize => ErrorCode::InvalidTailBatchSize,
+            InvalidInput::Wait => ErrorCode::InvalidWait,
         };
         ApiError::new(code, err.to_string())
     }

@@ -1,7 +1,6 @@
 //! The lifecycle feed: session header changes, replayed from a cursor then live.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::Request;
 use poem_openapi::OpenApi;
@@ -10,14 +9,12 @@ use poem_openapi::param::Query;
 use super::ApiTags;
 use super::error::ApiError;
 use super::lenient::IntegerParam;
-use super::stream::{LiveResponse, Transport};
+use super::stream::{Live, LiveResponse, Transport};
 use crate::catalog::Catalog;
-use crate::shutdown::Shutdown;
 
 pub struct LifecycleApi {
     pub catalog: Arc<Catalog>,
-    pub ping_interval: Duration,
-    pub shutdown: Shutdown,
+    pub live: Live,
 }
 
 #[OpenApi(tag = "ApiTags::Lifecycle")]
@@ -35,7 +32,6 @@ impl LifecycleApi {
         let transport = Transport::of(request).await?;
         let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
         let changes = self.catalog.lifecycle(cursor).await?;
-        let items = crate::tail::follow(changes, cursor, self.ping_interval, self.shutdown.clone());
-        Ok(transport.respond(items))
+        Ok(self.live.respond(transport, changes, cursor, None, 1))
     }
 }

@@ -21,6 +21,7 @@ use health::HealthApi;
 use lenient::BodyLimit;
 use lifecycle::LifecycleApi;
 use sessions::SessionsApi;
+use stream::Live;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -38,6 +39,7 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
     pub tail_ping_interval: Duration,
+    pub tail_buffer: usize,
     pub max_body_bytes: usize,
     pub shutdown: Shutdown,
 }
@@ -54,17 +56,20 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
 
 /// The routes: the API, its spec at `/openapi.json` and interactive docs at `/docs`.
 pub fn routes(state: ApiState) -> impl Endpoint {
+    let live = Live {
+        ping_interval: state.tail_ping_interval,
+        buffer: state.tail_buffer,
+        shutdown: state.shutdown,
+    };
     let service = service((
         SessionsApi {
             log: state.log,
             catalog: state.catalog.clone(),
-            tail_ping_interval: state.tail_ping_interval,
-            shutdown: state.shutdown.clone(),
+            live: live.clone(),
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
-            ping_interval: state.tail_ping_interval,
-            shutdown: state.shutdown,
+            live,
         },
         HealthApi {
             store: state.store,

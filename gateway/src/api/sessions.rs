@@ -12,14 +12,14 @@ use serde_json::Value;
 use super::ApiTags;
 use super::error::ApiError;
 use super::lenient::{IntegerParam, JsonBody, NullableString};
-use super::stream::{LiveResponse, Transport};
+use super::stream::{Live, LiveResponse, Transport};
 use crate::catalog::Catalog;
-use crate::catalog::input::{self as catalog_input, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::catalog::input as catalog_input;
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
-use crate::sessions::model::{SessionId, SessionSummary};
+use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
+use crate::sessions::model::{Gap, GapReason, SessionId, SessionSummary};
 use crate::sessions::{Appended, SessionLog, input};
-use crate::shutdown::Shutdown;
 
 /// Body of `POST /v1/sessions`. Every field is optional.
 #[derive(Debug, Object)]
@@ -146,13 +146,44 @@ struct EventBody {
 #[derive(Debug, Object)]
 struct EventPageBody {
     events: Vec<EventBody>,
-    /// Pass as `cursor` for the next page: the last seq on this page (the request's cursor
-    /// when the page is empty).
+    /// Pass as `cursor` for the next page: the last seq on this page; on an empty page, where
+    /// the reader stands.
     next_cursor: u64,
     /// The session's newest seq.
     last_seq: u64,
     /// True when this page reaches `last_seq`.
     caught_up: bool,
+    /// Present when the page does not continue right after `cursor`: retention dropped those
+    /// events (`cursor_expired`) or the cursor is past the head (`resume_invalidated`).
+    #[oai(skip_serializing_if_is_none)]
+    gap: Option<GapBody>,
+}
+
+/// The reader continues from `next_cursor`, not from its own cursor.
+#[derive(Debug, Object)]
+struct GapBody {
+    /// `cursor_expired` or `resume_invalidated`.
+    reason: String,
+    from_cursor: u64,
+    next_cursor: u64,
+    earliest_available_cursor: u64,
+    committed_cursor: u64,
+}
+
+impl From<Gap> for GapBody {
+    fn from(gap: Gap) -> GapBody {
+        let reason = match gap.reason {
+            GapReason::CursorExpired => "cursor_expired",
+            GapReason::ResumeInvalidated => "resume_invalidated",
+        };
+        GapBody {
+            reason: reason.to_owned(),
+            from_cursor: gap.from_cursor,
+            next_cursor: gap.next_cursor,
+            earliest_available_cursor: gap.earliest_available_cursor,
+            committed_cursor: gap.committed_cursor,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -192,8 +223,7 @@ struct SessionPage {
 pub struct SessionsApi {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
-    pub tail_ping_interval: Duration,
-    pub shutdown: Shutdown,
+    pub live: Live,
 }
 
 pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
@@ -313,10 +343,12 @@ impl SessionsApi {
     }
 
     /// Tail a session: every event with `seq > cursor` (default 0), in order, then new ones
-    /// live. Over a WebSocket: one JSON event per text frame, pings while idle; close 1001 means
-    /// the gateway is going away, 1011 that storage failed. With `Accept: text/event-stream`:
-    /// Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`. Either way,
-    /// reconnect with the last seq you processed.
+    /// live. Over a WebSocket: one JSON event per text frame (a JSON array of up to
+    /// `batch_size` events when `batch_size` > 1), pings while idle. With `Accept:
+    /// text/event-stream`: Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`,
+    /// and `: keep-alive` comments. A `gap` object comes first when the reader cannot continue
+    /// right after its cursor. Closes: 1001 the gateway is going away, 1011 storage failed, 4002
+    /// the reader fell too far behind. Always reconnect with the last seq you processed.
     #[oai(
         path = "/v1/sessions/:id/tail",
         method = "get",
@@ -327,22 +359,31 @@ impl SessionsApi {
         request: &Request,
         id: Path<String>,
         cursor: Query<Option<IntegerParam>>,
+        batch_size: Query<Option<IntegerParam>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
         let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
+        let batch_size = input::bounded(
+            IntegerParam::raw(&batch_size),
+            1..=MAX_BATCH,
+            1,
+            InvalidInput::BatchSize,
+        )?;
         let id = session_id(&id)?;
-        let events = self.log.open_tail(&id, cursor).await?;
-        let items = crate::tail::follow(
-            events,
-            cursor,
-            self.tail_ping_interval,
-            self.shutdown.clone(),
-        );
-        Ok(transport.respond(items))
+        let start = self.log.open_tail(&id, cursor).await?;
+        let gap = start.gap.map(|gap| gap_json(&gap));
+        Ok(self.live.respond(
+            transport,
+            start.entries,
+            start.cursor,
+            gap,
+            batch_size as usize,
+        ))
     }
 
     /// Read a page of events with `seq > cursor` (default 0), at most `limit` (1..1000,
-    /// default 100). Continue with `next_cursor` until `caught_up`.
+    /// default 100). Continue with `next_cursor` until `caught_up`. With `wait` (seconds, up
+    /// to 60), a request that would return no events waits for the first one.
     #[oai(
         path = "/v1/sessions/:id/events",
         method = "get",
@@ -353,17 +394,26 @@ impl SessionsApi {
         id: Path<String>,
         cursor: Query<Option<IntegerParam>>,
         limit: Query<Option<IntegerParam>>,
+        wait: Query<Option<IntegerParam>>,
     ) -> Result<Json<EventPageBody>, ApiError> {
         let cursor = input::cursor(IntegerParam::raw(&cursor))?;
-        let limit = match IntegerParam::raw(&limit) {
-            None => DEFAULT_LIST_LIMIT,
-            Some(raw) => input::decimal(raw)
-                .and_then(|limit| usize::try_from(limit).ok())
-                .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
-                .ok_or(InvalidInput::Limit)?,
-        };
+        let limit = input::bounded(
+            IntegerParam::raw(&limit),
+            1..=MAX_BATCH,
+            100,
+            InvalidInput::Limit,
+        )?;
+        let wait = input::bounded(
+            IntegerParam::raw(&wait),
+            0..=MAX_WAIT_SECONDS,
+            0,
+            InvalidInput::Wait,
+        )?;
         let id = session_id(&id)?;
-        let page = self.log.read_page(&id, cursor, limit).await?;
+        let page = self
+            .log
+            .read_page_waiting(&id, cursor, limit as usize, Duration::from_secs(wait))
+            .await?;
         let events = page
             .events
             .iter()
@@ -375,6 +425,13 @@ impl SessionsApi {
             next_cursor: page.next_cursor,
             last_seq: page.last_seq,
             caught_up: page.caught_up,
+            gap: page.gap.map(GapBody::from),
         }))
     }
+}
+
+/// A gap as its own frame: `{"type": "gap", "reason": …, …}`.
+fn gap_json(gap: &Gap) -> bytes::Bytes {
+    // Plain numbers and strings always serialize.
+    serde_json::to_vec(gap).unwrap_or_default().into()
 }

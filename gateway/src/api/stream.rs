@@ -1,6 +1,7 @@
 //! Live responses: a tail stream delivered over a WebSocket (one text frame per entry, pings
 //! while idle) or as Server-Sent Events (`id:` = position, comment heartbeats).
 
+use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use poem::http::header;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
@@ -9,18 +10,24 @@ use poem_openapi::ApiResponse;
 use poem_openapi::registry::{
     MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::error::{ApiError, ErrorCode};
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input;
-use crate::tail::TailItem;
+use crate::shutdown::Shutdown;
+use crate::tail::{Follow, Positioned, TailItem};
 
 /// The gateway is going away: reconnect, to any gateway, with the last position you processed.
 const GOING_AWAY: u16 = 1001;
 /// Reading the log failed: reconnect with the last position you processed.
 const STORAGE_FAILED: u16 = 1011;
+/// The reader fell more than its buffer behind: reconnect with the last position processed.
+const TOO_SLOW: u16 = 4002;
+/// How long one frame may wait for a reader that does not read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How a reader asked to receive a live stream.
 pub enum Transport {
@@ -81,7 +88,10 @@ impl Transport {
         }
     }
 
-    pub fn respond<S>(self, items: S) -> LiveResponse
+    /// Delivers `items` through a queue of at most `buffer` frames. A reader that lets the
+    /// queue fill is too slow: it gets a last frame saying so (WebSocket close 4002, SSE
+    /// `event: overflow`) and resumes from its cursor, so the gateway's memory stays bounded.
+    fn respond<S>(self, items: S, options: LiveOptions) -> LiveResponse
     where
         S: Stream<Item = Result<TailItem, StoreError>> + Send + 'static,
     {
@@ -94,81 +104,240 @@ impl Transport {
                     let items = items
                         .into_inner()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    pump_websocket(socket, items)
+                    serve_websocket(socket, items, options)
                 });
                 LiveResponse(upgraded.into_response())
             }
-            Transport::ServerSentEvents => LiveResponse(
-                Response::builder()
-                    .content_type("text/event-stream")
-                    .header(header::CACHE_CONTROL, "no-cache")
-                    .header("x-accel-buffering", "no")
-                    .body(Body::from_bytes_stream(items.map(sse_frame))),
-            ),
+            Transport::ServerSentEvents => {
+                let (frames, queued) = mpsc::channel(options.buffer + 1);
+                tokio::spawn(produce(items, frames, sse_frames));
+                let body = futures::stream::unfold(queued, |mut queued| async move {
+                    let frame = queued.recv().await?;
+                    Some((Ok::<_, std::io::Error>(frame), queued))
+                });
+                LiveResponse(
+                    Response::builder()
+                        .content_type("text/event-stream")
+                        .header(header::CACHE_CONTROL, "no-cache")
+                        .header("x-accel-buffering", "no")
+                        .body(Body::from_bytes_stream(body)),
+                )
+            }
         }
     }
 }
 
-/// Renders one item as SSE. `tail::follow` ends the stream after a shutdown or an error.
-fn sse_frame(item: Result<TailItem, StoreError>) -> Result<String, std::io::Error> {
-    Ok(match item {
-        Ok(TailItem::Entry(entry)) => {
-            format!("id: {}\ndata: {}\n\n", entry.position, String::from_utf8_lossy(&entry.json))
-        }
-        Ok(TailItem::Heartbeat) => ": keep-alive\n\n".to_owned(),
-        Ok(TailItem::ShuttingDown) => {
-            "event: going_away\ndata: {\"reason\":\"gateway shutting down; reconnect with Last-Event-ID\"}\n\n"
-                .to_owned()
-        }
-        Err(err) => {
-            warn!(error = %err, "ending an event stream: {err}");
-            "event: error\ndata: {\"error\":\"nats_unavailable\"}\n\n".to_owned()
-        }
-    })
+/// What every live response shares: heartbeat period, per-reader bound, and shutdown.
+#[derive(Clone)]
+pub struct Live {
+    pub ping_interval: std::time::Duration,
+    pub buffer: usize,
+    pub shutdown: Shutdown,
 }
 
-async fn pump_websocket(
-    socket: WebSocketStream,
-    items: impl Stream<Item = Result<TailItem, StoreError>>,
-) {
-    let (mut outgoing, mut incoming) = socket.split();
+impl Live {
+    /// Follows `entries` after `cursor`, announcing `gap` first, in frames of `batch_size`.
+    pub fn respond<S>(
+        &self,
+        transport: Transport,
+        entries: S,
+        cursor: u64,
+        gap: Option<Bytes>,
+        batch_size: usize,
+    ) -> LiveResponse
+    where
+        S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
+    {
+        let follow = Follow {
+            cursor,
+            gap,
+            batch_size,
+            idle: self.ping_interval,
+            shutdown: self.shutdown.clone(),
+        };
+        let items = crate::tail::follow(entries, follow);
+        transport.respond(
+            items,
+            LiveOptions {
+                arrays: batch_size > 1,
+                buffer: self.buffer,
+            },
+        )
+    }
+}
+
+/// How a live response frames and bounds its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveOptions {
+    /// WebSocket frames carry a JSON array of entries instead of one object.
+    pub arrays: bool,
+    /// The most frames waiting for one reader.
+    pub buffer: usize,
+}
+
+/// What one tail item becomes on the wire, and whether it is the last.
+struct Frames<F> {
+    frames: Vec<F>,
+    last: bool,
+}
+
+impl<F> Frames<F> {
+    fn one(frame: F, last: bool) -> Frames<F> {
+        Frames {
+            frames: vec![frame],
+            last,
+        }
+    }
+}
+
+enum Outcome {
+    Item(Result<TailItem, StoreError>),
+    TooSlow,
+}
+
+/// Moves items into the reader's queue until the stream ends or the queue is full. One slot
+/// beyond `buffer` is kept for the frame that says the reader was too slow.
+async fn produce<S, F>(items: S, queue: mpsc::Sender<F>, render: impl Fn(Outcome) -> Frames<F>)
+where
+    S: Stream<Item = Result<TailItem, StoreError>>,
+{
     let mut items = std::pin::pin!(items);
+    while let Some(item) = items.next().await {
+        let rendered = render(Outcome::Item(item));
+        for frame in rendered.frames {
+            if queue.capacity() <= 1 {
+                for overflow in render(Outcome::TooSlow).frames {
+                    let _ = queue.try_send(overflow);
+                }
+                return;
+            }
+            if queue.try_send(frame).is_err() {
+                return; // The reader is gone.
+            }
+        }
+        if rendered.last {
+            return;
+        }
+    }
+}
+
+fn sse_frames(outcome: Outcome) -> Frames<String> {
+    match outcome {
+        Outcome::Item(Ok(TailItem::Gap(gap))) => {
+            Frames::one(format!("event: gap\ndata: {}\n\n", String::from_utf8_lossy(&gap)), false)
+        }
+        Outcome::Item(Ok(TailItem::Entries(entries))) => Frames {
+            frames: entries
+                .iter()
+                .map(|entry| format!("id: {}\ndata: {}\n\n", entry.position, String::from_utf8_lossy(&entry.json)))
+                .collect(),
+            last: false,
+        },
+        Outcome::Item(Ok(TailItem::Heartbeat)) => Frames::one(": keep-alive\n\n".to_owned(), false),
+        Outcome::Item(Ok(TailItem::ShuttingDown)) => Frames::one(
+            "event: going_away\ndata: {\"reason\":\"gateway shutting down; reconnect with Last-Event-ID\"}\n\n".to_owned(),
+            true,
+        ),
+        Outcome::Item(Err(err)) => {
+            warn!(error = %err, "ending an event stream: {err}");
+            Frames::one("event: error\ndata: {\"error\":\"nats_unavailable\"}\n\n".to_owned(), true)
+        }
+        Outcome::TooSlow => Frames::one(
+            "event: overflow\ndata: {\"reason\":\"too slow; reconnect with Last-Event-ID\"}\n\n".to_owned(),
+            true,
+        ),
+    }
+}
+
+fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
+    let text = |json: &[u8]| Message::Text(String::from_utf8_lossy(json).into_owned());
+    let close = |code: u16, reason: &str| {
+        Frames::one(Message::close_with(CloseCode::from(code), reason), true)
+    };
+    match outcome {
+        Outcome::Item(Ok(TailItem::Gap(gap))) => Frames::one(text(&gap), false),
+        Outcome::Item(Ok(TailItem::Entries(entries))) if arrays => {
+            let mut array = Vec::with_capacity(
+                entries
+                    .iter()
+                    .map(|entry| entry.json.len() + 1)
+                    .sum::<usize>()
+                    + 1,
+            );
+            array.push(b'[');
+            for (n, entry) in entries.iter().enumerate() {
+                if n > 0 {
+                    array.push(b',');
+                }
+                array.extend_from_slice(&entry.json);
+            }
+            array.push(b']');
+            Frames::one(text(&array), false)
+        }
+        Outcome::Item(Ok(TailItem::Entries(entries))) => Frames {
+            frames: entries.iter().map(|entry| text(&entry.json)).collect(),
+            last: false,
+        },
+        Outcome::Item(Ok(TailItem::Heartbeat)) => Frames::one(Message::Ping(Vec::new()), false),
+        Outcome::Item(Ok(TailItem::ShuttingDown)) => close(
+            GOING_AWAY,
+            "gateway shutting down; reconnect with your cursor",
+        ),
+        Outcome::Item(Err(err)) => {
+            warn!(error = %err, "closing a live socket: {err}");
+            close(
+                STORAGE_FAILED,
+                "storage unavailable; reconnect with your cursor",
+            )
+        }
+        Outcome::TooSlow => close(TOO_SLOW, "too slow; reconnect with your cursor"),
+    }
+}
+
+/// Feeds the socket from the queue while the producer fills it; both stop when the reader
+/// leaves or the last frame is written.
+async fn serve_websocket(
+    socket: WebSocketStream,
+    items: impl Stream<Item = Result<TailItem, StoreError>> + Send,
+    options: LiveOptions,
+) {
+    let (frames, mut queued) = mpsc::channel(options.buffer + 1);
+    let producer = produce(items, frames, move |outcome| {
+        websocket_frames(outcome, options.arrays)
+    });
+    let (mut outgoing, mut incoming) = socket.split();
+    let writer = async move {
+        loop {
+            tokio::select! {
+                frame = queued.recv() => {
+                    let Some(frame) = frame else { return };
+                    let closing = matches!(frame, Message::Close(_));
+                    // A reader that takes nothing for this long is gone; dropping the
+                    // connection frees what it holds.
+                    match tokio::time::timeout(WRITE_TIMEOUT, outgoing.send(frame)).await {
+                        Ok(Ok(())) if !closing => {}
+                        _ => return,
+                    }
+                }
+                // Clients send nothing we act on; only their close or disconnect matters.
+                frame = incoming.next() => {
+                    if matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                        debug!("live reader went away");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let mut producer = std::pin::pin!(producer);
+    let mut writer = std::pin::pin!(writer);
+    let mut producing = true;
     loop {
         tokio::select! {
-            item = items.next() => {
-                let message = match item {
-                    Some(Ok(TailItem::Entry(entry))) => Message::Text(String::from_utf8_lossy(&entry.json).into_owned()),
-                    Some(Ok(TailItem::Heartbeat)) => Message::Ping(Vec::new()),
-                    Some(Ok(TailItem::ShuttingDown)) => {
-                        close(&mut outgoing, GOING_AWAY, "gateway shutting down; reconnect with your cursor").await;
-                        return;
-                    }
-                    Some(Err(err)) => {
-                        warn!(error = %err, "closing a live socket: {err}");
-                        close(&mut outgoing, STORAGE_FAILED, "storage unavailable; reconnect with your cursor").await;
-                        return;
-                    }
-                    None => return,
-                };
-                if outgoing.send(message).await.is_err() {
-                    debug!("live reader went away");
-                    return;
-                }
-            }
-            // Clients send nothing we act on; only their close or disconnect matters.
-            frame = incoming.next() => {
-                if matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
-                    return;
-                }
-            }
+            () = &mut producer, if producing => producing = false,
+            () = &mut writer => return,
         }
     }
-}
-
-async fn close(outgoing: &mut (impl futures::Sink<Message> + Unpin), code: u16, reason: &str) {
-    let _ = outgoing
-        .send(Message::close_with(CloseCode::from(code), reason))
-        .await;
 }
 
 /// A WebSocket upgrade or an SSE stream, as the spec documents it.

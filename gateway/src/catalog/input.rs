@@ -4,11 +4,11 @@ use serde_json::Value;
 
 use super::index::{ArchivedFilter, ListQuery};
 use crate::sessions::error::InvalidInput;
-use crate::sessions::input::{decimal, integer, present};
+use crate::sessions::input::{bounded, integer, present};
 use crate::sessions::model::JsonObject;
 
-pub const DEFAULT_LIST_LIMIT: usize = 100;
-pub const MAX_LIST_LIMIT: usize = 1000;
+const DEFAULT_LIST_LIMIT: usize = 100;
+const MAX_LIST_LIMIT: u64 = 1000;
 
 /// A change to a session header: `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,10 +31,8 @@ pub fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, InvalidInput>
     for (name, value) in pairs {
         match name.as_str() {
             "limit" => {
-                query.limit = decimal(value)
-                    .and_then(|limit| usize::try_from(limit).ok())
-                    .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
-                    .ok_or(InvalidInput::Limit)?;
+                query.limit =
+                    bounded(Some(value), 1..=MAX_LIST_LIMIT, 0, InvalidInput::Limit)? as usize;
             }
             "cursor" if value.is_empty() => return Err(InvalidInput::Cursor),
             "cursor" => query.after = Some(value.clone()),

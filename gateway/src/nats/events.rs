@@ -166,6 +166,15 @@ impl Store {
         }
     }
 
+    /// The session's oldest retained event.
+    pub async fn first(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
+        let event = self.next_event(&self.subject(id), 1).await?;
+        Ok(event.map(|event| Head {
+            stream_seq: event.stream_seq,
+            seq: event.seq,
+        }))
+    }
+
     /// Each session's newest seq (0 for none), read concurrently from any replica.
     pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
         self.sessions_bucket()?;

@@ -45,6 +45,20 @@ struct Topology {
     replicas: usize,
     duplicate_window: Duration,
     max_consumers: i32,
+    max_age: Duration,
+    max_bytes: i64,
+    max_messages_per_subject: i64,
+}
+
+impl Topology {
+    /// The settings a running deployment may change: replicas, dedupe window, retention.
+    fn apply_settings(&self, config: &mut stream::Config) {
+        config.num_replicas = self.replicas;
+        config.duplicate_window = self.duplicate_window;
+        config.max_age = self.max_age;
+        config.max_bytes = self.max_bytes;
+        config.max_messages_per_subject = self.max_messages_per_subject;
+    }
 }
 
 pub struct Store {
@@ -106,6 +120,10 @@ impl Store {
             replicas: config.stream_replicas,
             duplicate_window: config.duplicate_window,
             max_consumers: config.stream_max_consumers,
+            // JetStream's "no limit" values.
+            max_age: config.retention_max_age.unwrap_or_default(),
+            max_bytes: config.retention_max_bytes.unwrap_or(-1),
+            max_messages_per_subject: config.retention_max_events_per_session.unwrap_or(-1),
         };
         Ok(Store {
             client,
@@ -140,14 +158,13 @@ impl Store {
         let topology = &self.topology;
         match self.jetstream.get_stream(&topology.stream).await {
             Ok(mut existing) => {
-                let mut config = existing.cached_info().config.clone();
-                if config.duplicate_window != topology.duplicate_window
-                    || config.num_replicas != topology.replicas
-                {
-                    config.duplicate_window = topology.duplicate_window;
-                    config.num_replicas = topology.replicas;
+                let current = existing.cached_info().config.clone();
+                let mut wanted = current.clone();
+                topology.apply_settings(&mut wanted);
+                if wanted != current {
+                    info!(nats.stream = %topology.stream, "updating the events stream's settings");
                     self.jetstream
-                        .update_stream(config)
+                        .update_stream(wanted)
                         .await
                         .map_err(unavailable)?;
                 }
@@ -161,19 +178,18 @@ impl Store {
 
     async fn create_events_stream(&self) -> Result<(), StoreError> {
         let topology = &self.topology;
-        let config = stream::Config {
+        let mut config = stream::Config {
             name: topology.stream.clone(),
             description: Some("Starcite session events, one subject per session".to_owned()),
             subjects: vec![format!("{}.>", topology.subject_prefix)],
             storage: stream::StorageType::File,
-            num_replicas: topology.replicas,
-            duplicate_window: topology.duplicate_window,
             max_consumers: topology.max_consumers,
             allow_direct: true,
             // Events are never deleted one by one: a hole would break the gapless promise.
             deny_delete: true,
             ..Default::default()
         };
+        topology.apply_settings(&mut config);
         self.jetstream
             .create_stream(config)
             .await

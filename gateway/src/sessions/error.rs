@@ -24,6 +24,10 @@ pub enum InvalidInput {
     Limit,
     #[error("Invalid list query: {0}")]
     ListQuery(String),
+    #[error("Invalid batch size: an integer from 1 to 1000")]
+    BatchSize,
+    #[error("Invalid wait: whole seconds from 0 to 60")]
+    Wait,
 }
 
 #[derive(Debug, thiserror::Error)]

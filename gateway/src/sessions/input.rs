@@ -115,6 +115,26 @@ pub fn cursor(raw: Option<&str>) -> Result<Seq, InvalidInput> {
     }
 }
 
+/// The most events a tail frame carries and a page holds.
+pub const MAX_BATCH: u64 = 1000;
+/// The longest an events page waits for a first event.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
+/// A whole number within `range`, from an optional raw parameter (`None`: `default`).
+pub fn bounded(
+    raw: Option<&str>,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+    invalid: InvalidInput,
+) -> Result<u64, InvalidInput> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => decimal(raw)
+            .filter(|value| range.contains(value))
+            .ok_or(invalid),
+    }
+}
+
 /// A field that is there and not `null`: the contract treats `null` as absent everywhere.
 pub(crate) fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|value| !value.is_null())

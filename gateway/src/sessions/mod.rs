@@ -14,16 +14,16 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use lru::LruCache;
 use tracing::debug;
 
-use crate::nats::{AppendFailure, CreateSessionFailure, PendingAppend, Store, StoreError};
+use crate::nats::{AppendFailure, CreateSessionFailure, Head, PendingAppend, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use model::{
-    Change, ContentHash, Event, EventRecord, NewEvent, NewSession, Seq, Session, SessionId,
-    SessionRecord, SessionSummary,
+    Change, ContentHash, Event, EventRecord, Gap, GapReason, NewEvent, NewSession, Seq, Session,
+    SessionId, SessionRecord, SessionSummary,
 };
 use state::{Decision, SessionState};
 
@@ -45,10 +45,26 @@ pub struct Appended {
 pub struct EventPage {
     /// Each event's JSON, exactly as stored.
     pub events: Vec<bytes::Bytes>,
-    /// The last seq on the page, or the request's cursor when it is empty.
+    /// The last seq on the page; when it is empty, where the reader stands.
     pub next_cursor: Seq,
     pub last_seq: Seq,
     pub caught_up: bool,
+    /// Set when the page does not continue right after the requested cursor.
+    pub gap: Option<Gap>,
+}
+
+/// Where a tail begins: the position it continues after, the gap to announce, and the feed.
+pub struct TailStart<S> {
+    pub cursor: Seq,
+    pub gap: Option<Gap>,
+    pub entries: S,
+}
+
+/// Where a reader continues, and the stream sequence its next event is at (or after).
+struct Resume {
+    cursor: Seq,
+    start: u64,
+    gap: Option<Gap>,
 }
 
 /// One session's cached write state; `None` until first read from the stream.
@@ -199,29 +215,90 @@ impl SessionLog {
         .into())
     }
 
-    /// The session's events after `cursor`, stored then live. The feed starts at event
-    /// `cursor + 1`, or just past the head when the reader is caught up (or ahead).
+    /// Where a reader with `cursor` continues: after the cursor when the events after it are
+    /// retained, else with a gap. The feed starts at that event, or past the head.
+    async fn resume(
+        &self,
+        id: &SessionId,
+        cursor: Seq,
+    ) -> Result<(Resume, Option<Head>), ReadError> {
+        if self.store.session(id).await?.is_none() {
+            return Err(ReadError::SessionNotFound(id.clone()));
+        }
+        let Some(head) = self.store.head(id).await? else {
+            let resume = Resume {
+                cursor: 0,
+                start: 1,
+                gap: (cursor > 0).then_some(Gap {
+                    reason: GapReason::ResumeInvalidated,
+                    from_cursor: cursor,
+                    next_cursor: 0,
+                    earliest_available_cursor: 0,
+                    committed_cursor: 0,
+                }),
+            };
+            return Ok((resume, None));
+        };
+        let first = self.store.first(id).await?.unwrap_or(head);
+        let gap = |reason, next_cursor| Gap {
+            reason,
+            from_cursor: cursor,
+            next_cursor,
+            earliest_available_cursor: first.seq - 1,
+            committed_cursor: head.seq,
+        };
+        let resume = if cursor > head.seq {
+            let gap = gap(GapReason::ResumeInvalidated, head.seq);
+            Resume {
+                cursor: head.seq,
+                start: head.stream_seq + 1,
+                gap: Some(gap),
+            }
+        } else if cursor == head.seq {
+            Resume {
+                cursor,
+                start: head.stream_seq + 1,
+                gap: None,
+            }
+        } else if cursor + 1 < first.seq {
+            let gap = gap(GapReason::CursorExpired, first.seq - 1);
+            Resume {
+                cursor: first.seq - 1,
+                start: first.stream_seq,
+                gap: Some(gap),
+            }
+        } else {
+            let start = self.store.stream_seq_of(id, cursor + 1, head).await?;
+            Resume {
+                cursor,
+                start,
+                gap: None,
+            }
+        };
+        Ok((resume, Some(head)))
+    }
+
+    /// The session's events after `cursor`, stored then live, with the gap the reader must be
+    /// told about first, if any.
     pub async fn open_tail(
         &self,
         id: &SessionId,
         cursor: Seq,
     ) -> Result<
-        impl Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
+        TailStart<impl Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static>,
         ReadError,
     > {
-        if self.store.session(id).await?.is_none() {
-            return Err(ReadError::SessionNotFound(id.clone()));
-        }
-        let start = match self.store.head(id).await? {
-            None => 1,
-            Some(head) if cursor >= head.seq => head.stream_seq + 1,
-            Some(head) => self.store.stream_seq_of(id, cursor + 1, head).await?,
-        };
-        let feed = self.store.follow(id, start).await?;
-        Ok(feed.map_ok(|event| Positioned {
+        let (resume, _) = self.resume(id, cursor).await?;
+        let feed = self.store.follow(id, resume.start).await?;
+        let entries = feed.map_ok(|event| Positioned {
             position: event.seq,
             json: event.body,
-        }))
+        });
+        Ok(TailStart {
+            cursor: resume.cursor,
+            gap: resume.gap,
+            entries,
+        })
     }
 
     /// Up to `limit` events after `cursor`, from storage.
@@ -231,28 +308,46 @@ impl SessionLog {
         cursor: Seq,
         limit: usize,
     ) -> Result<EventPage, ReadError> {
-        if self.store.session(id).await?.is_none() {
-            return Err(ReadError::SessionNotFound(id.clone()));
-        }
-        let head = self.store.head(id).await?;
+        let (resume, head) = self.resume(id, cursor).await?;
         let last_seq = head.map_or(0, |head| head.seq);
         let mut page = EventPage {
             events: Vec::new(),
-            next_cursor: cursor,
+            next_cursor: resume.cursor,
             last_seq,
-            caught_up: cursor >= last_seq,
+            caught_up: resume.cursor >= last_seq,
+            gap: resume.gap,
         };
-        let Some(head) = head.filter(|head| cursor < head.seq) else {
+        if page.caught_up {
             return Ok(page);
-        };
-        let start = self.store.stream_seq_of(id, cursor + 1, head).await?;
-        let count = (head.seq - cursor).min(limit as u64);
-        for event in self.store.read_events(id, start, count).await? {
+        }
+        let count = (last_seq - resume.cursor).min(limit as u64);
+        for event in self.store.read_events(id, resume.start, count).await? {
             page.next_cursor = event.seq;
             page.events.push(event.body);
         }
-        page.caught_up = page.next_cursor >= head.seq;
+        page.caught_up = page.next_cursor >= last_seq;
         Ok(page)
+    }
+
+    /// Like `read_page`, but an empty page waits up to `wait` for the first new event.
+    pub async fn read_page_waiting(
+        &self,
+        id: &SessionId,
+        cursor: Seq,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<EventPage, ReadError> {
+        let page = self.read_page(id, cursor, limit).await?;
+        if !page.events.is_empty() || page.gap.is_some() || wait.is_zero() {
+            return Ok(page);
+        }
+        // The tail starts from a fresh head, so an event that landed since the page was read
+        // arrives at once.
+        let mut entries = self.open_tail(id, page.next_cursor).await?.entries;
+        match tokio::time::timeout(wait, entries.next()).await {
+            Err(_) => Ok(page),
+            Ok(_) => self.read_page(id, cursor, limit).await,
+        }
     }
 
     /// Folds every event the stream has past the state's position into it.

@@ -199,6 +199,31 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Why a reader cannot simply continue after its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// Retention dropped the events right after the cursor.
+    CursorExpired,
+    /// The cursor is past the session's head: the session was reset or the client is wrong.
+    ResumeInvalidated,
+}
+
+/// Tells a reader that it continues from `next_cursor`, not from its own cursor. Never silent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "gap")]
+pub struct Gap {
+    pub reason: GapReason,
+    /// The cursor the reader asked for.
+    pub from_cursor: Seq,
+    /// Where delivery continues: events after this.
+    pub next_cursor: Seq,
+    /// The lowest cursor that still resumes without a gap.
+    pub earliest_available_cursor: Seq,
+    /// The session's newest committed seq.
+    pub committed_cursor: Seq,
+}
+
 /// What the log needs to know of a committed event to fold it into a session's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
