@@ -28,9 +28,11 @@ pub struct Config {
     pub nats_timeout: Duration,
     /// How often an idle tail sends a WebSocket ping (or an SSE comment).
     pub tail_ping_interval: Duration,
-    /// How many frames one live reader may have waiting; a reader that falls further behind is
-    /// disconnected (close code 4002) and resumes from its cursor.
+    /// How many frames one live reader may have waiting.
     pub tail_buffer: usize,
+    /// How long a reader may leave its buffer full before it is disconnected (close code 4002)
+    /// to resume from its cursor.
+    pub tail_stall_timeout: Duration,
     /// Retention, applied by JetStream: events older than this are dropped (`None`: kept).
     pub retention_max_age: Option<Duration>,
     /// Retention: the stream's size limit in bytes; the oldest events go first (`None`: none).
@@ -61,6 +63,7 @@ impl Default for Config {
             nats_timeout: Duration::from_secs(3),
             tail_ping_interval: Duration::from_secs(15),
             tail_buffer: 1024,
+            tail_stall_timeout: Duration::from_secs(10),
             retention_max_age: None,
             retention_max_bytes: None,
             retention_max_events_per_session: None,
@@ -193,6 +196,15 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| config.tail_buffer.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_TAIL_STALL_TIMEOUT",
+        flag: "--tail-stall-timeout",
+        apply: |config, raw| {
+            config.tail_stall_timeout = duration(raw)?;
+            Ok(())
+        },
+        show: |config| humantime::format_duration(config.tail_stall_timeout).to_string(),
     },
     Setting {
         variable: "STARCITE_RETENTION_MAX_AGE",

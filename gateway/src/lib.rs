@@ -71,6 +71,7 @@ impl Gateway {
             store: self.store,
             tail_ping_interval: self.config.tail_ping_interval,
             tail_buffer: self.config.tail_buffer,
+            tail_stall_timeout: self.config.tail_stall_timeout,
             max_body_bytes: self.config.max_body_bytes,
             shutdown,
         });
@@ -82,14 +83,27 @@ impl Gateway {
         {
             info!(http.address = %address, "listening on http://{address}");
         }
+        let (stopped, stop_seen) = tokio::sync::oneshot::channel();
         let stop = async move {
             stop.await;
             info!("shutting down: closing tails");
             trigger.trigger();
+            let _ = stopped.send(trigger);
         };
+        let timeout = self.config.shutdown_timeout;
         poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, stop, Some(self.config.shutdown_timeout))
-            .await
+            .run_with_graceful_shutdown(routes, stop, Some(timeout))
+            .await?;
+        // Tails live in upgraded connections the server no longer tracks: wait for each to
+        // write its "going away" close before the process exits.
+        if let Ok(trigger) = stop_seen.await
+            && tokio::time::timeout(timeout, trigger.drained())
+                .await
+                .is_err()
+        {
+            warn!("some tails were still open after {timeout:?}");
+        }
+        Ok(())
     }
 }
 

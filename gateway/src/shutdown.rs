@@ -1,22 +1,32 @@
-//! One shutdown signal that reaches every open tail, so sockets close with "going away".
+//! One shutdown signal that reaches every open tail, so sockets close with "going away", and
+//! a way to wait until every holder has finished.
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-/// Fires once; every clone sees it.
+/// Fires once; every clone sees it. Each clone also counts as a holder the trigger waits for.
 #[derive(Clone)]
 pub struct Shutdown {
     receiver: watch::Receiver<bool>,
+    _holder: mpsc::Sender<()>,
 }
 
 /// The sending side, held by whoever decides to stop.
 pub struct ShutdownTrigger {
     sender: watch::Sender<bool>,
+    holders: mpsc::Receiver<()>,
 }
 
 impl Shutdown {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (sender, receiver) = watch::channel(false);
-        (ShutdownTrigger { sender }, Shutdown { receiver })
+        let (holder, holders) = mpsc::channel(1);
+        (
+            ShutdownTrigger { sender, holders },
+            Shutdown {
+                receiver,
+                _holder: holder,
+            },
+        )
     }
 
     /// Resolves once shutdown has begun (or its trigger is gone).
@@ -29,5 +39,12 @@ impl Shutdown {
 impl ShutdownTrigger {
     pub fn trigger(&self) {
         self.sender.send_replace(true);
+    }
+
+    /// Resolves when every `Shutdown` clone is gone: each open tail holds one until its last
+    /// frame is written.
+    pub async fn drained(mut self) {
+        // Nobody sends; `recv` returns `None` once the last holder is dropped.
+        while self.holders.recv().await.is_some() {}
     }
 }

@@ -7,5 +7,6 @@ mod clients;
 mod faults;
 mod lifecycle;
 mod multi_gateway;
+mod reading;
 mod sessions;
 mod tail;

@@ -40,6 +40,7 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub tail_ping_interval: Duration,
     pub tail_buffer: usize,
+    pub tail_stall_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown: Shutdown,
 }
@@ -59,6 +60,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let live = Live {
         ping_interval: state.tail_ping_interval,
         buffer: state.tail_buffer,
+        stall_timeout: state.tail_stall_timeout,
         shutdown: state.shutdown,
     };
     let service = service((

@@ -88,10 +88,12 @@ impl Transport {
         }
     }
 
-    /// Delivers `items` through a queue of at most `buffer` frames. A reader that lets the
-    /// queue fill is too slow: it gets a last frame saying so (WebSocket close 4002, SSE
-    /// `event: overflow`) and resumes from its cursor, so the gateway's memory stays bounded.
-    fn respond<S>(self, items: S, options: LiveOptions) -> LiveResponse
+    /// Delivers `items` through a queue of at most `buffer` frames, so the gateway's memory per
+    /// reader is bounded. A reader that keeps the queue full for `stall_timeout` is too slow:
+    /// it gets a last frame saying so (WebSocket close 4002, SSE `event: overflow`) and
+    /// resumes from its cursor.
+    /// `holder` keeps shutdown waiting until the last frame is written.
+    fn respond<S>(self, items: S, options: LiveOptions, holder: Shutdown) -> LiveResponse
     where
         S: Stream<Item = Result<TailItem, StoreError>> + Send + 'static,
     {
@@ -104,13 +106,16 @@ impl Transport {
                     let items = items
                         .into_inner()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    serve_websocket(socket, items, options)
+                    serve_websocket(socket, items, options, holder)
                 });
                 LiveResponse(upgraded.into_response())
             }
             Transport::ServerSentEvents => {
                 let (frames, queued) = mpsc::channel(options.buffer + 1);
-                tokio::spawn(produce(items, frames, sse_frames));
+                tokio::spawn(async move {
+                    produce(items, frames, options.stall_timeout, sse_frames).await;
+                    drop(holder);
+                });
                 let body = futures::stream::unfold(queued, |mut queued| async move {
                     let frame = queued.recv().await?;
                     Some((Ok::<_, std::io::Error>(frame), queued))
@@ -132,6 +137,7 @@ impl Transport {
 pub struct Live {
     pub ping_interval: std::time::Duration,
     pub buffer: usize,
+    pub stall_timeout: std::time::Duration,
     pub shutdown: Shutdown,
 }
 
@@ -156,13 +162,12 @@ impl Live {
             shutdown: self.shutdown.clone(),
         };
         let items = crate::tail::follow(entries, follow);
-        transport.respond(
-            items,
-            LiveOptions {
-                arrays: batch_size > 1,
-                buffer: self.buffer,
-            },
-        )
+        let options = LiveOptions {
+            arrays: batch_size > 1,
+            buffer: self.buffer,
+            stall_timeout: self.stall_timeout,
+        };
+        transport.respond(items, options, self.shutdown.clone())
     }
 }
 
@@ -173,6 +178,8 @@ pub struct LiveOptions {
     pub arrays: bool,
     /// The most frames waiting for one reader.
     pub buffer: usize,
+    /// How long a full buffer may stay full before the reader is cut off.
+    pub stall_timeout: std::time::Duration,
 }
 
 /// What one tail item becomes on the wire, and whether it is the last.
@@ -195,24 +202,34 @@ enum Outcome {
     TooSlow,
 }
 
-/// Moves items into the reader's queue until the stream ends or the queue is full. One slot
-/// beyond `buffer` is kept for the frame that says the reader was too slow.
-async fn produce<S, F>(items: S, queue: mpsc::Sender<F>, render: impl Fn(Outcome) -> Frames<F>)
-where
+/// Moves items into the reader's queue until the stream ends, waiting while it is full. A reader
+/// that leaves it full for `stall_timeout` is too slow: the last frame tells it so. A normal
+/// frame needs two free slots, so the slot for that last frame is always there.
+async fn produce<S, F>(
+    items: S,
+    queue: mpsc::Sender<F>,
+    stall_timeout: std::time::Duration,
+    render: impl Fn(Outcome) -> Frames<F>,
+) where
     S: Stream<Item = Result<TailItem, StoreError>>,
 {
     let mut items = std::pin::pin!(items);
     while let Some(item) = items.next().await {
         let rendered = render(Outcome::Item(item));
         for frame in rendered.frames {
-            if queue.capacity() <= 1 {
-                for overflow in render(Outcome::TooSlow).frames {
-                    let _ = queue.try_send(overflow);
+            match tokio::time::timeout(stall_timeout, queue.reserve_many(2)).await {
+                Ok(Ok(mut permits)) => {
+                    if let Some(permit) = permits.next() {
+                        permit.send(frame);
+                    }
                 }
-                return;
-            }
-            if queue.try_send(frame).is_err() {
-                return; // The reader is gone.
+                Ok(Err(_)) => return, // The reader is gone.
+                Err(_) => {
+                    for overflow in render(Outcome::TooSlow).frames {
+                        let _ = queue.try_send(overflow);
+                    }
+                    return;
+                }
             }
         }
         if rendered.last {
@@ -300,9 +317,10 @@ async fn serve_websocket(
     socket: WebSocketStream,
     items: impl Stream<Item = Result<TailItem, StoreError>> + Send,
     options: LiveOptions,
+    _holder: Shutdown,
 ) {
     let (frames, mut queued) = mpsc::channel(options.buffer + 1);
-    let producer = produce(items, frames, move |outcome| {
+    let producer = produce(items, frames, options.stall_timeout, move |outcome| {
         websocket_frames(outcome, options.arrays)
     });
     let (mut outgoing, mut incoming) = socket.split();
