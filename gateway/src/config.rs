@@ -47,6 +47,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// A `tracing` filter such as `info` or `gateway=debug,info`.
     pub log: String,
+    /// Serve the admin console at `/admin`.
+    pub admin: bool,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             session_cache_size: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
+            admin: true,
         }
     }
 }
@@ -274,6 +277,25 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| humantime::format_duration(config.shutdown_timeout).to_string(),
+    },
+    Setting {
+        variable: "STARCITE_ADMIN",
+        flag: "--admin",
+        apply: |config, raw| {
+            config.admin = match raw {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => return Err(format!("expected `on` or `off`, got `{raw}`")),
+            };
+            Ok(())
+        },
+        show: |config| {
+            if config.admin {
+                "on".into()
+            } else {
+                "off".into()
+            }
+        },
     },
     Setting {
         variable: "STARCITE_LOG",

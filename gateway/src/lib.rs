@@ -16,7 +16,11 @@ pub mod tail;
 
 pub mod api;
 
+pub mod admin;
+
 pub mod shutdown;
+
+pub mod figures;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +31,7 @@ use tracing::{info, warn};
 
 use catalog::Catalog;
 use config::Config;
+use figures::Figures;
 use nats::{Store, StoreError};
 use sessions::SessionLog;
 use shutdown::Shutdown;
@@ -37,6 +42,7 @@ pub struct Gateway {
     store: Arc<Store>,
     log: Arc<SessionLog>,
     catalog: Arc<Catalog>,
+    figures: Arc<Figures>,
 }
 
 impl Gateway {
@@ -54,6 +60,7 @@ impl Gateway {
             store,
             log,
             catalog,
+            figures: Arc::default(),
         })
     }
 
@@ -65,7 +72,17 @@ impl Gateway {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, shutdown) = Shutdown::new();
+        let admin = self.config.admin.then(|| {
+            admin::routes(admin::Admin {
+                log: self.log.clone(),
+                catalog: self.catalog.clone(),
+                store: self.store.clone(),
+                figures: self.figures.clone(),
+            })
+        });
         let routes = api::routes(api::ApiState {
+            admin,
+            figures: self.figures,
             log: self.log,
             catalog: self.catalog,
             store: self.store,

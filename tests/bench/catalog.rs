@@ -49,6 +49,7 @@ fn index_memory(count: usize) {
         after: Some(format!("ses_{:016}", count / 2)),
         metadata: vec![("tenant".into(), "tenant-7".into())],
         archived: ArchivedFilter::Active,
+        search: None,
     };
     let paged = Instant::now();
     let pages = 1000;

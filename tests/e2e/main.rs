@@ -1,6 +1,7 @@
 //! End-to-end tests: a real nats-server per test, real gateways, real sockets.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod append;
 mod catalog;
 mod clients;

@@ -2,11 +2,13 @@
 //! Everything binds to loopback and cleans up on drop.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod browser;
 mod gateway;
 mod nats;
 mod sse;
 mod tail;
 
+pub use browser::Browser;
 pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
 pub use sse::{SseClient, SseFrame};

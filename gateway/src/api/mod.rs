@@ -14,6 +14,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::catalog::Catalog;
+use crate::figures::Figures;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
@@ -35,6 +36,9 @@ enum ApiTags {
 
 /// What the API needs from the rest of the gateway.
 pub struct ApiState {
+    /// The admin console's routes, nested at `/admin` when it is enabled.
+    pub admin: Option<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
+    pub figures: Arc<Figures>,
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
@@ -58,6 +62,7 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
 /// The routes: the API, its spec at `/openapi.json` and interactive docs at `/docs`.
 pub fn routes(state: ApiState) -> impl Endpoint {
     let live = Live {
+        figures: state.figures.clone(),
         ping_interval: state.tail_ping_interval,
         buffer: state.tail_buffer,
         stall_timeout: state.tail_stall_timeout,
@@ -78,7 +83,11 @@ pub fn routes(state: ApiState) -> impl Endpoint {
             catalog: state.catalog,
         },
     ));
-    Route::new()
+    let mut routes = Route::new();
+    if let Some(admin) = state.admin {
+        routes = routes.nest("/admin", admin);
+    }
+    routes
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)

@@ -275,6 +275,7 @@ impl SessionsApi {
         let event = input::new_event(body)?;
         let id = session_id(&id)?;
         let appended = self.log.append(&id, event).await?;
+        self.live.figures.appended();
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 

@@ -1,6 +1,8 @@
 //! Live responses: a tail stream delivered over a WebSocket (one text frame per entry, pings
 //! while idle) or as Server-Sent Events (`id:` = position, comment heartbeats).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use poem::http::header;
@@ -14,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::error::{ApiError, ErrorCode};
+use crate::figures::{Figures, OpenTail};
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input;
@@ -92,8 +95,8 @@ impl Transport {
     /// reader is bounded. A reader that keeps the queue full for `stall_timeout` is too slow:
     /// it gets a last frame saying so (WebSocket close 4002, SSE `event: overflow`) and
     /// resumes from its cursor.
-    /// `holder` keeps shutdown waiting until the last frame is written.
-    fn respond<S>(self, items: S, options: LiveOptions, holder: Shutdown) -> LiveResponse
+    /// `holder` lives until the last frame is written.
+    fn respond<S>(self, items: S, options: LiveOptions, holder: Holder) -> LiveResponse
     where
         S: Stream<Item = Result<TailItem, StoreError>> + Send + 'static,
     {
@@ -135,6 +138,7 @@ impl Transport {
 /// What every live response shares: heartbeat period, per-reader bound, and shutdown.
 #[derive(Clone)]
 pub struct Live {
+    pub figures: Arc<Figures>,
     pub ping_interval: std::time::Duration,
     pub buffer: usize,
     pub stall_timeout: std::time::Duration,
@@ -167,8 +171,19 @@ impl Live {
             buffer: self.buffer,
             stall_timeout: self.stall_timeout,
         };
-        transport.respond(items, options, self.shutdown.clone())
+        let holder = Holder {
+            _shutdown: self.shutdown.clone(),
+            _open: self.figures.tail_opened(),
+        };
+        transport.respond(items, options, holder)
     }
+}
+
+/// Held by a live connection until its last frame is written: shutdown waits for it, and the
+/// system page counts it.
+struct Holder {
+    _shutdown: Shutdown,
+    _open: OpenTail,
 }
 
 /// How a live response frames and bounds its stream.
@@ -317,7 +332,7 @@ async fn serve_websocket(
     socket: WebSocketStream,
     items: impl Stream<Item = Result<TailItem, StoreError>> + Send,
     options: LiveOptions,
-    _holder: Shutdown,
+    _holder: Holder,
 ) {
     let (frames, mut queued) = mpsc::channel(options.buffer + 1);
     let producer = produce(items, frames, options.stall_timeout, move |outcome| {

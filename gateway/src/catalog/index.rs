@@ -33,6 +33,9 @@ pub struct ListQuery {
     /// `(key, value)` pairs that must all equal a string metadata value.
     pub metadata: Vec<(String, String)>,
     pub archived: ArchivedFilter,
+    /// An id prefix or part of a title, case-insensitive (the admin console's search box).
+    /// It is checked on every candidate, so a search walks the catalog: an operator's tool.
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -124,12 +127,21 @@ impl CatalogIndex {
 }
 
 fn matches(session: &Session, query: &ListQuery) -> bool {
+    let search_ok = query.search.as_deref().is_none_or(|search| {
+        let search = search.to_lowercase();
+        session.id.as_str().to_lowercase().starts_with(&search)
+            || session
+                .title
+                .as_deref()
+                .is_some_and(|title| title.to_lowercase().contains(&search))
+    });
     let archived_ok = match query.archived {
         ArchivedFilter::Active => !session.archived,
         ArchivedFilter::Archived => session.archived,
         ArchivedFilter::All => true,
     };
-    archived_ok
+    search_ok
+        && archived_ok
         && query.metadata.iter().all(|(key, value)| {
             matches!(session.metadata.get(key), Some(Value::String(actual)) if actual == value)
         })
@@ -173,6 +185,7 @@ mod tests {
             after: None,
             metadata: Vec::new(),
             archived: ArchivedFilter::Active,
+            search: None,
         }
     }
 
@@ -222,6 +235,26 @@ mod tests {
         index.upsert(session("b", false, json!({})));
         assert_eq!(ids(&index.page(&query(10)).0), vec!["a", "b"]);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn search_matches_an_id_prefix_or_part_of_a_title() {
+        let mut index = CatalogIndex::default();
+        let mut titled = session("chat-9", false, json!({}));
+        titled.title = Some("Quarterly Planning".into());
+        index.upsert(titled);
+        index.upsert(session("Chat-1", false, json!({})));
+        index.upsert(session("other", false, json!({})));
+        let search = |text: &str| ListQuery {
+            search: Some(text.into()),
+            ..query(10)
+        };
+        assert_eq!(
+            ids(&index.page(&search("chat")).0),
+            vec!["Chat-1", "chat-9"]
+        );
+        assert_eq!(ids(&index.page(&search("planning")).0), vec!["chat-9"]);
+        assert!(index.page(&search("hat")).0.is_empty());
     }
 
     #[test]

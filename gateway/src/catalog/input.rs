@@ -27,6 +27,7 @@ pub fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, InvalidInput>
         after: None,
         metadata: Vec::new(),
         archived: ArchivedFilter::Active,
+        search: None,
     };
     for (name, value) in pairs {
         match name.as_str() {

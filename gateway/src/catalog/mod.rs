@@ -67,6 +67,14 @@ impl Catalog {
         }
     }
 
+    /// How many sessions the index holds.
+    pub fn session_count(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
     /// True once every session that existed at start-up is in the index.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)

@@ -7,6 +7,7 @@ mod catalog;
 mod events;
 mod feed;
 pub mod subjects;
+mod system;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::config::Config;
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
 pub use events::{AppendFailure, EventFeed, Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
+pub use system::{ServerFigures, StreamFigures};
 
 /// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes
 /// late still sees up to this many changes of one session, not only the last.

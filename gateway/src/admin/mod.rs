@@ -1,0 +1,240 @@
+//! The admin console at `/admin`: domain -> `admin_ui` view models -> HTML. Pages that change
+//! state take a POST with a CSRF token (double-submit cookie, so any gateway can check it).
+
+mod pages;
+
+use std::sync::Arc;
+
+use admin_ui::{SCRIPT, STYLESHEET};
+use poem::endpoint::BoxEndpoint;
+use poem::http::{StatusCode, header};
+use poem::web::{Data, Form, Path, Query};
+use poem::{EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
+use serde::Deserialize;
+
+use crate::catalog::Catalog;
+use crate::figures::Figures;
+use crate::nats::Store;
+use crate::sessions::SessionLog;
+
+/// What the console reads from the rest of the gateway.
+pub struct Admin {
+    pub log: Arc<SessionLog>,
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<Store>,
+    pub figures: Arc<Figures>,
+}
+
+/// The console's routes, to be nested at `/admin`.
+pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
+    Route::new()
+        .at("/", get(sessions_page))
+        .at("/sessions/:id", get(session_page))
+        .at("/sessions/:id/rename", post(rename))
+        .at("/sessions/:id/archive", post(archive))
+        .at("/sessions/:id/unarchive", post(unarchive))
+        .at("/system", get(system_page))
+        .at("/assets/admin.css", get(stylesheet))
+        .at("/assets/admin.js", get(script))
+        .data(Arc::new(admin))
+        .boxed()
+}
+
+const CSRF_COOKIE: &str = "starcite_csrf";
+
+/// The CSRF token of this browser: the cookie's value, or a fresh one to set.
+fn csrf_token(request: &Request) -> (String, bool) {
+    match cookie(request, CSRF_COOKIE) {
+        Some(token) if token.len() == 32 && token.bytes().all(|byte| byte.is_ascii_hexdigit()) => {
+            (token, false)
+        }
+        _ => (format!("{:032x}", rand::random::<u128>()), true),
+    }
+}
+
+fn cookie(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// An HTML page, setting the CSRF cookie when the browser has none yet.
+fn html(body: String, token: &str, new_token: bool) -> Response {
+    let mut response = Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:",
+        )
+        .header("x-frame-options", "DENY")
+        .body(body);
+    if new_token {
+        let cookie = format!("{CSRF_COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict");
+        if let Ok(cookie) = cookie.parse() {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionsQuery {
+    q: Option<String>,
+    metadata: Option<String>,
+    archived: Option<String>,
+    cursor: Option<String>,
+}
+
+#[handler]
+async fn sessions_page(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Query(query): Query<SessionsQuery>,
+) -> Response {
+    let (token, new_token) = csrf_token(request);
+    match pages::sessions(
+        &admin,
+        query.q,
+        query.metadata,
+        query.archived,
+        query.cursor,
+    )
+    .await
+    {
+        Ok(page) => html(page, &token, new_token),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TimelineQuery {
+    actor: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    seq: Option<String>,
+    before: Option<String>,
+    notice: Option<String>,
+}
+
+#[handler]
+async fn session_page(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Path(id): Path<String>,
+    Query(query): Query<TimelineQuery>,
+) -> Response {
+    let (token, new_token) = csrf_token(request);
+    let timeline = pages::Timeline {
+        actor: query.actor.unwrap_or_default(),
+        kind: query.kind.unwrap_or_default(),
+        jump: query.seq.unwrap_or_default(),
+        before: query.before.and_then(|before| before.parse().ok()),
+    };
+    match pages::session(&admin, &id, timeline, &token, query.notice).await {
+        Ok(Some(page)) => html(page, &token, new_token),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameForm {
+    title: String,
+    expected_version: Option<u64>,
+    csrf: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    csrf: String,
+}
+
+/// A POST only counts when its form carries the token its own cookie holds: another site can
+/// make the browser send the cookie, but cannot read it to put it in the form.
+fn csrf_ok(request: &Request, sent: &str) -> bool {
+    cookie(request, CSRF_COOKIE).is_some_and(|expected| !sent.is_empty() && expected == sent)
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "missing or wrong CSRF token: reload the page and try again",
+    )
+        .into_response()
+}
+
+#[handler]
+async fn rename(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Path(id): Path<String>,
+    Form(form): Form<RenameForm>,
+) -> Response {
+    if !csrf_ok(request, &form.csrf) {
+        return forbidden();
+    }
+    let title = Some(form.title.trim().to_owned()).filter(|title| !title.is_empty());
+    pages::after_action(
+        &id,
+        pages::rename(&admin, &id, title, form.expected_version).await,
+    )
+}
+
+#[handler]
+async fn archive(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if !csrf_ok(request, &form.csrf) {
+        return forbidden();
+    }
+    pages::after_action(&id, pages::set_archived(&admin, &id, true).await)
+}
+
+#[handler]
+async fn unarchive(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if !csrf_ok(request, &form.csrf) {
+        return forbidden();
+    }
+    pages::after_action(&id, pages::set_archived(&admin, &id, false).await)
+}
+
+#[handler]
+async fn system_page(request: &Request, admin: Data<&Arc<Admin>>) -> Response {
+    let (token, new_token) = csrf_token(request);
+    match pages::system(&admin).await {
+        Ok(page) => html(page, &token, new_token),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[handler]
+fn stylesheet() -> Response {
+    asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+#[handler]
+fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &str) -> Response {
+    Response::builder()
+        .content_type(content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=300")
+        .body(body)
+}

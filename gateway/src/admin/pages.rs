@@ -1,0 +1,432 @@
+//! Reads what a page shows from the domain and fills its `admin_ui` view model.
+
+use std::time::Duration;
+
+use admin_ui::{EventRow, Figure, LiveFeed, SessionPage, SessionRow, SessionsPage, SystemPage};
+use askama::Template;
+use poem::http::{StatusCode, header};
+use poem::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::Admin;
+use crate::catalog::EditError;
+use crate::catalog::index::{ArchivedFilter, ListQuery};
+use crate::catalog::input::SessionPatch;
+use crate::nats::StoreError;
+use crate::sessions::error::ReadError;
+use crate::sessions::model::{Session, SessionId};
+
+/// Sessions per catalog page and events per timeline page.
+const PAGE: u64 = 50;
+/// How far a filtered timeline looks back for matches before offering "older".
+const FILTER_SCAN: u64 = 5000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Render(#[from] askama::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        tracing::warn!(error = %self, "an admin page failed: {self}");
+        let status = match self {
+            PageError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (
+            status,
+            "the page could not be shown; NATS may be unavailable, try again",
+        )
+            .into_response()
+    }
+}
+
+/// Percent-encodes an id for a URL path segment.
+fn path_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+fn session_href(id: &str) -> String {
+    format!("/admin/sessions/{}", path_segment(id))
+}
+
+/// A link with its non-empty query parameters.
+fn link(path: &str, params: &[(&str, &str)]) -> String {
+    let params: Vec<_> = params
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    if params.is_empty() {
+        return path.to_owned();
+    }
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(params).unwrap_or_default()
+    )
+}
+
+pub async fn sessions(
+    admin: &Admin,
+    search: Option<String>,
+    metadata: Option<String>,
+    archived: Option<String>,
+    cursor: Option<String>,
+) -> Result<String, PageError> {
+    let search = search.unwrap_or_default().trim().to_owned();
+    let metadata_filter = metadata.unwrap_or_default().trim().to_owned();
+    let archived = archived.unwrap_or_else(|| "false".to_owned());
+    let mut page = SessionsPage {
+        rows: Vec::new(),
+        search: search.clone(),
+        metadata_filter: metadata_filter.clone(),
+        archived: archived.clone(),
+        next_page: None,
+        first_page: None,
+        error: None,
+    };
+    let pairs: Result<Vec<(String, String)>, String> = metadata_filter
+        .split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(format!("`{pair}` is not a key=value filter")),
+        })
+        .collect();
+    let metadata = match pairs {
+        Ok(pairs) => pairs,
+        Err(err) => {
+            page.error = Some(err);
+            return Ok(page.render()?);
+        }
+    };
+    let archived_filter = match archived.as_str() {
+        "true" => ArchivedFilter::Archived,
+        "all" => ArchivedFilter::All,
+        _ => ArchivedFilter::Active,
+    };
+    let cursor = cursor.filter(|cursor| !cursor.is_empty());
+    let query = ListQuery {
+        limit: PAGE as usize,
+        after: cursor.clone(),
+        metadata,
+        archived: archived_filter,
+        search: Some(search.clone()).filter(|search| !search.is_empty()),
+    };
+    let listed = admin.catalog.list(&query).await?;
+    let filters = [
+        ("q", search.as_str()),
+        ("metadata", metadata_filter.as_str()),
+        ("archived", archived.as_str()),
+    ];
+    page.next_page = listed.next_cursor.map(|next| {
+        let mut params = filters.to_vec();
+        params.push(("cursor", &next));
+        link("/admin", &params)
+    });
+    page.first_page = cursor.map(|_| link("/admin", &filters));
+    page.rows = listed
+        .sessions
+        .into_iter()
+        .map(|summary| {
+            let session = summary.session;
+            SessionRow {
+                href: session_href(session.id.as_str()),
+                metadata_summary: metadata_summary(&session),
+                id: session.id.into(),
+                title: session.title,
+                last_seq: summary.last_seq,
+                created_at: session.created_at,
+                updated_at: session.updated_at,
+                archived: session.archived,
+            }
+        })
+        .collect();
+    Ok(page.render()?)
+}
+
+fn metadata_summary(session: &Session) -> String {
+    session
+        .metadata
+        .iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => format!("{key}={text}"),
+            other => format!("{key}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The timeline the page asked for.
+pub struct Timeline {
+    pub actor: String,
+    pub kind: String,
+    /// "Jump to seq" as typed.
+    pub jump: String,
+    /// Show events before this seq.
+    pub before: Option<u64>,
+}
+
+pub async fn session(
+    admin: &Admin,
+    raw_id: &str,
+    timeline: Timeline,
+    csrf_token: &str,
+    notice: Option<String>,
+) -> Result<Option<String>, PageError> {
+    let Ok(id) = SessionId::parse(raw_id) else {
+        return Ok(None);
+    };
+    let summary = match admin.log.get(&id).await {
+        Ok(summary) => summary,
+        Err(ReadError::SessionNotFound(_)) => return Ok(None),
+        Err(ReadError::Store(err)) => return Err(err.into()),
+    };
+    let last_seq = summary.last_seq;
+    let filtering = !timeline.actor.is_empty() || !timeline.kind.is_empty();
+    let end = match timeline.jump.trim().parse::<u64>() {
+        Ok(seq) => seq.min(last_seq) + 1,
+        Err(_) => timeline.before.unwrap_or(last_seq + 1).min(last_seq + 1),
+    };
+    let (events, oldest_read) = read_timeline(admin, &id, end, &timeline, filtering).await?;
+    let href = session_href(id.as_str());
+    let filters = [
+        ("actor", timeline.actor.as_str()),
+        ("type", timeline.kind.as_str()),
+    ];
+    let page_link = |before: u64| {
+        let before = before.to_string();
+        let mut params = filters.to_vec();
+        params.push(("before", &before));
+        link(&href, &params)
+    };
+    let session = summary.session;
+    let page = SessionPage {
+        id: session.id.to_string(),
+        title: session.title,
+        metadata_pretty: serde_json::to_string_pretty(&session.metadata).unwrap_or_default(),
+        version: session.version,
+        archived: session.archived,
+        last_seq,
+        created_at: session.created_at,
+        updated_at: session.updated_at,
+        csrf_token: csrf_token.to_owned(),
+        rename_action: format!("{href}/rename"),
+        archive_action: format!(
+            "{href}/{}",
+            if session.archived {
+                "unarchive"
+            } else {
+                "archive"
+            }
+        ),
+        events,
+        filter_actor: timeline.actor.clone(),
+        filter_type: timeline.kind.clone(),
+        jump_seq: timeline.jump.clone(),
+        older_page: (oldest_read > 1).then(|| page_link(oldest_read)),
+        newer_page: (end <= last_seq).then(|| page_link(end + PAGE)),
+        live: (!filtering && end > last_seq).then(|| LiveFeed {
+            tail_url: format!("/v1/sessions/{}/tail", path_segment(id.as_str())),
+            cursor: last_seq,
+        }),
+        notice: notice.map(|notice| match notice.as_str() {
+            "version_conflict" => {
+                "Someone changed this session meanwhile: review it and try again.".to_owned()
+            }
+            "missing" => "That session no longer exists.".to_owned(),
+            _ => "The action could not be completed; try again.".to_owned(),
+        }),
+    };
+    Ok(Some(page.render()?))
+}
+
+/// Events before `end`, newest first: one page, or with filters, up to a page of matches
+/// from a bounded look back. Also returns the oldest seq read, where "older" continues.
+async fn read_timeline(
+    admin: &Admin,
+    id: &SessionId,
+    end: u64,
+    timeline: &Timeline,
+    filtering: bool,
+) -> Result<(Vec<EventRow>, u64), PageError> {
+    let mut rows = Vec::new();
+    let mut window_end = end;
+    let step = if filtering { 200 } else { PAGE };
+    while window_end > 1 && (rows.len() as u64) < PAGE && end - window_end < FILTER_SCAN {
+        let start = window_end.saturating_sub(step).max(1);
+        let page = admin
+            .log
+            .read_page(id, start - 1, (window_end - start) as usize)
+            .await
+            .map_err(|err| match err {
+                ReadError::Store(err) => PageError::Store(err),
+                ReadError::SessionNotFound(_) => {
+                    PageError::Store(StoreError::Unavailable("the session vanished".into()))
+                }
+            })?;
+        let mut window: Vec<EventRow> = page
+            .events
+            .iter()
+            .filter_map(|json| serde_json::from_slice::<Value>(json).ok())
+            .filter(|event| event["seq"].as_u64().is_some_and(|seq| seq < window_end))
+            .filter(|event| timeline.actor.is_empty() || event["actor"] == timeline.actor.as_str())
+            .filter(|event| timeline.kind.is_empty() || event["type"] == timeline.kind.as_str())
+            .map(event_row)
+            .collect();
+        window.reverse();
+        rows.extend(window);
+        // Retention may have dropped the start of the window: continue below what exists.
+        window_end = match page.gap {
+            Some(gap) => gap.next_cursor.min(start),
+            None => start,
+        };
+        if !filtering {
+            break;
+        }
+    }
+    rows.truncate(PAGE as usize);
+    let oldest_read = rows
+        .last()
+        .map_or(window_end, |row| row.seq.min(window_end));
+    Ok((rows, oldest_read))
+}
+
+fn event_row(event: Value) -> EventRow {
+    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+    let compact = event["payload"].to_string();
+    let payload_preview = if compact.chars().count() > 120 {
+        format!("{}…", compact.chars().take(120).collect::<String>())
+    } else {
+        compact
+    };
+    EventRow {
+        seq: event["seq"].as_u64().unwrap_or_default(),
+        inserted_at: text("inserted_at"),
+        kind: text("type"),
+        actor: text("actor"),
+        producer: format!("{} #{}", text("producer_id"), event["producer_seq"]),
+        source: event["source"].as_str().map(str::to_owned),
+        payload_pretty: serde_json::to_string_pretty(&event["payload"]).unwrap_or_default(),
+        payload_preview,
+    }
+}
+
+pub async fn rename(
+    admin: &Admin,
+    id: &str,
+    title: Option<String>,
+    expected_version: Option<u64>,
+) -> Result<(), EditError> {
+    let id = SessionId::parse(id).map_err(|_| EditError::SessionNotFound(SessionId::generate()))?;
+    let patch = SessionPatch {
+        title: Some(title),
+        metadata: None,
+        expected_version,
+    };
+    admin.catalog.patch(&id, patch).await.map(|_| ())
+}
+
+pub async fn set_archived(admin: &Admin, id: &str, archived: bool) -> Result<(), EditError> {
+    let id = SessionId::parse(id).map_err(|_| EditError::SessionNotFound(SessionId::generate()))?;
+    admin.catalog.set_archived(&id, archived).await.map(|_| ())
+}
+
+/// Back to the session page (303, so a reload does not repeat the POST), with a notice when
+/// the action did not go through.
+pub fn after_action(id: &str, outcome: Result<(), EditError>) -> Response {
+    let href = session_href(id);
+    let location = match outcome {
+        Ok(()) => href,
+        Err(EditError::VersionConflict { .. }) => format!("{href}?notice=version_conflict"),
+        Err(EditError::SessionNotFound(_)) => {
+            return (StatusCode::NOT_FOUND, "no such session").into_response();
+        }
+        Err(EditError::Store(err)) => return PageError::Store(err).into_response(),
+    };
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .finish()
+}
+
+pub async fn system(admin: &Admin) -> Result<String, PageError> {
+    let figure = |label: &str, value: String| Figure {
+        label: label.to_owned(),
+        value,
+    };
+    let server = admin.store.server();
+    let nats = vec![
+        figure(
+            "Connection",
+            if server.connected {
+                "connected".into()
+            } else {
+                "disconnected".into()
+            },
+        ),
+        figure("Server", server.server_name),
+        figure("Version", server.version),
+        figure("Address", server.address),
+        figure(
+            "Cluster peers",
+            if server.peers.is_empty() {
+                "none".into()
+            } else {
+                server.peers.join(", ")
+            },
+        ),
+    ];
+    let stream_figures = |stream: crate::nats::StreamFigures| {
+        vec![
+            figure("Name", stream.name),
+            figure("Messages", stream.messages.to_string()),
+            figure("Bytes", stream.bytes.to_string()),
+            figure("Subjects", stream.subjects.to_string()),
+            figure("Consumers", stream.consumers.to_string()),
+            figure("Replicas", stream.replicas.to_string()),
+            figure("Leader", stream.leader.unwrap_or_else(|| "—".into())),
+            figure(
+                "Peers",
+                if stream.cluster_peers.is_empty() {
+                    "—".into()
+                } else {
+                    stream.cluster_peers.join(", ")
+                },
+            ),
+        ]
+    };
+    let (events_stream, sessions_bucket) = match admin.store.storage().await {
+        Ok((events, sessions)) => (stream_figures(events), stream_figures(sessions)),
+        Err(err) => {
+            let unavailable = vec![figure("Status", format!("unavailable: {err}"))];
+            (unavailable.clone(), unavailable)
+        }
+    };
+    let uptime = Duration::from_secs(admin.figures.started.elapsed().as_secs());
+    let gateway = vec![
+        figure("Version", env!("CARGO_PKG_VERSION").to_owned()),
+        figure("Up for", humantime::format_duration(uptime).to_string()),
+        figure("Open tails", admin.figures.open_tails().to_string()),
+        figure("Appends served", admin.figures.appends().to_string()),
+        figure(
+            "Sessions in the catalog",
+            admin.catalog.session_count().to_string(),
+        ),
+    ];
+    Ok(SystemPage {
+        nats,
+        events_stream,
+        sessions_bucket,
+        gateway,
+    }
+    .render()?)
+}

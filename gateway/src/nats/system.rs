@@ -1,0 +1,63 @@
+//! What NATS says about itself and about the stream and bucket, for the system page.
+
+use async_nats::connection::State;
+use async_nats::jetstream::stream;
+
+use super::{Store, StoreError, unavailable};
+
+#[derive(Debug, Clone)]
+pub struct ServerFigures {
+    pub connected: bool,
+    pub server_name: String,
+    pub version: String,
+    pub address: String,
+    /// Other servers this client may fail over to (the cluster, as announced).
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamFigures {
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub subjects: u64,
+    pub consumers: usize,
+    pub replicas: usize,
+    pub leader: Option<String>,
+    pub cluster_peers: Vec<String>,
+}
+
+impl Store {
+    pub fn server(&self) -> ServerFigures {
+        let info = self.client.server_info();
+        ServerFigures {
+            connected: self.client.connection_state() == State::Connected,
+            server_name: info.server_name,
+            version: info.version,
+            address: format!("{}:{}", info.host, info.port),
+            peers: info.connect_urls,
+        }
+    }
+
+    /// The events stream's and the sessions bucket's figures.
+    pub async fn storage(&self) -> Result<(StreamFigures, StreamFigures), StoreError> {
+        self.sessions_bucket()?;
+        let events = self.events.get_info().await.map_err(unavailable)?;
+        let sessions = self.sessions_stream.get_info().await.map_err(unavailable)?;
+        Ok((figures(events), figures(sessions)))
+    }
+}
+
+fn figures(info: stream::Info) -> StreamFigures {
+    let cluster = info.cluster.unwrap_or_default();
+    StreamFigures {
+        name: info.config.name,
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        subjects: info.state.subjects_count,
+        consumers: info.state.consumer_count,
+        replicas: info.config.num_replicas,
+        leader: cluster.leader,
+        cluster_peers: cluster.replicas.into_iter().map(|peer| peer.name).collect(),
+    }
+}

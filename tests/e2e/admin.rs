@@ -1,0 +1,257 @@
+//! The admin console in a real browser (headless Chromium), plus its guards.
+
+use std::path::PathBuf;
+
+use gateway::config::Config;
+use reqwest::Method;
+use serde_json::{Value, json};
+use starcite_tests::{Browser, TestGateway, TestNats, event};
+
+fn screenshot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/screenshots")
+        .join(format!("{name}.png"))
+}
+
+const HOSTILE: &str =
+    "</script><script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_filter_watch_live_and_archive_in_a_real_browser() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    gateway
+        .create_session_with(
+            json!({"id": "alpha", "title": "Alpha research", "metadata": {"team": "research"}}),
+        )
+        .await;
+    gateway
+        .create_session_with(
+            json!({"id": "beta", "title": "Beta ops", "metadata": {"team": "ops"}}),
+        )
+        .await;
+    gateway.append_ok("alpha", event("writer", 1)).await;
+    let mut hostile = event("writer", 2);
+    hostile["payload"] = json!({"text": HOSTILE});
+    hostile["actor"] = json!(HOSTILE);
+    gateway.append_ok("alpha", hostile).await;
+    let mut tool = event("tools", 1);
+    tool["type"] = json!("tool_call");
+    gateway.append_ok("alpha", tool).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/admin", gateway.base_url)).await;
+    browser.find("#sessions-table").await;
+    assert_eq!(
+        browser
+            .count("#sessions-table tbody tr[data-session-id]")
+            .await,
+        2
+    );
+    browser.screenshot(&screenshot("sessions")).await;
+
+    browser
+        .type_into("#filters input[name=metadata]", "team=research")
+        .await;
+    browser
+        .click("#filters button, #filters input[type=submit]")
+        .await;
+    browser
+        .wait_until(
+            "return document.querySelectorAll('#sessions-table tbody tr[data-session-id]').length === 1",
+            "the filter leaves one session",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#sessions-table tbody")
+            .await
+            .contains("Alpha research")
+    );
+    browser.screenshot(&screenshot("sessions-filtered")).await;
+
+    browser
+        .click("#sessions-table tbody tr[data-session-id=alpha] a")
+        .await;
+    browser.find("#timeline").await;
+    assert_eq!(browser.count("#timeline li.event").await, 3);
+    let newest = browser
+        .execute("return document.querySelector('#timeline li.event').dataset.seq")
+        .await;
+    assert_eq!(newest, json!("3"), "newest first");
+    // Hostile content is text, never markup or script.
+    assert!(browser.text("#timeline").await.contains("window.__pwned"));
+    assert_eq!(
+        browser.execute("return window.__pwned === undefined").await,
+        Value::Bool(true)
+    );
+    assert_eq!(browser.count("#timeline img").await, 0);
+    browser
+        .wait_until(
+            "return document.querySelector('#connection-state').dataset.state === 'live'",
+            "the live view connects",
+        )
+        .await;
+    browser.screenshot(&screenshot("session")).await;
+
+    // An event appended through the API appears without a reload.
+    browser
+        .execute("window.__samePage = true; return true")
+        .await;
+    gateway.append_ok("alpha", event("writer", 3)).await;
+    browser
+        .wait_until(
+            "return document.querySelector('#timeline li.event[data-seq=\"4\"]') !== null",
+            "the new event appears live",
+        )
+        .await;
+    assert_eq!(
+        browser.execute("return window.__samePage === true").await,
+        Value::Bool(true),
+        "the page was reloaded"
+    );
+    assert_eq!(
+        browser
+            .execute("return document.querySelector('#timeline li.event').dataset.seq")
+            .await,
+        json!("4")
+    );
+    browser.screenshot(&screenshot("session-live")).await;
+
+    // Filter the timeline by type.
+    let url = browser.url().await;
+    browser
+        .type_into("#timeline-filters input[name=type]", "tool_call")
+        .await;
+    browser
+        .click("#timeline-filters button, #timeline-filters input[type=submit]")
+        .await;
+    browser
+        .wait_until(
+            "return document.querySelectorAll('#timeline li.event').length === 1",
+            "the type filter applies",
+        )
+        .await;
+    browser.goto(&url).await;
+
+    browser.click("#archive-button").await;
+    browser.find("#archived-badge").await;
+    let session: Value = gateway.session("alpha").await.json().await.unwrap();
+    assert_eq!(session["archived"], true);
+    assert!(browser.text("#archive-button").await.contains("Unarchive"));
+    browser.screenshot(&screenshot("session-archived")).await;
+
+    browser
+        .goto(&format!("{}/admin/system", gateway.base_url))
+        .await;
+    let system = browser.text("body").await;
+    for figure in [
+        "connected",
+        "STARCITE_EVENTS",
+        "Appends served",
+        "Open tails",
+    ] {
+        assert!(
+            system.contains(figure),
+            "the system page lacks {figure}: {system}"
+        );
+    }
+    browser.screenshot(&screenshot("system")).await;
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_renames_respect_versions() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    gateway
+        .create_session_with(json!({"id": "guarded", "title": "Before"}))
+        .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}/admin/sessions/guarded{path}", gateway.base_url);
+
+    let forged = client
+        .post(url("/archive"))
+        .form(&[("csrf", "0".repeat(32))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let token = "ab".repeat(16);
+    let cookie = format!("starcite_csrf={token}");
+    let wrong = client
+        .post(url("/archive"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "cd".repeat(16))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let session: Value = gateway.session("guarded").await.json().await.unwrap();
+    assert_eq!(session["archived"], false, "a forged POST changed nothing");
+
+    let renamed = client
+        .post(url("/rename"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("title", "After"),
+            ("expected_version", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 303);
+    let stale = client
+        .post(url("/rename"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("title", "Late"),
+            ("expected_version", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 303);
+    assert!(
+        stale.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("notice=version_conflict")
+    );
+    let session: Value = gateway.session("guarded").await.json().await.unwrap();
+    assert_eq!(
+        (session["title"].as_str(), session["version"].as_u64()),
+        (Some("After"), Some(2))
+    );
+
+    // The page sets the cookie it expects back.
+    let page = client.get(url("")).send().await.unwrap();
+    assert!(
+        page.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("starcite_csrf=")
+    );
+    let missing = client
+        .get(format!("{}/admin/sessions/nobody", gateway.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn the_console_can_be_switched_off() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start_with(Config {
+        admin: false,
+        ..TestGateway::config(&nats)
+    })
+    .await;
+    let response = gateway.request(Method::GET, "/admin", None).await;
+    assert_eq!(response.status(), 404);
+}
