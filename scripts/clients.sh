@@ -5,11 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install-tools.sh
 venv=tools/venv
-python_version="0.29.1"
-if ! "$venv/bin/openapi-python-client" --version 2>/dev/null | grep -q "$python_version"; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openapi-python-client==$python_version"
-fi
 rm -rf target/clients/python
 mkdir -p target/clients/python
 "$venv/bin/openapi-python-client" generate --path openapi.json \

@@ -23,10 +23,10 @@ from starcite_client.models import (  # noqa: E402
     AppendRequest,
     AppendRequestPayload,
     CreateSessionRequest,
-    CreateSessionRequestMetadata,
+    CreateSessionRequestMetadataType0,
     ErrorBody,
     EventPageBody,
-    PatchSessionRequest,
+    PatchSessionBody,
     SessionBody,
     SessionPage,
 )
@@ -46,7 +46,7 @@ def main():
         body=CreateSessionRequest(
             id=session_id,
             title="From Python",
-            metadata=CreateSessionRequestMetadata.from_dict({"client": "python"}),
+            metadata=CreateSessionRequestMetadataType0.from_dict({"client": "python"}),
         ),
     )
     check(isinstance(created, SessionBody), f"create returned {created!r}")
@@ -78,11 +78,11 @@ def main():
     check(len(listed) == 1 and listed[0].last_seq == 2, "the session is listed with last_seq 2")
 
     patched = patch_session.sync(
-        session_id, client=client, body=PatchSessionRequest(title="Renamed", expected_version=1)
+        session_id, client=client, body=PatchSessionBody(title="Renamed", expected_version=1)
     )
     check(isinstance(patched, SessionBody) and patched.title == "Renamed" and patched.version == 2, f"patch {patched!r}")
     conflict = patch_session.sync_detailed(
-        session_id, client=client, body=PatchSessionRequest(title="Late", expected_version=1)
+        session_id, client=client, body=PatchSessionBody(title="Late", expected_version=1)
     )
     check(conflict.status_code == 409, f"stale patch answered {conflict.status_code}")
     check(isinstance(conflict.parsed, ErrorBody) and conflict.parsed.error == "expected_version_conflict", "conflict body")

@@ -6,6 +6,7 @@ mod append;
 mod catalog;
 mod clients;
 mod faults;
+mod fuzz;
 mod lifecycle;
 mod multi_gateway;
 mod reading;

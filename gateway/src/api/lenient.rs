@@ -11,8 +11,12 @@ use std::marker::PhantomData;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::types::{ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
+use poem_openapi::types::{
+    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
+};
 use serde_json::Value;
+
+use crate::sessions::input::MAX_INTEGER;
 
 /// The most bytes a request body may have; set once on the route.
 #[derive(Debug, Clone, Copy)]
@@ -72,68 +76,34 @@ impl<T: Type> ParsePayload for JsonBody<T> {
 
 poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type);
 
-/// A query parameter documented as a non-negative integer, handed over as sent.
-#[derive(Debug, Clone)]
-pub struct IntegerParam(pub String);
-
-impl Type for IntegerParam {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "integer(uint64)".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            format: Some("uint64"),
-            minimum: Some(0.0),
-            ..MetaSchema::new("integer")
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(std::iter::once(self))
-    }
+/// The schema a raw parameter documents.
+pub trait ParamSchema: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn schema() -> MetaSchema;
 }
 
-impl IntegerParam {
+/// A query parameter documented with a strict schema `S`, handed over as sent.
+#[derive(Debug, Clone)]
+pub struct RawParam<S>(String, PhantomData<fn() -> S>);
+
+impl<S> RawParam<S> {
     /// The raw text of an optional parameter.
-    pub fn raw(param: &Option<IntegerParam>) -> Option<&str> {
+    pub fn raw(param: &Option<RawParam<S>>) -> Option<&str> {
         param.as_ref().map(|param| param.0.as_str())
     }
 }
 
-impl ParseFromParameter for IntegerParam {
-    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Ok(IntegerParam(value.to_owned()))
-    }
-}
-
-/// A string that may be `null`, and says so in the spec.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct NullableString(pub Option<String>);
-
-impl Type for NullableString {
+impl<S: ParamSchema> Type for RawParam<S> {
     const IS_REQUIRED: bool = true;
     type RawValueType = Self;
     type RawElementValueType = Self;
 
     fn name() -> Cow<'static, str> {
-        "string_or_null".into()
+        S::NAME.into()
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            nullable: true,
-            ..MetaSchema::new("string")
-        }))
+        MetaSchemaRef::Inline(Box::new(S::schema()))
     }
 
     fn as_raw_value(&self) -> Option<&Self> {
@@ -145,18 +115,285 @@ impl Type for NullableString {
     }
 }
 
-impl ToJSON for NullableString {
-    fn to_json(&self) -> Option<Value> {
-        Some(self.0.clone().map_or(Value::Null, Value::String))
+impl<S: ParamSchema> ParseFromParameter for RawParam<S> {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(RawParam(value.to_owned(), PhantomData))
     }
 }
 
-impl ParseFromJSON for NullableString {
+fn integer(minimum: u64, maximum: Option<u64>) -> MetaSchema {
+    MetaSchema {
+        format: Some("int64"),
+        minimum: Some(minimum as f64),
+        maximum: Some(maximum.unwrap_or(MAX_INTEGER) as f64),
+        ..MetaSchema::new("integer")
+    }
+}
+
+/// A seq or lifecycle cursor: an integer >= 0.
+pub struct Position;
+impl ParamSchema for Position {
+    const NAME: &'static str = "position";
+    fn schema() -> MetaSchema {
+        integer(0, None)
+    }
+}
+
+/// A page size or batch size: 1 to 1000.
+pub struct Batch;
+impl ParamSchema for Batch {
+    const NAME: &'static str = "batch";
+    fn schema() -> MetaSchema {
+        integer(1, Some(1000))
+    }
+}
+
+/// A long-poll wait in seconds: 0 to 60.
+pub struct WaitSeconds;
+impl ParamSchema for WaitSeconds {
+    const NAME: &'static str = "wait_seconds";
+    fn schema() -> MetaSchema {
+        integer(0, Some(60))
+    }
+}
+
+/// A list cursor: the last session id seen.
+pub struct IdCursor;
+impl ParamSchema for IdCursor {
+    const NAME: &'static str = "id_cursor";
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            min_length: Some(1),
+            ..MetaSchema::new("string")
+        }
+    }
+}
+
+/// Which sessions a list shows by their archived flag.
+pub struct ArchivedChoice;
+impl ParamSchema for ArchivedChoice {
+    const NAME: &'static str = "archived_choice";
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            enum_items: vec!["false".into(), "true".into(), "all".into()],
+            ..MetaSchema::new("string")
+        }
+    }
+}
+
+/// A request field that exists only to document its schema `S`: request bodies reach the
+/// domain raw (`JsonBody`), so it is never filled from a request.
+pub struct Doc<S>(PhantomData<fn() -> S>);
+
+impl<S> std::fmt::Debug for Doc<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Doc")
+    }
+}
+
+impl<S: ParamSchema> Type for Doc<S> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        S::NAME.into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(S::schema()))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<S: ParamSchema> ParseFromJSON for Doc<S> {
+    fn parse_from_json(_value: Option<Value>) -> ParseResult<Self> {
+        Ok(Doc(PhantomData))
+    }
+}
+
+impl<S: ParamSchema> ToJSON for Doc<S> {
+    fn to_json(&self) -> Option<Value> {
+        None
+    }
+}
+
+fn nullable(schema: MetaSchema) -> MetaSchema {
+    MetaSchema {
+        nullable: true,
+        ..schema
+    }
+}
+
+fn object() -> MetaSchema {
+    MetaSchema {
+        additional_properties: Some(Box::new(MetaSchemaRef::Inline(Box::new(MetaSchema::ANY)))),
+        ..MetaSchema::new("object")
+    }
+}
+
+fn string(min_length: usize) -> MetaSchema {
+    MetaSchema {
+        min_length: Some(min_length).filter(|min| *min > 0),
+        ..MetaSchema::new("string")
+    }
+}
+
+/// A session id in a create body. Ids may hold 256 bytes of UTF-8; the spec says 64
+/// characters, which always fit, so a generated client never sends one the gateway refuses.
+pub struct NewSessionId;
+impl ParamSchema for NewSessionId {
+    const NAME: &'static str = "new_session_id";
+    fn schema() -> MetaSchema {
+        nullable(MetaSchema {
+            max_length: Some(64),
+            ..string(1)
+        })
+    }
+}
+
+/// A string or `null`.
+pub struct OptionalText;
+impl ParamSchema for OptionalText {
+    const NAME: &'static str = "optional_text";
+    fn schema() -> MetaSchema {
+        nullable(string(0))
+    }
+}
+
+/// A non-empty string or `null`.
+pub struct OptionalName;
+impl ParamSchema for OptionalName {
+    const NAME: &'static str = "optional_name";
+    fn schema() -> MetaSchema {
+        nullable(string(1))
+    }
+}
+
+/// A JSON object or `null`.
+pub struct OptionalObject;
+impl ParamSchema for OptionalObject {
+    const NAME: &'static str = "optional_object";
+    fn schema() -> MetaSchema {
+        nullable(object())
+    }
+}
+
+/// An integer >= 0 or `null`.
+pub struct OptionalPosition;
+impl ParamSchema for OptionalPosition {
+    const NAME: &'static str = "optional_position";
+    fn schema() -> MetaSchema {
+        nullable(integer(0, None))
+    }
+}
+
+/// An event's references: known keys are typed, others kept as sent.
+pub struct Refs;
+impl ParamSchema for Refs {
+    const NAME: &'static str = "refs";
+    fn schema() -> MetaSchema {
+        let inline = |schema| MetaSchemaRef::Inline(Box::new(schema));
+        MetaSchema {
+            properties: vec![
+                ("to_seq", inline(integer(0, None))),
+                ("step", inline(integer(0, None))),
+                ("request_id", inline(string(0))),
+                ("sequence_id", inline(string(0))),
+            ],
+            ..nullable(object())
+        }
+    }
+}
+
+/// A PATCH body: a `title` (string or `null` to clear) and/or a non-empty `metadata` to merge,
+/// and optionally the `expected_version` (>= 1) to compare-and-set on.
+pub struct SessionPatchBody;
+impl ParamSchema for SessionPatchBody {
+    const NAME: &'static str = "PatchSessionRequest";
+    fn schema() -> MetaSchema {
+        let inline = |schema| MetaSchemaRef::Inline(Box::new(schema));
+        // "title and/or non-empty metadata" stays in words: an `anyOf` would turn this one body
+        // into a union of types in every generated client.
+        MetaSchema {
+            description: Some(
+                "Rename (`title`, or `null` to clear), retag (`metadata`, merged shallowly, not \
+                 empty), or both: at least one is required. `expected_version` makes it a \
+                 compare-and-set.",
+            ),
+            properties: vec![
+                ("title", inline(nullable(string(0)))),
+                ("metadata", inline(nullable(object()))),
+                ("expected_version", inline(nullable(integer(1, None)))),
+            ],
+            ..MetaSchema::new("object")
+        }
+    }
+}
+
+/// A value that may be `null`, and says so in the spec (the contract treats `null` as absent
+/// in requests and sends it for absent values in replies).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Nullable<T>(pub Option<T>);
+
+impl<T: Type> Type for Nullable<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        format!("nullable_{}", T::name()).into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        match T::schema_ref() {
+            MetaSchemaRef::Inline(mut schema) => {
+                schema.nullable = true;
+                MetaSchemaRef::Inline(schema)
+            }
+            reference => reference,
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<T: ToJSON> ToJSON for Nullable<T> {
+    fn to_json(&self) -> Option<Value> {
+        Some(
+            self.0
+                .as_ref()
+                .and_then(ToJSON::to_json)
+                .unwrap_or(Value::Null),
+        )
+    }
+}
+
+impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
-            None | Some(Value::Null) => Ok(NullableString(None)),
-            Some(Value::String(text)) => Ok(NullableString(Some(text))),
-            Some(other) => Err(poem_openapi::types::ParseError::expected_type(other)),
+            None | Some(Value::Null) => Ok(Nullable(None)),
+            Some(value) => T::parse_from_json(Some(value))
+                .map(|value| Nullable(Some(value)))
+                .map_err(ParseError::propagate),
         }
     }
 }

@@ -8,7 +8,7 @@ use poem_openapi::param::Query;
 
 use super::ApiTags;
 use super::error::ApiError;
-use super::lenient::IntegerParam;
+use super::lenient::{Position, RawParam};
 use super::stream::{Live, LiveResponse, Transport};
 use crate::catalog::Catalog;
 
@@ -27,10 +27,10 @@ impl LifecycleApi {
     async fn lifecycle(
         &self,
         request: &Request,
-        cursor: Query<Option<IntegerParam>>,
+        cursor: Query<Option<RawParam<Position>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
+        let cursor = transport.cursor(request, RawParam::raw(&cursor))?;
         let changes = self.catalog.lifecycle(cursor).await?;
         Ok(self.live.respond(transport, changes, cursor, None, 1))
     }

@@ -10,6 +10,7 @@ mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Route};
 use poem_openapi::{OpenApiService, Tags};
 
@@ -83,6 +84,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
             catalog: state.catalog,
         },
     ));
+    let allowed = AllowedMethods::from_spec(&service.spec());
     let mut routes = Route::new();
     if let Some(admin) = state.admin {
         routes = routes.nest("/admin", admin);
@@ -92,11 +94,73 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
         .data(BodyLimit(state.max_body_bytes))
-        .catch_all_error(|err: poem::Error| async move {
-            if err.is_from_response() {
-                err.into_response()
-            } else {
-                error::from_poem_error(&err).into_response()
+        .around(move |endpoint, request| {
+            let allowed = allowed.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                match endpoint.call(request).await {
+                    Ok(response) => Ok(response),
+                    Err(err) if err.is_from_response() => Ok(err.into_response()),
+                    Err(err) => {
+                        let mut response = error::from_poem_error(&err).into_response();
+                        if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                            && let Ok(methods) = allowed.methods(&path).join(", ").parse()
+                        {
+                            response.headers_mut().insert(header::ALLOW, methods);
+                        }
+                        Ok(response)
+                    }
+                }
             }
         })
+}
+
+/// Which methods each documented path template takes, for the `Allow` header of a 405.
+#[derive(Clone)]
+struct AllowedMethods {
+    paths: Arc<Vec<(Vec<String>, Vec<String>)>>,
+}
+
+impl AllowedMethods {
+    fn from_spec(spec: &str) -> AllowedMethods {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let paths = spec["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, operations)| {
+                        let segments = template.split('/').map(str::to_owned).collect();
+                        let methods = operations
+                            .as_object()
+                            .map(|operations| {
+                                operations
+                                    .keys()
+                                    .map(|method| method.to_uppercase())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (segments, methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        AllowedMethods {
+            paths: Arc::new(paths),
+        }
+    }
+
+    fn methods(&self, path: &str) -> Vec<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.paths
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(expected, actual)| {
+                        (expected.starts_with('{') && !actual.is_empty()) || expected == actual
+                    })
+            })
+            .map(|(_, methods)| methods.clone())
+            .unwrap_or_default()
+    }
 }

@@ -11,7 +11,11 @@ use serde_json::Value;
 
 use super::ApiTags;
 use super::error::ApiError;
-use super::lenient::{IntegerParam, JsonBody, NullableString};
+use super::lenient::{
+    ArchivedChoice, Batch, Doc, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
+    OptionalObject, OptionalPosition, OptionalText, Position, RawParam, Refs, SessionPatchBody,
+    WaitSeconds,
+};
 use super::stream::{Live, LiveResponse, Transport};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
@@ -21,18 +25,17 @@ use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
 use crate::sessions::model::{Gap, GapReason, SessionId, SessionSummary};
 use crate::sessions::{Appended, SessionLog, input};
 
-/// Body of `POST /v1/sessions`. Every field is optional.
+/// Body of `POST /v1/sessions`. Every field is optional; `null` means absent.
 #[derive(Debug, Object)]
 struct CreateSessionRequest {
-    /// Any non-empty string up to 256 bytes; generated (`ses_…`) when absent or null.
-    #[oai(validator(min_length = 1, max_length = 256))]
-    id: Option<String>,
-    title: Option<NullableString>,
-    /// Any JSON object; `{}` when absent or null.
-    metadata: Option<BTreeMap<String, Value>>,
+    /// Any non-empty string; generated (`ses_…`) when absent.
+    id: Option<Doc<NewSessionId>>,
+    title: Option<Doc<OptionalText>>,
+    /// Any JSON object; `{}` when absent.
+    metadata: Option<Doc<OptionalObject>>,
 }
 
-/// Body of `POST /v1/sessions/{id}/append`: one event.
+/// Body of `POST /v1/sessions/{id}/append`: one event. Optional fields may be `null`.
 #[derive(Debug, Object)]
 struct AppendRequest {
     /// The event type, e.g. `message`, `tool_call`, `state`.
@@ -48,26 +51,24 @@ struct AppendRequest {
     producer_id: String,
     /// The writer's own counter: contiguous per producer after its first append. A decimal
     /// string is accepted too.
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     producer_seq: u64,
-    #[oai(validator(min_length = 1))]
-    source: Option<String>,
-    metadata: Option<BTreeMap<String, Value>>,
+    source: Option<Doc<OptionalName>>,
+    metadata: Option<Doc<OptionalObject>>,
     /// References; `to_seq` and `step` are integers >= 0, `request_id` and `sequence_id`
     /// strings, other keys are kept as sent.
-    refs: Option<BTreeMap<String, Value>>,
+    refs: Option<Doc<Refs>>,
     /// Stored and echoed; part of what makes two requests "the same".
-    #[oai(validator(min_length = 1))]
-    idempotency_key: Option<String>,
+    idempotency_key: Option<Doc<OptionalName>>,
     /// Append only if the session's `last_seq` equals this (optimistic concurrency).
-    expected_seq: Option<u64>,
+    expected_seq: Option<Doc<OptionalPosition>>,
 }
 
 /// A session header with the head of its log.
 #[derive(Debug, Object)]
 pub struct SessionBody {
     id: String,
-    title: NullableString,
+    title: Nullable<String>,
     metadata: BTreeMap<String, Value>,
     /// The newest event's seq; 0 for an empty session.
     last_seq: u64,
@@ -82,7 +83,7 @@ impl From<SessionSummary> for SessionBody {
         let session = summary.session;
         SessionBody {
             id: session.id.into(),
-            title: NullableString(session.title),
+            title: Nullable(session.title),
             metadata: session.metadata.into_iter().collect(),
             last_seq: summary.last_seq,
             created_at: session.created_at,
@@ -134,11 +135,11 @@ struct EventBody {
     producer_id: String,
     producer_seq: u64,
     #[oai(default)]
-    source: NullableString,
+    source: Nullable<String>,
     metadata: BTreeMap<String, Value>,
     refs: BTreeMap<String, Value>,
     #[oai(default)]
-    idempotency_key: NullableString,
+    idempotency_key: Nullable<String>,
     inserted_at: String,
 }
 
@@ -200,24 +201,12 @@ enum AppendedEvent {
     Created(Json<AppendReply>),
 }
 
-/// Body of `PATCH /v1/sessions/{id}`: at least a `title` or a non-empty `metadata`.
-#[derive(Debug, Object)]
-struct PatchSessionRequest {
-    /// A new title, or `null` to clear it.
-    title: Option<NullableString>,
-    /// Merged into the metadata: given top-level keys overwrite, others are kept.
-    metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-    /// Apply only if the session is at this version (a decimal string is accepted too).
-    #[oai(validator(minimum(value = "1")))]
-    expected_version: Option<u64>,
-}
-
 /// One page of sessions, sorted by id.
 #[derive(Debug, Object)]
 struct SessionPage {
     sessions: Vec<SessionBody>,
     /// Pass as `cursor` for the next page; `null` when no more sessions follow.
-    next_cursor: Option<String>,
+    next_cursor: Nullable<String>,
 }
 
 pub struct SessionsApi {
@@ -286,9 +275,9 @@ impl SessionsApi {
     async fn list(
         &self,
         request: &Request,
-        #[oai(name = "limit")] _limit: Query<Option<IntegerParam>>,
-        #[oai(name = "cursor")] _cursor: Query<Option<String>>,
-        #[oai(name = "archived")] _archived: Query<Option<String>>,
+        #[oai(name = "limit")] _limit: Query<Option<RawParam<Batch>>>,
+        #[oai(name = "cursor")] _cursor: Query<Option<RawParam<IdCursor>>>,
+        #[oai(name = "archived")] _archived: Query<Option<RawParam<ArchivedChoice>>>,
     ) -> Result<Json<SessionPage>, ApiError> {
         // The documented parameters are read again with the free-form metadata filters, from
         // the raw query, so one parser applies every rule and its order.
@@ -299,7 +288,7 @@ impl SessionsApi {
         let page = self.catalog.list(&query).await?;
         Ok(Json(SessionPage {
             sessions: page.sessions.into_iter().map(SessionBody::from).collect(),
-            next_cursor: page.next_cursor,
+            next_cursor: Nullable(page.next_cursor),
         }))
     }
 
@@ -313,7 +302,7 @@ impl SessionsApi {
     async fn patch(
         &self,
         id: Path<String>,
-        body: JsonBody<PatchSessionRequest>,
+        body: JsonBody<Doc<SessionPatchBody>>,
     ) -> Result<Json<SessionBody>, ApiError> {
         let body = body.into_value().map_err(InvalidInput::Session)?;
         let patch = catalog_input::session_patch(body)?;
@@ -359,13 +348,13 @@ impl SessionsApi {
         &self,
         request: &Request,
         id: Path<String>,
-        cursor: Query<Option<IntegerParam>>,
-        batch_size: Query<Option<IntegerParam>>,
+        cursor: Query<Option<RawParam<Position>>>,
+        batch_size: Query<Option<RawParam<Batch>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, IntegerParam::raw(&cursor))?;
+        let cursor = transport.cursor(request, RawParam::raw(&cursor))?;
         let batch_size = input::bounded(
-            IntegerParam::raw(&batch_size),
+            RawParam::raw(&batch_size),
             1..=MAX_BATCH,
             1,
             InvalidInput::BatchSize,
@@ -393,19 +382,19 @@ impl SessionsApi {
     async fn events(
         &self,
         id: Path<String>,
-        cursor: Query<Option<IntegerParam>>,
-        limit: Query<Option<IntegerParam>>,
-        wait: Query<Option<IntegerParam>>,
+        cursor: Query<Option<RawParam<Position>>>,
+        limit: Query<Option<RawParam<Batch>>>,
+        wait: Query<Option<RawParam<WaitSeconds>>>,
     ) -> Result<Json<EventPageBody>, ApiError> {
-        let cursor = input::cursor(IntegerParam::raw(&cursor))?;
+        let cursor = input::cursor(RawParam::raw(&cursor))?;
         let limit = input::bounded(
-            IntegerParam::raw(&limit),
+            RawParam::raw(&limit),
             1..=MAX_BATCH,
             100,
             InvalidInput::Limit,
         )?;
         let wait = input::bounded(
-            IntegerParam::raw(&wait),
+            RawParam::raw(&wait),
             0..=MAX_WAIT_SECONDS,
             0,
             InvalidInput::Wait,

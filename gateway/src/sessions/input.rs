@@ -188,11 +188,14 @@ fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
 /// A non-negative integer given as a JSON integer or a decimal string.
 pub(crate) fn integer(value: &Value) -> Option<u64> {
     match value {
-        Value::Number(number) => number.as_u64(),
+        Value::Number(number) => number.as_u64().filter(|number| *number <= MAX_INTEGER),
         Value::String(text) => decimal(text),
         _ => None,
     }
 }
+
+/// The largest integer the API takes anywhere (2^53 - 1): every JSON client can hold it exactly.
+pub const MAX_INTEGER: u64 = (1 << 53) - 1;
 
 /// A whole-string decimal with an optional `+`, like Elixir's `Integer.parse` with no rest.
 pub(crate) fn decimal(text: &str) -> Option<u64> {
@@ -200,7 +203,7 @@ pub(crate) fn decimal(text: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|number| *number <= MAX_INTEGER)
 }
 
 #[cfg(test)]
@@ -327,6 +330,8 @@ mod tests {
     fn cursors_are_whole_non_negative_integers() {
         assert_eq!(cursor(None), Ok(0));
         assert_eq!(cursor(Some("12")), Ok(12));
+        assert_eq!(cursor(Some("9007199254740991")), Ok(MAX_INTEGER));
+        assert_eq!(cursor(Some("9007199254740992")), Err(InvalidInput::Cursor));
         for bad in ["", "-1", "1.5", "bad", "1x"] {
             assert_eq!(cursor(Some(bad)), Err(InvalidInput::Cursor));
         }
