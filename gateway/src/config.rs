@@ -49,6 +49,10 @@ pub struct Config {
     pub log: String,
     /// Serve the admin console at `/admin`.
     pub admin: bool,
+    /// Appends per second one tenant may make through this gateway (`None`: unlimited).
+    pub append_rate: Option<u32>,
+    /// How many appends a tenant may make at once above its rate (defaults to the rate).
+    pub append_burst: Option<u32>,
 }
 
 impl Default for Config {
@@ -74,6 +78,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
             admin: true,
+            append_rate: None,
+            append_burst: None,
         }
     }
 }
@@ -295,6 +301,34 @@ const SETTINGS: &[Setting] = &[
             } else {
                 "off".into()
             }
+        },
+    },
+    Setting {
+        variable: "STARCITE_APPEND_RATE",
+        flag: "--append-rate",
+        apply: |config, raw| {
+            config.append_rate =
+                unless_off(raw, |raw| Ok(number_in(raw, 1, u32::MAX as usize)? as u32))?;
+            Ok(())
+        },
+        show: |config| {
+            config
+                .append_rate
+                .map_or("off".into(), |rate| rate.to_string())
+        },
+    },
+    Setting {
+        variable: "STARCITE_APPEND_BURST",
+        flag: "--append-burst",
+        apply: |config, raw| {
+            config.append_burst =
+                unless_off(raw, |raw| Ok(number_in(raw, 1, u32::MAX as usize)? as u32))?;
+            Ok(())
+        },
+        show: |config| {
+            config
+                .append_burst
+                .map_or("the rate".into(), |burst| burst.to_string())
         },
     },
     Setting {

@@ -90,6 +90,10 @@ impl Gateway {
             tail_buffer: self.config.tail_buffer,
             tail_stall_timeout: self.config.tail_stall_timeout,
             max_body_bytes: self.config.max_body_bytes,
+            append_rate: self
+                .config
+                .append_rate
+                .map(|rate| (rate, self.config.append_burst.unwrap_or(rate))),
             shutdown,
         });
         let acceptor = TcpAcceptor::from_tokio(listener)?;

@@ -8,6 +8,7 @@ mod clients;
 mod faults;
 mod fuzz;
 mod lifecycle;
+mod limits;
 mod multi_gateway;
 mod reading;
 mod sessions;

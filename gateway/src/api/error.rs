@@ -36,6 +36,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     ProducerReplayConflict,
     ProducerSeqConflict,
+    RateLimited,
     SessionExists,
     SessionNotFound,
     UnsupportedMediaType,
@@ -65,6 +66,7 @@ impl ErrorCode {
             | ErrorCode::SessionExists => StatusCode::CONFLICT,
             ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -104,6 +106,9 @@ pub enum ApiError {
     /// The body must be `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
+    /// Too many appends from this tenant: retry after `Retry-After` seconds; nothing was written.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// An unexpected failure inside the gateway.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -126,9 +131,22 @@ impl ApiError {
             StatusCode::CONFLICT => ApiError::Conflict(body),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(body),
+            StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body, 1),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
             _ => ApiError::Internal(body),
         }
+    }
+
+    pub fn rate_limited(retry_after: std::time::Duration) -> ApiError {
+        // Whole seconds, rounded up: retrying early would only be refused again.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let message = format!("Too many appends for this tenant; retry in {seconds} s");
+        let body = Json(ErrorBody {
+            error: ErrorCode::RateLimited,
+            message,
+            current_version: None,
+        });
+        ApiError::TooManyRequests(body, seconds.max(1))
     }
 
     pub fn session_not_found() -> ApiError {
@@ -149,6 +167,14 @@ impl From<InvalidInput> for ApiError {
             InvalidInput::ListQuery(_) => ErrorCode::InvalidListQuery,
             InvalidInput::BatchSize => ErrorCode::InvalidTailBatchSize,
             InvalidInput::Wait => ErrorCode::InvalidWait,
+            InvalidInput::TooDeep { field, .. } | InvalidInput::TooLarge { field, .. } => {
+                match *field {
+                    "metadata" => ErrorCode::InvalidMetadata,
+                    "refs" => ErrorCode::InvalidRefs,
+                    "title" => ErrorCode::InvalidSession,
+                    _ => ErrorCode::InvalidEvent,
+                }
+            }
         };
         ApiError::new(code, err.to_string())
     }

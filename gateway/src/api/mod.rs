@@ -4,6 +4,7 @@ pub mod error;
 mod health;
 mod lenient;
 mod lifecycle;
+mod limits;
 mod sessions;
 mod stream;
 
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub tail_buffer: usize,
     pub tail_stall_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Appends per second per tenant, and the burst above it.
+    pub append_rate: Option<(u32, u32)>,
     pub shutdown: Shutdown,
 }
 
@@ -74,6 +77,9 @@ pub fn routes(state: ApiState) -> impl Endpoint {
             log: state.log,
             catalog: state.catalog.clone(),
             live: live.clone(),
+            append_rate: state
+                .append_rate
+                .map(|(rate, burst)| limits::AppendRate::new(rate, burst)),
         },
         LifecycleApi {
             catalog: state.catalog.clone(),

@@ -16,6 +16,7 @@ use super::lenient::{
     OptionalObject, OptionalPosition, OptionalText, Position, RawParam, Refs, SessionPatchBody,
     WaitSeconds,
 };
+use super::limits::AppendRate;
 use super::stream::{Live, LiveResponse, Transport};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
@@ -213,7 +214,11 @@ pub struct SessionsApi {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub live: Live,
+    pub append_rate: Option<AppendRate>,
 }
+
+/// Every request belongs to this tenant until authentication names others.
+const LOCAL_TENANT: &str = "default";
 
 pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|_| InvalidInput::SessionId.into())
@@ -263,6 +268,9 @@ impl SessionsApi {
         let body = body.into_value().map_err(InvalidInput::Event)?;
         let event = input::new_event(body)?;
         let id = session_id(&id)?;
+        if let Some(rate) = &self.append_rate {
+            rate.take(LOCAL_TENANT).map_err(ApiError::rate_limited)?;
+        }
         let appended = self.log.append(&id, event).await?;
         self.live.figures.appended();
         Ok(AppendedEvent::Created(Json(appended.into())))

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::index::{ArchivedFilter, ListQuery};
 use crate::sessions::error::InvalidInput;
-use crate::sessions::input::{bounded, integer, present};
+use crate::sessions::input::{bounded, check_metadata, check_title, integer, present};
 use crate::sessions::model::JsonObject;
 
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -97,6 +97,10 @@ pub fn session_patch(body: Option<Value>) -> Result<SessionPatch, InvalidInput> 
         Some(Value::Object(metadata)) => Some(metadata.clone()),
         Some(_) => return Err(InvalidInput::Metadata),
     };
+    check_title(title.as_ref().and_then(Option::as_deref))?;
+    if let Some(metadata) = &metadata {
+        check_metadata("metadata", metadata)?;
+    }
     let expected_version =
         match present(&body, "expected_version") {
             None => None,

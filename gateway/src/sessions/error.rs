@@ -28,6 +28,16 @@ pub enum InvalidInput {
     BatchSize,
     #[error("Invalid wait: whole seconds from 0 to 60")]
     Wait,
+    #[error("Invalid {field}: nested deeper than {max_depth} levels")]
+    TooDeep {
+        field: &'static str,
+        max_depth: usize,
+    },
+    #[error("Invalid {field}: larger than {max_bytes} bytes")]
+    TooLarge {
+        field: &'static str,
+        max_bytes: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

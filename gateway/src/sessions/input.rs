@@ -41,7 +41,9 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
         Some(Value::String(title)) => Some(title.clone()),
         Some(_) => return Err(InvalidInput::Event("`title` must be a string".into())),
     };
+    check_title(title.as_deref())?;
     let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
+    check_metadata("metadata", &metadata)?;
     Ok(NewSession {
         id,
         title,
@@ -81,8 +83,11 @@ pub fn new_event(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
         .ok_or_else(|| InvalidInput::Event("`producer_seq` must be an integer >= 1".into()))?;
     let source = optional_non_empty_string(&body, "source")?;
     let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
+    check_metadata("metadata", &metadata)?;
     let refs = optional_object(&body, "refs").ok_or(InvalidInput::Refs)?;
+    check_metadata("refs", &refs)?;
     let refs = validate_refs(refs)?;
+    check_depth("payload", &payload)?;
     let idempotency_key = optional_non_empty_string(&body, "idempotency_key")?;
     let expected_seq =
         match present(&body, "expected_seq") {
@@ -115,6 +120,14 @@ pub fn cursor(raw: Option<&str>) -> Result<Seq, InvalidInput> {
     }
 }
 
+/// How deep payloads, metadata and refs may nest: deeper JSON is hostile, not data.
+pub const MAX_DEPTH: usize = 32;
+/// The largest metadata or refs object, serialized. Session metadata lives in every gateway's
+/// memory, so it stays small; payloads are bounded by the request body limit.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The longest title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 4096;
+
 /// The most events a tail frame carries and a page holds.
 pub const MAX_BATCH: u64 = 1000;
 /// The longest an events page waits for a first event.
@@ -133,6 +146,52 @@ pub fn bounded(
             .filter(|value| range.contains(value))
             .ok_or(invalid),
     }
+}
+
+/// Titles are free text, but not unbounded.
+pub(crate) fn check_title(title: Option<&str>) -> Result<(), InvalidInput> {
+    match title {
+        Some(title) if title.len() > MAX_TITLE_BYTES => Err(InvalidInput::TooLarge {
+            field: "title",
+            max_bytes: MAX_TITLE_BYTES,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Metadata-like objects: bounded in depth and in size.
+pub(crate) fn check_metadata(field: &'static str, object: &JsonObject) -> Result<(), InvalidInput> {
+    check_depth(field, object)?;
+    // Serializing plain JSON values cannot fail.
+    let bytes = serde_json::to_vec(object).map_or(0, |bytes| bytes.len());
+    if bytes > MAX_METADATA_BYTES {
+        return Err(InvalidInput::TooLarge {
+            field,
+            max_bytes: MAX_METADATA_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_depth(field: &'static str, object: &JsonObject) -> Result<(), InvalidInput> {
+    // Iterative, so hostile nesting cannot exhaust the stack here either.
+    let mut pending: Vec<(&Value, usize)> = object.values().map(|value| (value, 2)).collect();
+    while let Some((value, depth)) = pending.pop() {
+        if depth > MAX_DEPTH {
+            return Err(InvalidInput::TooDeep {
+                field,
+                max_depth: MAX_DEPTH,
+            });
+        }
+        match value {
+            Value::Object(object) => {
+                pending.extend(object.values().map(|value| (value, depth + 1)))
+            }
+            Value::Array(items) => pending.extend(items.iter().map(|value| (value, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A field that is there and not `null`: the contract treats `null` as absent everywhere.
@@ -324,6 +383,52 @@ mod tests {
         let session = new_session(Some(json!({"id": "a.b", "title": null}))).unwrap();
         assert_eq!(session.id.unwrap().as_str(), "a.b");
         assert_eq!(session.title, None);
+    }
+
+    #[test]
+    fn hostile_nesting_and_sizes_are_refused() {
+        let mut deep = json!("bottom");
+        for _ in 0..MAX_DEPTH {
+            deep = json!([deep]);
+        }
+        let refused = new_event(with("payload", json!({"deep": deep.clone()})));
+        assert_eq!(
+            refused,
+            Err(InvalidInput::TooDeep {
+                field: "payload",
+                max_depth: MAX_DEPTH
+            })
+        );
+        let refused = new_session(Some(json!({"metadata": {"deep": deep}})));
+        assert_eq!(
+            refused,
+            Err(InvalidInput::TooDeep {
+                field: "metadata",
+                max_depth: MAX_DEPTH
+            })
+        );
+        let mut shallow = json!("bottom");
+        for _ in 0..MAX_DEPTH - 2 {
+            shallow = json!([shallow]);
+        }
+        assert!(new_event(with("payload", json!({"ok": shallow}))).is_ok());
+        let big = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
+        assert!(matches!(
+            new_event(with("metadata", big.clone())),
+            Err(InvalidInput::TooLarge {
+                field: "metadata",
+                ..
+            })
+        ));
+        assert!(matches!(
+            new_event(with("refs", big)),
+            Err(InvalidInput::TooLarge { field: "refs", .. })
+        ));
+        let title = "t".repeat(MAX_TITLE_BYTES + 1);
+        assert!(matches!(
+            new_session(Some(json!({"title": title}))),
+            Err(InvalidInput::TooLarge { field: "title", .. })
+        ));
     }
 
     #[test]
