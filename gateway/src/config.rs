@@ -49,6 +49,18 @@ pub struct Config {
     pub log: String,
     /// Serve the admin console at `/admin`.
     pub admin: bool,
+    /// `none` for local runs; `jwt` in production: every `/v1` request needs a bearer token.
+    pub auth_mode: AuthMode,
+    /// Where the signing keys are published (JSON Web Key Set, over http).
+    pub auth_jwks_url: Option<String>,
+    /// A PEM public key, for setups without a JWKS endpoint.
+    pub auth_key_file: Option<std::path::PathBuf>,
+    /// The `iss` every token must carry.
+    pub auth_jwt_issuer: Option<String>,
+    /// The `aud` every token must carry (or include).
+    pub auth_jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub auth_jwt_leeway_seconds: u64,
     /// Appends per second one tenant may make through this gateway (`None`: unlimited).
     pub append_rate: Option<u32>,
     /// How many appends a tenant may make at once above its rate (defaults to the rate).
@@ -78,6 +90,12 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
             admin: true,
+            auth_mode: AuthMode::None,
+            auth_jwks_url: None,
+            auth_key_file: None,
+            auth_jwt_issuer: None,
+            auth_jwt_audience: None,
+            auth_jwt_leeway_seconds: 1,
             append_rate: None,
             append_burst: None,
         }
@@ -332,6 +350,91 @@ const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        variable: "STARCITE_AUTH_MODE",
+        flag: "--auth-mode",
+        apply: |config, raw| {
+            config.auth_mode = match raw {
+                "none" => AuthMode::None,
+                "jwt" => AuthMode::Jwt,
+                _ => return Err(format!("expected `none` or `jwt`, got `{raw}`")),
+            };
+            Ok(())
+        },
+        show: |config| {
+            if config.auth_mode == AuthMode::Jwt {
+                "jwt".into()
+            } else {
+                "none".into()
+            }
+        },
+    },
+    Setting {
+        variable: "STARCITE_AUTH_JWKS_URL",
+        flag: "--auth-jwks-url",
+        apply: |config, raw| {
+            config.auth_jwks_url = Some(raw.to_owned()).filter(|url| !url.is_empty());
+            Ok(())
+        },
+        show: |config| {
+            config
+                .auth_jwks_url
+                .clone()
+                .unwrap_or_else(|| "none".into())
+        },
+    },
+    Setting {
+        variable: "STARCITE_AUTH_KEY_FILE",
+        flag: "--auth-key-file",
+        apply: |config, raw| {
+            config.auth_key_file =
+                Some(raw.into()).filter(|path: &std::path::PathBuf| !path.as_os_str().is_empty());
+            Ok(())
+        },
+        show: |config| {
+            config
+                .auth_key_file
+                .as_ref()
+                .map_or("none".into(), |path| path.display().to_string())
+        },
+    },
+    Setting {
+        variable: "STARCITE_AUTH_JWT_ISSUER",
+        flag: "--auth-jwt-issuer",
+        apply: |config, raw| {
+            config.auth_jwt_issuer = Some(raw.to_owned()).filter(|issuer| !issuer.is_empty());
+            Ok(())
+        },
+        show: |config| {
+            config
+                .auth_jwt_issuer
+                .clone()
+                .unwrap_or_else(|| "none".into())
+        },
+    },
+    Setting {
+        variable: "STARCITE_AUTH_JWT_AUDIENCE",
+        flag: "--auth-jwt-audience",
+        apply: |config, raw| {
+            config.auth_jwt_audience = Some(raw.to_owned()).filter(|audience| !audience.is_empty());
+            Ok(())
+        },
+        show: |config| {
+            config
+                .auth_jwt_audience
+                .clone()
+                .unwrap_or_else(|| "none".into())
+        },
+    },
+    Setting {
+        variable: "STARCITE_AUTH_JWT_LEEWAY_SECONDS",
+        flag: "--auth-jwt-leeway-seconds",
+        apply: |config, raw| {
+            config.auth_jwt_leeway_seconds = number_in(raw, 0, 3600)? as u64;
+            Ok(())
+        },
+        show: |config| config.auth_jwt_leeway_seconds.to_string(),
+    },
+    Setting {
         variable: "STARCITE_LOG",
         flag: "--log",
         apply: |config, raw| {
@@ -341,6 +444,12 @@ const SETTINGS: &[Setting] = &[
         show: |config| config.log.clone(),
     },
 ];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Jwt,
+}
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq)]
@@ -383,7 +492,35 @@ impl Config {
                 })?;
             }
         }
+        config.check_auth()?;
         Ok(Invocation::Run(Box::new(config)))
+    }
+}
+
+impl Config {
+    /// JWT mode cannot start half-configured: name the first missing variable.
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        if self.auth_mode != AuthMode::Jwt {
+            return Ok(());
+        }
+        let missing = |variable, flag| ConfigError::Invalid {
+            variable,
+            flag,
+            reason: "required with STARCITE_AUTH_MODE=jwt".into(),
+        };
+        if self.auth_jwks_url.is_none() && self.auth_key_file.is_none() {
+            return Err(missing(
+                "STARCITE_AUTH_JWKS_URL",
+                "--auth-jwks-url (or STARCITE_AUTH_KEY_FILE)",
+            ));
+        }
+        if self.auth_jwt_issuer.is_none() {
+            return Err(missing("STARCITE_AUTH_JWT_ISSUER", "--auth-jwt-issuer"));
+        }
+        if self.auth_jwt_audience.is_none() {
+            return Err(missing("STARCITE_AUTH_JWT_AUDIENCE", "--auth-jwt-audience"));
+        }
+        Ok(())
     }
 }
 
@@ -560,6 +697,26 @@ mod tests {
         );
         let err = config(&[], &[("STARCITE_STREAM", "a.b")]).unwrap_err();
         assert!(err.to_string().contains("STARCITE_STREAM"), "{err}");
+    }
+
+    #[test]
+    fn jwt_mode_needs_its_settings() {
+        let err = config(&[], &[("STARCITE_AUTH_MODE", "jwt")]).unwrap_err();
+        assert!(err.to_string().contains("STARCITE_AUTH_JWKS_URL"), "{err}");
+        let err = config(
+            &[],
+            &[
+                ("STARCITE_AUTH_MODE", "jwt"),
+                ("STARCITE_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("STARCITE_AUTH_JWT_ISSUER"),
+            "{err}"
+        );
+        let err = config(&[], &[("STARCITE_AUTH_MODE", "sometimes")]).unwrap_err();
+        assert!(err.to_string().contains("STARCITE_AUTH_MODE"), "{err}");
     }
 
     #[test]

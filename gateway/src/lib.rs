@@ -3,6 +3,7 @@
 //! Read in this order: `config`, `sessions` (the domain), `nats` (storage), `tail`
 //! (catch-up + live), `api` (HTTP and WebSocket), then `Gateway` below, which ties them.
 
+pub mod auth;
 pub mod config;
 pub mod telemetry;
 
@@ -72,7 +73,25 @@ impl Gateway {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, shutdown) = Shutdown::new();
-        let admin = self.config.admin.then(|| {
+        let verifier = match self.config.auth_mode {
+            config::AuthMode::None => None,
+            config::AuthMode::Jwt => Some(Arc::new(
+                auth::Verifier::new(auth::AuthSettings {
+                    jwks_url: self.config.auth_jwks_url.as_deref(),
+                    key_file: self.config.auth_key_file.as_deref(),
+                    issuer: self.config.auth_jwt_issuer.as_deref().unwrap_or_default(),
+                    audience: self.config.auth_jwt_audience.as_deref().unwrap_or_default(),
+                    leeway_seconds: self.config.auth_jwt_leeway_seconds,
+                })
+                .map_err(std::io::Error::other)?,
+            )),
+        };
+        // The console has no login yet: with tokens required everywhere else, it stays off.
+        let admin_enabled = self.config.admin && verifier.is_none();
+        if self.config.admin && !admin_enabled {
+            warn!("the admin console is off: it has no login yet, and STARCITE_AUTH_MODE=jwt");
+        }
+        let admin = admin_enabled.then(|| {
             admin::routes(admin::Admin {
                 log: self.log.clone(),
                 catalog: self.catalog.clone(),
@@ -81,6 +100,7 @@ impl Gateway {
             })
         });
         let routes = api::routes(api::ApiState {
+            verifier,
             admin,
             figures: self.figures,
             log: self.log,

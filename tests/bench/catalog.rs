@@ -26,6 +26,7 @@ fn session(n: usize) -> Session {
     metadata.insert("agent".into(), "researcher".into());
     Session {
         id: SessionId::parse(&format!("ses_{n:016}")).unwrap(),
+        tenant_id: None,
         title: Some(format!("Conversation {n}")),
         metadata,
         created_at: "2026-11-25T20:00:00.000000Z".into(),
@@ -49,6 +50,8 @@ fn index_memory(count: usize) {
         after: Some(format!("ses_{:016}", count / 2)),
         metadata: vec![("tenant".into(), "tenant-7".into())],
         archived: ArchivedFilter::Active,
+        tenant: None,
+        only: None,
         search: None,
     };
     let paged = Instant::now();

@@ -119,6 +119,8 @@ pub async fn sessions(
         after: cursor.clone(),
         metadata,
         archived: archived_filter,
+        tenant: None,
+        only: None,
         search: Some(search.clone()).filter(|search| !search.is_empty()),
     };
     let listed = admin.catalog.list(&query).await?;

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     EventTooLarge,
     ExpectedSeqConflict,
     ExpectedVersionConflict,
+    ForbiddenScope,
+    ForbiddenSession,
     InternalError,
     InvalidCursor,
     InvalidEvent,
@@ -39,6 +41,7 @@ pub enum ErrorCode {
     RateLimited,
     SessionExists,
     SessionNotFound,
+    Unauthorized,
     UnsupportedMediaType,
 }
 
@@ -66,6 +69,8 @@ impl ErrorCode {
             | ErrorCode::SessionExists => StatusCode::CONFLICT,
             ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::ForbiddenScope | ErrorCode::ForbiddenSession => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +96,13 @@ pub enum ApiError {
     /// The request is malformed or breaks a validation rule; nothing was written.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// The session (or route) does not exist.
+    /// No valid bearer token (with authentication on); see `WWW-Authenticate`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token's scope or session pin does not allow this operation.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The session (or route) does not exist, or belongs to another tenant.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The method is not allowed on this path.
@@ -127,6 +138,10 @@ impl ApiError {
         match code.status() {
             StatusCode::BAD_REQUEST => ApiError::BadRequest(body),
             StatusCode::NOT_FOUND => ApiError::NotFound(body),
+            StatusCode::UNAUTHORIZED => {
+                ApiError::Unauthorized(body, r#"Bearer realm="starcite""#.into())
+            }
+            StatusCode::FORBIDDEN => ApiError::Forbidden(body),
             StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(body),
             StatusCode::CONFLICT => ApiError::Conflict(body),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body),

@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use poem::Request;
+use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::Query;
 
 use super::ApiTags;
-use super::error::ApiError;
+use super::auth::authorize;
+use super::error::{ApiError, ErrorCode};
 use super::lenient::{Position, RawParam};
 use super::stream::{Live, LiveResponse, Transport};
+use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 
 pub struct LifecycleApi {
@@ -26,12 +29,24 @@ impl LifecycleApi {
     #[oai(path = "/v1/lifecycle", method = "get", operation_id = "lifecycle")]
     async fn lifecycle(
         &self,
+        principal: Data<&Principal>,
         request: &Request,
         cursor: Query<Option<RawParam<Position>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
         let cursor = transport.cursor(request, RawParam::raw(&cursor))?;
-        let changes = self.catalog.lifecycle(cursor).await?;
-        Ok(self.live.respond(transport, changes, cursor, None, 1))
+        // Lifecycle events are about many sessions: a token pinned to one gets none.
+        authorize(&principal, Scope::Read, None)?;
+        if principal.session.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::ForbiddenSession,
+                "A token pinned to one session cannot read the lifecycle feed",
+            ));
+        }
+        let tenant = principal.authenticated.then(|| principal.tenant.clone());
+        let changes = self.catalog.lifecycle(cursor, tenant).await?;
+        Ok(self
+            .live
+            .respond(transport, changes, cursor, None, 1, principal.expires_at))
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
 
+mod auth;
 pub mod error;
 mod health;
 mod lenient;
@@ -38,6 +39,8 @@ enum ApiTags {
 
 /// What the API needs from the rest of the gateway.
 pub struct ApiState {
+    /// Checks bearer tokens on `/v1` (authentication on), or `None` (off).
+    pub verifier: Option<Arc<crate::auth::Verifier>>,
     /// The admin console's routes, nested at `/admin` when it is enabled.
     pub admin: Option<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
     pub figures: Arc<Figures>,
@@ -91,6 +94,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         },
     ));
     let allowed = AllowedMethods::from_spec(&service.spec());
+    let verifier = state.verifier;
     let mut routes = Route::new();
     if let Some(admin) = state.admin {
         routes = routes.nest("/admin", admin);
@@ -100,6 +104,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
         .data(BodyLimit(state.max_body_bytes))
+        .around(move |endpoint, request| auth::authenticate(endpoint, request, verifier.clone()))
         .around(move |endpoint, request| {
             let allowed = allowed.clone();
             async move {

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::Request;
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
 
 use super::ApiTags;
+use super::auth::{authorize, own};
 use super::error::ApiError;
 use super::lenient::{
     ArchivedChoice, Batch, Doc, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
@@ -18,6 +20,7 @@ use super::lenient::{
 };
 use super::limits::AppendRate;
 use super::stream::{Live, LiveResponse, Transport};
+use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
 use crate::nats::StoreError;
@@ -69,6 +72,9 @@ struct AppendRequest {
 #[derive(Debug, Object)]
 pub struct SessionBody {
     id: String,
+    /// The tenant that owns the session (with authentication on).
+    #[oai(skip_serializing_if_is_none)]
+    tenant_id: Option<String>,
     title: Nullable<String>,
     metadata: BTreeMap<String, Value>,
     /// The newest event's seq; 0 for an empty session.
@@ -83,6 +89,7 @@ impl From<SessionSummary> for SessionBody {
     fn from(summary: SessionSummary) -> SessionBody {
         let session = summary.session;
         SessionBody {
+            tenant_id: session.tenant_id,
             id: session.id.into(),
             title: Nullable(session.title),
             metadata: session.metadata.into_iter().collect(),
@@ -217,9 +224,6 @@ pub struct SessionsApi {
     pub append_rate: Option<AppendRate>,
 }
 
-/// Every request belongs to this tenant until authentication names others.
-const LOCAL_TENANT: &str = "default";
-
 pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|_| InvalidInput::SessionId.into())
 }
@@ -234,11 +238,19 @@ impl SessionsApi {
     )]
     async fn create(
         &self,
+        principal: Data<&Principal>,
         body: JsonBody<CreateSessionRequest>,
     ) -> Result<CreatedSession, ApiError> {
+        authorize(&principal, Scope::Create, None)?;
         let body = body.into_value().map_err(InvalidInput::Session)?;
-        let new_session = input::new_session(body)?;
-        let summary = self.log.create(new_session).await?;
+        let mut new_session = input::new_session(body)?;
+        // A token pinned to one session creates that one, or nothing.
+        if let Some(pinned) = &principal.session {
+            authorize(&principal, Scope::Create, new_session.id.as_ref())?;
+            new_session.id = Some(pinned.clone());
+        }
+        let tenant = principal.authenticated.then(|| principal.tenant.clone());
+        let summary = self.log.create(new_session, tenant).await?;
         Ok(CreatedSession::Created(Json(summary.into())))
     }
 
@@ -248,8 +260,14 @@ impl SessionsApi {
         method = "get",
         operation_id = "get_session"
     )]
-    async fn get(&self, id: Path<String>) -> Result<Json<SessionBody>, ApiError> {
+    async fn get(
+        &self,
+        principal: Data<&Principal>,
+        id: Path<String>,
+    ) -> Result<Json<SessionBody>, ApiError> {
         let id = session_id(&id)?;
+        authorize(&principal, Scope::Read, Some(&id))?;
+        own(&self.log, &principal, &id).await?;
         Ok(Json(self.log.get(&id).await?.into()))
     }
 
@@ -261,15 +279,22 @@ impl SessionsApi {
     )]
     async fn append(
         &self,
+        principal: Data<&Principal>,
         id: Path<String>,
         body: JsonBody<AppendRequest>,
     ) -> Result<AppendedEvent, ApiError> {
+        let id = session_id(&id)?;
+        authorize(&principal, Scope::Append, Some(&id))?;
         // Validate before touching NATS: a rejected append must leave nothing half-written.
         let body = body.into_value().map_err(InvalidInput::Event)?;
-        let event = input::new_event(body)?;
-        let id = session_id(&id)?;
+        let subject = principal
+            .authenticated
+            .then_some(principal.subject.as_str());
+        let event = input::new_event(body, subject)?;
+        own(&self.log, &principal, &id).await?;
         if let Some(rate) = &self.append_rate {
-            rate.take(LOCAL_TENANT).map_err(ApiError::rate_limited)?;
+            rate.take(&principal.tenant)
+                .map_err(ApiError::rate_limited)?;
         }
         let appended = self.log.append(&id, event).await?;
         self.live.figures.appended();
@@ -282,6 +307,7 @@ impl SessionsApi {
     #[oai(path = "/v1/sessions", method = "get", operation_id = "list_sessions")]
     async fn list(
         &self,
+        principal: Data<&Principal>,
         request: &Request,
         #[oai(name = "limit")] _limit: Query<Option<RawParam<Batch>>>,
         #[oai(name = "cursor")] _cursor: Query<Option<RawParam<IdCursor>>>,
@@ -292,7 +318,10 @@ impl SessionsApi {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
                 .map_err(|err| InvalidInput::ListQuery(err.to_string()))?;
-        let query = catalog_input::list_query(&pairs)?;
+        authorize(&principal, Scope::Read, None)?;
+        let mut query = catalog_input::list_query(&pairs)?;
+        query.tenant = principal.authenticated.then(|| principal.tenant.clone());
+        query.only = principal.session.clone();
         let page = self.catalog.list(&query).await?;
         Ok(Json(SessionPage {
             sessions: page.sessions.into_iter().map(SessionBody::from).collect(),
@@ -309,12 +338,15 @@ impl SessionsApi {
     )]
     async fn patch(
         &self,
+        principal: Data<&Principal>,
         id: Path<String>,
         body: JsonBody<Doc<SessionPatchBody>>,
     ) -> Result<Json<SessionBody>, ApiError> {
+        let id = session_id(&id)?;
+        authorize(&principal, Scope::Create, Some(&id))?;
         let body = body.into_value().map_err(InvalidInput::Session)?;
         let patch = catalog_input::session_patch(body)?;
-        let id = session_id(&id)?;
+        own(&self.log, &principal, &id).await?;
         Ok(Json(self.catalog.patch(&id, patch).await?.into()))
     }
 
@@ -324,8 +356,14 @@ impl SessionsApi {
         method = "post",
         operation_id = "archive_session"
     )]
-    async fn archive(&self, id: Path<String>) -> Result<Json<SessionBody>, ApiError> {
+    async fn archive(
+        &self,
+        principal: Data<&Principal>,
+        id: Path<String>,
+    ) -> Result<Json<SessionBody>, ApiError> {
         let id = session_id(&id)?;
+        authorize(&principal, Scope::Create, Some(&id))?;
+        own(&self.log, &principal, &id).await?;
         Ok(Json(self.catalog.set_archived(&id, true).await?.into()))
     }
 
@@ -335,8 +373,14 @@ impl SessionsApi {
         method = "post",
         operation_id = "unarchive_session"
     )]
-    async fn unarchive(&self, id: Path<String>) -> Result<Json<SessionBody>, ApiError> {
+    async fn unarchive(
+        &self,
+        principal: Data<&Principal>,
+        id: Path<String>,
+    ) -> Result<Json<SessionBody>, ApiError> {
         let id = session_id(&id)?;
+        authorize(&principal, Scope::Create, Some(&id))?;
+        own(&self.log, &principal, &id).await?;
         Ok(Json(self.catalog.set_archived(&id, false).await?.into()))
     }
 
@@ -354,6 +398,7 @@ impl SessionsApi {
     )]
     async fn tail(
         &self,
+        principal: Data<&Principal>,
         request: &Request,
         id: Path<String>,
         cursor: Query<Option<RawParam<Position>>>,
@@ -368,6 +413,8 @@ impl SessionsApi {
             InvalidInput::BatchSize,
         )?;
         let id = session_id(&id)?;
+        authorize(&principal, Scope::Read, Some(&id))?;
+        own(&self.log, &principal, &id).await?;
         let start = self.log.open_tail(&id, cursor).await?;
         let gap = start.gap.map(|gap| gap_json(&gap));
         Ok(self.live.respond(
@@ -376,6 +423,7 @@ impl SessionsApi {
             start.cursor,
             gap,
             batch_size as usize,
+            principal.expires_at,
         ))
     }
 
@@ -389,6 +437,7 @@ impl SessionsApi {
     )]
     async fn events(
         &self,
+        principal: Data<&Principal>,
         id: Path<String>,
         cursor: Query<Option<RawParam<Position>>>,
         limit: Query<Option<RawParam<Batch>>>,
@@ -408,6 +457,8 @@ impl SessionsApi {
             InvalidInput::Wait,
         )?;
         let id = session_id(&id)?;
+        authorize(&principal, Scope::Read, Some(&id))?;
+        own(&self.log, &principal, &id).await?;
         let page = self
             .log
             .read_page_waiting(&id, cursor, limit as usize, Duration::from_secs(wait))

@@ -27,6 +27,8 @@ use crate::tail::{Follow, Positioned, TailItem};
 const GOING_AWAY: u16 = 1001;
 /// Reading the log failed: reconnect with the last position you processed.
 const STORAGE_FAILED: u16 = 1011;
+/// The token the stream was opened with expired: reconnect with a fresh one.
+const TOKEN_EXPIRED: u16 = 4001;
 /// The reader fell more than its buffer behind: reconnect with the last position processed.
 const TOO_SLOW: u16 = 4002;
 /// How long one frame may wait for a reader that does not read.
@@ -154,15 +156,24 @@ impl Live {
         cursor: u64,
         gap: Option<Bytes>,
         batch_size: usize,
+        expires_at: Option<std::time::SystemTime>,
     ) -> LiveResponse
     where
         S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
     {
+        // The token's expiry as a deadline on this process's clock.
+        let expires_at = expires_at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
         let follow = Follow {
             cursor,
             gap,
             batch_size,
             idle: self.ping_interval,
+            expires_at,
             shutdown: self.shutdown.clone(),
         };
         let items = crate::tail::follow(entries, follow);
@@ -266,6 +277,9 @@ fn sse_frames(outcome: Outcome) -> Frames<String> {
             last: false,
         },
         Outcome::Item(Ok(TailItem::Heartbeat)) => Frames::one(": keep-alive\n\n".to_owned(), false),
+        Outcome::Item(Ok(TailItem::TokenExpired)) => {
+            Frames::one("event: token_expired\ndata: {\"reason\":\"token_expired\"}\n\n".to_owned(), true)
+        }
         Outcome::Item(Ok(TailItem::ShuttingDown)) => Frames::one(
             "event: going_away\ndata: {\"reason\":\"gateway shutting down; reconnect with Last-Event-ID\"}\n\n".to_owned(),
             true,
@@ -311,6 +325,7 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
             last: false,
         },
         Outcome::Item(Ok(TailItem::Heartbeat)) => Frames::one(Message::Ping(Vec::new()), false),
+        Outcome::Item(Ok(TailItem::TokenExpired)) => close(TOKEN_EXPIRED, "token_expired"),
         Outcome::Item(Ok(TailItem::ShuttingDown)) => close(
             GOING_AWAY,
             "gateway shutting down; reconnect with your cursor",

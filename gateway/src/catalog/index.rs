@@ -33,6 +33,10 @@ pub struct ListQuery {
     /// `(key, value)` pairs that must all equal a string metadata value.
     pub metadata: Vec<(String, String)>,
     pub archived: ArchivedFilter,
+    /// Only this tenant's sessions (`None`: every session, authentication off).
+    pub tenant: Option<String>,
+    /// Only this session (a token pinned to one).
+    pub only: Option<SessionId>,
     /// An id prefix or part of a title, case-insensitive (the admin console's search box).
     /// It is checked on every candidate, so a search walks the catalog: an operator's tool.
     pub search: Option<String>,
@@ -96,7 +100,16 @@ impl CatalogIndex {
             None => Bound::Unbounded,
         };
         let range = (after, Bound::Unbounded);
-        let candidates: Box<dyn Iterator<Item = &SessionId>> = if query.metadata.is_empty() {
+        let candidates: Box<dyn Iterator<Item = &SessionId>> = if let Some(only) = &query.only {
+            let after = query.after.as_deref();
+            Box::new(
+                self.sessions
+                    .get_key_value(only)
+                    .map(|(id, _)| id)
+                    .filter(move |id| after.is_none_or(|after| id.as_str() > after))
+                    .into_iter(),
+            )
+        } else if query.metadata.is_empty() {
             match query.archived {
                 ArchivedFilter::Active => Box::new(self.active.range::<str, _>(range)),
                 ArchivedFilter::Archived => Box::new(self.archived.range::<str, _>(range)),
@@ -127,6 +140,14 @@ impl CatalogIndex {
 }
 
 fn matches(session: &Session, query: &ListQuery) -> bool {
+    let tenant_ok = query.tenant.as_deref().is_none_or(|tenant| {
+        session
+            .tenant_id
+            .as_deref()
+            .unwrap_or(crate::auth::LOCAL_TENANT)
+            == tenant
+    });
+    let only_ok = query.only.as_ref().is_none_or(|only| *only == session.id);
     let search_ok = query.search.as_deref().is_none_or(|search| {
         let search = search.to_lowercase();
         session.id.as_str().to_lowercase().starts_with(&search)
@@ -140,7 +161,9 @@ fn matches(session: &Session, query: &ListQuery) -> bool {
         ArchivedFilter::Archived => session.archived,
         ArchivedFilter::All => true,
     };
-    search_ok
+    tenant_ok
+        && only_ok
+        && search_ok
         && archived_ok
         && query.metadata.iter().all(|(key, value)| {
             matches!(session.metadata.get(key), Some(Value::String(actual)) if actual == value)
@@ -166,6 +189,7 @@ mod tests {
     fn session(id: &str, archived: bool, metadata: Value) -> Session {
         Session {
             id: SessionId::parse(id).unwrap(),
+            tenant_id: None,
             title: None,
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             created_at: String::new(),
@@ -185,6 +209,8 @@ mod tests {
             after: None,
             metadata: Vec::new(),
             archived: ArchivedFilter::Active,
+            tenant: None,
+            only: None,
             search: None,
         }
     }

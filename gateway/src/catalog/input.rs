@@ -27,6 +27,8 @@ pub fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, InvalidInput>
         after: None,
         metadata: Vec::new(),
         archived: ArchivedFilter::Active,
+        tenant: None,
+        only: None,
         search: None,
     };
     for (name, value) in pairs {

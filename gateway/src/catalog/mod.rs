@@ -258,18 +258,34 @@ impl Catalog {
 
     /// Header changes after `cursor` (a bucket revision), stored then live, each as
     /// `{"cursor": <revision>, "event": {"kind": "session.created", "session_id": …}}`.
+    /// Only `tenant`'s sessions when one is given.
     pub async fn lifecycle(
         &self,
         cursor: u64,
+        tenant: Option<String>,
     ) -> Result<
         impl Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
         StoreError,
     > {
         let changes = self.store.follow_catalog(cursor, false).await?;
-        Ok(changes.map_ok(|change| Positioned {
-            position: change.revision,
-            json: lifecycle_json(&change),
-        }))
+        let visible = move |change: &CatalogChange| {
+            tenant.as_deref().is_none_or(|tenant| {
+                change
+                    .record
+                    .session
+                    .tenant_id
+                    .as_deref()
+                    .unwrap_or(crate::auth::LOCAL_TENANT)
+                    == tenant
+            })
+        };
+        let entries = changes
+            .try_filter(move |change| futures::future::ready(visible(change)))
+            .map_ok(|change| Positioned {
+                position: change.revision,
+                json: lifecycle_json(&change),
+            });
+        Ok(Box::pin(entries))
     }
 }
 

@@ -51,8 +51,9 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
     })
 }
 
-/// Reads an append body. Field order follows the contract: the first failure wins.
-pub fn new_event(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
+/// Reads an append body. Field order follows the contract: the first failure wins. With a
+/// `subject` (an authenticated caller), `actor` defaults to it and may not differ from it.
+pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent, InvalidInput> {
     let Some(Value::Object(body)) = body else {
         return Err(InvalidInput::Event("the body must be a JSON object".into()));
     };
@@ -61,7 +62,18 @@ pub fn new_event(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
         Some(Value::Object(payload)) => Some(payload.clone()),
         _ => None,
     };
-    let actor = non_empty_string(&body, "actor");
+    let actor = match subject {
+        None => non_empty_string(&body, "actor"),
+        Some(subject) => match present(&body, "actor") {
+            None => Some(subject.to_owned()),
+            Some(Value::String(actor)) if actor == subject => Some(subject.to_owned()),
+            Some(_) => {
+                return Err(InvalidInput::Event(format!(
+                    "`actor` must be the token's subject `{subject}`"
+                )));
+            }
+        },
+    };
     let (Some(kind), Some(payload), Some(actor), true, true) = (
         kind,
         payload,
@@ -270,6 +282,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn parse(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
+        new_event(body, None)
+    }
+
     fn valid_event() -> Value {
         json!({"type": "message", "payload": {"text": "hi"}, "actor": "agent:a",
                "producer_id": "p1", "producer_seq": 1})
@@ -283,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_minimal_event_is_accepted_with_defaults() {
-        let event = new_event(Some(valid_event())).unwrap();
+        let event = parse(Some(valid_event())).unwrap();
         assert_eq!(event.content.producer_seq, 1);
         assert_eq!(event.content.source, None);
         assert!(event.content.metadata.is_empty());
@@ -294,7 +310,7 @@ mod tests {
     fn producer_seq_accepts_decimal_strings_only_when_whole() {
         for ok in [json!(3), json!("3"), json!("+3"), json!("03")] {
             assert_eq!(
-                new_event(with("producer_seq", ok))
+                parse(with("producer_seq", ok))
                     .unwrap()
                     .content
                     .producer_seq,
@@ -312,7 +328,7 @@ mod tests {
             json!(" 3"),
         ] {
             assert!(matches!(
-                new_event(with("producer_seq", bad)),
+                parse(with("producer_seq", bad)),
                 Err(InvalidInput::Event(_))
             ));
         }
@@ -321,20 +337,20 @@ mod tests {
     #[test]
     fn shape_errors_have_their_own_codes() {
         assert_eq!(
-            new_event(with("metadata", json!([1]))),
+            parse(with("metadata", json!([1]))),
             Err(InvalidInput::Metadata)
         );
-        assert_eq!(new_event(with("refs", json!("x"))), Err(InvalidInput::Refs));
+        assert_eq!(parse(with("refs", json!("x"))), Err(InvalidInput::Refs));
         assert!(matches!(
-            new_event(with("refs", json!({"to_seq": -1}))),
+            parse(with("refs", json!({"to_seq": -1}))),
             Err(InvalidInput::Event(_))
         ));
         assert!(matches!(
-            new_event(with("payload", json!([]))),
+            parse(with("payload", json!([]))),
             Err(InvalidInput::Event(_))
         ));
         assert!(matches!(
-            new_event(Some(json!([1]))),
+            parse(Some(json!([1]))),
             Err(InvalidInput::Event(_))
         ));
     }
@@ -344,21 +360,21 @@ mod tests {
         let mut body = valid_event();
         body.as_object_mut().unwrap().remove("actor");
         body["metadata"] = json!("not an object");
-        assert!(matches!(new_event(Some(body)), Err(InvalidInput::Event(_))));
+        assert!(matches!(parse(Some(body)), Err(InvalidInput::Event(_))));
     }
 
     #[test]
     fn refs_keep_unknown_keys_and_normalise_known_integers() {
-        let event = new_event(with("refs", json!({"to_seq": "4", "custom": [1]}))).unwrap();
+        let event = parse(with("refs", json!({"to_seq": "4", "custom": [1]}))).unwrap();
         assert_eq!(event.content.refs["to_seq"], json!(4));
         assert_eq!(event.content.refs["custom"], json!([1]));
     }
 
     #[test]
     fn null_optionals_mean_absent() {
-        let event = new_event(with("source", Value::Null)).unwrap();
+        let event = parse(with("source", Value::Null)).unwrap();
         assert_eq!(event.content.source, None);
-        let event = new_event(with("expected_seq", json!("0"))).unwrap();
+        let event = parse(with("expected_seq", json!("0"))).unwrap();
         assert_eq!(event.expected_seq, Some(0));
     }
 
@@ -386,12 +402,26 @@ mod tests {
     }
 
     #[test]
+    fn an_authenticated_actor_is_the_token_subject() {
+        let mut body = valid_event();
+        body.as_object_mut().unwrap().remove("actor");
+        let event = new_event(Some(body), Some("user:42")).unwrap();
+        assert_eq!(event.content.actor, "user:42");
+        let mut other = valid_event();
+        other["actor"] = json!("agent:someone-else");
+        assert!(matches!(
+            new_event(Some(other), Some("user:42")),
+            Err(InvalidInput::Event(_))
+        ));
+    }
+
+    #[test]
     fn hostile_nesting_and_sizes_are_refused() {
         let mut deep = json!("bottom");
         for _ in 0..MAX_DEPTH {
             deep = json!([deep]);
         }
-        let refused = new_event(with("payload", json!({"deep": deep.clone()})));
+        let refused = parse(with("payload", json!({"deep": deep.clone()})));
         assert_eq!(
             refused,
             Err(InvalidInput::TooDeep {
@@ -411,17 +441,17 @@ mod tests {
         for _ in 0..MAX_DEPTH - 2 {
             shallow = json!([shallow]);
         }
-        assert!(new_event(with("payload", json!({"ok": shallow}))).is_ok());
+        assert!(parse(with("payload", json!({"ok": shallow}))).is_ok());
         let big = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
         assert!(matches!(
-            new_event(with("metadata", big.clone())),
+            parse(with("metadata", big.clone())),
             Err(InvalidInput::TooLarge {
                 field: "metadata",
                 ..
             })
         ));
         assert!(matches!(
-            new_event(with("refs", big)),
+            parse(with("refs", big)),
             Err(InvalidInput::TooLarge { field: "refs", .. })
         ));
         let title = "t".repeat(MAX_TITLE_BYTES + 1);

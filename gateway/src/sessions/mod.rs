@@ -85,10 +85,16 @@ impl SessionLog {
         }
     }
 
-    pub async fn create(&self, new: NewSession) -> Result<SessionSummary, CreateError> {
+    /// Creates a session owned by `tenant` (`None` with authentication off).
+    pub async fn create(
+        &self,
+        new: NewSession,
+        tenant: Option<String>,
+    ) -> Result<SessionSummary, CreateError> {
         let now = model::timestamp_now();
         let session = Session {
             id: new.id.unwrap_or_else(SessionId::generate),
+            tenant_id: tenant,
             title: new.title,
             metadata: new.metadata,
             created_at: now.clone(),
@@ -113,6 +119,16 @@ impl SessionLog {
             session: record.session,
             last_seq: 0,
         })
+    }
+
+    /// The tenant a session belongs to; sessions made with authentication off have none.
+    pub async fn tenant_of(&self, id: &SessionId) -> Result<Option<String>, ReadError> {
+        let revised = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+        Ok(revised.record.session.tenant_id)
     }
 
     pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {

@@ -70,6 +70,9 @@ impl fmt::Display for SessionId {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub id: SessionId,
+    /// The tenant that created it; `None` for sessions created with authentication off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     pub title: Option<String>,
     pub metadata: JsonObject,
     pub created_at: String,

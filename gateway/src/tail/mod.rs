@@ -28,6 +28,8 @@ pub enum TailItem {
     Heartbeat,
     /// The gateway is stopping; the reader should reconnect elsewhere with its cursor.
     ShuttingDown,
+    /// The reader's token expired; it may reconnect with a fresh one.
+    TokenExpired,
 }
 
 /// Where and how a reader follows a log.
@@ -38,6 +40,8 @@ pub struct Follow {
     pub gap: Option<Bytes>,
     pub batch_size: usize,
     pub idle: Duration,
+    /// When the reader's token expires, if it has one.
+    pub expires_at: Option<tokio::time::Instant>,
     pub shutdown: Shutdown,
 }
 
@@ -73,6 +77,14 @@ where
     futures::stream::iter(gap).chain(items)
 }
 
+/// Resolves at `at`, or never.
+async fn expiry(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<S> Follower<S>
 where
     S: Stream<Item = Result<Positioned, StoreError>> + Unpin,
@@ -82,6 +94,7 @@ where
             tokio::select! {
                 biased;
                 () = self.follow.shutdown.wait() => return Ok(TailItem::ShuttingDown),
+                () = expiry(self.follow.expires_at) => return Ok(TailItem::TokenExpired),
                 entry = self.entries.next() => {
                     let Some(first) = self.accept(entry)? else { continue };
                     let mut batch = vec![first];
@@ -144,6 +157,7 @@ mod tests {
             gap: gap.map(|gap| Bytes::from_static(gap.as_bytes())),
             batch_size,
             idle: Duration::from_secs(3600),
+            expires_at: None,
             shutdown,
         };
         (follow, trigger)

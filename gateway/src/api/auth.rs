@@ -1,0 +1,141 @@
+//! Authentication at the door and authorization per operation.
+//!
+//! Every `/v1` request carries exactly one `Authorization: Bearer <jwt>`; browsers, which
+//! cannot set headers on a WebSocket or `EventSource`, may pass `access_token` in the query of
+//! a live stream instead (it is never logged). With authentication off every caller is the
+//! local principal.
+
+use std::sync::Arc;
+
+use poem::http::{StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use crate::auth::{AuthFailure, Principal, Scope, Verifier};
+use crate::sessions::SessionLog;
+use crate::sessions::model::SessionId;
+
+/// Puts the caller's `Principal` on the request, or answers 401 with the contract's
+/// `WWW-Authenticate`.
+pub async fn authenticate<E: Endpoint>(
+    endpoint: E,
+    mut request: Request,
+    verifier: Option<Arc<Verifier>>,
+) -> poem::Result<Response> {
+    let principal = match verifier {
+        Some(verifier) if request.uri().path().starts_with("/v1/") => {
+            let verified = match bearer_token(&request) {
+                Ok(token) => verifier.verify(&token).await,
+                Err(failure) => Err(failure),
+            };
+            match verified {
+                Ok(principal) => principal,
+                Err(failure) => return Ok(unauthorized(&failure)),
+            }
+        }
+        _ => Principal::local(),
+    };
+    request.set_data(principal);
+    endpoint
+        .call(request)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+fn bearer_token(request: &Request) -> Result<String, AuthFailure> {
+    let headers: Vec<_> = request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect();
+    match headers.as_slice() {
+        [] => live_stream_token(request).ok_or(AuthFailure::Missing),
+        [value] => {
+            let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
+            match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer")
+                        && !token.is_empty()
+                        && !token.contains(' ') =>
+                {
+                    Ok(token.to_owned())
+                }
+                _ => Err(AuthFailure::Malformed),
+            }
+        }
+        _ => Err(AuthFailure::Malformed),
+    }
+}
+
+/// `access_token` from the query, accepted on live streams only.
+fn live_stream_token(request: &Request) -> Option<String> {
+    let path = request.uri().path();
+    if !(path.ends_with("/tail") || path == "/v1/lifecycle") {
+        return None;
+    }
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(request.uri().query().unwrap_or_default()).ok()?;
+    pairs
+        .into_iter()
+        .find(|(name, _)| name == "access_token")
+        .map(|(_, token)| token)
+}
+
+fn unauthorized(failure: &AuthFailure) -> Response {
+    let challenge = match failure {
+        AuthFailure::Missing => r#"Bearer realm="starcite""#,
+        AuthFailure::Malformed => {
+            r#"Bearer realm="starcite", error="invalid_request", error_description="Malformed bearer token""#
+        }
+        AuthFailure::Invalid(why) => {
+            tracing::debug!(auth.failure = %why, "refusing a token: {why}");
+            r#"Bearer realm="starcite", error="invalid_token""#
+        }
+    };
+    let body = ErrorBody {
+        error: ErrorCode::Unauthorized,
+        message: "Unauthorized".into(),
+        current_version: None,
+    };
+    let json = serde_json::json!({"error": "unauthorized", "message": body.message});
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .content_type("application/json; charset=utf-8")
+        .header(header::WWW_AUTHENTICATE, challenge)
+        .body(json.to_string())
+}
+
+/// The scope check, then the pin: a token for one session reaches no other.
+pub fn authorize(
+    principal: &Principal,
+    scope: Scope,
+    session: Option<&SessionId>,
+) -> Result<(), ApiError> {
+    if !principal.allows(scope) {
+        return Err(ApiError::new(
+            ErrorCode::ForbiddenScope,
+            "Token scope does not allow this operation",
+        ));
+    }
+    if let (Some(pinned), Some(session)) = (&principal.session, session)
+        && pinned != session
+    {
+        return Err(ApiError::new(
+            ErrorCode::ForbiddenSession,
+            "Token is pinned to another session",
+        ));
+    }
+    Ok(())
+}
+
+/// Another tenant's session answers exactly like a missing one: a 403 would confirm it exists.
+pub async fn own(log: &SessionLog, principal: &Principal, id: &SessionId) -> Result<(), ApiError> {
+    if !principal.authenticated {
+        return Ok(());
+    }
+    let tenant = log.tenant_of(id).await?;
+    if tenant.as_deref().unwrap_or(crate::auth::LOCAL_TENANT) != principal.tenant {
+        return Err(ApiError::session_not_found());
+    }
+    Ok(())
+}
