@@ -493,12 +493,28 @@ impl Config {
             }
         }
         config.check_auth()?;
+        config.check_retention()?;
         Ok(Invocation::Run(Box::new(config)))
     }
 }
 
 impl Config {
     /// JWT mode cannot start half-configured: name the first missing variable.
+    /// JetStream refuses a stream whose duplicate window outlasts its retention age.
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        match self.retention_max_age {
+            Some(age) if age < self.duplicate_window => Err(ConfigError::Invalid {
+                variable: "STARCITE_RETENTION_MAX_AGE",
+                flag: "--retention-max-age",
+                reason: format!(
+                    "must be at least the duplicate window ({})",
+                    humantime::format_duration(self.duplicate_window)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn check_auth(&self) -> Result<(), ConfigError> {
         if self.auth_mode != AuthMode::Jwt {
             return Ok(());

@@ -387,3 +387,41 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn retention_never_stalls_appends() {
+    let nats = TestNats::start();
+    let config = Config {
+        retention_max_events_per_session: Some(3),
+        ..TestGateway::config(&nats)
+    };
+    let first = TestGateway::start_with(config.clone()).await;
+    let id = first.create_session().await;
+    first.append_ok(&id, event("p", 1)).await;
+    fill(&first, &id, 99, 0).await;
+    assert_eq!(first.last_seq(&id).await, 100);
+
+    // A gateway new to the session rebuilds from the 3 events left, not the 100 it expects.
+    let second = TestGateway::start_with(config).await;
+    let started = Instant::now();
+    assert_eq!(second.append_ok(&id, event("q", 1)).await["seq"], 101);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // p's only event expired, so the log has forgotten p: like an evicted producer it may
+    // start again, and JetStream's memory of its old request id does not stand in the way.
+    let again = second.append_ok(&id, event("p", 1)).await;
+    assert_eq!(
+        (again["seq"].as_u64(), again["deduped"].as_bool()),
+        (Some(102), Some(false))
+    );
+    // Its newest request is retry-safe again.
+    let retry = first.append_ok(&id, event("p", 1)).await;
+    assert_eq!(
+        (retry["seq"].as_u64(), retry["deduped"].as_bool()),
+        (Some(102), Some(true))
+    );
+}

@@ -352,6 +352,9 @@ pub fn after_action(id: &str, outcome: Result<(), EditError>) -> Response {
         Err(EditError::SessionNotFound(_)) => {
             return (StatusCode::NOT_FOUND, "no such session").into_response();
         }
+        Err(EditError::Invalid(err)) => {
+            return (StatusCode::BAD_REQUEST, err.to_string()).into_response();
+        }
         Err(EditError::Store(err)) => return PageError::Store(err).into_response(),
     };
     Response::builder()

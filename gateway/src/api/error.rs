@@ -207,6 +207,7 @@ impl From<EditError> for ApiError {
                 }
                 conflict
             }
+            EditError::Invalid(err) => err.into(),
             EditError::Store(err) => err.into(),
         }
     }
@@ -227,7 +228,9 @@ impl From<StoreError> for ApiError {
                 warn!(error = %err, "answering 503: {err}");
                 ApiError::new(
                     ErrorCode::NatsTimeout,
-                    "Storage did not confirm in time; retry the same request, it is safe",
+                    "Storage did not confirm in time; the request may or may not have been stored. \
+                     Retrying an append is safe (it is deduplicated); a retried create with the \
+                     same id answers session_exists if the first one landed",
                 )
             }
             StoreError::Corrupt(_) => {

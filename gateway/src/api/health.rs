@@ -47,16 +47,19 @@ impl HealthApi {
     /// The gateway can serve: NATS is reachable and the stream usable.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
-        if self.store.is_ready() && self.catalog.is_loaded() {
-            ReadyResponse::Ready(Json(HealthStatus {
+        let reason = if !self.store.is_ready() {
+            "nats_unavailable"
+        } else if !self.catalog.is_loaded() {
+            "catalog_loading"
+        } else {
+            return ReadyResponse::Ready(Json(HealthStatus {
                 status: "ok".to_owned(),
                 reason: None,
-            }))
-        } else {
-            ReadyResponse::NotReady(Json(HealthStatus {
-                status: "starting".to_owned(),
-                reason: Some("nats_unavailable".to_owned()),
-            }))
-        }
+            }));
+        };
+        ReadyResponse::NotReady(Json(HealthStatus {
+            status: "starting".to_owned(),
+            reason: Some(reason.to_owned()),
+        }))
     }
 }

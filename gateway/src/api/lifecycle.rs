@@ -11,7 +11,7 @@ use super::ApiTags;
 use super::auth::authorize;
 use super::error::{ApiError, ErrorCode};
 use super::lenient::{Position, RawParam};
-use super::stream::{Live, LiveResponse, Transport};
+use super::stream::{Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 
@@ -45,8 +45,13 @@ impl LifecycleApi {
         }
         let tenant = principal.authenticated.then(|| principal.tenant.clone());
         let changes = self.catalog.lifecycle(cursor, tenant).await?;
-        Ok(self
-            .live
-            .respond(transport, changes, cursor, None, 1, principal.expires_at))
+        let reader = Reader {
+            cursor,
+            gap: None,
+            batch_size: 1,
+            contiguous: false,
+            expires_at: principal.expires_at,
+        };
+        Ok(self.live.respond(transport, changes, reader))
     }
 }

@@ -19,7 +19,7 @@ use super::lenient::{
     WaitSeconds,
 };
 use super::limits::AppendRate;
-use super::stream::{Live, LiveResponse, Transport};
+use super::stream::{Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
@@ -417,14 +417,14 @@ impl SessionsApi {
         own(&self.log, &principal, &id).await?;
         let start = self.log.open_tail(&id, cursor).await?;
         let gap = start.gap.map(|gap| gap_json(&gap));
-        Ok(self.live.respond(
-            transport,
-            start.entries,
-            start.cursor,
+        let reader = Reader {
+            cursor: start.cursor,
             gap,
-            batch_size as usize,
-            principal.expires_at,
-        ))
+            batch_size: batch_size as usize,
+            contiguous: true,
+            expires_at: principal.expires_at,
+        };
+        Ok(self.live.respond(transport, start.entries, reader))
     }
 
     /// Read a page of events with `seq > cursor` (default 0), at most `limit` (1..1000,

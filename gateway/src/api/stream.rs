@@ -148,19 +148,18 @@ pub struct Live {
 }
 
 impl Live {
-    /// Follows `entries` after `cursor`, announcing `gap` first, in frames of `batch_size`.
-    pub fn respond<S>(
-        &self,
-        transport: Transport,
-        entries: S,
-        cursor: u64,
-        gap: Option<Bytes>,
-        batch_size: usize,
-        expires_at: Option<std::time::SystemTime>,
-    ) -> LiveResponse
+    /// Follows `entries` for one reader.
+    pub fn respond<S>(&self, transport: Transport, entries: S, reader: Reader) -> LiveResponse
     where
         S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
     {
+        let Reader {
+            cursor,
+            gap,
+            batch_size,
+            contiguous,
+            expires_at,
+        } = reader;
         // The token's expiry as a deadline on this process's clock.
         let expires_at = expires_at.map(|at| {
             let left = at
@@ -172,14 +171,16 @@ impl Live {
             cursor,
             gap,
             batch_size,
+            contiguous,
             idle: self.ping_interval,
             expires_at,
             shutdown: self.shutdown.clone(),
         };
         let items = crate::tail::follow(entries, follow);
+        // The budget is in events: frames that carry a batch each get fewer places in the queue.
         let options = LiveOptions {
             arrays: batch_size > 1,
-            buffer: self.buffer,
+            buffer: (self.buffer / batch_size.max(1)).max(1),
             stall_timeout: self.stall_timeout,
         };
         let holder = Holder {
@@ -188,6 +189,19 @@ impl Live {
         };
         transport.respond(items, options, holder)
     }
+}
+
+/// Where and how one reader follows a log.
+pub struct Reader {
+    /// Deliver entries after this position.
+    pub cursor: u64,
+    /// Announced before any entry.
+    pub gap: Option<Bytes>,
+    pub batch_size: usize,
+    /// Positions are consecutive, so a jump is announced as a gap.
+    pub contiguous: bool,
+    /// When the reader's token expires (close 4001).
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Held by a live connection until its last frame is written: shutdown waits for it, and the
@@ -286,7 +300,7 @@ fn sse_frames(outcome: Outcome) -> Frames<String> {
         ),
         Outcome::Item(Err(err)) => {
             warn!(error = %err, "ending an event stream: {err}");
-            Frames::one("event: error\ndata: {\"error\":\"nats_unavailable\"}\n\n".to_owned(), true)
+            Frames::one("event: storage_error\ndata: {\"error\":\"nats_unavailable\"}\n\n".to_owned(), true)
         }
         Outcome::TooSlow => Frames::one(
             "event: overflow\ndata: {\"reason\":\"too slow; reconnect with Last-Event-ID\"}\n\n".to_owned(),

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::nats::{CatalogChange, ReplaceSessionFailure, Store, StoreError};
+use crate::sessions::error::InvalidInput;
+use crate::sessions::input::check_metadata;
 use crate::sessions::model::{
     Change, Session, SessionId, SessionRecord, SessionSummary, timestamp_now,
 };
@@ -34,6 +36,8 @@ pub enum EditError {
     SessionNotFound(SessionId),
     #[error("Expected version {expected}, current version is {current}")]
     VersionConflict { expected: u64, current: u64 },
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -189,6 +193,8 @@ impl Catalog {
             for (key, value) in patch.metadata.iter().flatten() {
                 session.metadata.insert(key.clone(), value.clone());
             }
+            // Each patch is bounded, but merges add up: bound the result too.
+            check_metadata("metadata", &session.metadata)?;
             session.version += 1;
             session.updated_at = timestamp_now();
             Ok(Some(Change::Updated))

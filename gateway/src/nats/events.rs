@@ -37,10 +37,12 @@ pub struct PendingAppend<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendFailure {
-    /// The session moved on since the state the seq was decided on, or this very request is
-    /// already stored: catch up and decide again.
+    /// The session moved on since the state the seq was decided on: catch up and decide again.
     #[error("the session changed since the decision")]
     Stale,
+    /// JetStream already holds a message with this request's `Nats-Msg-Id`, at `stream_seq`.
+    #[error("a message with this id is already stored")]
+    Duplicate { stream_seq: u64 },
     #[error("the event is larger than NATS accepts")]
     TooLarge,
     #[error(transparent)]
@@ -125,7 +127,8 @@ impl Store {
     ) -> Result<u64, AppendFailure> {
         self.sessions_bucket()?;
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", message_id(id, append.content).as_str());
+        let message_id = message_id(id, append.content, append.expected_stream_seq);
+        headers.insert("Nats-Msg-Id", message_id.as_str());
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
             append.expected_stream_seq.to_string().as_str(),
@@ -139,8 +142,9 @@ impl Store {
             .map_err(publish_failure)?;
         let ack = publish.await.map_err(publish_failure)?;
         if ack.duplicate {
-            // Stored by an earlier attempt of this request: the catch-up will find it.
-            return Err(AppendFailure::Stale);
+            return Err(AppendFailure::Duplicate {
+                stream_seq: ack.sequence,
+            });
         }
         Ok(ack.sequence)
     }
@@ -162,6 +166,26 @@ impl Store {
                 }))
             }
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// The stored event at `stream_seq`, if it is one of this session's.
+    pub async fn event_at(
+        &self,
+        id: &SessionId,
+        stream_seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match self.events.direct_get(stream_seq).await {
+            Ok(message) if message.subject.as_str() == self.subject(id) => {
+                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
+                    .map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()))
+            }
             Err(err) => Err(unavailable(err)),
         }
     }
@@ -215,35 +239,54 @@ impl Store {
             return Ok(Vec::new());
         }
         let count = head.seq.saturating_sub(after_seq);
-        self.read_events(id, after_stream_seq + 1, count).await
+        self.read_events(id, after_stream_seq + 1, head.stream_seq, count)
+            .await
     }
 
-    /// Up to `count` of the session's events from `from_stream_seq` on: Direct Gets for a few,
-    /// one consumer for many. Stops early where the stream has nothing more (yet).
+    /// Up to `count` of the session's events from `from_stream_seq` to `until_stream_seq`:
+    /// Direct Gets for a few, one consumer for many. Retention may have dropped some, so the
+    /// read ends at `until_stream_seq` (or where the stream has nothing more), never by count.
     pub async fn read_events(
         &self,
         id: &SessionId,
         from_stream_seq: u64,
+        until_stream_seq: u64,
         count: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut events = Vec::new();
         if count > DIRECT_READ_LIMIT {
             let mut feed = self.follow(id, from_stream_seq).await?;
             while (events.len() as u64) < count {
-                match feed.next().await {
-                    Some(event) => events.push(event?),
-                    None => break,
+                let next = tokio::time::timeout(self.timeout, feed.next())
+                    .await
+                    .map_err(|_| StoreError::Timeout("reading a session's events".into()))?;
+                let Some(event) = next else { break };
+                let event = event?;
+                // A recreated ordered consumer may start over; what was read is skipped.
+                if event.stream_seq < from_stream_seq {
+                    continue;
+                }
+                if event.stream_seq > until_stream_seq {
+                    break;
+                }
+                let last = event.stream_seq == until_stream_seq;
+                events.push(event);
+                if last {
+                    break;
                 }
             }
             return Ok(events);
         }
         let subject = self.subject(id);
         let mut next = from_stream_seq;
-        while (events.len() as u64) < count {
+        while (events.len() as u64) < count && next <= until_stream_seq {
             // A replica may lag the leader: a short read makes the caller decide again.
             let Some(event) = self.next_event(&subject, next).await? else {
                 break;
             };
+            if event.stream_seq > until_stream_seq {
+                break;
+            }
             next = event.stream_seq + 1;
             events.push(event);
         }
@@ -337,10 +380,20 @@ impl Store {
 /// A session's stored-then-live events.
 pub type EventFeed = Feed<StoredEvent>;
 
-/// Unique per (session, producer, producer_seq), since JetStream's window spans all subjects.
+/// One request as decided on one state: session, producer, producer_seq (the window spans all
+/// subjects) and the stream sequence the decision was made on. A retry decided on the same
+/// state (after a timeout, or from another gateway just as stale) is deduplicated by
+/// JetStream; one decided on a newer state finds the original in the catch-up instead. A
+/// producer the log has forgotten (evicted, or its events expired) may then start again, as
+/// the contract says, without JetStream's memory of the old request refusing it.
 /// Hashed because producer ids are unbounded client strings that a header cannot always hold.
-fn message_id(id: &SessionId, content: &EventContent) -> String {
-    let key = serde_json::json!([id.as_str(), content.producer_id, content.producer_seq]);
+fn message_id(id: &SessionId, content: &EventContent, expected_stream_seq: u64) -> String {
+    let key = serde_json::json!([
+        id.as_str(),
+        content.producer_id,
+        content.producer_seq,
+        expected_stream_seq
+    ]);
     let digest = Sha256::digest(key.to_string().as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -72,6 +72,8 @@ pub struct Store {
     /// Set once the stream and the bucket exist; until then every operation is a 503.
     sessions: OnceCell<kv::Store>,
     topology: Topology,
+    /// How long any single NATS exchange may take.
+    timeout: Duration,
 }
 
 impl Store {
@@ -134,6 +136,7 @@ impl Store {
             sessions_stream,
             sessions: OnceCell::new(),
             topology,
+            timeout: config.nats_timeout,
         })
     }
 

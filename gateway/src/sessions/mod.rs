@@ -221,6 +221,28 @@ impl SessionLog {
                         tokio::time::sleep(Duration::from_millis(u64::from(attempt) + 1)).await;
                     }
                 }
+                // JetStream stored this very decision before (a retry after a timeout): answer
+                // from what it stored.
+                Err(AppendFailure::Duplicate { stream_seq }) => {
+                    if let Some(original) = self.store.event_at(id, stream_seq).await? {
+                        let original = original.record()?;
+                        if original.producer_id == event.content.producer_id
+                            && original.producer_seq == event.content.producer_seq
+                        {
+                            self.catch_up(id, state).await?;
+                            if original.hash != hash {
+                                return Err(AppendError::ProducerReplayConflict);
+                            }
+                            return Ok(Appended {
+                                seq: original.seq,
+                                last_seq: state.last_seq(),
+                                deduped: true,
+                            });
+                        }
+                    }
+                    self.catch_up(id, state).await?;
+                    fresh = true;
+                }
                 Err(AppendFailure::TooLarge) => return Err(AppendError::EventTooLarge),
                 Err(AppendFailure::Store(err)) => return Err(err.into()),
             }
@@ -333,11 +355,15 @@ impl SessionLog {
             caught_up: resume.cursor >= last_seq,
             gap: resume.gap,
         };
-        if page.caught_up {
+        let Some(head) = head.filter(|_| !page.caught_up) else {
             return Ok(page);
-        }
+        };
         let count = (last_seq - resume.cursor).min(limit as u64);
-        for event in self.store.read_events(id, resume.start, count).await? {
+        for event in self
+            .store
+            .read_events(id, resume.start, head.stream_seq, count)
+            .await?
+        {
             page.next_cursor = event.seq;
             page.events.push(event.body);
         }
@@ -368,7 +394,13 @@ impl SessionLog {
 
     /// Folds every event the stream has past the state's position into it.
     async fn catch_up(&self, id: &SessionId, state: &mut SessionState) -> Result<(), StoreError> {
-        let Some(head) = self.store.head(id).await? else {
+        let head = self.store.head(id).await?;
+        // Retention dropped every event, or the session started over after that: the state
+        // describes a log that no longer exists, so fold the one that does.
+        if head.is_none_or(|head| head.seq < state.last_seq()) {
+            *state = SessionState::default();
+        }
+        let Some(head) = head else {
             return Ok(());
         };
         for event in self

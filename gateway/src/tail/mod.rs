@@ -38,6 +38,10 @@ pub struct Follow {
     pub cursor: u64,
     /// Announced before any entry.
     pub gap: Option<Bytes>,
+    /// Positions are consecutive (a session's seqs), so a jump means retention dropped
+    /// entries the reader never got, and it is told with a `gap`. Lifecycle positions are
+    /// sparse by nature.
+    pub contiguous: bool,
     pub batch_size: usize,
     pub idle: Duration,
     /// When the reader's token expires, if it has one.
@@ -49,6 +53,10 @@ struct Follower<S> {
     entries: S,
     follow: Follow,
     finished: bool,
+    /// An entry whose gap still has to be announced.
+    before_gap: Option<Positioned>,
+    /// An entry held back while the gap before it is announced.
+    after_gap: Option<Positioned>,
 }
 
 /// Follows `entries` (positioned at or before `cursor + 1`) and yields every entry after the
@@ -64,6 +72,8 @@ where
         entries,
         follow,
         finished: false,
+        before_gap: None,
+        after_gap: None,
     };
     let gap = follower.follow.gap.take().map(|gap| Ok(TailItem::Gap(gap)));
     let items = futures::stream::unfold(follower, |mut follower| async move {
@@ -71,7 +81,10 @@ where
             return None;
         }
         let item = follower.next_item().await;
-        follower.finished = !matches!(item, Ok(TailItem::Entries(_) | TailItem::Heartbeat));
+        follower.finished = !matches!(
+            item,
+            Ok(TailItem::Entries(_) | TailItem::Heartbeat | TailItem::Gap(_))
+        );
         Some((item, follower))
     });
     futures::stream::iter(gap).chain(items)
@@ -90,6 +103,16 @@ where
     S: Stream<Item = Result<Positioned, StoreError>> + Unpin,
 {
     async fn next_item(&mut self) -> Result<TailItem, StoreError> {
+        if let Some(entry) = self.before_gap.take() {
+            let gap = self.gap_before(&entry);
+            self.after_gap = Some(entry);
+            if let Some(gap) = gap {
+                return Ok(TailItem::Gap(gap));
+            }
+        }
+        if let Some(entry) = self.after_gap.take() {
+            return self.batch_from(entry);
+        }
         loop {
             tokio::select! {
                 biased;
@@ -97,19 +120,37 @@ where
                 () = expiry(self.follow.expires_at) => return Ok(TailItem::TokenExpired),
                 entry = self.entries.next() => {
                     let Some(first) = self.accept(entry)? else { continue };
-                    let mut batch = vec![first];
-                    // Replay has many entries ready at once: take them without waiting.
-                    while batch.len() < self.follow.batch_size {
-                        let Some(ready) = self.entries.next().now_or_never() else { break };
-                        if let Some(entry) = self.accept(ready)? {
-                            batch.push(entry);
-                        }
+                    if let Some(gap) = self.gap_before(&first) {
+                        self.after_gap = Some(first);
+                        return Ok(TailItem::Gap(gap));
                     }
-                    return Ok(TailItem::Entries(batch));
+                    return self.batch_from(first);
                 }
                 () = tokio::time::sleep(self.follow.idle) => return Ok(TailItem::Heartbeat),
             }
         }
+    }
+
+    /// `first` and what else is ready right away (replay has many), up to the batch size,
+    /// stopping before a gap so it is announced in its place.
+    fn batch_from(&mut self, first: Positioned) -> Result<TailItem, StoreError> {
+        self.follow.cursor = first.position;
+        let mut batch = vec![first];
+        while batch.len() < self.follow.batch_size {
+            let Some(ready) = self.entries.next().now_or_never() else {
+                break;
+            };
+            let Some(entry) = self.accept(ready)? else {
+                continue;
+            };
+            if self.gap_before(&entry).is_some() {
+                self.before_gap = Some(entry);
+                break;
+            }
+            self.follow.cursor = entry.position;
+            batch.push(entry);
+        }
+        Ok(TailItem::Entries(batch))
     }
 
     /// The entry if it is new to the reader; the feed may start before the cursor (a reader
@@ -119,11 +160,22 @@ where
         entry: Option<Result<Positioned, StoreError>>,
     ) -> Result<Option<Positioned>, StoreError> {
         let entry = entry.ok_or_else(|| StoreError::Unavailable("the feed ended".into()))??;
-        if entry.position <= self.follow.cursor {
-            return Ok(None);
+        Ok((entry.position > self.follow.cursor).then_some(entry))
+    }
+
+    /// A `cursor_expired` notice when entries between the cursor and `entry` are gone.
+    fn gap_before(&self, entry: &Positioned) -> Option<Bytes> {
+        let cursor = self.follow.cursor;
+        if !self.follow.contiguous || entry.position <= cursor + 1 {
+            return None;
         }
-        self.follow.cursor = entry.position;
-        Ok(Some(entry))
+        let resume = entry.position - 1;
+        let gap = serde_json::json!({
+            "type": "gap", "reason": "cursor_expired", "from_cursor": cursor,
+            "next_cursor": resume, "earliest_available_cursor": resume,
+            "committed_cursor": entry.position,
+        });
+        Some(gap.to_string().into())
     }
 }
 
@@ -156,6 +208,7 @@ mod tests {
             cursor,
             gap: gap.map(|gap| Bytes::from_static(gap.as_bytes())),
             batch_size,
+            contiguous: true,
             idle: Duration::from_secs(3600),
             expires_at: None,
             shutdown,
@@ -177,6 +230,22 @@ mod tests {
         assert_eq!(
             positions(&items.next().await.unwrap().unwrap()),
             vec![3, 4, 5]
+        );
+        assert_eq!(positions(&items.next().await.unwrap().unwrap()), vec![6, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_jump_in_positions_is_announced_as_a_gap() {
+        let (options, _trigger) = follow_from(0, 10, None);
+        let mut items = Box::pin(follow(entries(&[1, 2, 6, 7]), options));
+        assert_eq!(positions(&items.next().await.unwrap().unwrap()), vec![1, 2]);
+        let Some(Ok(TailItem::Gap(gap))) = items.next().await else {
+            panic!("expected a gap")
+        };
+        let gap: serde_json::Value = serde_json::from_slice(&gap).unwrap();
+        assert_eq!(
+            (gap["from_cursor"].as_u64(), gap["next_cursor"].as_u64()),
+            (Some(2), Some(5))
         );
         assert_eq!(positions(&items.next().await.unwrap().unwrap()), vec![6, 7]);
     }
