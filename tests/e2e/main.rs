@@ -3,6 +3,7 @@
 
 mod admin;
 mod append;
+mod auth;
 mod catalog;
 mod clients;
 mod faults;

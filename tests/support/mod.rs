@@ -2,6 +2,7 @@
 //! Everything binds to loopback and cleans up on drop.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod auth;
 mod browser;
 mod gateway;
 mod nats;

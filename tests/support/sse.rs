@@ -43,6 +43,15 @@ impl SseClient {
         }
     }
 
+    /// Reads an already opened event stream.
+    pub fn from_response(response: reqwest::Response) -> SseClient {
+        assert_eq!(response.status(), 200);
+        SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
     pub async fn frame(&mut self, wait: Duration) -> SseFrame {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {

@@ -1,0 +1,612 @@
+//! Authentication and tenancy: tokens from a JWKS served on loopback, scopes, session pins,
+//! tenant fences, the actor rule and token expiry on a live tail.
+
+use std::time::Duration;
+
+use gateway::config::Config;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use starcite_tests::auth::{SigningKey, TestJwks, claims, mint, now};
+use starcite_tests::{SseClient, TailClient, TailFrame, TestGateway, TestNats, event};
+
+const MISSING: &str = r#"Bearer realm="starcite""#;
+const MALFORMED: &str = r#"Bearer realm="starcite", error="invalid_request", error_description="Malformed bearer token""#;
+const INVALID: &str = r#"Bearer realm="starcite", error="invalid_token""#;
+
+fn everything(tenant: &str) -> String {
+    mint(
+        &claims(
+            tenant,
+            "service:backend",
+            "session:create session:read session:append",
+        ),
+        SigningKey::Rsa,
+    )
+}
+
+async fn call(
+    gateway: &TestGateway,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Response {
+    let mut request = gateway
+        .client
+        .request(method, format!("{}{path}", gateway.base_url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn status_and_code(response: Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn challenge(response: Response) -> String {
+    assert_eq!(response.status(), 401);
+    let header = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "unauthorized", "message": "Unauthorized"})
+    );
+    header
+}
+
+#[tokio::test]
+async fn every_bad_token_gets_its_contract_answer_and_good_ones_pass() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let gateway = TestGateway::start_with(jwks.config(&nats)).await;
+    let admin = everything("acme");
+    assert_eq!(
+        call(
+            &gateway,
+            Method::POST,
+            "/v1/sessions",
+            Some(&admin),
+            Some(json!({"id": "s"}))
+        )
+        .await
+        .status(),
+        201
+    );
+
+    let gateway = &gateway;
+    let get = |token: Option<String>| async move {
+        call(
+            gateway,
+            Method::GET,
+            "/v1/sessions/s",
+            token.as_deref(),
+            None,
+        )
+        .await
+    };
+
+    assert_eq!(challenge(get(None).await).await, MISSING);
+    for header in ["Basic abc", "Bearer", "Bearer a b", "bearer"] {
+        let response = gateway
+            .client
+            .get(format!("{}/v1/sessions/s", gateway.base_url))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(challenge(response).await, MALFORMED, "{header}");
+    }
+    let doubled = gateway
+        .client
+        .get(format!("{}/v1/sessions/s", gateway.base_url))
+        .header("authorization", format!("Bearer {admin}"))
+        .header("authorization", format!("Bearer {admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge(doubled).await, MALFORMED);
+
+    let with = |change: &dyn Fn(&mut Value), key| {
+        let mut claims = claims("acme", "user:42", "session:read");
+        change(&mut claims);
+        mint(&claims, key)
+    };
+    let refused = [
+        (
+            "expired",
+            with(&|c| c["exp"] = json!(now() - 60), SigningKey::Rsa),
+        ),
+        (
+            "not yet valid",
+            with(&|c| c["nbf"] = json!(now() + 600), SigningKey::Rsa),
+        ),
+        (
+            "wrong issuer",
+            with(
+                &|c| c["iss"] = json!("https://elsewhere.test"),
+                SigningKey::Rsa,
+            ),
+        ),
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = json!("someone-else"), SigningKey::Rsa),
+        ),
+        ("wrong key", with(&|_| {}, SigningKey::Other)),
+        (
+            "no tenant",
+            with(&|c| c["tenant_id"] = json!(""), SigningKey::Rsa),
+        ),
+        (
+            "bad subject",
+            with(&|c| c["sub"] = json!("42"), SigningKey::Rsa),
+        ),
+        (
+            "no scope",
+            with(
+                &|c| {
+                    c.as_object_mut().unwrap().remove("scope");
+                },
+                SigningKey::Rsa,
+            ),
+        ),
+        ("not a jwt", "not.a.jwt".to_owned()),
+    ];
+    for (what, token) in refused {
+        assert_eq!(challenge(get(Some(token)).await).await, INVALID, "{what}");
+    }
+    // `alg: none` with no signature at all.
+    use base64::Engine as _;
+    let encode =
+        |value: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        encode(json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
+        encode(claims("acme", "user:42", "session:read"))
+    );
+    assert_eq!(
+        challenge(get(Some(unsigned)).await).await,
+        INVALID,
+        "alg none"
+    );
+
+    for key in [SigningKey::Rsa, SigningKey::Ec, SigningKey::Ed] {
+        let token = mint(&claims("acme", "user:42", "session:read"), key);
+        assert_eq!(get(Some(token)).await.status(), 200, "{key:?}");
+    }
+    // Health is never authenticated.
+    assert_eq!(
+        call(gateway, Method::GET, "/health/ready", None, None)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn scopes_and_session_pins_limit_each_operation() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let gateway = TestGateway::start_with(jwks.config(&nats)).await;
+    let admin = everything("acme");
+    call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&admin),
+        Some(json!({"id": "s"})),
+    )
+    .await;
+
+    let token = |scope: &str| mint(&claims("acme", "service:worker", scope), SigningKey::Ec);
+    let reader = token("session:read");
+    let appender = token("session:append");
+    let creator = token("session:create");
+    let append_body =
+        || Some(json!({"type": "m", "payload": {}, "producer_id": "w", "producer_seq": now()}));
+    let cases: Vec<(&str, Method, &str, Option<Value>, u16)> = vec![
+        (&reader, Method::GET, "/v1/sessions/s", None, 200),
+        (&reader, Method::GET, "/v1/sessions", None, 200),
+        (&reader, Method::GET, "/v1/sessions/s/events", None, 200),
+        (&reader, Method::POST, "/v1/sessions", Some(json!({})), 403),
+        (
+            &reader,
+            Method::POST,
+            "/v1/sessions/s/append",
+            append_body(),
+            403,
+        ),
+        (
+            &reader,
+            Method::PATCH,
+            "/v1/sessions/s",
+            Some(json!({"title": "t"})),
+            403,
+        ),
+        (&reader, Method::POST, "/v1/sessions/s/archive", None, 403),
+        (
+            &appender,
+            Method::POST,
+            "/v1/sessions/s/append",
+            append_body(),
+            201,
+        ),
+        (&appender, Method::GET, "/v1/sessions/s", None, 403),
+        (&appender, Method::GET, "/v1/sessions", None, 403),
+        (&creator, Method::POST, "/v1/sessions", Some(json!({})), 201),
+        (
+            &creator,
+            Method::PATCH,
+            "/v1/sessions/s",
+            Some(json!({"title": "t"})),
+            200,
+        ),
+        (
+            &creator,
+            Method::POST,
+            "/v1/sessions/s/unarchive",
+            None,
+            200,
+        ),
+        (&creator, Method::GET, "/v1/sessions/s", None, 403),
+        (
+            &creator,
+            Method::POST,
+            "/v1/sessions/s/append",
+            append_body(),
+            403,
+        ),
+    ];
+    for (token, method, path, body, expected) in cases {
+        let (status, code) =
+            status_and_code(call(&gateway, method.clone(), path, Some(token), body).await).await;
+        assert_eq!(status, expected, "{method} {path}: {code}");
+        if status == 403 {
+            assert_eq!(code, "forbidden_scope");
+        }
+    }
+
+    let mut pinned_claims = claims(
+        "acme",
+        "user:7",
+        "session:create session:read session:append",
+    );
+    pinned_claims["session_id"] = json!("mine");
+    let pinned = mint(&pinned_claims, SigningKey::Ed);
+    let created = call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&pinned),
+        Some(json!({})),
+    )
+    .await;
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(
+        created["id"], "mine",
+        "a pinned token creates its own session"
+    );
+    let other = call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&pinned),
+        Some(json!({"id": "other"})),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(other).await,
+        (403, "forbidden_session".into())
+    );
+    let read_other = call(&gateway, Method::GET, "/v1/sessions/s", Some(&pinned), None).await;
+    assert_eq!(
+        status_and_code(read_other).await,
+        (403, "forbidden_session".into())
+    );
+    let listed: Value = call(&gateway, Method::GET, "/v1/sessions", Some(&pinned), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["mine"]);
+    let lifecycle = gateway
+        .client
+        .get(format!("{}/v1/lifecycle", gateway.base_url))
+        .bearer_auth(&pinned)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(lifecycle).await,
+        (403, "forbidden_session".into())
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_never_reaches_another_tenants_sessions() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let gateway = TestGateway::start_with(jwks.config(&nats)).await;
+    let acme = everything("acme");
+    let globex = everything("globex");
+    let url = format!("{}/v1/lifecycle", gateway.base_url);
+    let mut globex_feed = {
+        let response = gateway
+            .client
+            .get(&url)
+            .bearer_auth(&globex)
+            .header("accept", "text/event-stream");
+        SseClient::from_response(response.send().await.unwrap())
+    };
+    let created = call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&acme),
+        Some(json!({"id": "secret"})),
+    )
+    .await;
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["tenant_id"], "acme");
+    let mut append = event("w", 1);
+    append["actor"] = json!("service:backend");
+    assert_eq!(
+        call(
+            &gateway,
+            Method::POST,
+            "/v1/sessions/secret/append",
+            Some(&acme),
+            Some(append.clone())
+        )
+        .await
+        .status(),
+        201
+    );
+
+    for (method, path, body) in [
+        (Method::GET, "/v1/sessions/secret", None),
+        (Method::GET, "/v1/sessions/secret/events", None),
+        (Method::POST, "/v1/sessions/secret/append", Some(append)),
+        (
+            Method::PATCH,
+            "/v1/sessions/secret",
+            Some(json!({"title": "mine now"})),
+        ),
+        (Method::POST, "/v1/sessions/secret/archive", None),
+    ] {
+        let response = call(&gateway, method.clone(), path, Some(&globex), body).await;
+        assert_eq!(
+            status_and_code(response).await,
+            (404, "session_not_found".into()),
+            "{method} {path}"
+        );
+    }
+    let tail = gateway
+        .client
+        .get(format!("{}/v1/sessions/secret/tail", gateway.base_url))
+        .bearer_auth(&globex)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(tail).await,
+        (404, "session_not_found".into())
+    );
+    let listed: Value = call(
+        &gateway,
+        Method::GET,
+        "/v1/sessions?archived=all",
+        Some(&globex),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(listed["sessions"], json!([]));
+    let listed: Value = call(&gateway, Method::GET, "/v1/sessions", Some(&acme), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"][0]["id"], "secret");
+
+    // globex's feed shows globex's own session, never acme's.
+    call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&globex),
+        Some(json!({"id": "public"})),
+    )
+    .await;
+    let (_, frame) = globex_feed.event().await;
+    assert_eq!(frame["event"]["session_id"], "public");
+    let session: Value = call(
+        &gateway,
+        Method::GET,
+        "/v1/sessions/secret",
+        Some(&acme),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        session["title"],
+        Value::Null,
+        "globex's patch changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_actor_is_the_token_subject() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let gateway = TestGateway::start_with(jwks.config(&nats)).await;
+    let token = mint(
+        &claims(
+            "acme",
+            "agent:drafter",
+            "session:create session:read session:append",
+        ),
+        SigningKey::Rsa,
+    );
+    call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&token),
+        Some(json!({"id": "s"})),
+    )
+    .await;
+    let mut body = event("p", 1);
+    body.as_object_mut().unwrap().remove("actor");
+    assert_eq!(
+        call(
+            &gateway,
+            Method::POST,
+            "/v1/sessions/s/append",
+            Some(&token),
+            Some(body)
+        )
+        .await
+        .status(),
+        201
+    );
+    let mut impostor = event("p", 2);
+    impostor["actor"] = json!("agent:someone-else");
+    let refused = call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions/s/append",
+        Some(&token),
+        Some(impostor),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(refused).await,
+        (400, "invalid_event".into())
+    );
+    let page: Value = call(
+        &gateway,
+        Method::GET,
+        "/v1/sessions/s/events",
+        Some(&token),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(page["events"][0]["actor"], "agent:drafter");
+}
+
+#[tokio::test]
+async fn a_live_tail_closes_with_4001_when_its_token_expires() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let config = Config {
+        auth_jwt_leeway_seconds: 0,
+        ..jwks.config(&nats)
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let admin = everything("acme");
+    call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&admin),
+        Some(json!({"id": "s"})),
+    )
+    .await;
+    let mut short = claims("acme", "user:1", "session:read");
+    short["exp"] = json!(now() + 2);
+    let token = mint(&short, SigningKey::Rsa);
+    // Browsers cannot set headers on a WebSocket: the token rides in the query.
+    let mut tail =
+        TailClient::connect(&gateway.ws_url(&format!("/v1/sessions/s/tail?access_token={token}")))
+            .await;
+    loop {
+        match tail.frame(Duration::from_secs(6)).await {
+            TailFrame::Ping => continue,
+            frame => {
+                assert_eq!(frame, TailFrame::Closed(Some(4001)));
+                break;
+            }
+        }
+    }
+    // The query token is accepted on live streams only.
+    let page = gateway
+        .client
+        .get(format!(
+            "{}/v1/sessions/s?access_token={}",
+            gateway.base_url,
+            everything("acme")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 401);
+}
+
+#[tokio::test]
+async fn a_key_file_replaces_the_jwks() {
+    let nats = TestNats::start();
+    let key_file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys/rsa.pub.pem");
+    let config = Config {
+        auth_mode: gateway::config::AuthMode::Jwt,
+        auth_key_file: Some(key_file),
+        auth_jwt_issuer: Some(starcite_tests::auth::ISSUER.into()),
+        auth_jwt_audience: Some(starcite_tests::auth::AUDIENCE.into()),
+        ..TestGateway::config(&nats)
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let good = everything("acme");
+    assert_eq!(
+        call(
+            &gateway,
+            Method::POST,
+            "/v1/sessions",
+            Some(&good),
+            Some(json!({}))
+        )
+        .await
+        .status(),
+        201
+    );
+    let other = mint(&claims("acme", "user:1", "session:create"), SigningKey::Ec);
+    assert_eq!(
+        call(
+            &gateway,
+            Method::POST,
+            "/v1/sessions",
+            Some(&other),
+            Some(json!({}))
+        )
+        .await
+        .status(),
+        401
+    );
+}
