@@ -30,6 +30,9 @@ pub struct Config {
     pub tail_ping_interval: Duration,
     /// How many frames one live reader may have waiting.
     pub tail_buffer: usize,
+    /// Live streams one token holder may have open at once through this gateway (with
+    /// authentication on).
+    pub tails_per_token: usize,
     /// How long a reader may leave its buffer full before it is disconnected (close code 4002)
     /// to resume from its cursor.
     pub tail_stall_timeout: Duration,
@@ -81,6 +84,7 @@ impl Default for Config {
             nats_timeout: Duration::from_secs(3),
             tail_ping_interval: Duration::from_secs(15),
             tail_buffer: 1024,
+            tails_per_token: 100,
             tail_stall_timeout: Duration::from_secs(10),
             retention_max_age: None,
             retention_max_bytes: None,
@@ -223,6 +227,15 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| config.tail_buffer.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_TAILS_PER_TOKEN",
+        flag: "--tails-per-token",
+        apply: |config, raw| {
+            config.tails_per_token = number_in(raw, 1, 1_000_000)?;
+            Ok(())
+        },
+        show: |config| config.tails_per_token.to_string(),
     },
     Setting {
         variable: "STARCITE_TAIL_STALL_TIMEOUT",

@@ -108,6 +108,7 @@ impl Gateway {
             store: self.store,
             tail_ping_interval: self.config.tail_ping_interval,
             tail_buffer: self.config.tail_buffer,
+            tails_per_token: self.config.tails_per_token,
             tail_stall_timeout: self.config.tail_stall_timeout,
             max_body_bytes: self.config.max_body_bytes,
             append_rate: self

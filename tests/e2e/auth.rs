@@ -610,3 +610,65 @@ async fn a_key_file_replaces_the_jwks() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_token_holds_a_bounded_number_of_live_streams() {
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let config = Config {
+        tails_per_token: 2,
+        ..jwks.config(&nats)
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let token = everything("acme");
+    call(
+        &gateway,
+        Method::POST,
+        "/v1/sessions",
+        Some(&token),
+        Some(json!({"id": "s"})),
+    )
+    .await;
+    let url = gateway.ws_url(&format!("/v1/sessions/s/tail?access_token={token}"));
+    let first = TailClient::connect(&url).await;
+    let _second = TailClient::connect(&url).await;
+    let refused = gateway
+        .client
+        .get(format!("{}/v1/sessions/s/tail", gateway.base_url))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(refused).await,
+        (429, "too_many_tails".into())
+    );
+    // Another holder has its own quota.
+    let theirs = gateway.ws_url(&format!(
+        "/v1/lifecycle?access_token={}",
+        everything("globex")
+    ));
+    drop(TailClient::connect(&theirs).await);
+    // A closed stream gives its place back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = gateway
+            .client
+            .get(format!("{}/v1/sessions/s/tail", gateway.base_url))
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream never gave its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -105,6 +105,13 @@ fn unauthorized(failure: &AuthFailure) -> Response {
         .body(json.to_string())
 }
 
+/// Whose quota a live stream counts against: the token's holder (none without tokens).
+pub fn holder(principal: &Principal) -> Option<String> {
+    principal
+        .authenticated
+        .then(|| format!("{}/{}", principal.tenant, principal.subject))
+}
+
 /// The scope check, then the pin: a token for one session reaches no other.
 pub fn authorize(
     principal: &Principal,

@@ -41,6 +41,7 @@ pub enum ErrorCode {
     RateLimited,
     SessionExists,
     SessionNotFound,
+    TooManyTails,
     Unauthorized,
     UnsupportedMediaType,
 }
@@ -71,7 +72,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::ForbiddenScope | ErrorCode::ForbiddenSession => StatusCode::FORBIDDEN,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TooManyTails => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

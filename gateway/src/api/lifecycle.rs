@@ -8,7 +8,7 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::Query;
 
 use super::ApiTags;
-use super::auth::authorize;
+use super::auth::{authorize, holder};
 use super::error::{ApiError, ErrorCode};
 use super::lenient::{Position, RawParam};
 use super::stream::{Live, LiveResponse, Reader, Transport};
@@ -51,7 +51,8 @@ impl LifecycleApi {
             batch_size: 1,
             contiguous: false,
             expires_at: principal.expires_at,
+            holder: holder(&principal),
         };
-        Ok(self.live.respond(transport, changes, reader))
+        self.live.respond(transport, changes, reader)
     }
 }

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub tail_ping_interval: Duration,
     pub tail_buffer: usize,
+    /// Live streams one token holder may have open at once, per gateway.
+    pub tails_per_token: usize,
     pub tail_stall_timeout: Duration,
     pub max_body_bytes: usize,
     /// Appends per second per tenant, and the burst above it.
@@ -70,6 +72,7 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
 pub fn routes(state: ApiState) -> impl Endpoint {
     let live = Live {
         figures: state.figures.clone(),
+        tail_quota: Arc::new(limits::TailQuota::new(state.tails_per_token)),
         ping_interval: state.tail_ping_interval,
         buffer: state.tail_buffer,
         stall_timeout: state.tail_stall_timeout,

@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
 
 use super::ApiTags;
-use super::auth::{authorize, own};
+use super::auth::{authorize, holder, own};
 use super::error::ApiError;
 use super::lenient::{
     ArchivedChoice, Batch, Doc, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
@@ -423,8 +423,9 @@ impl SessionsApi {
             batch_size: batch_size as usize,
             contiguous: true,
             expires_at: principal.expires_at,
+            holder: holder(&principal),
         };
-        Ok(self.live.respond(transport, start.entries, reader))
+        self.live.respond(transport, start.entries, reader)
     }
 
     /// Read a page of events with `seq > cursor` (default 0), at most `limit` (1..1000,

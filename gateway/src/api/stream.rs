@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::error::{ApiError, ErrorCode};
+use super::limits::{TailPermit, TailQuota};
 use crate::figures::{Figures, OpenTail};
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
@@ -141,6 +142,7 @@ impl Transport {
 #[derive(Clone)]
 pub struct Live {
     pub figures: Arc<Figures>,
+    pub tail_quota: Arc<TailQuota>,
     pub ping_interval: std::time::Duration,
     pub buffer: usize,
     pub stall_timeout: std::time::Duration,
@@ -148,8 +150,13 @@ pub struct Live {
 }
 
 impl Live {
-    /// Follows `entries` for one reader.
-    pub fn respond<S>(&self, transport: Transport, entries: S, reader: Reader) -> LiveResponse
+    /// Follows `entries` for one reader, if its token holder may open one more stream.
+    pub fn respond<S>(
+        &self,
+        transport: Transport,
+        entries: S,
+        reader: Reader,
+    ) -> Result<LiveResponse, ApiError>
     where
         S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
     {
@@ -159,7 +166,17 @@ impl Live {
             batch_size,
             contiguous,
             expires_at,
+            holder,
         } = reader;
+        let permit = match holder {
+            Some(holder) => Some(self.tail_quota.acquire(&holder).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::TooManyTails,
+                    "This token holds as many live streams as it may; close one first",
+                )
+            })?),
+            None => None,
+        };
         // The token's expiry as a deadline on this process's clock.
         let expires_at = expires_at.map(|at| {
             let left = at
@@ -186,8 +203,9 @@ impl Live {
         let holder = Holder {
             _shutdown: self.shutdown.clone(),
             _open: self.figures.tail_opened(),
+            _permit: permit,
         };
-        transport.respond(items, options, holder)
+        Ok(transport.respond(items, options, holder))
     }
 }
 
@@ -202,6 +220,8 @@ pub struct Reader {
     pub contiguous: bool,
     /// When the reader's token expires (close 4001).
     pub expires_at: Option<std::time::SystemTime>,
+    /// Whose quota of open streams this one counts against (`None`: nobody's).
+    pub holder: Option<String>,
 }
 
 /// Held by a live connection until its last frame is written: shutdown waits for it, and the
@@ -209,6 +229,7 @@ pub struct Reader {
 struct Holder {
     _shutdown: Shutdown,
     _open: OpenTail,
+    _permit: Option<TailPermit>,
 }
 
 /// How a live response frames and bounds its stream.
@@ -254,7 +275,13 @@ async fn produce<S, F>(
     S: Stream<Item = Result<TailItem, StoreError>>,
 {
     let mut items = std::pin::pin!(items);
-    while let Some(item) = items.next().await {
+    loop {
+        // A reader that is gone frees its place at once, not at the next item.
+        let item = tokio::select! {
+            item = items.next() => item,
+            () = queue.closed() => return,
+        };
+        let Some(item) = item else { return };
         let rendered = render(Outcome::Item(item));
         for frame in rendered.frames {
             match tokio::time::timeout(stall_timeout, queue.reserve_many(2)).await {
