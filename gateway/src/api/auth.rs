@@ -97,12 +97,13 @@ fn unauthorized(failure: &AuthFailure) -> Response {
         message: "Unauthorized".into(),
         current_version: None,
     };
-    let json = serde_json::json!({"error": "unauthorized", "message": body.message});
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
         .content_type("application/json; charset=utf-8")
         .header(header::WWW_AUTHENTICATE, challenge)
-        .body(json.to_string())
+        .body(
+            serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&body)).unwrap_or_default(),
+        )
 }
 
 /// Whose quota a live stream counts against: the token's holder (none without tokens).

@@ -82,18 +82,25 @@ pub trait ParamSchema: Send + Sync + 'static {
     fn schema() -> MetaSchema;
 }
 
-/// A query parameter documented with a strict schema `S`, handed over as sent.
-#[derive(Debug, Clone)]
-pub struct RawParam<S>(String, PhantomData<fn() -> S>);
+/// A value documented with the strict schema `S` but handed over as sent: query parameters
+/// keep their raw text, and body fields (whose bodies reach the domain raw through `JsonBody`)
+/// exist only for the spec.
+pub struct Raw<S>(String, PhantomData<fn() -> S>);
 
-impl<S> RawParam<S> {
+impl<S> std::fmt::Debug for Raw<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Raw").field(&self.0).finish()
+    }
+}
+
+impl<S> Raw<S> {
     /// The raw text of an optional parameter.
-    pub fn raw(param: &Option<RawParam<S>>) -> Option<&str> {
+    pub fn raw(param: &Option<Raw<S>>) -> Option<&str> {
         param.as_ref().map(|param| param.0.as_str())
     }
 }
 
-impl<S: ParamSchema> Type for RawParam<S> {
+impl<S: ParamSchema> Type for Raw<S> {
     const IS_REQUIRED: bool = true;
     type RawValueType = Self;
     type RawElementValueType = Self;
@@ -115,9 +122,24 @@ impl<S: ParamSchema> Type for RawParam<S> {
     }
 }
 
-impl<S: ParamSchema> ParseFromParameter for RawParam<S> {
+impl<S: ParamSchema> ParseFromParameter for Raw<S> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Ok(RawParam(value.to_owned(), PhantomData))
+        Ok(Raw(value.to_owned(), PhantomData))
+    }
+}
+
+impl<S: ParamSchema> ParseFromJSON for Raw<S> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(Raw(
+            value.map(|value| value.to_string()).unwrap_or_default(),
+            PhantomData,
+        ))
+    }
+}
+
+impl<S: ParamSchema> ToJSON for Raw<S> {
+    fn to_json(&self) -> Option<Value> {
+        None
     }
 }
 
@@ -178,50 +200,6 @@ impl ParamSchema for ArchivedChoice {
             enum_items: vec!["false".into(), "true".into(), "all".into()],
             ..MetaSchema::new("string")
         }
-    }
-}
-
-/// A request field that exists only to document its schema `S`: request bodies reach the
-/// domain raw (`JsonBody`), so it is never filled from a request.
-pub struct Doc<S>(PhantomData<fn() -> S>);
-
-impl<S> std::fmt::Debug for Doc<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Doc")
-    }
-}
-
-impl<S: ParamSchema> Type for Doc<S> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        S::NAME.into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(S::schema()))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
-
-impl<S: ParamSchema> ParseFromJSON for Doc<S> {
-    fn parse_from_json(_value: Option<Value>) -> ParseResult<Self> {
-        Ok(Doc(PhantomData))
-    }
-}
-
-impl<S: ParamSchema> ToJSON for Doc<S> {
-    fn to_json(&self) -> Option<Value> {
-        None
     }
 }
 

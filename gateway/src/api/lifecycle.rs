@@ -10,7 +10,7 @@ use poem_openapi::param::Query;
 use super::ApiTags;
 use super::auth::{authorize, holder};
 use super::error::{ApiError, ErrorCode};
-use super::lenient::{Position, RawParam};
+use super::lenient::{Position, Raw};
 use super::stream::{Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
@@ -31,10 +31,10 @@ impl LifecycleApi {
         &self,
         principal: Data<&Principal>,
         request: &Request,
-        cursor: Query<Option<RawParam<Position>>>,
+        cursor: Query<Option<Raw<Position>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, RawParam::raw(&cursor))?;
+        let cursor = transport.cursor(request, Raw::raw(&cursor))?;
         // Lifecycle events are about many sessions: a token pinned to one gets none.
         authorize(&principal, Scope::Read, None)?;
         if principal.session.is_some() {

@@ -14,8 +14,8 @@ use super::ApiTags;
 use super::auth::{authorize, holder, own};
 use super::error::ApiError;
 use super::lenient::{
-    ArchivedChoice, Batch, Doc, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
-    OptionalObject, OptionalPosition, OptionalText, Position, RawParam, Refs, SessionPatchBody,
+    ArchivedChoice, Batch, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
+    OptionalObject, OptionalPosition, OptionalText, Position, Raw, Refs, SessionPatchBody,
     WaitSeconds,
 };
 use super::limits::AppendRate;
@@ -33,10 +33,10 @@ use crate::sessions::{Appended, SessionLog, input};
 #[derive(Debug, Object)]
 struct CreateSessionRequest {
     /// Any non-empty string; generated (`ses_…`) when absent.
-    id: Option<Doc<NewSessionId>>,
-    title: Option<Doc<OptionalText>>,
+    id: Option<Raw<NewSessionId>>,
+    title: Option<Raw<OptionalText>>,
     /// Any JSON object; `{}` when absent.
-    metadata: Option<Doc<OptionalObject>>,
+    metadata: Option<Raw<OptionalObject>>,
 }
 
 /// Body of `POST /v1/sessions/{id}/append`: one event. Optional fields may be `null`.
@@ -57,15 +57,15 @@ struct AppendRequest {
     /// string is accepted too.
     #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     producer_seq: u64,
-    source: Option<Doc<OptionalName>>,
-    metadata: Option<Doc<OptionalObject>>,
+    source: Option<Raw<OptionalName>>,
+    metadata: Option<Raw<OptionalObject>>,
     /// References; `to_seq` and `step` are integers >= 0, `request_id` and `sequence_id`
     /// strings, other keys are kept as sent.
-    refs: Option<Doc<Refs>>,
+    refs: Option<Raw<Refs>>,
     /// Stored and echoed; part of what makes two requests "the same".
-    idempotency_key: Option<Doc<OptionalName>>,
+    idempotency_key: Option<Raw<OptionalName>>,
     /// Append only if the session's `last_seq` equals this (optimistic concurrency).
-    expected_seq: Option<Doc<OptionalPosition>>,
+    expected_seq: Option<Raw<OptionalPosition>>,
 }
 
 /// A session header with the head of its log.
@@ -228,6 +228,32 @@ pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|_| InvalidInput::SessionId.into())
 }
 
+impl SessionsApi {
+    /// The session a request names, if the caller may `scope` it: its scope and pin first,
+    /// then its tenant (another tenant's session is as missing as an unknown one).
+    async fn session_for(
+        &self,
+        principal: &Principal,
+        raw: &str,
+        scope: Scope,
+    ) -> Result<SessionId, ApiError> {
+        let id = session_id(raw)?;
+        authorize(principal, scope, Some(&id))?;
+        own(&self.log, principal, &id).await?;
+        Ok(id)
+    }
+
+    async fn set_archived(
+        &self,
+        principal: &Principal,
+        raw: &str,
+        archived: bool,
+    ) -> Result<Json<SessionBody>, ApiError> {
+        let id = self.session_for(principal, raw, Scope::Create).await?;
+        Ok(Json(self.catalog.set_archived(&id, archived).await?.into()))
+    }
+}
+
 #[OpenApi(tag = "ApiTags::Sessions")]
 impl SessionsApi {
     /// Create a session.
@@ -265,9 +291,7 @@ impl SessionsApi {
         principal: Data<&Principal>,
         id: Path<String>,
     ) -> Result<Json<SessionBody>, ApiError> {
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Read, Some(&id))?;
-        own(&self.log, &principal, &id).await?;
+        let id = self.session_for(&principal, &id, Scope::Read).await?;
         Ok(Json(self.log.get(&id).await?.into()))
     }
 
@@ -309,9 +333,9 @@ impl SessionsApi {
         &self,
         principal: Data<&Principal>,
         request: &Request,
-        #[oai(name = "limit")] _limit: Query<Option<RawParam<Batch>>>,
-        #[oai(name = "cursor")] _cursor: Query<Option<RawParam<IdCursor>>>,
-        #[oai(name = "archived")] _archived: Query<Option<RawParam<ArchivedChoice>>>,
+        #[oai(name = "limit")] _limit: Query<Option<Raw<Batch>>>,
+        #[oai(name = "cursor")] _cursor: Query<Option<Raw<IdCursor>>>,
+        #[oai(name = "archived")] _archived: Query<Option<Raw<ArchivedChoice>>>,
     ) -> Result<Json<SessionPage>, ApiError> {
         // The documented parameters are read again with the free-form metadata filters, from
         // the raw query, so one parser applies every rule and its order.
@@ -340,7 +364,7 @@ impl SessionsApi {
         &self,
         principal: Data<&Principal>,
         id: Path<String>,
-        body: JsonBody<Doc<SessionPatchBody>>,
+        body: JsonBody<Raw<SessionPatchBody>>,
     ) -> Result<Json<SessionBody>, ApiError> {
         let id = session_id(&id)?;
         authorize(&principal, Scope::Create, Some(&id))?;
@@ -361,10 +385,7 @@ impl SessionsApi {
         principal: Data<&Principal>,
         id: Path<String>,
     ) -> Result<Json<SessionBody>, ApiError> {
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Create, Some(&id))?;
-        own(&self.log, &principal, &id).await?;
-        Ok(Json(self.catalog.set_archived(&id, true).await?.into()))
+        self.set_archived(&principal, &id, true).await
     }
 
     /// Show an archived session in default lists again. Idempotent.
@@ -378,10 +399,7 @@ impl SessionsApi {
         principal: Data<&Principal>,
         id: Path<String>,
     ) -> Result<Json<SessionBody>, ApiError> {
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Create, Some(&id))?;
-        own(&self.log, &principal, &id).await?;
-        Ok(Json(self.catalog.set_archived(&id, false).await?.into()))
+        self.set_archived(&principal, &id, false).await
     }
 
     /// Tail a session: every event with `seq > cursor` (default 0), in order, then new ones
@@ -401,20 +419,18 @@ impl SessionsApi {
         principal: Data<&Principal>,
         request: &Request,
         id: Path<String>,
-        cursor: Query<Option<RawParam<Position>>>,
-        batch_size: Query<Option<RawParam<Batch>>>,
+        cursor: Query<Option<Raw<Position>>>,
+        batch_size: Query<Option<Raw<Batch>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
-        let cursor = transport.cursor(request, RawParam::raw(&cursor))?;
+        let cursor = transport.cursor(request, Raw::raw(&cursor))?;
         let batch_size = input::bounded(
-            RawParam::raw(&batch_size),
+            Raw::raw(&batch_size),
             1..=MAX_BATCH,
             1,
             InvalidInput::BatchSize,
         )?;
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Read, Some(&id))?;
-        own(&self.log, &principal, &id).await?;
+        let id = self.session_for(&principal, &id, Scope::Read).await?;
         let start = self.log.open_tail(&id, cursor).await?;
         let gap = start.gap.map(|gap| gap_json(&gap));
         let reader = Reader {
@@ -440,26 +456,14 @@ impl SessionsApi {
         &self,
         principal: Data<&Principal>,
         id: Path<String>,
-        cursor: Query<Option<RawParam<Position>>>,
-        limit: Query<Option<RawParam<Batch>>>,
-        wait: Query<Option<RawParam<WaitSeconds>>>,
+        cursor: Query<Option<Raw<Position>>>,
+        limit: Query<Option<Raw<Batch>>>,
+        wait: Query<Option<Raw<WaitSeconds>>>,
     ) -> Result<Json<EventPageBody>, ApiError> {
-        let cursor = input::cursor(RawParam::raw(&cursor))?;
-        let limit = input::bounded(
-            RawParam::raw(&limit),
-            1..=MAX_BATCH,
-            100,
-            InvalidInput::Limit,
-        )?;
-        let wait = input::bounded(
-            RawParam::raw(&wait),
-            0..=MAX_WAIT_SECONDS,
-            0,
-            InvalidInput::Wait,
-        )?;
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Read, Some(&id))?;
-        own(&self.log, &principal, &id).await?;
+        let cursor = input::cursor(Raw::raw(&cursor))?;
+        let limit = input::bounded(Raw::raw(&limit), 1..=MAX_BATCH, 100, InvalidInput::Limit)?;
+        let wait = input::bounded(Raw::raw(&wait), 0..=MAX_WAIT_SECONDS, 0, InvalidInput::Wait)?;
+        let id = self.session_for(&principal, &id, Scope::Read).await?;
         let page = self
             .log
             .read_page_waiting(&id, cursor, limit as usize, Duration::from_secs(wait))
