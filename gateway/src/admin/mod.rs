@@ -31,8 +31,7 @@ pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
         .at("/", get(sessions_page))
         .at("/sessions/:id", get(session_page))
         .at("/sessions/:id/rename", post(rename))
-        .at("/sessions/:id/archive", post(archive))
-        .at("/sessions/:id/unarchive", post(unarchive))
+        .at("/sessions/:id/:action", post(archive_action))
         .at("/system", get(system_page))
         .at("/assets/admin.css", get(stylesheet))
         .at("/assets/admin.js", get(script))
@@ -187,30 +186,23 @@ async fn rename(
     )
 }
 
+/// `archive` or `unarchive`, the two buttons of the session page.
 #[handler]
-async fn archive(
+async fn archive_action(
     request: &Request,
     admin: Data<&Arc<Admin>>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
+    let archived = match action.as_str() {
+        "archive" => true,
+        "unarchive" => false,
+        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
+    };
     if !csrf_ok(request, &form.csrf) {
         return forbidden();
     }
-    pages::after_action(&id, pages::set_archived(&admin, &id, true).await)
-}
-
-#[handler]
-async fn unarchive(
-    request: &Request,
-    admin: Data<&Arc<Admin>>,
-    Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if !csrf_ok(request, &form.csrf) {
-        return forbidden();
-    }
-    pages::after_action(&id, pages::set_archived(&admin, &id, false).await)
+    pages::after_action(&id, pages::set_archived(&admin, &id, archived).await)
 }
 
 #[handler]
