@@ -49,6 +49,8 @@ pub struct CatalogIndex {
     active: BTreeSet<SessionId>,
     /// Sessions by one string metadata pair, so a filtered page need not scan the catalog.
     by_metadata: HashMap<(String, String), BTreeSet<SessionId>>,
+    /// Sessions by tenant, so a tenant's page need not walk the others' sessions.
+    by_tenant: HashMap<String, BTreeSet<SessionId>>,
 }
 
 impl CatalogIndex {
@@ -74,12 +76,22 @@ impl CatalogIndex {
         for pair in string_pairs(&session) {
             self.by_metadata.entry(pair).or_default().insert(id.clone());
         }
+        self.by_tenant
+            .entry(tenant_of(&session).to_owned())
+            .or_default()
+            .insert(id.clone());
         self.sessions.insert(id, session);
     }
 
     fn unindex(&mut self, session: &Session) {
         self.archived.remove(&session.id);
         self.active.remove(&session.id);
+        if let Some(ids) = self.by_tenant.get_mut(tenant_of(session)) {
+            ids.remove(&session.id);
+            if ids.is_empty() {
+                self.by_tenant.remove(tenant_of(session));
+            }
+        }
         for pair in string_pairs(session) {
             if let Some(ids) = self.by_metadata.get_mut(&pair) {
                 ids.remove(&session.id);
@@ -109,25 +121,40 @@ impl CatalogIndex {
                     .filter(move |id| after.is_none_or(|after| id.as_str() > after))
                     .into_iter(),
             )
-        } else if query.metadata.is_empty() {
-            match query.archived {
-                ArchivedFilter::Active => Box::new(self.active.range::<str, _>(range)),
-                ArchivedFilter::Archived => Box::new(self.archived.range::<str, _>(range)),
-                ArchivedFilter::All => {
-                    Box::new(self.sessions.range::<str, _>(range).map(|(id, _)| id))
-                }
-            }
         } else {
-            let narrowest = query
+            // The narrowest index that applies: a metadata pair or the tenant, else the flag.
+            let mut indexes: Vec<Option<&BTreeSet<SessionId>>> = query
                 .metadata
                 .iter()
-                .map(|pair| self.by_metadata.get(pair).map_or(0, BTreeSet::len))
-                .enumerate()
-                .min_by_key(|(_, len)| *len)
-                .map(|(position, _)| &query.metadata[position]);
-            match narrowest.and_then(|pair| self.by_metadata.get(pair)) {
-                Some(ids) => Box::new(ids.range::<str, _>(range)),
-                None => Box::new(std::iter::empty()),
+                .map(|pair| self.by_metadata.get(pair))
+                .collect();
+            if let Some(tenant) = &query.tenant {
+                indexes.push(self.by_tenant.get(tenant.as_str()));
+            }
+            if indexes.is_empty() {
+                match query.archived {
+                    ArchivedFilter::Active => Box::new(self.active.range::<str, _>(range)),
+                    ArchivedFilter::Archived => Box::new(self.archived.range::<str, _>(range)),
+                    ArchivedFilter::All => {
+                        Box::new(self.sessions.range::<str, _>(range).map(|(id, _)| id))
+                    }
+                }
+            } else {
+                // A filter no session has means no match at all.
+                let narrowest =
+                    indexes
+                        .into_iter()
+                        .try_fold(None::<&BTreeSet<SessionId>>, |best, ids| {
+                            let ids = ids?;
+                            Some(Some(match best {
+                                Some(best) if best.len() <= ids.len() => best,
+                                _ => ids,
+                            }))
+                        });
+                match narrowest.flatten() {
+                    Some(ids) => Box::new(ids.range::<str, _>(range)),
+                    None => Box::new(std::iter::empty()),
+                }
             }
         };
         let mut matching = candidates
@@ -139,14 +166,19 @@ impl CatalogIndex {
     }
 }
 
+/// Sessions made with authentication off belong to the local tenant.
+fn tenant_of(session: &Session) -> &str {
+    session
+        .tenant_id
+        .as_deref()
+        .unwrap_or(crate::auth::LOCAL_TENANT)
+}
+
 fn matches(session: &Session, query: &ListQuery) -> bool {
-    let tenant_ok = query.tenant.as_deref().is_none_or(|tenant| {
-        session
-            .tenant_id
-            .as_deref()
-            .unwrap_or(crate::auth::LOCAL_TENANT)
-            == tenant
-    });
+    let tenant_ok = query
+        .tenant
+        .as_deref()
+        .is_none_or(|tenant| tenant_of(session) == tenant);
     let only_ok = query.only.as_ref().is_none_or(|only| *only == session.id);
     let search_ok = query.search.as_deref().is_none_or(|search| {
         let search = search.to_lowercase();
@@ -261,6 +293,35 @@ mod tests {
         index.upsert(session("b", false, json!({})));
         assert_eq!(ids(&index.page(&query(10)).0), vec!["a", "b"]);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_tenant_sees_only_its_sessions() {
+        let mut index = CatalogIndex::default();
+        let mut owned = session("b", false, json!({"k": "v"}));
+        owned.tenant_id = Some("acme".into());
+        index.upsert(owned);
+        index.upsert(session("a", false, json!({"k": "v"})));
+        let acme = ListQuery {
+            tenant: Some("acme".into()),
+            ..query(10)
+        };
+        assert_eq!(ids(&index.page(&acme).0), vec!["b"]);
+        let local = ListQuery {
+            tenant: Some(crate::auth::LOCAL_TENANT.into()),
+            ..query(10)
+        };
+        assert_eq!(ids(&index.page(&local).0), vec!["a"]);
+        let filtered = ListQuery {
+            metadata: vec![("k".into(), "v".into())],
+            ..acme.clone()
+        };
+        assert_eq!(ids(&index.page(&filtered).0), vec!["b"]);
+        let nobody = ListQuery {
+            tenant: Some("globex".into()),
+            ..query(10)
+        };
+        assert!(index.page(&nobody).0.is_empty());
     }
 
     #[test]
