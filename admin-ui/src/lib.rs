@@ -121,6 +121,16 @@ pub struct LiveFeed {
     pub cursor: u64,
 }
 
+/// `/admin/login`: signing in with an access token that carries the admin scope (only when
+/// the gateway requires tokens).
+#[derive(Debug, Clone, Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub csrf_token: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
 /// `/admin/system`: NATS, storage and gateway figures.
 #[derive(Debug, Clone, Template)]
 #[template(path = "system.html")]

@@ -434,3 +434,15 @@ fn every_page_and_asset_works_offline() {
     );
     assert!(STYLESHEET.contains("prefers-color-scheme: dark"));
 }
+
+#[test]
+fn the_login_page_escapes_its_error_and_carries_the_csrf_token() {
+    let page = admin_ui::LoginPage {
+        csrf_token: "tok3n".into(),
+        error: Some("<script>alert(1)</script>".into()),
+    };
+    let html = askama::Template::render(&page).unwrap();
+    assert!(html.contains("name=\"csrf\" value=\"tok3n\""));
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(html.contains("id=\"login-form\""));
+}

@@ -52,6 +52,9 @@ pub struct Config {
     pub log: String,
     /// Serve the admin console at `/admin`.
     pub admin: bool,
+    /// Signs console logins (with authentication on); every gateway needs the same one. Without
+    /// it each gateway makes its own, and a login holds on that gateway only.
+    pub admin_secret: Option<String>,
     /// `none` for local runs; `jwt` in production: every `/v1` request needs a bearer token.
     pub auth_mode: AuthMode,
     /// Where the signing keys are published (JSON Web Key Set, over http).
@@ -94,6 +97,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
             admin: true,
+            admin_secret: None,
             auth_mode: AuthMode::None,
             auth_jwks_url: None,
             auth_key_file: None,
@@ -331,6 +335,24 @@ const SETTINGS: &[Setting] = &[
                 "on".into()
             } else {
                 "off".into()
+            }
+        },
+    },
+    Setting {
+        variable: "STARCITE_ADMIN_SECRET",
+        flag: "--admin-secret",
+        apply: |config, raw| {
+            if !raw.is_empty() && raw.len() < 32 {
+                return Err("use at least 32 characters".into());
+            }
+            config.admin_secret = Some(raw.to_owned()).filter(|secret| !secret.is_empty());
+            Ok(())
+        },
+        show: |config| {
+            if config.admin_secret.is_some() {
+                "set".into()
+            } else {
+                "none".into()
             }
         },
     },

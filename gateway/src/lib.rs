@@ -86,17 +86,20 @@ impl Gateway {
                 .map_err(std::io::Error::other)?,
             )),
         };
-        // The console has no login yet: with tokens required everywhere else, it stays off.
-        let admin_enabled = self.config.admin && verifier.is_none();
-        if self.config.admin && !admin_enabled {
-            warn!("the admin console is off: it has no login yet, and STARCITE_AUTH_MODE=jwt");
+        // With tokens required everywhere else, the console requires a sign-in too.
+        let sign_in = verifier
+            .clone()
+            .map(|verifier| admin::SignIn::new(verifier, self.config.admin_secret.as_deref()));
+        if sign_in.is_some() && self.config.admin_secret.is_none() && self.config.admin {
+            warn!("STARCITE_ADMIN_SECRET is not set: console sign-ins hold on this gateway only");
         }
-        let admin = admin_enabled.then(|| {
+        let admin = self.config.admin.then(|| {
             admin::routes(admin::Admin {
                 log: self.log.clone(),
                 catalog: self.catalog.clone(),
                 store: self.store.clone(),
                 figures: self.figures.clone(),
+                sign_in,
             })
         });
         let routes = api::routes(api::ApiState {

@@ -255,3 +255,124 @@ async fn the_console_can_be_switched_off() {
     let response = gateway.request(Method::GET, "/admin", None).await;
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn with_tokens_required_the_console_needs_an_admin_sign_in_and_shows_one_tenant() {
+    use starcite_tests::auth::{SigningKey, TestJwks, claims, mint};
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let gateway = TestGateway::start_with(jwks.config(&nats)).await;
+    let writer = |tenant: &str| {
+        mint(
+            &claims(tenant, "service:app", "session:create"),
+            SigningKey::Rsa,
+        )
+    };
+    for (tenant, id) in [("acme", "mine"), ("globex", "theirs")] {
+        let created = gateway
+            .client
+            .post(format!("{}/v1/sessions", gateway.base_url))
+            .bearer_auth(writer(tenant))
+            .json(&json!({"id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}/admin{path}", gateway.base_url);
+
+    let anonymous = client.get(url("")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/admin/login");
+    let login = client.get(url("/login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let csrf = "ab".repeat(16);
+    let csrf_cookie = format!("starcite_csrf={csrf}");
+    let sign_in = |token: String| {
+        client
+            .post(url("/login"))
+            .header("cookie", &csrf_cookie)
+            .form(&[("csrf", csrf.as_str()), ("token", token.as_str())])
+            .send()
+    };
+    let refused = sign_in(mint(
+        &claims("acme", "user:1", "session:read"),
+        SigningKey::Rsa,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.text().await.unwrap().contains("starcite:admin"));
+    let signed_in = sign_in(mint(
+        &claims("acme", "user:1", "starcite:admin"),
+        SigningKey::Rsa,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let set_cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly")
+            && set_cookie.contains("Secure")
+            && set_cookie.contains("SameSite=Strict")
+    );
+    let session_cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let cookies = format!("{session_cookie}; {csrf_cookie}");
+
+    let page = client
+        .get(url(""))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-session-id=\"mine\""));
+    assert!(
+        !page.contains("theirs"),
+        "another tenant's session is listed"
+    );
+    let other = client
+        .get(url("/sessions/theirs"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let archive = client
+        .post(url("/sessions/theirs/archive"))
+        .header("cookie", &cookies)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archive.status(), 404);
+    assert_eq!(
+        client
+            .get(url("/sessions/mine"))
+            .header("cookie", &cookies)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A cookie with a changed payload is nobody's.
+    let (payload, mac) = session_cookie.split_once('.').unwrap();
+    let forged = format!("{}x.{mac}", payload);
+    let forged = client
+        .get(url(""))
+        .header("cookie", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 303);
+}

@@ -1,6 +1,7 @@
 //! The admin console at `/admin`: domain -> `admin_ui` view models -> HTML. Pages that change
 //! state take a POST with a CSRF token (double-submit cookie, so any gateway can check it).
 
+mod login;
 mod pages;
 
 use std::sync::Arc;
@@ -9,13 +10,14 @@ use admin_ui::{SCRIPT, STYLESHEET};
 use poem::endpoint::BoxEndpoint;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Query};
-use poem::{EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use serde::Deserialize;
 
 use crate::catalog::Catalog;
 use crate::figures::Figures;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
+pub use login::SignIn;
 
 /// What the console reads from the rest of the gateway.
 pub struct Admin {
@@ -23,20 +25,128 @@ pub struct Admin {
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
     pub figures: Arc<Figures>,
+    /// Present when the gateway requires tokens: the console then requires a sign-in.
+    pub sign_in: Option<SignIn>,
+}
+
+/// Whose console this request is: one tenant's operator, or everyone's with auth off.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub tenant: Option<String>,
 }
 
 /// The console's routes, to be nested at `/admin`.
 pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
-    Route::new()
+    let admin = Arc::new(admin);
+    let gate = admin.clone();
+    let pages = Route::new()
         .at("/", get(sessions_page))
         .at("/sessions/:id", get(session_page))
         .at("/sessions/:id/rename", post(rename))
         .at("/sessions/:id/:action", post(archive_action))
         .at("/system", get(system_page))
+        .around(move |endpoint, mut request| {
+            let gate = gate.clone();
+            async move {
+                let viewer = match &gate.sign_in {
+                    None => Viewer { tenant: None },
+                    Some(sign_in) => match sign_in.operator(&request) {
+                        Some(operator) => Viewer {
+                            tenant: Some(operator.tenant),
+                        },
+                        None => return Ok(see_other("/admin/login")),
+                    },
+                };
+                request.set_data(viewer);
+                endpoint
+                    .call(request)
+                    .await
+                    .map(IntoResponse::into_response)
+            }
+        });
+    Route::new()
+        .at("/login", get(login_page).post(log_in))
+        .at("/logout", post(log_out))
         .at("/assets/admin.css", get(stylesheet))
         .at("/assets/admin.js", get(script))
-        .data(Arc::new(admin))
+        .nest("/", pages)
+        .data(admin)
         .boxed()
+}
+
+fn see_other(location: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .finish()
+}
+
+#[handler]
+fn login_page(request: &Request) -> Response {
+    let (token, new_token) = csrf_token(request);
+    let page = admin_ui::LoginPage {
+        csrf_token: token.clone(),
+        error: None,
+    };
+    match askama::Template::render(&page) {
+        Ok(page) => html(page, &token, new_token),
+        Err(err) => pages::PageError::Render(err).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+#[handler]
+async fn log_in(
+    request: &Request,
+    admin: Data<&Arc<Admin>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !csrf_ok(request, &form.csrf) {
+        return forbidden();
+    }
+    let Some(sign_in) = &admin.sign_in else {
+        return see_other("/admin");
+    };
+    match sign_in.sign_in(&form.token).await {
+        Ok(cookie) => {
+            let mut response = see_other("/admin");
+            if let Ok(cookie) = cookie.parse() {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(error) => {
+            let page = admin_ui::LoginPage {
+                csrf_token: form.csrf,
+                error: Some(error),
+            };
+            match askama::Template::render(&page) {
+                Ok(page) => {
+                    let mut response = html(page, "", false);
+                    response.set_status(StatusCode::UNAUTHORIZED);
+                    response
+                }
+                Err(err) => pages::PageError::Render(err).into_response(),
+            }
+        }
+    }
+}
+
+#[handler]
+fn log_out(request: &Request, Form(form): Form<ActionForm>) -> Response {
+    if !csrf_ok(request, &form.csrf) {
+        return forbidden();
+    }
+    let mut response = see_other("/admin/login");
+    if let Ok(cookie) = login::sign_out_cookie().parse() {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 const CSRF_COOKIE: &str = "starcite_csrf";
@@ -93,6 +203,7 @@ struct SessionsQuery {
 
 #[handler]
 async fn sessions_page(
+    viewer: Data<&Viewer>,
     request: &Request,
     admin: Data<&Arc<Admin>>,
     Query(query): Query<SessionsQuery>,
@@ -100,6 +211,7 @@ async fn sessions_page(
     let (token, new_token) = csrf_token(request);
     match pages::sessions(
         &admin,
+        &viewer,
         query.q,
         query.metadata,
         query.archived,
@@ -124,6 +236,7 @@ struct TimelineQuery {
 
 #[handler]
 async fn session_page(
+    viewer: Data<&Viewer>,
     request: &Request,
     admin: Data<&Arc<Admin>>,
     Path(id): Path<String>,
@@ -136,7 +249,7 @@ async fn session_page(
         jump: query.seq.unwrap_or_default(),
         before: query.before.and_then(|before| before.parse().ok()),
     };
-    match pages::session(&admin, &id, timeline, &token, query.notice).await {
+    match pages::session(&admin, &viewer, &id, timeline, &token, query.notice).await {
         Ok(Some(page)) => html(page, &token, new_token),
         Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
         Err(err) => err.into_response(),
@@ -171,6 +284,7 @@ fn forbidden() -> Response {
 
 #[handler]
 async fn rename(
+    viewer: Data<&Viewer>,
     request: &Request,
     admin: Data<&Arc<Admin>>,
     Path(id): Path<String>,
@@ -182,13 +296,14 @@ async fn rename(
     let title = Some(form.title.trim().to_owned()).filter(|title| !title.is_empty());
     pages::after_action(
         &id,
-        pages::rename(&admin, &id, title, form.expected_version).await,
+        pages::rename(&admin, &viewer, &id, title, form.expected_version).await,
     )
 }
 
 /// `archive` or `unarchive`, the two buttons of the session page.
 #[handler]
 async fn archive_action(
+    viewer: Data<&Viewer>,
     request: &Request,
     admin: Data<&Arc<Admin>>,
     Path((id, action)): Path<(String, String)>,
@@ -202,7 +317,10 @@ async fn archive_action(
     if !csrf_ok(request, &form.csrf) {
         return forbidden();
     }
-    pages::after_action(&id, pages::set_archived(&admin, &id, archived).await)
+    pages::after_action(
+        &id,
+        pages::set_archived(&admin, &viewer, &id, archived).await,
+    )
 }
 
 #[handler]

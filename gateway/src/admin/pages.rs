@@ -8,7 +8,7 @@ use poem::http::{StatusCode, header};
 use poem::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::Admin;
+use super::{Admin, Viewer};
 use crate::catalog::EditError;
 use crate::catalog::index::{ArchivedFilter, ListQuery};
 use crate::catalog::input::SessionPatch;
@@ -77,6 +77,7 @@ fn link(path: &str, params: &[(&str, &str)]) -> String {
 
 pub async fn sessions(
     admin: &Admin,
+    viewer: &Viewer,
     search: Option<String>,
     metadata: Option<String>,
     archived: Option<String>,
@@ -119,7 +120,7 @@ pub async fn sessions(
         after: cursor.clone(),
         metadata,
         archived: archived_filter,
-        tenant: None,
+        tenant: viewer.tenant.clone(),
         only: None,
         search: Some(search.clone()).filter(|search| !search.is_empty()),
     };
@@ -179,6 +180,7 @@ pub struct Timeline {
 
 pub async fn session(
     admin: &Admin,
+    viewer: &Viewer,
     raw_id: &str,
     timeline: Timeline,
     csrf_token: &str,
@@ -192,6 +194,18 @@ pub async fn session(
         Err(ReadError::SessionNotFound(_)) => return Ok(None),
         Err(ReadError::Store(err)) => return Err(err.into()),
     };
+    let owner = summary
+        .session
+        .tenant_id
+        .as_deref()
+        .unwrap_or(crate::auth::LOCAL_TENANT);
+    if viewer
+        .tenant
+        .as_deref()
+        .is_some_and(|tenant| tenant != owner)
+    {
+        return Ok(None);
+    }
     let last_seq = summary.last_seq;
     let filtering = !timeline.actor.is_empty() || !timeline.kind.is_empty();
     let end = match timeline.jump.trim().parse::<u64>() {
@@ -236,7 +250,7 @@ pub async fn session(
         jump_seq: timeline.jump.clone(),
         older_page: (oldest_read > 1).then(|| page_link(oldest_read)),
         newer_page: (end <= last_seq).then(|| page_link(end + PAGE)),
-        live: (!filtering && end > last_seq).then(|| LiveFeed {
+        live: (!filtering && end > last_seq && viewer.tenant.is_none()).then(|| LiveFeed {
             tail_url: format!("/v1/sessions/{}/tail", path_segment(id.as_str())),
             cursor: last_seq,
         }),
@@ -324,11 +338,12 @@ fn event_row(event: Value) -> EventRow {
 
 pub async fn rename(
     admin: &Admin,
+    viewer: &Viewer,
     id: &str,
     title: Option<String>,
     expected_version: Option<u64>,
 ) -> Result<(), EditError> {
-    let id = SessionId::parse(id).map_err(|_| EditError::SessionNotFound(SessionId::generate()))?;
+    let id = visible(admin, viewer, id).await?;
     let patch = SessionPatch {
         title: Some(title),
         metadata: None,
@@ -337,9 +352,30 @@ pub async fn rename(
     admin.catalog.patch(&id, patch).await.map(|_| ())
 }
 
-pub async fn set_archived(admin: &Admin, id: &str, archived: bool) -> Result<(), EditError> {
-    let id = SessionId::parse(id).map_err(|_| EditError::SessionNotFound(SessionId::generate()))?;
+pub async fn set_archived(
+    admin: &Admin,
+    viewer: &Viewer,
+    id: &str,
+    archived: bool,
+) -> Result<(), EditError> {
+    let id = visible(admin, viewer, id).await?;
     admin.catalog.set_archived(&id, archived).await.map(|_| ())
+}
+
+/// The session, if the viewer's tenant owns it; another tenant's is as missing as none.
+async fn visible(admin: &Admin, viewer: &Viewer, raw: &str) -> Result<SessionId, EditError> {
+    let missing = || EditError::SessionNotFound(SessionId::generate());
+    let id = SessionId::parse(raw).map_err(|_| missing())?;
+    if let Some(tenant) = &viewer.tenant {
+        let owner = admin.log.tenant_of(&id).await.map_err(|err| match err {
+            ReadError::SessionNotFound(_) => missing(),
+            ReadError::Store(err) => EditError::Store(err),
+        })?;
+        if owner.as_deref().unwrap_or(crate::auth::LOCAL_TENANT) != tenant {
+            return Err(missing());
+        }
+    }
+    Ok(id)
 }
 
 /// Back to the session page (303, so a reload does not repeat the POST), with a notice when

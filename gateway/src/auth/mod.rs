@@ -29,6 +29,8 @@ pub enum Scope {
     Read,
     /// Append events.
     Append,
+    /// Sign in to the admin console (for the token's tenant).
+    Admin,
 }
 
 impl Scope {
@@ -37,6 +39,7 @@ impl Scope {
             "session:create" => Some(Scope::Create),
             "session:read" => Some(Scope::Read),
             "session:append" => Some(Scope::Append),
+            "starcite:admin" => Some(Scope::Admin),
             _ => None,
         }
     }
