@@ -337,6 +337,7 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
             .await
             .unwrap()
             .expect("the gateway never said where it listens");
+    gateway::auth::install_crypto_provider();
     let client = reqwest::Client::new();
     let base = format!("http://{address}");
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -44,6 +44,9 @@ impl TestGateway {
         gateway::telemetry::init("warn");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        // The gateway's reqwest speaks TLS through rustls, whose crypto provider is installed
+        // once per process; the tests' clients share that build of reqwest.
+        gateway::auth::install_crypto_provider();
         let gateway = Gateway::start(config).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(gateway.serve(listener, async move {

@@ -152,10 +152,7 @@ impl Verifier {
             }
             (None, Some(url)) => Keys::Jwks {
                 url: url.to_owned(),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(|err| err.to_string())?,
+                http: jwks_client()?,
                 cache: RwLock::new(JwksCache::default()),
             },
             (None, None) => return Err("a JWKS URL or a key file is needed".to_owned()),
@@ -225,6 +222,21 @@ impl Verifier {
             .cloned()
             .ok_or_else(|| AuthFailure::Invalid(format!("unknown key id `{kid}`")))
     }
+}
+
+/// rustls (behind reqwest's https) needs one crypto provider per process; a second install
+/// (several gateways in one process) is a harmless no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP(S) client for the JWKS.
+fn jwks_client() -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|err| err.to_string())
 }
 
 async fn fetch_jwks(
