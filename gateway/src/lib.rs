@@ -93,14 +93,12 @@ impl Gateway {
         if sign_in.is_some() && self.config.admin_secret.is_none() && self.config.admin {
             warn!("STARCITE_ADMIN_SECRET is not set: console sign-ins hold on this gateway only");
         }
-        let admin = self.config.admin.then(|| {
-            admin::routes(admin::Admin {
-                log: self.log.clone(),
-                catalog: self.catalog.clone(),
-                store: self.store.clone(),
-                figures: self.figures.clone(),
-                sign_in,
-            })
+        let admin = self.config.admin.then(|| admin::Admin {
+            log: self.log.clone(),
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            figures: self.figures.clone(),
+            sign_in,
         });
         let routes = api::routes(api::ApiState {
             verifier,

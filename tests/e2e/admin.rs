@@ -364,6 +364,24 @@ async fn with_tokens_required_the_console_needs_an_admin_sign_in_and_shows_one_t
             .status(),
         200
     );
+    // The page's live timeline rides on the sign-in, not on a bearer token.
+    let live = client
+        .get(url("/sessions/mine/live?cursor=0"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let theirs = client
+        .get(url("/sessions/theirs/live"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404);
+    let anonymous = client.get(url("/sessions/mine/live")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
 
     // A cookie with a changed payload is nobody's.
     let (payload, mac) = session_cookie.split_once('.').unwrap();

@@ -13,6 +13,7 @@ use poem::web::{Data, Form, Path, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use serde::Deserialize;
 
+use crate::api::stream::{Live, Reader, Transport, gap_json};
 use crate::catalog::Catalog;
 use crate::figures::Figures;
 use crate::nats::Store;
@@ -36,7 +37,7 @@ pub struct Viewer {
 }
 
 /// The console's routes, to be nested at `/admin`.
-pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
+pub fn routes(admin: Admin, live: Live) -> BoxEndpoint<'static, Response> {
     let admin = Arc::new(admin);
     let gate = admin.clone();
     let pages = Route::new()
@@ -45,6 +46,7 @@ pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
         .at("/sessions/:id/rename", post(rename))
         .at("/sessions/:id/:action", post(archive_action))
         .at("/system", get(system_page))
+        .at("/sessions/:id/live", get(live_feed))
         .around(move |endpoint, mut request| {
             let gate = gate.clone();
             async move {
@@ -71,6 +73,7 @@ pub fn routes(admin: Admin) -> BoxEndpoint<'static, Response> {
         .at("/assets/admin.js", get(script))
         .nest("/", pages)
         .data(admin)
+        .data(live)
         .boxed()
 }
 
@@ -321,6 +324,45 @@ async fn archive_action(
         &id,
         pages::set_archived(&admin, &viewer, &id, archived).await,
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct LiveQuery {
+    cursor: Option<String>,
+}
+
+/// The session page's live timeline: the session's SSE tail, opened with the console's
+/// sign-in (an `EventSource` sends the cookie) instead of a bearer token.
+#[handler]
+async fn live_feed(
+    viewer: Data<&Viewer>,
+    admin: Data<&Arc<Admin>>,
+    live: Data<&Live>,
+    Path(id): Path<String>,
+    Query(query): Query<LiveQuery>,
+) -> Response {
+    let Ok(id) = pages::visible(&admin, &viewer, &id).await else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    let Ok(cursor) = crate::sessions::input::cursor(query.cursor.as_deref()) else {
+        return (StatusCode::BAD_REQUEST, "bad cursor").into_response();
+    };
+    let start = match admin.log.open_tail(&id, cursor).await {
+        Ok(start) => start,
+        Err(err) => return crate::api::error::ApiError::from(err).into_response(),
+    };
+    let reader = Reader {
+        cursor: start.cursor,
+        gap: start.gap.as_ref().map(gap_json),
+        batch_size: 1,
+        contiguous: true,
+        expires_at: None,
+        holder: None,
+    };
+    match live.respond(Transport::ServerSentEvents, start.entries, reader) {
+        Ok(response) => response.into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 #[handler]

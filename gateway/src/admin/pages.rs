@@ -250,8 +250,8 @@ pub async fn session(
         jump_seq: timeline.jump.clone(),
         older_page: (oldest_read > 1).then(|| page_link(oldest_read)),
         newer_page: (end <= last_seq).then(|| page_link(end + PAGE)),
-        live: (!filtering && end > last_seq && viewer.tenant.is_none()).then(|| LiveFeed {
-            tail_url: format!("/v1/sessions/{}/tail", path_segment(id.as_str())),
+        live: (!filtering && end > last_seq).then(|| LiveFeed {
+            tail_url: format!("{href}/live"),
             cursor: last_seq,
         }),
         notice: notice.map(|notice| match notice.as_str() {
@@ -363,7 +363,7 @@ pub async fn set_archived(
 }
 
 /// The session, if the viewer's tenant owns it; another tenant's is as missing as none.
-async fn visible(admin: &Admin, viewer: &Viewer, raw: &str) -> Result<SessionId, EditError> {
+pub async fn visible(admin: &Admin, viewer: &Viewer, raw: &str) -> Result<SessionId, EditError> {
     let missing = || EditError::SessionNotFound(SessionId::generate());
     let id = SessionId::parse(raw).map_err(|_| missing())?;
     if let Some(tenant) = &viewer.tenant {

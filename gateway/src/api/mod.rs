@@ -7,7 +7,7 @@ mod lenient;
 mod lifecycle;
 mod limits;
 mod sessions;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ pub struct ApiState {
     /// Checks bearer tokens on `/v1` (authentication on), or `None` (off).
     pub verifier: Option<Arc<crate::auth::Verifier>>,
     /// The admin console's routes, nested at `/admin` when it is enabled.
-    pub admin: Option<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
+    pub admin: Option<crate::admin::Admin>,
     pub figures: Arc<Figures>,
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
@@ -89,7 +89,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
-            live,
+            live: live.clone(),
         },
         HealthApi {
             store: state.store,
@@ -100,7 +100,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let verifier = state.verifier;
     let mut routes = Route::new();
     if let Some(admin) = state.admin {
-        routes = routes.nest("/admin", admin);
+        routes = routes.nest("/admin", crate::admin::routes(admin, live.clone()));
     }
     routes
         .at("/openapi.json", service.spec_endpoint())

@@ -19,7 +19,7 @@ use super::lenient::{
     WaitSeconds,
 };
 use super::limits::AppendRate;
-use super::stream::{Live, LiveResponse, Reader, Transport};
+use super::stream::{Live, LiveResponse, Reader, Transport, gap_json};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
@@ -482,10 +482,4 @@ impl SessionsApi {
             gap: page.gap.map(GapBody::from),
         }))
     }
-}
-
-/// A gap as its own frame: `{"type": "gap", "reason": …, …}`.
-fn gap_json(gap: &Gap) -> bytes::Bytes {
-    // Plain numbers and strings always serialize.
-    serde_json::to_vec(gap).unwrap_or_default().into()
 }

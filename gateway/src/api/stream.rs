@@ -429,6 +429,12 @@ async fn serve_websocket(
     }
 }
 
+/// A gap as its own frame: `{"type": "gap", "reason": …, …}`.
+pub(crate) fn gap_json(gap: &crate::sessions::model::Gap) -> Bytes {
+    // Plain numbers and strings always serialize.
+    serde_json::to_vec(gap).unwrap_or_default().into()
+}
+
 /// A WebSocket upgrade or an SSE stream, as the spec documents it.
 pub struct LiveResponse(Response);
 
