@@ -305,17 +305,19 @@ async fn a_reader_that_stops_reading_is_cut_off_while_a_fast_one_gets_everything
 #[tokio::test]
 async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     let nats = TestNats::start();
-    let mut process = Command::new(env!("CARGO_BIN_EXE_starcite-e2e"))
-        .env("STARCITE_LISTEN", "127.0.0.1:0")
-        .env("STARCITE_NATS_URL", &nats.url)
-        .env("STARCITE_LOG", "info")
-        .env("STARCITE_SHUTDOWN_TIMEOUT", "5s")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut process = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_starcite-e2e"))
+            .env("STARCITE_LISTEN", "127.0.0.1:0")
+            .env("STARCITE_NATS_URL", &nats.url)
+            .env("STARCITE_LOG", "info")
+            .env("STARCITE_SHUTDOWN_TIMEOUT", "5s")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The gateway logs the address it bound; port 0 means no race for a free port. The rest
     // of its log is kept for the failure message.
-    let stderr = BufReader::new(process.stderr.take().unwrap());
+    let stderr = BufReader::new(process.0.stderr.take().unwrap());
     let (found, address) = std::sync::mpsc::channel();
     let log = std::thread::spawn(move || {
         let mut lines = Vec::new();
@@ -366,7 +368,7 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     drop(client);
 
     let status = Command::new("kill")
-        .args(["-TERM", &process.id().to_string()])
+        .args(["-TERM", &process.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -376,13 +378,13 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(exit) = process.try_wait().unwrap() {
+        if let Some(exit) = process.0.try_wait().unwrap() {
             let log = log.join().unwrap();
             assert!(exit.success(), "exited with {exit}:\n{log}");
             break;
         }
         if Instant::now() > deadline {
-            let _ = process.kill();
+            let _ = process.0.kill();
             panic!("the gateway did not exit after SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -425,4 +427,14 @@ async fn retention_never_stalls_appends() {
         (retry["seq"].as_u64(), retry["deduped"].as_bool()),
         (Some(102), Some(true))
     );
+}
+
+/// A child process that is killed and reaped however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
