@@ -407,8 +407,9 @@ impl SessionsApi {
     /// `batch_size` events when `batch_size` > 1), pings while idle. With `Accept:
     /// text/event-stream`: Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`,
     /// and `: keep-alive` comments. A `gap` object comes first when the reader cannot continue
-    /// right after its cursor. Closes: 1001 the gateway is going away, 1011 storage failed, 4002
-    /// the reader fell too far behind. Always reconnect with the last seq you processed.
+    /// right after its cursor. Closes: 1001 the gateway is going away, 1011 storage failed, 4001
+    /// the token expired, 4002 the reader fell too far behind. Always reconnect with the last
+    /// seq you processed (a fresh token after 4001).
     #[oai(
         path = "/v1/sessions/:id/tail",
         method = "get",

@@ -74,6 +74,9 @@ pub struct SessionLog {
     store: Arc<Store>,
     /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
     states: Mutex<LruCache<SessionId, Slot>>,
+    /// Who owns each session: fixed at create and sessions are never deleted, so a cached
+    /// owner never goes stale, and a fenced append costs no extra read.
+    owners: Mutex<LruCache<SessionId, Option<String>>>,
 }
 
 impl SessionLog {
@@ -82,6 +85,7 @@ impl SessionLog {
         SessionLog {
             store,
             states: Mutex::new(LruCache::new(capacity)),
+            owners: Mutex::new(LruCache::new(capacity)),
         }
     }
 
@@ -123,12 +127,26 @@ impl SessionLog {
 
     /// The tenant a session belongs to; sessions made with authentication off have none.
     pub async fn tenant_of(&self, id: &SessionId) -> Result<Option<String>, ReadError> {
+        let cached = self
+            .owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(owner) = cached {
+            return Ok(owner);
+        }
         let revised = self
             .store
             .session(id)
             .await?
             .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
-        Ok(revised.record.session.tenant_id)
+        let owner = revised.record.session.tenant_id;
+        self.owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .put(id.clone(), owner.clone());
+        Ok(owner)
     }
 
     pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {
