@@ -21,8 +21,10 @@ check: tools browser clients
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
 
+# Release builds of the gateway and the load generator; figures in target/bench/report.json.
 bench: tools
-	cargo run --release -p starcite-tests --bin bench
+	cargo build --release -p gateway --bin starcite -p starcite-tests --bin bench
+	target/release/bench
 
 # Regenerates the committed openapi.json from the running gateway's spec.
 openapi: tools

@@ -67,7 +67,7 @@ struct ProducerFields {
 }
 
 impl StoredEvent {
-    fn parse(
+    pub(super) fn parse(
         stream_seq: u64,
         headers: Option<&HeaderMap>,
         body: Bytes,

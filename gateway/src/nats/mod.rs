@@ -6,6 +6,7 @@
 mod catalog;
 mod events;
 mod feed;
+mod live;
 pub mod subjects;
 mod system;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv, stream};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::config::Config;
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
 pub use events::{AppendFailure, EventFeed, Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
+pub use live::LiveEvents;
 pub use system::{ServerFigures, StreamFigures};
 
 /// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes
@@ -53,8 +55,20 @@ struct Topology {
 }
 
 impl Topology {
-    /// The settings a running deployment may change: replicas, dedupe window, retention.
+    /// Where the stream republishes each stored event for live readers: outside the
+    /// stream's own subjects.
+    fn live_prefix(&self) -> String {
+        format!("{}_live", self.subject_prefix)
+    }
+
+    /// The settings a running deployment may change: replicas, dedupe window, retention,
+    /// and the republishing live readers depend on.
     fn apply_settings(&self, config: &mut stream::Config) {
+        config.republish = Some(stream::Republish {
+            source: format!("{}.>", self.subject_prefix),
+            destination: format!("{}.>", self.live_prefix()),
+            headers_only: false,
+        });
         config.num_replicas = self.replicas;
         config.duplicate_window = self.duplicate_window;
         config.max_age = self.max_age;
@@ -74,6 +88,9 @@ pub struct Store {
     topology: Topology,
     /// How long any single NATS exchange may take.
     timeout: Duration,
+    /// Bumped whenever republished messages may have been lost (a reconnect, a slow
+    /// subscription), so live feeds check their sessions' heads.
+    live_checks: watch::Sender<u64>,
 }
 
 impl Store {
@@ -86,6 +103,8 @@ impl Store {
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let live_checks = watch::Sender::new(0u64);
+        let lost_messages = live_checks.clone();
         let client = async_nats::ConnectOptions::new()
             .name("starcite-gateway")
             .retry_on_initial_connect()
@@ -94,13 +113,23 @@ impl Store {
             .ping_interval(Duration::from_secs(10))
             .connection_timeout(config.nats_timeout)
             .request_timeout(Some(config.nats_timeout))
-            .event_callback(|event| async move {
+            .event_callback(move |event| {
+                let lost_messages = lost_messages.clone();
+                async move {
                 match event {
-                    async_nats::Event::Connected => info!("connected to NATS"),
+                    async_nats::Event::Connected => {
+                        info!("connected to NATS");
+                        lost_messages.send_modify(|checks| *checks += 1);
+                    }
+                    async_nats::Event::SlowConsumer(_) => {
+                        warn!("a NATS subscription fell behind; live feeds re-read from the stream");
+                        lost_messages.send_modify(|checks| *checks += 1);
+                    }
                     async_nats::Event::Disconnected => {
                         warn!("disconnected from NATS; reconnecting")
                     }
                     other => warn!(nats.event = %other, "NATS connection event: {other}"),
+                }
                 }
             })
             .connect(addresses)
@@ -137,6 +166,7 @@ impl Store {
             sessions: OnceCell::new(),
             topology,
             timeout: config.nats_timeout,
+            live_checks,
         })
     }
 

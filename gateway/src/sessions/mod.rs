@@ -6,25 +6,29 @@
 //! every append states the stream sequence its decision was made on.
 
 pub mod error;
+mod fanout;
 pub mod input;
 pub mod model;
+mod reader;
 mod state;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use lru::LruCache;
 use tracing::debug;
 
 use crate::nats::{AppendFailure, CreateSessionFailure, Head, PendingAppend, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
+use fanout::Fanout;
 use model::{
     Change, ContentHash, Event, EventRecord, Gap, GapReason, NewEvent, NewSession, Seq, Session,
     SessionId, SessionRecord, SessionSummary,
 };
+use reader::Reader;
 use state::{Decision, SessionState};
 
 /// How many times one append re-decides after losing a race before giving up with a 503.
@@ -77,12 +81,14 @@ pub struct SessionLog {
     /// Who owns each session: fixed at create and sessions are never deleted, so a cached
     /// owner never goes stale, and a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, Option<String>>>,
+    fanout: Arc<Fanout>,
 }
 
 impl SessionLog {
     pub fn new(store: Arc<Store>, cache_size: usize) -> SessionLog {
         let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
         SessionLog {
+            fanout: Arc::new(Fanout::new(store.clone())),
             store,
             states: Mutex::new(LruCache::new(capacity)),
             owners: Mutex::new(LruCache::new(capacity)),
@@ -345,11 +351,16 @@ impl SessionLog {
         ReadError,
     > {
         let (resume, _) = self.resume(id, cursor).await?;
-        let feed = self.store.follow(id, resume.start).await?;
-        let entries = feed.map_ok(|event| Positioned {
-            position: event.seq,
-            json: event.body,
-        });
+        let reader = Reader::new(
+            id.clone(),
+            self.store.clone(),
+            self.fanout.clone(),
+            resume.start,
+        );
+        let entries = Box::pin(futures::stream::unfold(reader, |mut reader| async move {
+            let entry = reader.next().await?;
+            Some((entry, reader))
+        }));
         Ok(TailStart {
             cursor: resume.cursor,
             gap: resume.gap,

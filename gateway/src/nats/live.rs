@@ -1,0 +1,156 @@
+//! A session's newly committed events without a consumer: the stream republishes every stored
+//! message to a core subject, and whatever core NATS dropped (a slow subscriber, a reconnect)
+//! is read back from the stream, so the feed is continuous from where it started.
+//!
+//! Only stored messages are republished; a publish the stream refused (a losing CAS) never
+//! reaches a reader.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::events::{Head, StoredEvent};
+use super::{Store, StoreError, subjects, unavailable};
+use crate::sessions::model::SessionId;
+
+/// The republished copy's header with the message's stream sequence.
+const STREAM_SEQ_HEADER: &str = "Nats-Sequence";
+/// The republished copy's header with the subject's previous stream sequence.
+const PREVIOUS_SEQ_HEADER: &str = "Nats-Last-Sequence";
+
+/// How long a feed waits without news before it checks the head itself: the safety net for a
+/// last message lost with nothing after it to reveal the loss.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// The events of one session committed after `last`, in order, each once.
+pub struct LiveEvents {
+    id: SessionId,
+    subscriber: Subscriber,
+    last: Head,
+    /// Events read back from the stream, delivered before anything newer.
+    backlog: VecDeque<StoredEvent>,
+    /// Bumped when the connection may have lost republished messages.
+    checks: watch::Receiver<u64>,
+}
+
+impl Store {
+    /// The core subject the stream republishes a session's stored events to.
+    fn live_subject(&self, id: &SessionId) -> String {
+        format!("{}.{}", self.topology.live_prefix(), subjects::token(id))
+    }
+
+    /// Follows the session's commits from its current head on. The subscription is in place
+    /// on the server before the head is read, so nothing falls between the two.
+    pub async fn live(&self, id: &SessionId) -> Result<LiveEvents, StoreError> {
+        self.sessions_bucket()?;
+        let subscriber = self
+            .client
+            .subscribe(self.live_subject(id))
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)?;
+        let last = self.head(id).await?.unwrap_or(Head {
+            stream_seq: 0,
+            seq: 0,
+        });
+        Ok(LiveEvents {
+            id: id.clone(),
+            subscriber,
+            last,
+            backlog: VecDeque::new(),
+            checks: self.live_checks.subscribe(),
+        })
+    }
+}
+
+impl LiveEvents {
+    /// The newest event delivered (or the head the feed started at).
+    pub fn last(&self) -> Head {
+        self.last
+    }
+
+    /// The next committed event; an error means the feed can no longer promise continuity.
+    pub async fn next(&mut self, store: &Store) -> Result<StoredEvent, StoreError> {
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                if event.stream_seq > self.last.stream_seq {
+                    self.last = Head {
+                        stream_seq: event.stream_seq,
+                        seq: event.seq,
+                    };
+                    return Ok(event);
+                }
+                continue;
+            }
+            tokio::select! {
+                message = self.subscriber.next() => {
+                    let message = message.ok_or_else(|| {
+                        StoreError::Unavailable("the live subscription ended".into())
+                    })?;
+                    let headers = message.headers.as_ref();
+                    let number = |name: &str| {
+                        headers
+                            .and_then(|headers| headers.get(name))
+                            .and_then(|value| value.as_str().parse::<u64>().ok())
+                    };
+                    let stream_seq = number(STREAM_SEQ_HEADER).ok_or_else(|| {
+                        StoreError::Corrupt("a republished message has no stream sequence".into())
+                    })?;
+                    if stream_seq <= self.last.stream_seq {
+                        continue;
+                    }
+                    let missed = number(PREVIOUS_SEQ_HEADER)
+                        .is_none_or(|previous| previous > self.last.stream_seq);
+                    let event = StoredEvent::parse(stream_seq, headers, message.payload)?;
+                    // The subject's previous message is one this feed never saw: read it back.
+                    if missed {
+                        let before = Head {
+                            stream_seq: stream_seq - 1,
+                            seq: event.seq.saturating_sub(1),
+                        };
+                        self.read_back(store, before).await?;
+                    }
+                    self.backlog.push_back(event);
+                }
+                changed = self.checks.changed() => {
+                    if changed.is_ok() {
+                        self.check_head(store).await?;
+                    }
+                }
+                () = tokio::time::sleep(IDLE_CHECK) => self.check_head(store).await?,
+            }
+        }
+    }
+
+    /// Queues what the stream holds past the last delivered event.
+    async fn check_head(&mut self, store: &Store) -> Result<(), StoreError> {
+        if let Some(head) = store.head(&self.id).await?
+            && head.stream_seq > self.last.stream_seq
+        {
+            self.read_back(store, head).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues the session's stored events after the last delivered one, up to `until`.
+    async fn read_back(&mut self, store: &Store, until: Head) -> Result<(), StoreError> {
+        if until.stream_seq <= self.last.stream_seq {
+            return Ok(());
+        }
+        // Seqs count the session's own events; after a session started over they cannot,
+        // and the span of stream sequences bounds the read instead.
+        let count = until
+            .seq
+            .checked_sub(self.last.seq)
+            .filter(|&count| count > 0)
+            .unwrap_or(until.stream_seq - self.last.stream_seq);
+        let missing = store
+            .read_events(&self.id, self.last.stream_seq + 1, until.stream_seq, count)
+            .await?;
+        self.backlog.extend(missing);
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! Readers: live delivery to many tailers, replay of a long session, idle tailers' cost, and
+//! the first append to a long session on a freshly started gateway.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::{self};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use starcite_tests::TestNats;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::harness::{GatewayProcess, Report, Scale, append, event_body, histogram, micros};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a tailer needs of a frame.
+#[derive(Deserialize)]
+struct Frame {
+    seq: u64,
+}
+
+async fn connect(url: &str) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("open a tail");
+    socket
+}
+
+/// The seqs in one text frame: an event, or an array of them when batching.
+fn seqs(text: &str) -> Vec<u64> {
+    if text.starts_with('[') {
+        let frames: Vec<Frame> = serde_json::from_str(text).unwrap_or_default();
+        frames.into_iter().map(|frame| frame.seq).collect()
+    } else {
+        serde_json::from_str::<Frame>(text)
+            .map(|frame| vec![frame.seq])
+            .unwrap_or_default()
+    }
+}
+
+/// Opens `count` sockets, 100 at a time.
+async fn connect_many(urls: Vec<String>) -> Vec<Socket> {
+    futures::stream::iter(urls)
+        .map(|url| async move { connect(&url).await })
+        .buffered(100)
+        .collect()
+        .await
+}
+
+/// Counts what every tailer has received, and wakes the writer when all have the latest.
+struct Receipts {
+    total: AtomicU64,
+    progress: Notify,
+}
+
+/// `tailers` sockets on one session; each append waits until every tailer has it. Latency is
+/// from the append's reply to each tailer's receipt (zero when the frame came first).
+async fn live_delivery(
+    gateway: &GatewayProcess,
+    scenario: &'static str,
+    tailers: usize,
+    events: u64,
+    report: &mut Report,
+) {
+    let id = gateway.create_session().await;
+    let url = gateway.append_url(&id);
+    let client = reqwest::Client::new();
+    let sockets = connect_many(vec![gateway.tail_url(&id, 0, 1); tailers]).await;
+    let receipts = Arc::new(Receipts {
+        total: AtomicU64::new(0),
+        progress: Notify::new(),
+    });
+    let tailers_total = tailers as u64;
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            let receipts = receipts.clone();
+            tokio::spawn(async move {
+                let mut received = Vec::with_capacity(events as usize);
+                while (received.len() as u64) < events {
+                    let Some(Ok(message)) = socket.next().await else {
+                        panic!("a tail closed early");
+                    };
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let at = Instant::now();
+                    for seq in seqs(&text) {
+                        received.push((seq, at));
+                        let total = receipts.total.fetch_add(1, Ordering::AcqRel) + 1;
+                        if total.is_multiple_of(tailers_total) {
+                            receipts.progress.notify_one();
+                        }
+                    }
+                }
+                received
+            })
+        })
+        .collect();
+    let mut replied = Vec::with_capacity(events as usize);
+    for producer_seq in 1..=events {
+        let seq = append(&client, &url, event_body("live", producer_seq)).await;
+        replied.push(Instant::now());
+        assert_eq!(seq, producer_seq, "a fresh session numbers from 1");
+        let wanted = producer_seq * tailers_total;
+        while receipts.total.load(Ordering::Acquire) < wanted {
+            tokio::time::timeout(Duration::from_secs(30), receipts.progress.notified())
+                .await
+                .expect("every tailer receives the event within 30 s");
+        }
+    }
+    let mut latencies = histogram();
+    for reader in readers {
+        for (seq, at) in reader.await.expect("a tailer task") {
+            let reply = replied[(seq - 1) as usize];
+            latencies
+                .record(micros(at.saturating_duration_since(reply)))
+                .ok();
+        }
+    }
+    report.latencies(scenario, &latencies, &["p50_us", "p99_us"]);
+}
+
+pub async fn tail_1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
+    live_delivery(gateway, "tail_1", 1, scale.pick(2_000, 100), report).await;
+}
+
+pub async fn tail_1000(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
+    let tailers = scale.pick(1_000, 100) as usize;
+    live_delivery(gateway, "tail_1000", tailers, scale.pick(300, 20), report).await;
+}
+
+/// One tailer from cursor 0 to the end of a session of `count` events, in frames of 1,000.
+pub async fn replay(gateway: &GatewayProcess, id: &str, count: u64, report: &mut Report) {
+    let started = Instant::now();
+    let mut socket = connect(&gateway.tail_url(id, 0, 1000)).await;
+    let mut last = 0;
+    while last < count {
+        let Some(Ok(message)) = socket.next().await else {
+            panic!("the replay closed at {last}");
+        };
+        if let Message::Text(text) = message {
+            last = seqs(&text).last().copied().unwrap_or(last);
+        }
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    report.add("replay_100k", "events_per_s", rate, "events/s");
+    let _ = socket.close(None).await;
+}
+
+/// An ordered consumer over the same session's subject, from its first message.
+pub async fn raw_replay(jetstream: &jetstream::Context, id: &str, count: u64, report: &mut Report) {
+    let defaults = gateway::config::Config::default();
+    let session = gateway::sessions::model::SessionId::parse(id).expect("a valid id");
+    let subject = gateway::nats::subjects::events_subject(&defaults.subject_prefix, &session);
+    let stream = jetstream
+        .get_stream(&defaults.stream)
+        .await
+        .expect("the events stream");
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("an ordered consumer");
+    let mut messages = consumer.messages().await.expect("its messages");
+    let mut received = 0;
+    let mut bytes = 0;
+    while received < count {
+        let message = messages.next().await.expect("a message").expect("no error");
+        bytes += message.payload.len();
+        received += 1;
+    }
+    std::hint::black_box(bytes);
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    report.add("raw_replay_100k", "events_per_s", rate, "events/s");
+}
+
+/// Events the gateway's stream has consumers for right now.
+async fn consumer_count(jetstream: &jetstream::Context) -> u64 {
+    let defaults = gateway::config::Config::default();
+    let mut stream = jetstream
+        .get_stream(&defaults.stream)
+        .await
+        .expect("the events stream");
+    stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .consumer_count as u64
+}
+
+/// `per_session` idle tailers on each of `sessions` sessions; one append per session proves
+/// every tailer is live before the gateway's memory is read.
+pub async fn idle_tailers(
+    gateway: &GatewayProcess,
+    jetstream: &jetstream::Context,
+    scale: Scale,
+    report: &mut Report,
+) {
+    let sessions = scale.pick(1_000, 50) as usize;
+    let per_session = 10;
+    let mut ids = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        ids.push(gateway.create_session().await);
+    }
+    let before = gateway.rss_kib();
+    let urls = ids
+        .iter()
+        .flat_map(|id| std::iter::repeat_n(gateway.tail_url(id, 0, 1), per_session))
+        .collect();
+    let sockets = connect_many(urls).await;
+    let live = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            let live = live.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = socket.next().await {
+                    if matches!(message, Message::Text(_)) {
+                        live.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            })
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    for id in &ids {
+        append(&client, &gateway.append_url(id), event_body("idle", 1)).await;
+    }
+    let tailers = (sessions * per_session) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while live.load(Ordering::Acquire) < tailers {
+        assert!(
+            Instant::now() < deadline,
+            "not every idle tailer got its session's event"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = gateway.rss_kib().saturating_sub(before);
+    report.add(
+        "idle_tailers_10k",
+        "gateway_rss_kib_per_tailer",
+        grown as f64 / tailers as f64,
+        "KiB",
+    );
+    report.add(
+        "idle_tailers_10k",
+        "nats_consumers",
+        consumer_count(jetstream).await as f64,
+        "consumers",
+    );
+    for reader in readers {
+        reader.abort();
+    }
+}
+
+/// Restarts the gateway and times the first append to the long session, `rounds` times;
+/// reports the median.
+pub async fn cold_append(
+    gateway: &mut GatewayProcess,
+    nats: &TestNats,
+    id: &str,
+    scale: Scale,
+    report: &mut Report,
+) {
+    let rounds = scale.pick(5, 1);
+    let mut times = Vec::new();
+    for round in 1..=rounds {
+        gateway.restart(nats).await;
+        let client = reqwest::Client::new();
+        let url = gateway.append_url(id);
+        let started = Instant::now();
+        append(&client, &url, event_body(&format!("cold-{round}"), 1)).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("  cold appends (ms): {times:.1?}");
+    report.add("cold_append_100k", "ms", times[times.len() / 2], "ms");
+}
+
+/// What the session holds now, to check a fill.
+pub async fn last_seq(gateway: &GatewayProcess, id: &str) -> u64 {
+    let url = format!(
+        "{}/v1/sessions/{}",
+        gateway.base_url,
+        starcite_tests::path_segment(id)
+    );
+    let session: Value = gateway
+        .client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    session["last_seq"].as_u64().unwrap_or(0)
+}
