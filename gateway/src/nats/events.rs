@@ -149,6 +149,57 @@ impl Store {
         Ok(ack.sequence)
     }
 
+    /// Publishes several events as one atomic batch: JetStream stores all of them, at
+    /// consecutive stream sequences, or none. The first carries the expected last subject
+    /// sequence, checked at commit, which makes the whole batch conditional like a single
+    /// append. Returns the stream sequence of the last.
+    pub async fn append_batch(
+        &self,
+        id: &SessionId,
+        appends: Vec<PendingAppend<'_>>,
+    ) -> Result<u64, AppendFailure> {
+        self.sessions_bucket()?;
+        let subject = self.subject(id);
+        let batch_id = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let count = appends.len();
+        for (index, append) in appends.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+            if index == 0 {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    append.expected_stream_seq.to_string().as_str(),
+                );
+            }
+            headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
+            headers.insert(HASH_HEADER, append.hash.as_str());
+            if index + 1 < count {
+                // Only the commit is answered; the server holds the rest until then.
+                self.client
+                    .publish_with_headers(subject.clone(), headers, append.body)
+                    .await
+                    .map_err(unavailable)?;
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let publish = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, append.body)
+                .await
+                .map_err(publish_failure)?;
+            let ack = publish.await.map_err(publish_failure)?;
+            return Ok(ack.sequence);
+        }
+        Err(AppendFailure::Store(StoreError::Corrupt(
+            "an empty batch was published".into(),
+        )))
+    }
+
     /// The session's newest event, read from the stream leader so it is never behind.
     pub async fn head(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
         self.sessions_bucket()?;

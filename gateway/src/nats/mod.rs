@@ -69,6 +69,8 @@ impl Topology {
             destination: format!("{}.>", self.live_prefix()),
             headers_only: false,
         });
+        // Group commits and batch appends publish atomic batches.
+        config.allow_atomic_publish = true;
         config.num_replicas = self.replicas;
         config.duplicate_window = self.duplicate_window;
         config.max_age = self.max_age;

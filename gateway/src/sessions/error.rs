@@ -56,7 +56,7 @@ pub enum ReadError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     #[error("session `{0}` does not exist")]
     SessionNotFound(SessionId),

@@ -11,6 +11,7 @@ pub mod input;
 pub mod model;
 mod reader;
 mod state;
+mod writer;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -18,21 +19,17 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use lru::LruCache;
-use tracing::debug;
 
-use crate::nats::{AppendFailure, CreateSessionFailure, Head, PendingAppend, Store, StoreError};
+use crate::nats::{CreateSessionFailure, Head, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use fanout::Fanout;
 use model::{
-    Change, ContentHash, Event, EventRecord, Gap, GapReason, NewEvent, NewSession, Seq, Session,
-    SessionId, SessionRecord, SessionSummary,
+    Change, Gap, GapReason, NewEvent, NewSession, Seq, Session, SessionId, SessionRecord,
+    SessionSummary,
 };
 use reader::Reader;
-use state::{Decision, SessionState};
-
-/// How many times one append re-decides after losing a race before giving up with a 503.
-const MAX_APPEND_ATTEMPTS: u32 = 32;
+use writer::Writer;
 
 /// The outcome of an accepted append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +68,10 @@ struct Resume {
     gap: Option<Gap>,
 }
 
-/// One session's cached write state; `None` until first read from the stream.
-type Slot = Arc<tokio::sync::Mutex<Option<SessionState>>>;
-
 pub struct SessionLog {
     store: Arc<Store>,
     /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
-    states: Mutex<LruCache<SessionId, Slot>>,
+    states: Mutex<LruCache<SessionId, Arc<Writer>>>,
     /// Who owns each session: fixed at create and sessions are never deleted, so a cached
     /// owner never goes stale, and a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, Option<String>>>,
@@ -173,108 +167,26 @@ impl SessionLog {
     /// that the state is still the stream's, and a rejection or dedupe is only answered after
     /// checking the same: a stale cache can cost a round trip, never a wrong answer.
     pub async fn append(&self, id: &SessionId, event: NewEvent) -> Result<Appended, AppendError> {
-        let hash = ContentHash::of(&event.content);
-        let slot = self.slot(id);
-        let mut guard = slot.lock().await;
-        let mut fresh = false;
-        if guard.is_none() {
-            if self.store.session(id).await?.is_none() {
-                // Unknown ids must not crowd real sessions out of the cache.
-                self.forget(id);
-                return Err(AppendError::SessionNotFound(id.clone()));
-            }
-            let mut state = SessionState::default();
-            self.catch_up(id, &mut state).await?;
-            *guard = Some(state);
-            fresh = true;
+        let mut appended = self.append_all(id, vec![event]).await?;
+        appended
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an append went unanswered".into()).into())
+    }
+
+    /// Appends `events` in order, all or none, each deduplicated and checked as if appended
+    /// alone right after the one before it.
+    pub async fn append_all(
+        &self,
+        id: &SessionId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let writer = self.writer(id);
+        let appended = writer.append(&self.store, id, events).await;
+        if let Err(AppendError::SessionNotFound(_)) = appended {
+            // Unknown ids must not crowd real sessions out of the cache.
+            self.forget(id);
         }
-        let Some(state) = guard.as_mut() else {
-            return Err(AppendError::Store(StoreError::Corrupt(
-                "session state vanished".into(),
-            )));
-        };
-        for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let seq = match state.decide(&event.content, event.expected_seq, &hash) {
-                Decision::Append { seq } => seq,
-                Decision::Deduped { seq } if fresh => {
-                    return Ok(Appended {
-                        seq,
-                        last_seq: state.last_seq(),
-                        deduped: true,
-                    });
-                }
-                Decision::Reject(rejection) if fresh => return Err(rejection.into()),
-                Decision::Deduped { .. } | Decision::Reject(_) => {
-                    self.catch_up(id, state).await?;
-                    fresh = true;
-                    continue;
-                }
-            };
-            let inserted_at = model::timestamp_now();
-            let body = serde_json::to_vec(&Event::new(seq, &event.content, &inserted_at))
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            let pending = PendingAppend {
-                seq,
-                expected_stream_seq: state.stream_seq(),
-                content: &event.content,
-                hash: &hash,
-                body: body.into(),
-            };
-            match self.store.append(id, pending).await {
-                Ok(stream_seq) => {
-                    state.apply(EventRecord {
-                        stream_seq,
-                        seq,
-                        producer_id: event.content.producer_id.clone(),
-                        producer_seq: event.content.producer_seq,
-                        hash,
-                    });
-                    debug!(session.id = %id, event.seq = seq, "appended event {seq} to session {id}");
-                    return Ok(Appended {
-                        seq,
-                        last_seq: seq,
-                        deduped: false,
-                    });
-                }
-                Err(AppendFailure::Stale) => {
-                    let before = state.stream_seq();
-                    self.catch_up(id, state).await?;
-                    fresh = true;
-                    if state.stream_seq() == before {
-                        // Nothing new yet (a replica behind, or a transient check failure).
-                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) + 1)).await;
-                    }
-                }
-                // JetStream stored this very decision before (a retry after a timeout): answer
-                // from what it stored.
-                Err(AppendFailure::Duplicate { stream_seq }) => {
-                    if let Some(original) = self.store.event_at(id, stream_seq).await? {
-                        let original = original.record()?;
-                        if original.producer_id == event.content.producer_id
-                            && original.producer_seq == event.content.producer_seq
-                        {
-                            self.catch_up(id, state).await?;
-                            if original.hash != hash {
-                                return Err(AppendError::ProducerReplayConflict);
-                            }
-                            return Ok(Appended {
-                                seq: original.seq,
-                                last_seq: state.last_seq(),
-                                deduped: true,
-                            });
-                        }
-                    }
-                    self.catch_up(id, state).await?;
-                    fresh = true;
-                }
-                Err(AppendFailure::TooLarge) => return Err(AppendError::EventTooLarge),
-                Err(AppendFailure::Store(err)) => return Err(err.into()),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "session {id} kept changing during {MAX_APPEND_ATTEMPTS} attempts"
-        ))
-        .into())
+        appended
     }
 
     /// Where a reader with `cursor` continues: after the cursor when the events after it are
@@ -421,33 +333,12 @@ impl SessionLog {
         }
     }
 
-    /// Folds every event the stream has past the state's position into it.
-    async fn catch_up(&self, id: &SessionId, state: &mut SessionState) -> Result<(), StoreError> {
-        let head = self.store.head(id).await?;
-        // Retention dropped every event, or the session started over after that: the state
-        // describes a log that no longer exists, so fold the one that does.
-        if head.is_none_or(|head| head.seq < state.last_seq()) {
-            *state = SessionState::default();
-        }
-        let Some(head) = head else {
-            return Ok(());
-        };
-        for event in self
-            .store
-            .events_between(id, state.stream_seq(), state.last_seq(), head)
-            .await?
-        {
-            state.apply(event.record()?);
-        }
-        Ok(())
-    }
-
-    fn slot(&self, id: &SessionId) -> Slot {
+    fn writer(&self, id: &SessionId) -> Arc<Writer> {
         let mut states = self
             .states
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        states.get_or_insert(id.clone(), Slot::default).clone()
+        states.get_or_insert(id.clone(), Arc::default).clone()
     }
 
     fn forget(&self, id: &SessionId) {

@@ -3,6 +3,8 @@
 //! The state is a pure function of the log, so every gateway that has read the same prefix
 //! decides the same way; that is what lets any gateway hold it as a mere cache.
 
+use std::collections::HashMap;
+
 use lru::LruCache;
 
 use super::model::{ContentHash, EventContent, EventRecord, Seq};
@@ -70,41 +72,6 @@ impl SessionState {
         self.stream_seq
     }
 
-    /// The contract's order: `expected_seq` first, then the producer's cursor.
-    pub fn decide(
-        &self,
-        content: &EventContent,
-        expected_seq: Option<Seq>,
-        hash: &ContentHash,
-    ) -> Decision {
-        if let Some(expected) = expected_seq
-            && expected != self.last_seq
-        {
-            return Decision::Reject(Rejection::ExpectedSeq {
-                expected,
-                actual: self.last_seq,
-            });
-        }
-        let next = Decision::Append {
-            seq: self.last_seq + 1,
-        };
-        let Some(cursor) = self.producers.peek(&content.producer_id) else {
-            return next;
-        };
-        match content.producer_seq {
-            sent if sent == cursor.producer_seq + 1 => next,
-            sent if sent == cursor.producer_seq && cursor.hash == *hash => {
-                Decision::Deduped { seq: cursor.seq }
-            }
-            sent if sent == cursor.producer_seq => Decision::Reject(Rejection::ProducerReplay),
-            sent => Decision::Reject(Rejection::ProducerSeq {
-                producer_id: content.producer_id.clone(),
-                expected: cursor.producer_seq + 1,
-                got: sent,
-            }),
-        }
-    }
-
     /// Folds in the next committed event of this session.
     pub fn apply(&mut self, record: EventRecord) {
         self.last_seq = record.seq;
@@ -118,6 +85,87 @@ impl SessionState {
         if self.producers.len() > MAX_PRODUCERS_PER_SESSION {
             self.producers.pop_lru();
         }
+    }
+}
+
+/// The contract's order: `expected_seq` first, then the producer's cursor.
+fn decide(
+    last_seq: Seq,
+    cursor: Option<&ProducerCursor>,
+    content: &EventContent,
+    expected_seq: Option<Seq>,
+    hash: &ContentHash,
+) -> Decision {
+    if let Some(expected) = expected_seq
+        && expected != last_seq
+    {
+        return Decision::Reject(Rejection::ExpectedSeq {
+            expected,
+            actual: last_seq,
+        });
+    }
+    let next = Decision::Append { seq: last_seq + 1 };
+    let Some(cursor) = cursor else {
+        return next;
+    };
+    match content.producer_seq {
+        sent if sent == cursor.producer_seq + 1 => next,
+        sent if sent == cursor.producer_seq && cursor.hash == *hash => {
+            Decision::Deduped { seq: cursor.seq }
+        }
+        sent if sent == cursor.producer_seq => Decision::Reject(Rejection::ProducerReplay),
+        sent => Decision::Reject(Rejection::ProducerSeq {
+            producer_id: content.producer_id.clone(),
+            expected: cursor.producer_seq + 1,
+            got: sent,
+        }),
+    }
+}
+
+/// A state with appends that are decided but not yet committed on top: a group commit
+/// decides each queued request as if the ones before it had been committed alone.
+#[derive(Clone)]
+pub struct Overlay<'a> {
+    base: &'a SessionState,
+    last_seq: Seq,
+    producers: HashMap<String, ProducerCursor>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a SessionState) -> Overlay<'a> {
+        Overlay {
+            base,
+            last_seq: base.last_seq,
+            producers: HashMap::new(),
+        }
+    }
+
+    pub fn decide(
+        &self,
+        content: &EventContent,
+        expected_seq: Option<Seq>,
+        hash: &ContentHash,
+    ) -> Decision {
+        let cursor = self
+            .producers
+            .get(&content.producer_id)
+            .or_else(|| self.base.producers.peek(&content.producer_id));
+        decide(self.last_seq, cursor, content, expected_seq, hash)
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Counts an append decided on this overlay as done.
+    pub fn apply(&mut self, content: &EventContent, seq: Seq, hash: &ContentHash) {
+        self.last_seq = seq;
+        let cursor = ProducerCursor {
+            producer_seq: content.producer_seq,
+            seq,
+            hash: hash.clone(),
+        };
+        self.producers.insert(content.producer_id.clone(), cursor);
     }
 }
 
@@ -145,7 +193,7 @@ mod tests {
     /// Decides and, when the decision is an append, commits it at the next stream sequence.
     fn append(state: &mut SessionState, content: &EventContent) -> Decision {
         let hash = ContentHash::of(content);
-        let decision = state.decide(content, None, &hash);
+        let decision = Overlay::new(state).decide(content, None, &hash);
         if let Decision::Append { seq } = decision {
             state.apply(EventRecord {
                 stream_seq: state.stream_seq() + 10,
@@ -218,14 +266,14 @@ mod tests {
         append(&mut state, &first);
         let hash = ContentHash::of(&first);
         assert_eq!(
-            state.decide(&first, Some(0), &hash),
+            Overlay::new(&state).decide(&first, Some(0), &hash),
             Decision::Reject(Rejection::ExpectedSeq {
                 expected: 0,
                 actual: 1
             })
         );
         assert_eq!(
-            state.decide(&first, Some(1), &hash),
+            Overlay::new(&state).decide(&first, Some(1), &hash),
             Decision::Deduped { seq: 1 }
         );
     }

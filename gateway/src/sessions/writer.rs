@@ -1,0 +1,399 @@
+//! One session's appends: requests queue up, and a single committer per session and gateway
+//! decides and publishes them in order. While one publish is in flight the next requests
+//! gather, and the committer publishes them together as one atomic JetStream batch (a group
+//! commit), so a hot session is not limited to one round trip per event.
+//!
+//! Each request is still decided exactly as if it were alone: in queue order, on the state
+//! the requests before it leave. Only appends are decided on that provisional state; a
+//! dedupe or a rejection is answered only from a state just read from the stream.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::Appended;
+use super::error::AppendError;
+use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
+use super::state::{Decision, Overlay, SessionState};
+use crate::nats::{AppendFailure, PendingAppend, Store, StoreError};
+
+/// How many times one group re-decides after losing a race before giving up with a 503.
+const MAX_APPEND_ATTEMPTS: u32 = 32;
+
+/// The most single appends one group commit carries.
+const MAX_GROUP: usize = 256;
+
+/// One request: its events are appended together or not at all.
+struct Request {
+    events: Vec<NewEvent>,
+    hashes: Vec<ContentHash>,
+    reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<Request>,
+    /// Whether a committer task is draining the queue.
+    draining: bool,
+}
+
+/// A session's queue and cached state; the state is `None` until first read from the stream.
+#[derive(Default)]
+pub struct Writer {
+    queue: Mutex<Queue>,
+    state: tokio::sync::Mutex<Option<SessionState>>,
+}
+
+impl Writer {
+    /// Queues `events` as one request and waits for its answer. The committer runs as its own
+    /// task, so a caller that goes away never strands the requests queued behind it.
+    pub async fn append(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        id: &SessionId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let hashes = events
+            .iter()
+            .map(|event| ContentHash::of(&event.content))
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = lock(&self.queue);
+            queue.requests.push_back(Request {
+                events,
+                hashes,
+                reply,
+            });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start {
+            let committer = Committer {
+                writer: self.clone(),
+                store: store.clone(),
+                id: id.clone(),
+            };
+            tokio::spawn(committer.drain());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable("the append was abandoned".into()).into())
+        })
+    }
+}
+
+struct Committer {
+    writer: Arc<Writer>,
+    store: Arc<Store>,
+    id: SessionId,
+}
+
+/// A request decided into the group about to be published.
+struct Decided {
+    request: Request,
+    /// Each event's answer; appends also get a slot in the publish.
+    answers: Vec<Appended>,
+}
+
+impl Committer {
+    async fn drain(self) {
+        let mut state = self.writer.state.lock().await;
+        loop {
+            let pending = {
+                let mut queue = lock(&self.writer.queue);
+                if queue.requests.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                take_group(&mut queue.requests)
+            };
+            if let Err((err, pending)) = self.commit(&mut state, pending).await {
+                for request in pending {
+                    let _ = request.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Answers every request of `pending`, or fails with the ones left unanswered.
+    async fn commit(
+        &self,
+        state: &mut Option<SessionState>,
+        mut pending: VecDeque<Request>,
+    ) -> Result<(), (AppendError, VecDeque<Request>)> {
+        let mut fresh = false;
+        if state.is_none() {
+            match self.load().await {
+                Ok(loaded) => {
+                    *state = Some(loaded);
+                    fresh = true;
+                }
+                Err(err) => return Err((err, pending)),
+            }
+        }
+        let Some(state) = state.as_mut() else {
+            return Err((
+                StoreError::Corrupt("no session state".into()).into(),
+                pending,
+            ));
+        };
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let group = match self.decide(state, &mut pending, fresh) {
+                Ok(group) => group,
+                Err(Stale) => {
+                    if let Err(err) = catch_up(&self.store, &self.id, state).await {
+                        return Err((err.into(), pending));
+                    }
+                    fresh = true;
+                    continue;
+                }
+            };
+            if group.is_empty() {
+                continue;
+            }
+            match self.publish(state, &group).await {
+                Ok(()) => {
+                    fresh = false;
+                    for decided in group {
+                        let _ = decided.request.reply.send(Ok(decided.answers));
+                    }
+                }
+                Err(failure) => {
+                    // Back to the front, in order, to be decided again.
+                    for decided in group.into_iter().rev() {
+                        pending.push_front(decided.request);
+                    }
+                    attempt += 1;
+                    let before = state.stream_seq();
+                    match failure {
+                        AppendFailure::Stale | AppendFailure::Duplicate { .. }
+                            if attempt < MAX_APPEND_ATTEMPTS => {}
+                        AppendFailure::Stale | AppendFailure::Duplicate { .. } => {
+                            let err = StoreError::Unavailable(format!(
+                                "session {} kept changing during {MAX_APPEND_ATTEMPTS} attempts",
+                                self.id
+                            ));
+                            return Err((err.into(), pending));
+                        }
+                        AppendFailure::TooLarge => {
+                            return Err((AppendError::EventTooLarge, pending));
+                        }
+                        AppendFailure::Store(err) => return Err((err.into(), pending)),
+                    }
+                    if let Err(err) = catch_up(&self.store, &self.id, state).await {
+                        return Err((err.into(), pending));
+                    }
+                    fresh = true;
+                    if state.stream_seq() == before {
+                        // Nothing new yet (a replica behind, or a transient check failure).
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The session's state, read from the stream; fails for a session that does not exist.
+    async fn load(&self) -> Result<SessionState, AppendError> {
+        if self.store.session(&self.id).await?.is_none() {
+            return Err(AppendError::SessionNotFound(self.id.clone()));
+        }
+        let mut state = SessionState::default();
+        catch_up(&self.store, &self.id, &mut state).await?;
+        Ok(state)
+    }
+
+    /// Takes requests off the front of `pending` into one group to publish, deciding each on
+    /// the state the ones before it leave. Requests that need no publish (a dedupe, a
+    /// rejection) are answered here, but only from a fresh state and ahead of any append.
+    fn decide(
+        &self,
+        state: &SessionState,
+        pending: &mut VecDeque<Request>,
+        fresh: bool,
+    ) -> Result<Vec<Decided>, Stale> {
+        let mut overlay = Overlay::new(state);
+        let mut group: Vec<Decided> = Vec::new();
+        while let Some(request) = pending.front() {
+            let mut trial = overlay.clone();
+            let mut answers = Vec::with_capacity(request.events.len());
+            let mut rejection = None;
+            let mut appends_only = true;
+            for (event, hash) in request.events.iter().zip(&request.hashes) {
+                match trial.decide(&event.content, event.expected_seq, hash) {
+                    Decision::Append { seq } => {
+                        trial.apply(&event.content, seq, hash);
+                        answers.push(Appended {
+                            seq,
+                            last_seq: seq,
+                            deduped: false,
+                        });
+                    }
+                    Decision::Deduped { seq } => {
+                        appends_only = false;
+                        answers.push(Appended {
+                            seq,
+                            last_seq: seq,
+                            deduped: true,
+                        });
+                    }
+                    Decision::Reject(reason) => {
+                        appends_only = false;
+                        rejection = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if !appends_only {
+                if !group.is_empty() {
+                    break;
+                }
+                if !fresh {
+                    return Err(Stale);
+                }
+            }
+            let Some(request) = pending.pop_front() else {
+                break;
+            };
+            if let Some(reason) = rejection {
+                let _ = request.reply.send(Err(reason.into()));
+                continue;
+            }
+            let last_seq = trial.last_seq();
+            for answer in &mut answers {
+                answer.last_seq = last_seq;
+            }
+            if answers.iter().all(|answer| answer.deduped) {
+                let _ = request.reply.send(Ok(answers));
+                continue;
+            }
+            overlay = trial;
+            let alone = request.events.len() > 1;
+            group.push(Decided { request, answers });
+            if alone || group.len() >= MAX_GROUP {
+                break;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Publishes the group's appends on the condition that the stream is still at `state`,
+    /// and folds them in.
+    async fn publish(
+        &self,
+        state: &mut SessionState,
+        group: &[Decided],
+    ) -> Result<(), AppendFailure> {
+        let inserted_at = model::timestamp_now();
+        let mut appends = Vec::new();
+        for decided in group {
+            let events = decided.request.events.iter().zip(&decided.request.hashes);
+            for ((event, hash), answer) in events.zip(&decided.answers) {
+                if answer.deduped {
+                    continue;
+                }
+                let body =
+                    serde_json::to_vec(&Event::new(answer.seq, &event.content, &inserted_at))
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                appends.push(PendingAppend {
+                    seq: answer.seq,
+                    expected_stream_seq: state.stream_seq(),
+                    content: &event.content,
+                    hash,
+                    body: body.into(),
+                });
+            }
+        }
+        let count = appends.len() as u64;
+        let folded: Vec<_> = appends
+            .iter()
+            .map(|append| {
+                (
+                    append.seq,
+                    append.content.producer_id.clone(),
+                    append.content.producer_seq,
+                    append.hash.clone(),
+                )
+            })
+            .collect();
+        let last_stream_seq = if appends.len() == 1 {
+            let Some(append) = appends.pop() else {
+                return Ok(());
+            };
+            // A duplicate means this very decision was stored before (a retry after a
+            // timeout): the catch-up that follows finds it and answers from it.
+            self.store.append(&self.id, append).await?
+        } else {
+            self.store.append_batch(&self.id, appends).await?
+        };
+        // A batch is stored at consecutive stream sequences.
+        let first_stream_seq = last_stream_seq + 1 - count;
+        for (offset, (seq, producer_id, producer_seq, hash)) in folded.into_iter().enumerate() {
+            state.apply(EventRecord {
+                stream_seq: first_stream_seq + offset as u64,
+                seq,
+                producer_id,
+                producer_seq,
+                hash,
+            });
+        }
+        debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
+        Ok(())
+    }
+}
+
+/// The state is behind the stream: catch up before answering anything but an append.
+struct Stale;
+
+/// The requests to commit next: several single-event requests, or one larger one alone.
+fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> {
+    let mut group = VecDeque::new();
+    while let Some(request) = requests.front() {
+        let single = request.events.len() == 1;
+        if !group.is_empty() && (!single || group.len() >= MAX_GROUP) {
+            break;
+        }
+        let Some(request) = requests.pop_front() else {
+            break;
+        };
+        group.push_back(request);
+        if !single {
+            break;
+        }
+    }
+    group
+}
+
+/// Folds every event the stream has past the state's position into it.
+pub async fn catch_up(
+    store: &Store,
+    id: &SessionId,
+    state: &mut SessionState,
+) -> Result<(), StoreError> {
+    let head = store.head(id).await?;
+    // Retention dropped every event, or the session started over after that: the state
+    // describes a log that no longer exists, so fold the one that does.
+    if head.is_none_or(|head| head.seq < state.last_seq()) {
+        *state = SessionState::default();
+    }
+    let Some(head) = head else {
+        return Ok(());
+    };
+    for event in store
+        .events_between(id, state.stream_seq(), state.last_seq(), head)
+        .await?
+    {
+        state.apply(event.record()?);
+    }
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
