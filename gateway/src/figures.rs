@@ -21,8 +21,8 @@ impl Default for Figures {
 }
 
 impl Figures {
-    pub fn appended(&self) {
-        self.appends.fetch_add(1, Ordering::Relaxed);
+    pub fn appended(&self, events: usize) {
+        self.appends.fetch_add(events as u64, Ordering::Relaxed);
     }
 
     pub fn appends(&self) -> u64 {

@@ -4,6 +4,8 @@
 mod admin;
 mod append;
 mod auth;
+mod batch;
+mod bench;
 mod catalog;
 mod clients;
 mod faults;

@@ -28,8 +28,10 @@ impl AppendRate {
         }
     }
 
-    /// Takes one append from `tenant`'s bucket, or says how long until one is available.
-    pub fn take(&self, tenant: &str) -> Result<(), Duration> {
+    /// Takes `events` appends from `tenant`'s bucket, or says how long until they are
+    /// available. A batch larger than the burst costs the whole burst.
+    pub fn take(&self, tenant: &str, events: usize) -> Result<(), Duration> {
+        let cost = (events as f64).clamp(1.0, self.burst);
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -44,11 +46,11 @@ impl AppendRate {
             refilled: now,
         });
         let tokens = refill(bucket, now, self.per_second, self.burst);
-        if tokens >= 1.0 {
-            bucket.tokens = tokens - 1.0;
+        if tokens >= cost {
+            bucket.tokens = tokens - cost;
             return Ok(());
         }
-        Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        Err(Duration::from_secs_f64((cost - tokens) / self.per_second))
     }
 }
 
@@ -121,15 +123,15 @@ mod tests {
     fn a_burst_passes_then_the_rate_holds_per_tenant() {
         let rate = AppendRate::new(1, 3);
         for _ in 0..3 {
-            assert!(rate.take("a").is_ok());
+            assert!(rate.take("a", 1).is_ok());
         }
-        let wait = rate.take("a").unwrap_err();
+        let wait = rate.take("a", 1).unwrap_err();
         assert!(
             wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
         // Another tenant has its own bucket.
-        assert!(rate.take("b").is_ok());
+        assert!(rate.take("b", 1).is_ok());
     }
 
     #[test]

@@ -102,6 +102,21 @@ impl From<SessionSummary> for SessionBody {
     }
 }
 
+/// A batch append: the events, in order, each shaped like a single append's body.
+#[derive(Debug, Object)]
+struct AppendBatchRequest {
+    /// 1 to 1,000 events.
+    events: Vec<AppendRequest>,
+}
+
+/// The answer to a batch append: one entry per event, in order.
+#[derive(Debug, Object)]
+struct AppendBatchReply {
+    events: Vec<AppendReply>,
+    /// The session's newest seq now.
+    last_seq: u64,
+}
+
 /// The answer to an append, fresh or deduped alike.
 #[derive(Debug, Object)]
 struct AppendReply {
@@ -203,6 +218,13 @@ enum CreatedSession {
 }
 
 #[derive(ApiResponse)]
+enum AppendedEvents {
+    /// Every event is committed (or was already: see each `deduped`).
+    #[oai(status = 201)]
+    Created(Json<AppendBatchReply>),
+}
+
+#[derive(ApiResponse)]
 enum AppendedEvent {
     /// The event is committed (or was already: see `deduped`).
     #[oai(status = 201)]
@@ -229,6 +251,16 @@ pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 }
 
 impl SessionsApi {
+    /// Charges `events` appends to the caller's tenant, when appends are rate limited.
+    fn take_appends(&self, principal: &Principal, events: usize) -> Result<(), ApiError> {
+        match &self.append_rate {
+            Some(rate) => rate
+                .take(&principal.tenant, events)
+                .map_err(ApiError::rate_limited),
+            None => Ok(()),
+        }
+    }
+
     /// The session a request names, if the caller may `scope` it: its scope and pin first,
     /// then its tenant (another tenant's session is as missing as an unknown one).
     async fn session_for(
@@ -316,13 +348,43 @@ impl SessionsApi {
             .then_some(principal.subject.as_str());
         let event = input::new_event(body, subject)?;
         own(&self.log, &principal, &id).await?;
-        if let Some(rate) = &self.append_rate {
-            rate.take(&principal.tenant)
-                .map_err(ApiError::rate_limited)?;
-        }
+        self.take_appends(&principal, 1)?;
         let appended = self.log.append(&id, event).await?;
-        self.live.figures.appended();
+        self.live.figures.appended(1);
         Ok(AppendedEvent::Created(Json(appended.into())))
+    }
+
+    /// Append up to 1,000 events (1 MiB) in one request, all or none, in order. Each event is
+    /// deduplicated and checked (`producer_seq`, `expected_seq`) as if appended alone right
+    /// after the one before it; one rejection rejects the batch and nothing is written.
+    #[oai(
+        path = "/v1/sessions/:id/append_batch",
+        method = "post",
+        operation_id = "append_events"
+    )]
+    async fn append_batch(
+        &self,
+        principal: Data<&Principal>,
+        id: Path<String>,
+        body: JsonBody<AppendBatchRequest>,
+    ) -> Result<AppendedEvents, ApiError> {
+        let id = session_id(&id)?;
+        authorize(&principal, Scope::Append, Some(&id))?;
+        let body = body.into_value().map_err(InvalidInput::Event)?;
+        let subject = principal
+            .authenticated
+            .then_some(principal.subject.as_str());
+        let events = input::new_events(body, subject)?;
+        own(&self.log, &principal, &id).await?;
+        self.take_appends(&principal, events.len())?;
+        let appended = self.log.append_all(&id, events).await?;
+        let written = appended.iter().filter(|event| !event.deduped).count();
+        self.live.figures.appended(written);
+        let last_seq = appended.last().map_or(0, |event| event.last_seq);
+        Ok(AppendedEvents::Created(Json(AppendBatchReply {
+            events: appended.into_iter().map(AppendReply::from).collect(),
+            last_seq,
+        })))
     }
 
     /// List sessions sorted by id. Filter by metadata with `metadata[key]=value` or

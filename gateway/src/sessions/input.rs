@@ -51,6 +51,42 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
     })
 }
 
+/// The most events one batch append may carry (JetStream's atomic batch limit).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Reads a batch append body, `{"events": [...]}`: 1 to 1,000 events, each read like a
+/// single append's body (an event's own failure names its index).
+pub fn new_events(
+    body: Option<Value>,
+    subject: Option<&str>,
+) -> Result<Vec<NewEvent>, InvalidInput> {
+    let Some(Value::Object(mut body)) = body else {
+        return Err(InvalidInput::Event("the body must be a JSON object".into()));
+    };
+    let Some(Value::Array(events)) = body.remove("events") else {
+        return Err(InvalidInput::Event(
+            "`events` must be an array of events".into(),
+        ));
+    };
+    if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+        return Err(InvalidInput::Event(format!(
+            "`events` must hold 1 to {MAX_BATCH_EVENTS} events"
+        )));
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| {
+            new_event(Some(event), subject).map_err(|err| match err {
+                InvalidInput::Event(message) => {
+                    InvalidInput::Event(format!("events[{index}]: {message}"))
+                }
+                other => other,
+            })
+        })
+        .collect()
+}
+
 /// Reads an append body. Field order follows the contract: the first failure wins. With a
 /// `subject` (an authenticated caller), `actor` defaults to it and may not differ from it.
 pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent, InvalidInput> {

@@ -1,0 +1,192 @@
+//! Batch appends and group commits: several events in one atomic JetStream batch, each still
+//! answered as if appended alone.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use starcite_tests::{TestGateway, TestNats, event, path_segment};
+
+async fn append_batch(gateway: &TestGateway, id: &str, events: Vec<Value>) -> (u16, Value) {
+    let path = format!("/v1/sessions/{}/append_batch", path_segment(id));
+    let response = gateway
+        .request(Method::POST, &path, Some(json!({ "events": events })))
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn seqs(reply: &Value) -> Vec<u64> {
+    reply["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_gets_consecutive_seqs_and_tails_see_each_event() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("a", 1)).await;
+    let events = (1..=3).map(|seq| event("b", seq)).collect();
+    let (status, reply) = append_batch(&gateway, &id, events).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(seqs(&reply), vec![2, 3, 4]);
+    assert_eq!(reply["last_seq"], 4);
+    assert!(
+        reply["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["deduped"] == false && event["last_seq"] == 4)
+    );
+    let mut tail = gateway.tail(&id, 0).await;
+    assert_eq!(tail.seqs(4).await, vec![1, 2, 3, 4]);
+    // The next single append continues right after the batch.
+    assert_eq!(gateway.append_ok(&id, event("a", 2)).await["seq"], 5);
+}
+
+#[tokio::test]
+async fn one_bad_event_rejects_the_whole_batch_and_nothing_is_written() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("p", 1)).await;
+
+    // A producer_seq that skips ahead, in the middle of the batch.
+    let (status, reply) = append_batch(
+        &gateway,
+        &id,
+        vec![event("p", 2), event("p", 4), event("q", 1)],
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (409, Some("producer_seq_conflict"))
+    );
+
+    // A stale expected_seq on the first event.
+    let mut stale = event("p", 2);
+    stale["expected_seq"] = json!(0);
+    let (status, reply) = append_batch(&gateway, &id, vec![stale, event("p", 3)]).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (409, Some("expected_seq_conflict"))
+    );
+
+    // An invalid event is refused before anything is tried, and named by its index.
+    let mut invalid = event("p", 3);
+    invalid["type"] = json!("");
+    let (status, reply) = append_batch(&gateway, &id, vec![event("p", 2), invalid]).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_event"))
+    );
+    assert!(
+        reply["message"].as_str().unwrap().contains("events[1]"),
+        "{reply}"
+    );
+
+    assert_eq!(gateway.last_seq(&id).await, 1);
+    // expected_seq inside a batch is checked against the events before it.
+    let mut second = event("p", 3);
+    second["expected_seq"] = json!(2);
+    let (status, reply) = append_batch(&gateway, &id, vec![event("p", 2), second]).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(seqs(&reply), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_answered_with_the_original_seqs() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let other = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let events: Vec<Value> = (1..=5).map(|seq| event("p", seq)).collect();
+    let (status, first) = append_batch(&gateway, &id, events.clone()).await;
+    assert_eq!(status, 201);
+    // Another gateway, with no cached state, sees the same retry.
+    let (status, retry) = append_batch(&other, &id, events[3..].to_vec()).await;
+    assert_eq!(
+        status, 409,
+        "only the producer's latest request is retry-safe: {retry}"
+    );
+    let (status, retry) = append_batch(&other, &id, events[4..].to_vec()).await;
+    assert_eq!(status, 201, "{retry}");
+    assert_eq!(seqs(&retry), vec![5]);
+    assert_eq!(retry["events"][0]["deduped"], true);
+    assert_eq!(seqs(&first), vec![1, 2, 3, 4, 5]);
+    assert_eq!(gateway.last_seq(&id).await, 5);
+}
+
+#[tokio::test]
+async fn batch_limits_are_enforced_with_json_errors() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let (status, reply) = append_batch(&gateway, &id, Vec::new()).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_event"))
+    );
+    let too_many = (1..=1001).map(|seq| event("p", seq)).collect();
+    let (status, reply) = append_batch(&gateway, &id, too_many).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_event"))
+    );
+    let mut large = event("p", 1);
+    large["payload"] = json!({"text": "x".repeat(600 * 1024)});
+    let mut larger = event("p", 2);
+    larger["payload"] = json!({"text": "y".repeat(600 * 1024)});
+    let (status, reply) = append_batch(&gateway, &id, vec![large, larger]).await;
+    assert_eq!(status, 413, "{reply}");
+    let (status, _) = append_batch(&gateway, "no-such-session", vec![event("p", 1)]).await;
+    assert_eq!(status, 404);
+    assert_eq!(gateway.last_seq(&id).await, 0);
+}
+
+/// Many producers on one session through one gateway: their appends are grouped into batches,
+/// yet every request gets its own seq, the log is gapless, and each producer's events keep
+/// their order.
+#[tokio::test]
+async fn concurrent_producers_on_one_session_are_group_committed_in_order() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let (producers, each) = (32u64, 25u64);
+    let writers = (0..producers).map(|producer| {
+        let (gateway, id) = (&gateway, &id);
+        async move {
+            let mut got = Vec::new();
+            for producer_seq in 1..=each {
+                let reply = gateway
+                    .append_ok(id, event(&format!("p{producer}"), producer_seq))
+                    .await;
+                got.push(reply["seq"].as_u64().unwrap());
+            }
+            got
+        }
+    });
+    let replies = futures::future::join_all(writers).await;
+    let mut all: Vec<u64> = replies.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=producers * each).collect::<Vec<_>>());
+    let mut tail = gateway.tail(&id, 0).await;
+    let mut last_of: HashMap<String, u64> = HashMap::new();
+    for expected in 1..=producers * each {
+        let frame = tail.event().await;
+        assert_eq!(frame["seq"], expected);
+        let producer = frame["producer_id"].as_str().unwrap().to_owned();
+        let producer_seq = frame["producer_seq"].as_u64().unwrap();
+        let previous = last_of.insert(producer, producer_seq).unwrap_or(0);
+        assert_eq!(
+            producer_seq,
+            previous + 1,
+            "a producer's events keep their order"
+        );
+    }
+}
