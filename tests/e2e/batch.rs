@@ -190,3 +190,60 @@ async fn concurrent_producers_on_one_session_are_group_committed_in_order() {
         );
     }
 }
+
+/// A long session's write state is snapshotted; a gateway that has never seen the session
+/// starts from the snapshot and still dedupes and checks producers exactly. A snapshot that
+/// does not match the stream is ignored.
+#[tokio::test]
+async fn a_gateway_new_to_a_long_session_starts_from_a_valid_snapshot_only() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    for chunk in 0..3u64 {
+        let events = (1..=1000).map(|n| event("p", chunk * 1000 + n)).collect();
+        assert_eq!(append_batch(&gateway, &id, events).await.0, 201);
+    }
+    let snapshots = nats
+        .jetstream()
+        .await
+        .get_key_value("starcite_sessions_snapshots")
+        .await
+        .unwrap();
+    let key =
+        gateway::nats::subjects::token(&gateway::sessions::model::SessionId::parse(&id).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let saved = loop {
+        if let Some(saved) = snapshots.get(&key).await.unwrap() {
+            let saved: Value = serde_json::from_slice(&saved).unwrap();
+            if saved["last_seq"] == 3000 {
+                break saved;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot at 3000");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(saved["producers"][0][0], "p");
+
+    let fresh = TestGateway::start(&nats).await;
+    let retry = fresh.append_ok(&id, event("p", 3000)).await;
+    assert_eq!(
+        (retry["seq"].as_u64(), retry["deduped"].as_bool()),
+        (Some(3000), Some(true))
+    );
+    let (status, _) = (
+        fresh.append(&id, event("p", 3002)).await.status().as_u16(),
+        (),
+    );
+    assert_eq!(status, 409, "producer p must continue at 3001");
+
+    // A snapshot claiming a different log (here: one event further) is not believed.
+    let mut lying = saved.clone();
+    lying["last_seq"] = json!(2999);
+    snapshots
+        .put(&key, serde_json::to_vec(&lying).unwrap().into())
+        .await
+        .unwrap();
+    let third = TestGateway::start(&nats).await;
+    assert_eq!(third.append_ok(&id, event("p", 3001)).await["seq"], 3001);
+    assert_eq!(third.append_ok(&id, event("q", 1)).await["seq"], 3002);
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use poem::http::header;
-use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
+use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
 use poem::{Body, IntoResponse, Request, Response};
 use poem_openapi::ApiResponse;
 use poem_openapi::registry::{
@@ -108,7 +108,7 @@ impl Transport {
                 // The upgrade callback must be `Sync`; the stream is only `Send`, and a mutex
                 // makes it shareable without ever being contended.
                 let items = std::sync::Mutex::new(items);
-                let upgraded = websocket.on_upgrade(move |socket| {
+                let upgraded = websocket.config(reader_socket()).on_upgrade(move |socket| {
                     let items = items
                         .into_inner()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -384,6 +384,17 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
 
 /// Feeds the socket from the queue while the producer fills it; both stop when the reader
 /// leaves or the last frame is written.
+/// Socket buffers sized for a reader: tungstenite's defaults reserve 128 KiB to read, which
+/// ten thousand idle tailers would pay for clients that only ever send a close or a pong.
+fn reader_socket() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        // Every frame is flushed as it is sent; nothing waits to fill a buffer.
+        .write_buffer_size(0)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024))
+}
+
 async fn serve_websocket(
     socket: WebSocketStream,
     items: impl Stream<Item = Result<TailItem, StoreError>> + Send,

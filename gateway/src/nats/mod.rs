@@ -7,6 +7,7 @@ mod catalog;
 mod events;
 mod feed;
 mod live;
+mod snapshots;
 pub mod subjects;
 mod system;
 
@@ -55,6 +56,11 @@ struct Topology {
 }
 
 impl Topology {
+    /// The bucket of session write-state snapshots, named after the sessions bucket.
+    fn snapshots_bucket(&self) -> String {
+        format!("{}_snapshots", self.sessions_bucket)
+    }
+
     /// Where the stream republishes each stored event for live readers: outside the
     /// stream's own subjects.
     fn live_prefix(&self) -> String {
@@ -87,6 +93,8 @@ pub struct Store {
     sessions_stream: stream::Stream<()>,
     /// Set once the stream and the bucket exist; until then every operation is a 503.
     sessions: OnceCell<kv::Store>,
+    /// Set with `sessions`: write-state snapshots, a cache like every other.
+    snapshots: OnceCell<kv::Store>,
     topology: Topology,
     /// How long any single NATS exchange may take.
     timeout: Duration,
@@ -166,6 +174,7 @@ impl Store {
             events,
             sessions_stream,
             sessions: OnceCell::new(),
+            snapshots: OnceCell::new(),
             topology,
             timeout: config.nats_timeout,
             live_checks,
@@ -175,6 +184,8 @@ impl Store {
     /// Creates the stream and the bucket, or brings an existing stream's settings in line.
     pub async fn ensure_topology(&self) -> Result<(), StoreError> {
         self.ensure_events_stream().await?;
+        let snapshots = self.ensure_snapshots_bucket().await?;
+        let _ = self.snapshots.set(snapshots);
         let sessions = self.ensure_sessions_bucket().await?;
         // A second caller racing here got the same bucket; either value will do.
         let _ = self.sessions.set(sessions);

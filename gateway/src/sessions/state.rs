@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use lru::LruCache;
+use serde::{Deserialize, Serialize};
 
 use super::model::{ContentHash, EventContent, EventRecord, Seq};
 
@@ -28,6 +29,26 @@ pub struct SessionState {
     /// sequence of the next append.
     stream_seq: u64,
     producers: LruCache<String, ProducerCursor>,
+}
+
+/// A state as saved in the snapshots bucket: producers from least to most recently
+/// appending, so a restored state forgets them in the same order the full fold would.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    last_seq: Seq,
+    stream_seq: u64,
+    /// `(producer_id, producer_seq, seq, content hash)`.
+    producers: Vec<(String, u64, Seq, String)>,
+}
+
+impl Snapshot {
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    pub fn stream_seq(&self) -> u64 {
+        self.stream_seq
+    }
 }
 
 /// What an append request turns into against a given state.
@@ -70,6 +91,41 @@ impl SessionState {
 
     pub fn stream_seq(&self) -> u64 {
         self.stream_seq
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let producers = self
+            .producers
+            .iter()
+            .rev()
+            .map(|(id, cursor)| {
+                let hash = cursor.hash.as_str().to_owned();
+                (id.clone(), cursor.producer_seq, cursor.seq, hash)
+            })
+            .collect();
+        Snapshot {
+            last_seq: self.last_seq,
+            stream_seq: self.stream_seq,
+            producers,
+        }
+    }
+
+    pub fn restore(snapshot: Snapshot) -> SessionState {
+        let mut state = SessionState {
+            last_seq: snapshot.last_seq,
+            stream_seq: snapshot.stream_seq,
+            producers: LruCache::unbounded(),
+        };
+        for (id, producer_seq, seq, hash) in snapshot.producers {
+            let hash = ContentHash::from_hex(&hash);
+            let cursor = ProducerCursor {
+                producer_seq,
+                seq,
+                hash,
+            };
+            state.producers.put(id, cursor);
+        }
+        state
     }
 
     /// Folds in the next committed event of this session.
@@ -276,6 +332,34 @@ mod tests {
             Overlay::new(&state).decide(&first, Some(1), &hash),
             Decision::Deduped { seq: 1 }
         );
+    }
+
+    #[test]
+    fn a_restored_snapshot_decides_like_the_state_it_was_taken_of() {
+        let mut state = SessionState::default();
+        for producer in 0..5 {
+            append(&mut state, &content(&producer.to_string(), 1, "x"));
+        }
+        append(&mut state, &content("0", 2, "y"));
+        let json = serde_json::to_vec(&state.snapshot()).unwrap();
+        let restored = SessionState::restore(serde_json::from_slice(&json).unwrap());
+        assert_eq!(
+            (restored.last_seq(), restored.stream_seq()),
+            (state.last_seq(), state.stream_seq())
+        );
+        let order = |state: &SessionState| -> Vec<String> {
+            state.producers.iter().map(|(id, _)| id.clone()).collect()
+        };
+        assert_eq!(order(&restored), order(&state));
+        for (id, producer_seq, text) in [("0", 2, "y"), ("0", 2, "z"), ("3", 3, "x"), ("9", 1, "x")]
+        {
+            let probe = content(id, producer_seq, text);
+            let hash = ContentHash::of(&probe);
+            assert_eq!(
+                Overlay::new(&restored).decide(&probe, None, &hash),
+                Overlay::new(&state).decide(&probe, None, &hash)
+            );
+        }
     }
 
     #[test]

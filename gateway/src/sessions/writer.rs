@@ -17,7 +17,7 @@ use tracing::debug;
 use super::Appended;
 use super::error::AppendError;
 use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
-use super::state::{Decision, Overlay, SessionState};
+use super::state::{Decision, Overlay, SessionState, Snapshot};
 use crate::nats::{AppendFailure, PendingAppend, Store, StoreError};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
@@ -25,6 +25,14 @@ const MAX_APPEND_ATTEMPTS: u32 = 32;
 
 /// The most single appends one group commit carries.
 const MAX_GROUP: usize = 256;
+
+/// A snapshot of the write state is saved each time a session passes a multiple of this many
+/// events, so a gateway new to it reads at most this many events to catch up.
+const SNAPSHOT_EVERY: u64 = 1000;
+
+/// Snapshots larger than this (sessions with thousands of producers) are not saved; those
+/// sessions are rebuilt from the stream.
+const MAX_SNAPSHOT_BYTES: usize = 512 * 1024;
 
 /// One request: its events are appended together or not at all.
 struct Request {
@@ -154,9 +162,11 @@ impl Committer {
             if group.is_empty() {
                 continue;
             }
+            let before = state.last_seq();
             match self.publish(state, &group).await {
                 Ok(()) => {
                     fresh = false;
+                    self.snapshot_if_due(state, before);
                     for decided in group {
                         let _ = decided.request.reply.send(Ok(decided.answers));
                     }
@@ -202,9 +212,49 @@ impl Committer {
         if self.store.session(&self.id).await?.is_none() {
             return Err(AppendError::SessionNotFound(self.id.clone()));
         }
-        let mut state = SessionState::default();
+        let mut state = self.snapshot().await?.unwrap_or_default();
         catch_up(&self.store, &self.id, &mut state).await?;
         Ok(state)
+    }
+
+    /// The saved snapshot, if it describes a prefix of the log the stream holds now: its last
+    /// event is stored where it says, and retention has dropped nothing (else the full fold
+    /// would forget producers the snapshot remembers, and gateways would disagree).
+    async fn snapshot(&self) -> Result<Option<SessionState>, StoreError> {
+        let Some(saved) = self.store.snapshot(&self.id).await? else {
+            return Ok(None);
+        };
+        let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&saved) else {
+            return Ok(None);
+        };
+        let first = self.store.first(&self.id).await?;
+        if first.is_none_or(|first| first.seq != 1) {
+            return Ok(None);
+        }
+        let last = self.store.event_at(&self.id, snapshot.stream_seq()).await?;
+        if last.is_none_or(|event| event.seq != snapshot.last_seq()) {
+            return Ok(None);
+        }
+        Ok(Some(SessionState::restore(snapshot)))
+    }
+
+    /// Saves the state in the background when the last publish crossed a snapshot point.
+    fn snapshot_if_due(&self, state: &SessionState, before: u64) {
+        if state.last_seq() / SNAPSHOT_EVERY == before / SNAPSHOT_EVERY {
+            return;
+        }
+        let Ok(snapshot) = serde_json::to_vec(&state.snapshot()) else {
+            return;
+        };
+        if snapshot.len() > MAX_SNAPSHOT_BYTES {
+            return;
+        }
+        let (store, id) = (self.store.clone(), self.id.clone());
+        tokio::spawn(async move {
+            if let Err(err) = store.save_snapshot(&id, snapshot.into()).await {
+                debug!(session.id = %id, "could not save a snapshot of {id}: {err}");
+            }
+        });
     }
 
     /// Takes requests off the front of `pending` into one group to publish, deciding each on
