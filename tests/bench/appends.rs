@@ -20,6 +20,7 @@ pub async fn raw_stream(jetstream: &jetstream::Context) -> stream::Stream {
             subjects: vec!["bench_raw.>".into()],
             storage: stream::StorageType::File,
             allow_direct: true,
+            allow_atomic_publish: true,
             ..Default::default()
         })
         .await
@@ -120,6 +121,54 @@ async fn append_for(
     }
     let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
     (rate, latencies)
+}
+
+/// Diagnostic beside `append_hot_c64`: one writer committing atomic batches of 64 messages
+/// to one subject, each conditional on the subject's last sequence, as a group commit does.
+pub async fn raw_batch_64(jetstream: &jetstream::Context, scale: Scale, report: &mut Report) {
+    let client = jetstream.client();
+    let body = event_body("raw", 1);
+    let mut last = 0u64;
+    let mut batches = 0u64;
+    let commit = async |last: &mut u64, batches: &mut u64| {
+        *batches += 1;
+        for index in 1..=64u64 {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Batch-Id", format!("bench-{batches}").as_str());
+            headers.insert("Nats-Batch-Sequence", index.to_string().as_str());
+            if index == 1 {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    last.to_string().as_str(),
+                );
+            }
+            if index < 64 {
+                client
+                    .publish_with_headers("bench_raw.batch", headers, body.clone())
+                    .await
+                    .expect("publish");
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let ack = jetstream
+                .publish_with_headers("bench_raw.batch", headers, body.clone())
+                .await
+                .expect("publish")
+                .await
+                .expect("commit");
+            *last = ack.sequence;
+        }
+    };
+    for _ in 0..scale.pick(20, 3) {
+        commit(&mut last, &mut batches).await;
+    }
+    let rounds = scale.pick(300, 10);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        commit(&mut last, &mut batches).await;
+    }
+    let rate = (rounds * 64) as f64 / started.elapsed().as_secs_f64();
+    report.add("raw_batch_64", "events_per_s", rate, "events/s");
 }
 
 /// 64 clients over 64 sessions.

@@ -51,6 +51,7 @@ async fn scenarios(scale: Scale) -> Report {
     appends::append_c64(&gateway, scale, &mut report).await;
     appends::raw_publish_c64(&jetstream, scale, &mut report).await;
     appends::append_hot_c64(&gateway, scale, &mut report).await;
+    appends::raw_batch_64(&jetstream, scale, &mut report).await;
 
     tails::tail_1(&gateway, scale, &mut report).await;
     tails::tail_1000(&gateway, scale, &mut report).await;

@@ -26,6 +26,10 @@ const MAX_APPEND_ATTEMPTS: u32 = 32;
 /// The most single appends one group commit carries.
 const MAX_GROUP: usize = 256;
 
+/// An atomic batch costs JetStream about as much as this many single conditional appends
+/// (~2 ms against ~0.1 ms here), so fewer queued requests are published one by one.
+const BATCH_PAYS_FROM: usize = 16;
+
 /// A snapshot of the write state is saved each time a session passes a multiple of this many
 /// events, so a gateway new to it reads at most this many events to catch up.
 const SNAPSHOT_EVERY: u64 = 1000;
@@ -268,6 +272,11 @@ impl Committer {
     ) -> Result<Vec<Decided>, Stale> {
         let mut overlay = Overlay::new(state);
         let mut group: Vec<Decided> = Vec::new();
+        let limit = if pending.len() >= BATCH_PAYS_FROM {
+            MAX_GROUP
+        } else {
+            1
+        };
         while let Some(request) = pending.front() {
             let mut trial = overlay.clone();
             let mut answers = Vec::with_capacity(request.events.len());
@@ -324,7 +333,7 @@ impl Committer {
             overlay = trial;
             let alone = request.events.len() > 1;
             group.push(Decided { request, answers });
-            if alone || group.len() >= MAX_GROUP {
+            if alone || group.len() >= limit {
                 break;
             }
         }
