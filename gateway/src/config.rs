@@ -22,7 +22,7 @@ pub struct Config {
     pub stream_replicas: usize,
     /// How long JetStream remembers a `Nats-Msg-Id` for dedupe.
     pub duplicate_window: Duration,
-    /// The most consumers the events stream allows; every open tail holds one.
+    /// The most consumers the events stream allows; a tail borrows one only while it replays.
     pub stream_max_consumers: i32,
     /// How long to wait for any NATS reply before answering 503 `nats_timeout`.
     pub nats_timeout: Duration,
