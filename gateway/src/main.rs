@@ -6,6 +6,11 @@ use gateway::Gateway;
 use gateway::config::{Config, Invocation};
 use tracing::error;
 
+// Every request allocates on whichever worker thread serves it; glibc's allocator serialises
+// those threads on its arena locks (seen in the append profiles), mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::from_process() {

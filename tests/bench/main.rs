@@ -48,6 +48,7 @@ async fn scenarios(scale: Scale) -> Report {
 
     appends::append_c1(&gateway, scale, &mut report).await;
     appends::raw_cas_c1(&jetstream, scale, &mut report).await;
+    appends::http_floor_c1(&gateway, scale, &mut report).await;
     appends::append_c64(&gateway, scale, &mut report).await;
     appends::raw_publish_c64(&jetstream, scale, &mut report).await;
     appends::append_hot_c64(&gateway, scale, &mut report).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use poem::http::header;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
 use poem::{Body, IntoResponse, Request, Response};
@@ -284,7 +284,15 @@ async fn produce<S, F>(
         let Some(item) = item else { return };
         let rendered = render(Outcome::Item(item));
         for frame in rendered.frames {
-            match tokio::time::timeout(stall_timeout, queue.reserve_many(2)).await {
+            // A queue with room takes the frame at once, without arming the stall timer.
+            let reserved = match queue.try_reserve_many(2) {
+                Ok(permits) => Ok(Ok(permits)),
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    tokio::time::timeout(stall_timeout, queue.reserve_many(2)).await
+                }
+            };
+            match reserved {
                 Ok(Ok(mut permits)) => {
                     if let Some(permit) = permits.next() {
                         permit.send(frame);
@@ -337,12 +345,18 @@ fn sse_frames(outcome: Outcome) -> Frames<String> {
 }
 
 fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
-    let text = |json: &[u8]| Message::Text(String::from_utf8_lossy(json).into_owned());
+    // Stored events are the gateway's own JSON, so this validates and never replaces.
+    let text = |json: Vec<u8>| {
+        Message::Text(
+            String::from_utf8(json)
+                .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()),
+        )
+    };
     let close = |code: u16, reason: &str| {
         Frames::one(Message::close_with(CloseCode::from(code), reason), true)
     };
     match outcome {
-        Outcome::Item(Ok(TailItem::Gap(gap))) => Frames::one(text(&gap), false),
+        Outcome::Item(Ok(TailItem::Gap(gap))) => Frames::one(text(gap.to_vec()), false),
         Outcome::Item(Ok(TailItem::Entries(entries))) if arrays => {
             let mut array = Vec::with_capacity(
                 entries
@@ -359,10 +373,13 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
                 array.extend_from_slice(&entry.json);
             }
             array.push(b']');
-            Frames::one(text(&array), false)
+            Frames::one(text(array), false)
         }
         Outcome::Item(Ok(TailItem::Entries(entries))) => Frames {
-            frames: entries.iter().map(|entry| text(&entry.json)).collect(),
+            frames: entries
+                .iter()
+                .map(|entry| text(entry.json.to_vec()))
+                .collect(),
             last: false,
         },
         Outcome::Item(Ok(TailItem::Heartbeat)) => Frames::one(Message::Ping(Vec::new()), false),
@@ -414,7 +431,13 @@ async fn serve_websocket(
                     let closing = matches!(frame, Message::Close(_));
                     // A reader that takes nothing for this long is gone; dropping the
                     // connection frees what it holds.
-                    match tokio::time::timeout(WRITE_TIMEOUT, outgoing.send(frame)).await {
+                    // Most writes complete at once; only one that waits needs a timer.
+                    let mut sending = outgoing.send(frame);
+                    let sent = match (&mut sending).now_or_never() {
+                        Some(sent) => Ok(sent),
+                        None => tokio::time::timeout(WRITE_TIMEOUT, sending).await,
+                    };
+                    match sent {
                         Ok(Ok(())) if !closing => {}
                         _ => return,
                     }

@@ -7,11 +7,10 @@ use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind}
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::feed::{Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
-use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId};
+use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId, sha256_hex};
 
 /// The session seq of a stored event, so heads and searches need not parse bodies.
 const SEQ_HEADER: &str = "Starcite-Seq";
@@ -445,8 +444,7 @@ fn message_id(id: &SessionId, content: &EventContent, expected_stream_seq: u64) 
         content.producer_seq,
         expected_stream_seq
     ]);
-    let digest = Sha256::digest(key.to_string().as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    sha256_hex(key.to_string().as_bytes())
 }
 
 fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendFailure {

@@ -146,12 +146,23 @@ pub struct EventContent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentHash(String);
 
+/// The SHA-256 of `data` in lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(data);
+    let mut hex = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
 impl ContentHash {
     pub fn of(content: &EventContent) -> ContentHash {
         // Serializing plain maps, strings and numbers cannot fail.
         let canonical = serde_json::to_vec(content).unwrap_or_default();
-        let digest = Sha256::digest(&canonical);
-        ContentHash(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+        ContentHash(sha256_hex(&canonical))
     }
 
     pub fn from_hex(hex: &str) -> ContentHash {

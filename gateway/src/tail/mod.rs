@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+
 use futures::{FutureExt, Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
 
 use crate::nats::StoreError;
 use crate::shutdown::Shutdown;
@@ -53,6 +57,12 @@ struct Follower<S> {
     entries: S,
     follow: Follow,
     finished: bool,
+    /// Armed once per idle period, not per entry: with a thousand readers on a session, a
+    /// timer per reader per event costs more than the event.
+    heartbeat: Pin<Box<Sleep>>,
+    /// When the reader was last sent something.
+    quiet_since: Instant,
+    expiry: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// An entry whose gap still has to be announced.
     before_gap: Option<Positioned>,
     /// An entry held back while the gap before it is announced.
@@ -68,7 +78,11 @@ pub fn follow<S>(
 where
     S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
 {
+    let quiet_since = Instant::now();
     let mut follower = Follower {
+        heartbeat: Box::pin(tokio::time::sleep_until(quiet_since + follow.idle)),
+        quiet_since,
+        expiry: Box::pin(expiry(follow.expires_at)),
         entries,
         follow,
         finished: false,
@@ -117,16 +131,25 @@ where
             tokio::select! {
                 biased;
                 () = self.follow.shutdown.wait() => return Ok(TailItem::ShuttingDown),
-                () = expiry(self.follow.expires_at) => return Ok(TailItem::TokenExpired),
+                () = &mut self.expiry => return Ok(TailItem::TokenExpired),
                 entry = self.entries.next() => {
                     let Some(first) = self.accept(entry)? else { continue };
+                    self.quiet_since = Instant::now();
                     if let Some(gap) = self.gap_before(&first) {
                         self.after_gap = Some(first);
                         return Ok(TailItem::Gap(gap));
                     }
                     return self.batch_from(first);
                 }
-                () = tokio::time::sleep(self.follow.idle) => return Ok(TailItem::Heartbeat),
+                () = &mut self.heartbeat => {
+                    let due = self.quiet_since + self.follow.idle;
+                    if Instant::now() >= due {
+                        self.quiet_since = Instant::now();
+                        self.heartbeat.as_mut().reset(self.quiet_since + self.follow.idle);
+                        return Ok(TailItem::Heartbeat);
+                    }
+                    self.heartbeat.as_mut().reset(due);
+                }
             }
         }
     }
