@@ -27,7 +27,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, TcpAcceptor};
+use poem::web::{LocalAddr, RemoteAddr};
 use tracing::{info, warn};
 
 use catalog::Catalog;
@@ -118,7 +120,7 @@ impl Gateway {
                 .map(|rate| (rate, self.config.append_burst.unwrap_or(rate))),
             shutdown,
         });
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let acceptor = NoDelay(TcpAcceptor::from_tokio(listener)?);
         if let Some(address) = acceptor
             .local_addr()
             .first()
@@ -162,5 +164,24 @@ async fn ensure_topology(store: Arc<Store>) {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// poem's TCP acceptor with Nagle's algorithm off: a tail's frame goes out when written, not
+/// when the peer has acknowledged the previous one (up to a delayed-ACK timeout later).
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let accepted = self.0.accept().await?;
+        // A socket that refuses the option still works, only slower.
+        let _ = accepted.0.set_nodelay(true);
+        Ok(accepted)
     }
 }
