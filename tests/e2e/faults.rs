@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, event};
+use starcite_tests::{TailFrame, TcpProxy, TestGateway, TestNats, event};
 
 async fn status_and_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -109,4 +109,42 @@ async fn a_timed_out_append_resolves_to_its_original_seq_on_retry() {
     let mut tail = gateway.tail(&id, 0).await;
     assert_eq!(tail.seqs(3).await, vec![1, 2, 3]);
     tail.expect_no_event(Duration::from_millis(200)).await;
+}
+
+/// A live tail rides out its gateway losing NATS: what was committed meanwhile (through
+/// another gateway) is read back from the stream once it reconnects, so the reader misses
+/// nothing and sees nothing twice.
+#[tokio::test]
+async fn a_live_tail_misses_nothing_while_its_gateway_is_cut_off() {
+    let nats = TestNats::start();
+    let proxy = TcpProxy::start(nats.url.trim_start_matches("nats://")).await;
+    let reader = TestGateway::start_with(Config {
+        nats_urls: vec![proxy.url.clone()],
+        ..TestGateway::config(&nats)
+    })
+    .await;
+    let writer = TestGateway::start(&nats).await;
+    let id = writer.create_session().await;
+    let mut tail = reader.tail(&id, 0).await;
+    writer.append_ok(&id, event("p", 1)).await;
+    assert_eq!(tail.seqs(1).await, vec![1]);
+
+    proxy.cut();
+    for producer_seq in 2..=4 {
+        writer.append_ok(&id, event("p", producer_seq)).await;
+    }
+    proxy.heal();
+    let mut seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while seqs.len() < 3 {
+        assert!(Instant::now() < deadline, "tail stalled at {seqs:?}");
+        match tail.frame(Duration::from_secs(1)).await {
+            TailFrame::Event(event) => seqs.push(event["seq"].as_u64().unwrap()),
+            TailFrame::Closed(code) => panic!("the tail closed ({code:?})"),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, vec![2, 3, 4]);
+    writer.append_ok(&id, event("p", 5)).await;
+    assert_eq!(tail.seqs(1).await, vec![5]);
 }

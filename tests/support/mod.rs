@@ -6,12 +6,14 @@ pub mod auth;
 mod browser;
 mod gateway;
 mod nats;
+mod proxy;
 mod sse;
 mod tail;
 
 pub use browser::Browser;
 pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
+pub use proxy::TcpProxy;
 pub use sse::{SseClient, SseFrame};
 pub use tail::{TailClient, TailFrame};
 
