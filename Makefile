@@ -25,6 +25,7 @@ check: tools browser clients
 bench: tools
 	cargo build --release -p gateway --bin starcite -p starcite-tests --bin bench
 	target/release/bench
+	target/release/bench catalog
 
 # Regenerates the committed openapi.json from the running gateway's spec.
 openapi: tools

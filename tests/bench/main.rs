@@ -3,7 +3,7 @@
 //! A private nats-server (file storage) and the `starcite` gateway in its own process, both on
 //! loopback; real HTTP and WebSocket clients; HDR histograms; warm-up before each figure.
 //! Writes `target/bench/report.json` (or `BENCH_REPORT`). `BENCH_QUICK=1` runs the same
-//! scenarios small, as a smoke test. `bench catalog` runs only the catalog figures.
+//! scenarios small, as a smoke test. `bench catalog` gives the catalog figures instead.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod appends;
@@ -22,17 +22,16 @@ async fn main() {
     let scale = Scale::from_env();
     // The benchmark's reqwest shares the gateway library's rustls build, which needs a provider.
     gateway::auth::install_crypto_provider();
-    if only != "catalog" {
-        let report = scenarios(scale).await;
-        let path = std::env::var_os("BENCH_REPORT")
-            .map_or_else(|| PathBuf::from("target/bench/report.json"), PathBuf::from);
-        report.write(&path);
-        targets(&report);
-    }
-    if only == "catalog" || (only.is_empty() && !scale.quick) {
-        println!();
+    // The catalog figures measure this process's memory, so they need a process of their own.
+    if only == "catalog" {
         catalog::run().await;
+        return;
     }
+    let report = scenarios(scale).await;
+    let path = std::env::var_os("BENCH_REPORT")
+        .map_or_else(|| PathBuf::from("target/bench/report.json"), PathBuf::from);
+    report.write(&path);
+    targets(&report);
 }
 
 async fn scenarios(scale: Scale) -> Report {
