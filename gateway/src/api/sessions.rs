@@ -26,7 +26,7 @@ use crate::catalog::input as catalog_input;
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
-use crate::sessions::model::{Gap, GapReason, SessionId, SessionSummary};
+use crate::sessions::model::{Gap, GapReason, NewEvent, SessionId, SessionSummary};
 use crate::sessions::{Appended, SessionLog, input};
 
 /// Body of `POST /v1/sessions`. Every field is optional; `null` means absent.
@@ -251,6 +251,31 @@ pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 }
 
 impl SessionsApi {
+    /// What both append operations share: the caller's right to append here, the body read
+    /// by `parse` before anything touches NATS (a rejected append leaves nothing
+    /// half-written), the tenant's rate, then the append.
+    async fn append_parsed(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: Result<Option<Value>, String>,
+        parse: impl FnOnce(Option<Value>, Option<&str>) -> Result<Vec<NewEvent>, InvalidInput>,
+    ) -> Result<Vec<Appended>, ApiError> {
+        let id = session_id(id)?;
+        authorize(principal, Scope::Append, Some(&id))?;
+        let body = body.map_err(InvalidInput::Event)?;
+        let subject = principal
+            .authenticated
+            .then_some(principal.subject.as_str());
+        let events = parse(body, subject)?;
+        own(&self.log, principal, &id).await?;
+        self.take_appends(principal, events.len())?;
+        let appended = self.log.append_all(&id, events).await?;
+        let written = appended.iter().filter(|event| !event.deduped).count();
+        self.live.figures.appended(written);
+        Ok(appended)
+    }
+
     /// Charges `events` appends to the caller's tenant, when appends are rate limited.
     fn take_appends(&self, principal: &Principal, events: usize) -> Result<(), ApiError> {
         match &self.append_rate {
@@ -339,18 +364,15 @@ impl SessionsApi {
         id: Path<String>,
         body: JsonBody<AppendRequest>,
     ) -> Result<AppendedEvent, ApiError> {
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Append, Some(&id))?;
-        // Validate before touching NATS: a rejected append must leave nothing half-written.
-        let body = body.into_value().map_err(InvalidInput::Event)?;
-        let subject = principal
-            .authenticated
-            .then_some(principal.subject.as_str());
-        let event = input::new_event(body, subject)?;
-        own(&self.log, &principal, &id).await?;
-        self.take_appends(&principal, 1)?;
-        let appended = self.log.append(&id, event).await?;
-        self.live.figures.appended(1);
+        let parse = |body: Option<Value>, subject: Option<&str>| {
+            input::new_event(body, subject).map(|event| vec![event])
+        };
+        let mut appended = self
+            .append_parsed(&principal, &id, body.into_value(), parse)
+            .await?;
+        let appended = appended
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an append went unanswered".into()))?;
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 
@@ -368,18 +390,9 @@ impl SessionsApi {
         id: Path<String>,
         body: JsonBody<AppendBatchRequest>,
     ) -> Result<AppendedEvents, ApiError> {
-        let id = session_id(&id)?;
-        authorize(&principal, Scope::Append, Some(&id))?;
-        let body = body.into_value().map_err(InvalidInput::Event)?;
-        let subject = principal
-            .authenticated
-            .then_some(principal.subject.as_str());
-        let events = input::new_events(body, subject)?;
-        own(&self.log, &principal, &id).await?;
-        self.take_appends(&principal, events.len())?;
-        let appended = self.log.append_all(&id, events).await?;
-        let written = appended.iter().filter(|event| !event.deduped).count();
-        self.live.figures.appended(written);
+        let appended = self
+            .append_parsed(&principal, &id, body.into_value(), input::new_events)
+            .await?;
         let last_seq = appended.last().map_or(0, |event| event.last_seq);
         Ok(AppendedEvents::Created(Json(AppendBatchReply {
             events: appended.into_iter().map(AppendReply::from).collect(),

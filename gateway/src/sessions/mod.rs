@@ -161,20 +161,12 @@ impl SessionLog {
         Ok(SessionSummary { session, last_seq })
     }
 
-    /// Appends one event, or answers a retry with the seq its original got.
+    /// Appends `events` in order, all or none, each deduplicated and checked as if appended
+    /// alone right after the one before it; a retry is answered with the seq its original got.
     ///
-    /// The decision is made on the cached state. An append is then published on the condition
+    /// Each decision is made on the cached state. Appends are then published on the condition
     /// that the state is still the stream's, and a rejection or dedupe is only answered after
     /// checking the same: a stale cache can cost a round trip, never a wrong answer.
-    pub async fn append(&self, id: &SessionId, event: NewEvent) -> Result<Appended, AppendError> {
-        let mut appended = self.append_all(id, vec![event]).await?;
-        appended
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("an append went unanswered".into()).into())
-    }
-
-    /// Appends `events` in order, all or none, each deduplicated and checked as if appended
-    /// alone right after the one before it.
     pub async fn append_all(
         &self,
         id: &SessionId,
