@@ -62,7 +62,10 @@ struct Follower<S> {
     heartbeat: Pin<Box<Sleep>>,
     /// When the reader was last sent something.
     quiet_since: Instant,
-    expiry: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// When the reader's token expires; no timer at all without one.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Resolves when the gateway stops; made once, not per entry.
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// An entry whose gap still has to be announced.
     before_gap: Option<Positioned>,
     /// An entry held back while the gap before it is announced.
@@ -82,7 +85,13 @@ where
     let mut follower = Follower {
         heartbeat: Box::pin(tokio::time::sleep_until(quiet_since + follow.idle)),
         quiet_since,
-        expiry: Box::pin(expiry(follow.expires_at)),
+        expiry: follow
+            .expires_at
+            .map(|at| Box::pin(tokio::time::sleep_until(at))),
+        stopping: {
+            let mut shutdown = follow.shutdown.clone();
+            Box::pin(async move { shutdown.wait().await })
+        },
         entries,
         follow,
         finished: false,
@@ -104,14 +113,6 @@ where
     futures::stream::iter(gap).chain(items)
 }
 
-/// Resolves at `at`, or never.
-async fn expiry(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl<S> Follower<S>
 where
     S: Stream<Item = Result<Positioned, StoreError>> + Unpin,
@@ -130,8 +131,12 @@ where
         loop {
             tokio::select! {
                 biased;
-                () = self.follow.shutdown.wait() => return Ok(TailItem::ShuttingDown),
-                () = &mut self.expiry => return Ok(TailItem::TokenExpired),
+                () = &mut self.stopping => return Ok(TailItem::ShuttingDown),
+                () = async {
+                    if let Some(expiry) = self.expiry.as_mut() {
+                        expiry.await;
+                    }
+                }, if self.expiry.is_some() => return Ok(TailItem::TokenExpired),
                 entry = self.entries.next() => {
                     let Some(first) = self.accept(entry)? else { continue };
                     self.quiet_since = Instant::now();
