@@ -62,10 +62,10 @@ pub struct Writer {
 impl Writer {
     /// Queues `events` as one request and waits for its answer.
     ///
-    /// The request that finds its session idle commits in its own task, which saves two task
-    /// hand-offs on the common path; anything queued meanwhile, and the whole queue if this
-    /// caller goes away mid-commit, is handed to a committer task of its own, so no request is
-    /// ever stranded.
+    /// The request that finds its session idle commits itself, in its own task, which saves two
+    /// task hand-offs on the common path. It only ever commits itself: if others queued in the
+    /// meantime, or once it is answered (or its caller goes away), the queue goes to a
+    /// committer task of its own, so no request depends on another's caller.
     pub async fn append(
         self: &Arc<Self>,
         store: &Arc<Store>,
@@ -93,7 +93,7 @@ impl Writer {
                 id: id.clone(),
             }));
             if let Some(committer) = &handoff.0 {
-                committer.round().await;
+                committer.round(Alone::Required).await;
             }
         }
         answer.await.unwrap_or_else(|_| {
@@ -113,6 +113,15 @@ struct Decided {
     request: Request,
     /// Each event's answer; appends also get a slot in the publish.
     answers: Vec<Appended>,
+}
+
+/// Whether a round may commit other callers' requests too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alone {
+    /// The caller commits in its own task: only its own request, so that its going away
+    /// cannot abandon anyone else's.
+    Required,
+    NotRequired,
 }
 
 /// Hands the queue to a committer task when dropped, unless it is empty.
@@ -135,17 +144,22 @@ impl Drop for Handoff {
 
 impl Committer {
     async fn drain(self) {
-        while self.round().await {}
+        while self.round(Alone::NotRequired).await {}
     }
 
     /// Commits the next group; false when the queue was empty, and is then no longer drained.
-    async fn round(&self) -> bool {
+    /// A round that must commit alone commits nothing if others queued too: the hand-off that
+    /// follows gives the whole queue to a committer task.
+    async fn round(&self, alone: Alone) -> bool {
         let mut state = self.writer.state.lock().await;
         let pending = {
             let mut queue = lock(&self.writer.queue);
             if queue.requests.is_empty() {
                 queue.draining = false;
                 return false;
+            }
+            if alone == Alone::Required && queue.requests.len() > 1 {
+                return true;
             }
             take_group(&mut queue.requests)
         };
