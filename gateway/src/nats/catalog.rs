@@ -4,12 +4,12 @@
 //! it, so its stream doubles as the durable, ordered lifecycle feed.
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use async_nats::jetstream::kv::{CreateErrorKind, EntryErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::feed::{Feed, RawFeed};
-use super::{Store, StoreError, subjects, unavailable};
+use super::{Store, StoreError, live_entry, subjects, unavailable};
 use crate::sessions::model::{SessionId, SessionRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,14 +80,7 @@ impl Store {
 
     pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.sessions_bucket()?;
-        let entry = bucket.entry(subjects::token(id)).await.map_err(|err| {
-            if err.kind() == EntryErrorKind::TimedOut {
-                StoreError::Timeout(err.to_string())
-            } else {
-                unavailable(err)
-            }
-        })?;
-        let Some(entry) = entry.filter(|entry| entry.operation == Operation::Put) else {
+        let Some(entry) = live_entry(bucket, subjects::token(id)).await? else {
             return Ok(None);
         };
         Ok(Some(RevisedRecord {

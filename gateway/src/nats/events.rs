@@ -74,7 +74,7 @@ impl StoredEvent {
         let header = |name: &str| {
             headers
                 .and_then(|headers| headers.get(name))
-                .map(|value| value.as_str().to_owned())
+                .map(|value| value.as_str())
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("stream message {stream_seq} has no {name} header"))
                 })
@@ -84,7 +84,7 @@ impl StoredEvent {
                 "stream message {stream_seq} has a bad {SEQ_HEADER}"
             ))
         })?;
-        let hash = ContentHash::from_hex(&header(HASH_HEADER)?);
+        let hash = ContentHash::from_hex(header(HASH_HEADER)?);
         Ok(StoredEvent {
             stream_seq,
             seq,
@@ -122,21 +122,16 @@ impl Store {
     pub async fn append(
         &self,
         id: &SessionId,
-        append: PendingAppend<'_>,
+        append: &PendingAppend<'_>,
     ) -> Result<u64, AppendFailure> {
         self.sessions_bucket()?;
-        let mut headers = HeaderMap::new();
+        let mut headers = event_headers(append);
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            append.expected_stream_seq.to_string().as_str(),
-        );
-        headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
-        headers.insert(HASH_HEADER, append.hash.as_str());
+        expect_last(&mut headers, append);
         let publish = self
             .jetstream
-            .publish_with_headers(self.subject(id), headers, append.body)
+            .publish_with_headers(self.subject(id), headers, append.body.clone())
             .await
             .map_err(publish_failure)?;
         let ack = publish.await.map_err(publish_failure)?;
@@ -155,7 +150,7 @@ impl Store {
     pub async fn append_batch(
         &self,
         id: &SessionId,
-        appends: Vec<PendingAppend<'_>>,
+        appends: &[PendingAppend<'_>],
     ) -> Result<u64, AppendFailure> {
         self.sessions_bucket()?;
         let subject = self.subject(id);
@@ -164,39 +159,40 @@ impl Store {
             rand::random::<u64>(),
             rand::random::<u64>()
         );
-        let count = appends.len();
-        for (index, append) in appends.into_iter().enumerate() {
-            let mut headers = HeaderMap::new();
+        let Some((commit, rest)) = appends.split_last() else {
+            return Err(AppendFailure::Store(StoreError::Corrupt(
+                "an empty batch was published".into(),
+            )));
+        };
+        let batch_headers = |index: usize, append: &PendingAppend<'_>| {
+            let mut headers = event_headers(append);
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
             if index == 0 {
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    append.expected_stream_seq.to_string().as_str(),
-                );
+                expect_last(&mut headers, append);
             }
-            headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
-            headers.insert(HASH_HEADER, append.hash.as_str());
-            if index + 1 < count {
-                // Only the commit is answered; the server holds the rest until then.
-                self.client
-                    .publish_with_headers(subject.clone(), headers, append.body)
-                    .await
-                    .map_err(unavailable)?;
-                continue;
-            }
-            headers.insert("Nats-Batch-Commit", "1");
-            let publish = self
-                .jetstream
-                .publish_with_headers(subject.clone(), headers, append.body)
+            headers
+        };
+        for (index, append) in rest.iter().enumerate() {
+            // Only the commit is answered; the server holds the rest until then.
+            self.client
+                .publish_with_headers(
+                    subject.clone(),
+                    batch_headers(index, append),
+                    append.body.clone(),
+                )
                 .await
-                .map_err(publish_failure)?;
-            let ack = publish.await.map_err(publish_failure)?;
-            return Ok(ack.sequence);
+                .map_err(unavailable)?;
         }
-        Err(AppendFailure::Store(StoreError::Corrupt(
-            "an empty batch was published".into(),
-        )))
+        let mut headers = batch_headers(rest.len(), commit);
+        headers.insert("Nats-Batch-Commit", "1");
+        let publish = self
+            .jetstream
+            .publish_with_headers(subject, headers, commit.body.clone())
+            .await
+            .map_err(publish_failure)?;
+        let ack = publish.await.map_err(publish_failure)?;
+        Ok(ack.sequence)
     }
 
     /// The session's newest event, read from the stream leader so it is never behind.
@@ -425,6 +421,22 @@ impl Store {
         });
         Ok(Feed::new(Box::pin(events), consumer))
     }
+}
+
+/// What every stored event carries beside its body: its seq and content hash.
+fn event_headers(append: &PendingAppend<'_>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
+    headers.insert(HASH_HEADER, append.hash.as_str());
+    headers
+}
+
+/// Makes the publish conditional on the session's state the decision was made on.
+fn expect_last(headers: &mut HeaderMap, append: &PendingAppend<'_>) {
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        append.expected_stream_seq.to_string().as_str(),
+    );
 }
 
 /// A session's stored-then-live events.

@@ -246,23 +246,24 @@ impl Store {
     }
 
     async fn ensure_sessions_bucket(&self) -> Result<kv::Store, StoreError> {
-        let topology = &self.topology;
-        if let Ok(bucket) = self
-            .jetstream
-            .get_key_value(&topology.sessions_bucket)
-            .await
-        {
+        self.ensure_bucket(kv::Config {
+            bucket: self.topology.sessions_bucket.clone(),
+            description: "Starcite session headers".to_owned(),
+            history: SESSION_HISTORY,
+            storage: stream::StorageType::File,
+            num_replicas: self.topology.replicas,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The bucket `config` names, created as configured if it does not exist yet.
+    async fn ensure_bucket(&self, config: kv::Config) -> Result<kv::Store, StoreError> {
+        if let Ok(bucket) = self.jetstream.get_key_value(&config.bucket).await {
             return Ok(bucket);
         }
         self.jetstream
-            .create_key_value(kv::Config {
-                bucket: topology.sessions_bucket.clone(),
-                description: "Starcite session headers".to_owned(),
-                history: SESSION_HISTORY,
-                storage: stream::StorageType::File,
-                num_replicas: topology.replicas,
-                ..Default::default()
-            })
+            .create_key_value(config)
             .await
             .map_err(unavailable)
     }
@@ -276,6 +277,18 @@ impl Store {
             StoreError::Unavailable("the JetStream stream is not set up yet".to_owned())
         })
     }
+}
+
+/// The key's current value, if it has one (not deleted or purged).
+async fn live_entry(bucket: &kv::Store, key: String) -> Result<Option<kv::Entry>, StoreError> {
+    let entry = bucket.entry(key).await.map_err(|err| {
+        if err.kind() == kv::EntryErrorKind::TimedOut {
+            StoreError::Timeout(err.to_string())
+        } else {
+            unavailable(err)
+        }
+    })?;
+    Ok(entry.filter(|entry| entry.operation == kv::Operation::Put))
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {

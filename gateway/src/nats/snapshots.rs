@@ -2,30 +2,24 @@
 //! gateway new to a long session reads a snapshot and the few events after it instead of the
 //! whole log. A snapshot is only ever a shortcut: the caller validates it against the stream.
 
-use async_nats::jetstream::kv::{self, EntryErrorKind, Operation};
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 
-use super::{Store, StoreError, subjects, unavailable};
+use super::{Store, StoreError, live_entry, subjects, unavailable};
 use crate::sessions::model::SessionId;
 
 impl Store {
     pub(super) async fn ensure_snapshots_bucket(&self) -> Result<kv::Store, StoreError> {
-        let name = self.topology.snapshots_bucket();
-        if let Ok(bucket) = self.jetstream.get_key_value(&name).await {
-            return Ok(bucket);
-        }
-        self.jetstream
-            .create_key_value(kv::Config {
-                bucket: name,
-                description: "Starcite session write-state snapshots (a cache)".to_owned(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: self.topology.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)
+        self.ensure_bucket(kv::Config {
+            bucket: self.topology.snapshots_bucket(),
+            description: "Starcite session write-state snapshots (a cache)".to_owned(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: self.topology.replicas,
+            ..Default::default()
+        })
+        .await
     }
 
     fn snapshots_bucket(&self) -> Result<&kv::Store, StoreError> {
@@ -37,20 +31,8 @@ impl Store {
 
     /// The session's latest snapshot, if one was saved.
     pub async fn snapshot(&self, id: &SessionId) -> Result<Option<Bytes>, StoreError> {
-        let entry = self
-            .snapshots_bucket()?
-            .entry(subjects::token(id))
-            .await
-            .map_err(|err| {
-                if err.kind() == EntryErrorKind::TimedOut {
-                    StoreError::Timeout(err.to_string())
-                } else {
-                    unavailable(err)
-                }
-            })?;
-        Ok(entry
-            .filter(|entry| entry.operation == Operation::Put)
-            .map(|entry| entry.value))
+        let entry = live_entry(self.snapshots_bucket()?, subjects::token(id)).await?;
+        Ok(entry.map(|entry| entry.value))
     }
 
     /// Replaces the session's snapshot; any gateway's newest one is as good as another's.

@@ -180,7 +180,6 @@ fn decide(
 
 /// A state with appends that are decided but not yet committed on top: a group commit
 /// decides each queued request as if the ones before it had been committed alone.
-#[derive(Clone)]
 pub struct Overlay<'a> {
     base: &'a SessionState,
     last_seq: Seq,

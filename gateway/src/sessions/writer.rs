@@ -320,14 +320,15 @@ impl Committer {
             1
         };
         while let Some(request) = pending.front() {
-            let mut trial = overlay.clone();
+            // Decided straight on the overlay. A request that is not taken either ends the
+            // group or is its first, and then the overlay goes back to the committed state.
             let mut answers = Vec::with_capacity(request.events.len());
             let mut rejection = None;
             let mut appends_only = true;
             for (event, hash) in request.events.iter().zip(&request.hashes) {
-                match trial.decide(&event.content, event.expected_seq, hash) {
+                match overlay.decide(&event.content, event.expected_seq, hash) {
                     Decision::Append { seq } => {
-                        trial.apply(&event.content, seq, hash);
+                        overlay.apply(&event.content, seq, hash);
                         answers.push(Appended {
                             seq,
                             last_seq: seq,
@@ -361,10 +362,11 @@ impl Committer {
                 break;
             };
             if let Some(reason) = rejection {
+                overlay = Overlay::new(state);
                 let _ = request.reply.send(Err(reason.into()));
                 continue;
             }
-            let last_seq = trial.last_seq();
+            let last_seq = overlay.last_seq();
             for answer in &mut answers {
                 answer.last_seq = last_seq;
             }
@@ -372,7 +374,6 @@ impl Committer {
                 let _ = request.reply.send(Ok(answers));
                 continue;
             }
-            overlay = trial;
             let alone = request.events.len() > 1;
             group.push(Decided { request, answers });
             if alone || group.len() >= limit {
@@ -409,37 +410,22 @@ impl Committer {
                 });
             }
         }
-        let count = appends.len() as u64;
-        let folded: Vec<_> = appends
-            .iter()
-            .map(|append| {
-                (
-                    append.seq,
-                    append.content.producer_id.clone(),
-                    append.content.producer_seq,
-                    append.hash.clone(),
-                )
-            })
-            .collect();
-        let last_stream_seq = if appends.len() == 1 {
-            let Some(append) = appends.pop() else {
-                return Ok(());
-            };
+        let last_stream_seq = match appends.as_slice() {
             // A duplicate means this very decision was stored before (a retry after a
             // timeout): the catch-up that follows finds it and answers from it.
-            self.store.append(&self.id, append).await?
-        } else {
-            self.store.append_batch(&self.id, appends).await?
+            [single] => self.store.append(&self.id, single).await?,
+            batch => self.store.append_batch(&self.id, batch).await?,
         };
+        let count = appends.len() as u64;
         // A batch is stored at consecutive stream sequences.
         let first_stream_seq = last_stream_seq + 1 - count;
-        for (offset, (seq, producer_id, producer_seq, hash)) in folded.into_iter().enumerate() {
+        for (offset, append) in (0u64..).zip(&appends) {
             state.apply(EventRecord {
-                stream_seq: first_stream_seq + offset as u64,
-                seq,
-                producer_id,
-                producer_seq,
-                hash,
+                stream_seq: first_stream_seq + offset,
+                seq: append.seq,
+                producer_id: append.content.producer_id.clone(),
+                producer_seq: append.content.producer_seq,
+                hash: append.hash.clone(),
             });
         }
         debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
@@ -470,7 +456,7 @@ fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> {
 }
 
 /// Folds every event the stream has past the state's position into it.
-pub async fn catch_up(
+async fn catch_up(
     store: &Store,
     id: &SessionId,
     state: &mut SessionState,
