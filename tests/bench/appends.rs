@@ -8,7 +8,9 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::harness::{GatewayProcess, Report, Scale, append, event_body, histogram, micros};
+use starcite_tests::GatewayProcess;
+
+use crate::harness::{Api, Report, Scale, append, create_session, event_body, histogram, micros};
 
 /// A file-backed stream beside the gateway's, for the baselines: same server, same storage,
 /// same message size.
@@ -29,7 +31,7 @@ pub async fn raw_stream(jetstream: &jetstream::Context) -> stream::Stream {
 
 /// One client, sequential appends to one session.
 pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    let id = gateway.create_session().await;
+    let id = create_session(gateway).await;
     let url = gateway.append_url(&id);
     let client = reqwest::Client::new();
     let warm_up = scale.pick(500, 50);
@@ -193,7 +195,7 @@ pub async fn raw_batch_64(jetstream: &jetstream::Context, scale: Scale, report: 
 pub async fn append_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
     let mut sessions = Vec::new();
     for _ in 0..64 {
-        sessions.push(gateway.create_session().await);
+        sessions.push(create_session(gateway).await);
     }
     append_for(gateway, &sessions, 64, Duration::from_millis(500)).await;
     let (rate, latencies) = append_for(gateway, &sessions, 64, scale.duration(8)).await;
@@ -203,9 +205,9 @@ pub async fn append_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Rep
 
 /// 64 producers into one session.
 pub async fn append_hot_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    let session = [gateway.create_session().await];
+    let session = [create_session(gateway).await];
     append_for(gateway, &session, 64, Duration::from_millis(500)).await;
-    let session = [gateway.create_session().await];
+    let session = [create_session(gateway).await];
     let (rate, latencies) = append_for(gateway, &session, 64, scale.duration(8)).await;
     report.add("append_hot_c64", "events_per_s", rate, "events/s");
     report.latencies("append_hot_c64", &latencies, &["p99_us"]);

@@ -1,16 +1,14 @@
 //! What every scenario shares: the gateway as its own process, the run's scale, an HDR
 //! histogram, the report, and the ~1 KiB event every append sends.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
-use starcite_tests::{TestNats, path_segment};
+use starcite_tests::{GatewayProcess, TestNats, path_segment};
 
 /// Full figures, or a sub-minute smoke run (`BENCH_QUICK=1`) of the same code.
 #[derive(Debug, Clone, Copy)]
@@ -143,125 +141,61 @@ fn gateway_binary() -> PathBuf {
     me.with_file_name("starcite")
 }
 
-/// A gateway in its own process (so its memory is its own), on a random loopback port.
-pub struct GatewayProcess {
-    process: Child,
-    pub base_url: String,
-    pub client: reqwest::Client,
+/// The gateway in its own process (so its memory is its own), on a random loopback port.
+pub async fn start_gateway(nats: &TestNats) -> GatewayProcess {
+    GatewayProcess::start(&gateway_binary(), nats, &[]).await
 }
 
-impl GatewayProcess {
-    pub async fn start(nats: &TestNats) -> GatewayProcess {
-        let binary = gateway_binary();
-        let mut process = Command::new(&binary)
-            .env("STARCITE_LISTEN", "127.0.0.1:0")
-            .env("STARCITE_NATS_URL", &nats.url)
-            .env("STARCITE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
-        let stderr = BufReader::new(process.stderr.take().expect("piped stderr"));
-        let (found, address) = std::sync::mpsc::channel();
-        // Keeps draining the log so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = found.send(address.to_owned());
-                }
-            }
-        });
-        let address =
-            tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(30)))
-                .await
-                .expect("join the log reader")
-                .expect("the gateway never said where it listens");
-        let gateway = GatewayProcess {
-            process,
-            base_url: format!("http://{address}"),
-            client: reqwest::Client::new(),
-        };
-        gateway.wait_until_ready().await;
-        gateway
+/// The requests the scenarios send, by URL.
+pub trait Api {
+    fn url(&self, path: &str) -> String;
+
+    fn append_url(&self, id: &str) -> String {
+        self.url(&format!("/v1/sessions/{}/append", path_segment(id)))
     }
 
-    /// Kills the process, as a redeploy or crash would, and starts a fresh one.
-    pub async fn restart(&mut self, nats: &TestNats) {
-        self.kill();
-        *self = GatewayProcess::start(nats).await;
+    fn append_batch_url(&self, id: &str) -> String {
+        self.url(&format!("/v1/sessions/{}/append_batch", path_segment(id)))
     }
 
-    fn kill(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-
-    async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = self
-                .client
-                .get(format!("{}/health/ready", self.base_url))
-                .send()
-                .await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the gateway never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The gateway's resident memory, from the kernel.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub async fn create_session(&self) -> String {
-        let response = self
-            .client
-            .post(format!("{}/v1/sessions", self.base_url))
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("create a session");
-        assert_eq!(response.status(), 201, "create failed");
-        let created: Value = response.json().await.expect("a JSON reply");
-        created["id"].as_str().expect("an id").to_owned()
-    }
-
-    pub fn append_url(&self, id: &str) -> String {
-        format!("{}/v1/sessions/{}/append", self.base_url, path_segment(id))
-    }
-
-    pub fn append_batch_url(&self, id: &str) -> String {
-        format!(
-            "{}/v1/sessions/{}/append_batch",
-            self.base_url,
+    fn tail_url(&self, id: &str, cursor: u64, batch_size: usize) -> String {
+        let path = format!(
+            "/v1/sessions/{}/tail?cursor={cursor}&batch_size={batch_size}",
             path_segment(id)
-        )
-    }
-
-    pub fn tail_url(&self, id: &str, cursor: u64, batch_size: usize) -> String {
-        format!(
-            "{}/v1/sessions/{}/tail?cursor={cursor}&batch_size={batch_size}",
-            self.base_url.replacen("http", "ws", 1),
-            path_segment(id)
-        )
+        );
+        self.url(&path).replacen("http", "ws", 1)
     }
 }
 
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        self.kill();
+impl Api for GatewayProcess {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
     }
+}
+
+/// Creates a session with a generated id.
+pub async fn create_session(gateway: &GatewayProcess) -> String {
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create a session");
+    assert_eq!(response.status(), 201, "create failed");
+    let created: Value = response.json().await.expect("a JSON reply");
+    created["id"].as_str().expect("an id").to_owned()
+}
+
+/// The session's newest seq.
+pub async fn last_seq(gateway: &GatewayProcess, id: &str) -> u64 {
+    let url = gateway.url(&format!("/v1/sessions/{}", path_segment(id)));
+    let session: Value = reqwest::get(url)
+        .await
+        .expect("get the session")
+        .json()
+        .await
+        .expect("a JSON reply");
+    session["last_seq"].as_u64().unwrap_or(0)
 }
 
 /// Posts one append body and returns the seq it got, insisting on a 201.

@@ -13,7 +13,7 @@ mod tails;
 
 use std::path::PathBuf;
 
-use harness::{GatewayProcess, Report, Scale};
+use harness::{Report, Scale, create_session};
 use starcite_tests::TestNats;
 
 #[tokio::main]
@@ -36,7 +36,7 @@ async fn main() {
 
 async fn scenarios(scale: Scale) -> Report {
     let nats = TestNats::start();
-    let mut gateway = GatewayProcess::start(&nats).await;
+    let mut gateway = harness::start_gateway(&nats).await;
     let jetstream = nats.jetstream().await;
     appends::raw_stream(&jetstream).await;
     let mut report = Report::default();
@@ -56,10 +56,10 @@ async fn scenarios(scale: Scale) -> Report {
     tails::tail_1(&gateway, scale, &mut report).await;
     tails::tail_1000(&gateway, scale, &mut report).await;
 
-    let long = gateway.create_session().await;
+    let long = create_session(&gateway).await;
     let length = scale.pick(100_000, 5_000);
     appends::fill(&gateway, &long, length).await;
-    assert_eq!(tails::last_seq(&gateway, &long).await, length);
+    assert_eq!(harness::last_seq(&gateway, &long).await, length);
     tails::replay(&gateway, &long, length, &mut report).await;
     tails::raw_replay(&jetstream, &long, length, &mut report).await;
 

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self};
 use futures::StreamExt;
-use serde_json::Value;
 use starcite_tests::TestNats;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::{GatewayProcess, Report, Scale, append, event_body, histogram, micros};
+use starcite_tests::GatewayProcess;
+
+use crate::harness::{Api, Report, Scale, append, create_session, event_body, histogram, micros};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,7 +73,7 @@ async fn live_delivery(
     events: u64,
     report: &mut Report,
 ) {
-    let id = gateway.create_session().await;
+    let id = create_session(gateway).await;
     let url = gateway.append_url(&id);
     let client = reqwest::Client::new();
     let sockets = connect_many(vec![gateway.tail_url(&id, 0, 1); tailers]).await;
@@ -219,7 +220,7 @@ pub async fn idle_tailers(
     let per_session = 10;
     let mut ids = Vec::with_capacity(sessions);
     for _ in 0..sessions {
-        ids.push(gateway.create_session().await);
+        ids.push(create_session(gateway).await);
     }
     let before = gateway.rss_kib();
     let urls = ids
@@ -295,23 +296,4 @@ pub async fn cold_append(
     times.sort_by(f64::total_cmp);
     println!("  cold appends (ms): {times:.1?}");
     report.add("cold_append_100k", "ms", times[times.len() / 2], "ms");
-}
-
-/// What the session holds now, to check a fill.
-pub async fn last_seq(gateway: &GatewayProcess, id: &str) -> u64 {
-    let url = format!(
-        "{}/v1/sessions/{}",
-        gateway.base_url,
-        starcite_tests::path_segment(id)
-    );
-    let session: Value = gateway
-        .client
-        .get(url)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    session["last_seq"].as_u64().unwrap_or(0)
 }

@@ -1,14 +1,16 @@
 //! Every way to read: HTTP pages (with long-poll), SSE, batched WebSocket frames, retention
 //! gaps, slow readers, and shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{SseClient, SseFrame, TailClient, TailFrame, TestGateway, TestNats, event};
+use starcite_tests::{
+    GatewayProcess, SseClient, SseFrame, TailClient, TailFrame, TestGateway, TestNats, event,
+};
 
 async fn page(gateway: &TestGateway, id: &str, query: &str) -> Value {
     let path = format!("/v1/sessions/{id}/events{query}");
@@ -305,55 +307,15 @@ async fn a_reader_that_stops_reading_is_cut_off_while_a_fast_one_gets_everything
 #[tokio::test]
 async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     let nats = TestNats::start();
-    let mut process = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_starcite-e2e"))
-            .env("STARCITE_LISTEN", "127.0.0.1:0")
-            .env("STARCITE_NATS_URL", &nats.url)
-            .env("STARCITE_LOG", "info")
-            .env("STARCITE_SHUTDOWN_TIMEOUT", "5s")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // The gateway logs the address it bound; port 0 means no race for a free port. The rest
-    // of its log is kept for the failure message.
-    let stderr = BufReader::new(process.0.stderr.take().unwrap());
-    let (found, address) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = found.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-            lines.push(line);
-        }
-        lines.join("\n")
-    });
-    let address =
-        tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(15)))
-            .await
-            .unwrap()
-            .expect("the gateway never said where it listens");
-    gateway::auth::install_crypto_provider();
+    let mut process = GatewayProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_starcite-e2e")),
+        &nats,
+        &[("STARCITE_SHUTDOWN_TIMEOUT", "5s")],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let base = format!("http://{address}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "the gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let base = &process.base_url;
+    let address = &process.address;
     let created: Value = client
         .post(format!("{base}/v1/sessions"))
         .json(&json!({}))
@@ -368,7 +330,7 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     drop(client);
 
     let status = Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
+        .args(["-TERM", &process.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -378,13 +340,13 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(exit) = process.0.try_wait().unwrap() {
-            let log = log.join().unwrap();
+        if let Some(exit) = process.try_wait() {
+            let log = process.log();
             assert!(exit.success(), "exited with {exit}:\n{log}");
             break;
         }
         if Instant::now() > deadline {
-            let _ = process.0.kill();
+            process.kill();
             panic!("the gateway did not exit after SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -427,14 +389,4 @@ async fn retention_never_stalls_appends() {
         (retry["seq"].as_u64(), retry["deduped"].as_bool()),
         (Some(102), Some(true))
     );
-}
-
-/// A child process that is killed and reaped however the test ends.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
