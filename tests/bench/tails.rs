@@ -12,6 +12,7 @@ use starcite_tests::TestNats;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use starcite_tests::GatewayProcess;
@@ -20,8 +21,11 @@ use crate::harness::{Api, Report, Scale, append, create_session, event_body, his
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A tailer with a read buffer sized for its frames: tungstenite's default zeroes 128 KiB on
+/// every read, which made the load generator, not the gateway, the cost of a receipt.
 async fn connect(url: &str) -> Socket {
-    let (socket, _) = tokio_tungstenite::connect_async(url)
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
         .await
         .expect("open a tail");
     socket
