@@ -47,6 +47,58 @@ async fn eight_producers_through_two_gateways_get_exactly_seqs_1_to_1600() {
     assert_eq!(gateways[0].last_seq(&id).await, 1600);
 }
 
+/// Enough producers on one session that both gateways commit in atomic batches, built while
+/// their requests arrive: a batch that loses the race to the other gateway is decided again,
+/// and retries arriving mid-batch are answered as duplicates of the first answer.
+#[tokio::test]
+async fn hot_batches_from_two_gateways_stay_gapless_and_dedupe_retries() {
+    let nats = TestNats::start();
+    let gateways = [
+        TestGateway::start(&nats).await,
+        TestGateway::start(&nats).await,
+    ];
+    let id = gateways[0].create_session().await;
+    let (producers, each) = (48usize, 30u64);
+    let writers = (0..producers).map(|producer| {
+        let (gateways, id) = (&gateways, &id);
+        async move {
+            let mut seqs = Vec::new();
+            for producer_seq in 1..=each {
+                // Each producer keeps to one gateway, so both gather batches, and retries
+                // through the other.
+                let body = event(&format!("producer-{producer}"), producer_seq);
+                let reply = gateways[producer % 2].append_ok(id, body.clone()).await;
+                assert_eq!(reply["deduped"], false);
+                let seq = reply["seq"].as_u64().unwrap();
+                if producer_seq % 10 == 0 {
+                    let retry = gateways[(producer + 1) % 2].append_ok(id, body).await;
+                    assert_eq!(retry["deduped"], true, "a retry is a duplicate: {retry}");
+                    assert_eq!(retry["seq"], seq, "a retry gets the first answer's seq");
+                }
+                seqs.push(seq);
+            }
+            seqs
+        }
+    });
+    let per_producer = futures::future::join_all(writers).await;
+    for seqs in &per_producer {
+        assert!(
+            seqs.windows(2).all(|pair| pair[0] < pair[1]),
+            "a producer's seqs must increase"
+        );
+    }
+    let total = producers as u64 * each;
+    let mut replies: Vec<u64> = per_producer.into_iter().flatten().collect();
+    replies.sort_unstable();
+    assert_eq!(replies, (1..=total).collect::<Vec<_>>());
+    let mut tail = gateways[1].tail(&id, 0).await;
+    assert_eq!(
+        tail.seqs(total as usize).await,
+        (1..=total).collect::<Vec<_>>()
+    );
+    tail.expect_no_event(Duration::from_millis(200)).await;
+}
+
 #[tokio::test]
 async fn a_retry_through_a_fresh_gateway_is_deduped() {
     // The first gateway stores the event and "crashes" before the client sees the reply; the

@@ -34,6 +34,61 @@ pub struct PendingAppend<'a> {
     pub body: Bytes,
 }
 
+/// An atomic batch being sent: each staged event goes out at once, so JetStream prepares the
+/// batch (on a single-replica file stream, a staging store of its own) while the rest are
+/// still being decided; `commit` sends the last and stores them all, or none.
+pub struct OpenBatch {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    subject: String,
+    batch_id: String,
+    staged: usize,
+}
+
+impl OpenBatch {
+    /// Events sent so far, before the commit.
+    pub fn staged(&self) -> usize {
+        self.staged
+    }
+
+    /// Sends an event of the batch; the server holds it until the commit.
+    pub async fn stage(&mut self, append: &PendingAppend<'_>) -> Result<(), AppendFailure> {
+        let headers = self.headers(append);
+        self.client
+            .publish_with_headers(self.subject.clone(), headers, append.body.clone())
+            .await
+            .map_err(|err| AppendFailure::Store(unavailable(err)))?;
+        self.staged += 1;
+        Ok(())
+    }
+
+    /// Sends the last event and commits the batch; returns the last event's stream sequence.
+    pub async fn commit(self, last: &PendingAppend<'_>) -> Result<u64, AppendFailure> {
+        let mut headers = self.headers(last);
+        headers.insert("Nats-Batch-Commit", "1");
+        let publish = self
+            .jetstream
+            .publish_with_headers(self.subject.clone(), headers, last.body.clone())
+            .await
+            .map_err(publish_failure)?;
+        let ack = publish.await.map_err(publish_failure)?;
+        Ok(ack.sequence)
+    }
+
+    fn headers(&self, append: &PendingAppend<'_>) -> HeaderMap {
+        let mut headers = event_headers(append);
+        headers.insert("Nats-Batch-Id", self.batch_id.as_str());
+        headers.insert(
+            "Nats-Batch-Sequence",
+            (self.staged + 1).to_string().as_str(),
+        );
+        if self.staged == 0 {
+            expect_last(&mut headers, append);
+        }
+        headers
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendFailure {
     /// The session moved on since the state the seq was decided on: catch up and decide again.
@@ -152,47 +207,32 @@ impl Store {
         id: &SessionId,
         appends: &[PendingAppend<'_>],
     ) -> Result<u64, AppendFailure> {
-        self.sessions_bucket()?;
-        let subject = self.subject(id);
-        let batch_id = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let Some((commit, rest)) = appends.split_last() else {
+        let Some((last, rest)) = appends.split_last() else {
             return Err(AppendFailure::Store(StoreError::Corrupt(
                 "an empty batch was published".into(),
             )));
         };
-        let batch_headers = |index: usize, append: &PendingAppend<'_>| {
-            let mut headers = event_headers(append);
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-            if index == 0 {
-                expect_last(&mut headers, append);
-            }
-            headers
-        };
-        for (index, append) in rest.iter().enumerate() {
-            // Only the commit is answered; the server holds the rest until then.
-            self.client
-                .publish_with_headers(
-                    subject.clone(),
-                    batch_headers(index, append),
-                    append.body.clone(),
-                )
-                .await
-                .map_err(unavailable)?;
+        let mut batch = self.open_batch(id)?;
+        for append in rest {
+            batch.stage(append).await?;
         }
-        let mut headers = batch_headers(rest.len(), commit);
-        headers.insert("Nats-Batch-Commit", "1");
-        let publish = self
-            .jetstream
-            .publish_with_headers(subject, headers, commit.body.clone())
-            .await
-            .map_err(publish_failure)?;
-        let ack = publish.await.map_err(publish_failure)?;
-        Ok(ack.sequence)
+        batch.commit(last).await
+    }
+
+    /// Starts an atomic batch whose events are sent as they are decided.
+    pub fn open_batch(&self, id: &SessionId) -> Result<OpenBatch, StoreError> {
+        self.sessions_bucket()?;
+        Ok(OpenBatch {
+            client: self.client.clone(),
+            jetstream: self.jetstream.clone(),
+            subject: self.subject(id),
+            batch_id: format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            ),
+            staged: 0,
+        })
     }
 
     /// The session's newest event, read from the stream leader so it is never behind.

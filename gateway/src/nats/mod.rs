@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
-pub use events::{AppendFailure, EventFeed, Head, PendingAppend, StoredEvent};
+pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
 pub use system::{ServerFigures, StreamFigures};

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::Appended;
 use super::error::AppendError;
-use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
+use super::model::{self, ContentHash, Event, EventContent, EventRecord, NewEvent, Seq, SessionId};
 use super::state::{Decision, Overlay, SessionState, Snapshot};
 use crate::nats::{AppendFailure, PendingAppend, Store, StoreError};
 
@@ -143,6 +143,18 @@ struct Gathering {
     patience: Duration,
 }
 
+impl Gathering {
+    /// After a round answered `answered` requests while `waiting` others were queued, with a
+    /// commit that began at `committing`: the callers just answered usually append again at
+    /// once, and waiting for them costs at most what a commit costs.
+    fn after(answered: usize, waiting: usize, committing: Instant) -> Gathering {
+        Gathering {
+            expected: (answered + waiting).min(MAX_GROUP),
+            patience: committing.elapsed().min(MAX_PATIENCE),
+        }
+    }
+}
+
 /// Hands the queue to a committer task when dropped, unless it is empty.
 struct Handoff(Option<Committer>);
 
@@ -169,13 +181,17 @@ impl Committer {
         }
     }
 
-    /// Commits the next group, once gathered; `None` when the queue was empty, and is then no
-    /// longer drained. A round that must commit alone commits nothing if others queued too:
-    /// the hand-off that follows gives the whole queue to a committer task.
+    /// Commits the next group; `None` when the queue was empty, and is then no longer drained.
+    /// After a round that answered enough requests for an atomic batch, the next batch is
+    /// streamed as its requests come back. A round that must commit alone commits nothing if
+    /// others queued too: the hand-off that follows gives the whole queue to a committer task.
     async fn round(&self, alone: Alone, gathering: Gathering) -> Option<Gathering> {
         let mut state = self.writer.state.lock().await;
-        if alone == Alone::NotRequired {
-            self.gather(gathering).await;
+        if alone == Alone::NotRequired
+            && gathering.expected >= BATCH_PAYS_FROM
+            && let Some(state) = state.as_mut()
+        {
+            return Some(self.stream(state, gathering).await);
         }
         let pending = {
             let mut queue = lock(&self.writer.queue);
@@ -191,11 +207,7 @@ impl Committer {
         let answered = pending.len();
         let started = Instant::now();
         match self.commit(&mut state, pending).await {
-            Ok(waiting) => Some(Gathering {
-                // Callers just answered usually append again at once.
-                expected: (waiting + answered).min(MAX_GROUP),
-                patience: started.elapsed().min(MAX_PATIENCE),
-            }),
+            Ok(waiting) => Some(Gathering::after(answered, waiting, started)),
             Err((err, pending)) => {
                 for request in pending {
                     let _ = request.reply.send(Err(err.clone()));
@@ -205,23 +217,99 @@ impl Committer {
         }
     }
 
-    /// Waits until the requests the last round expects are queued, if they make an atomic batch,
-    /// but no longer than that round took: the callers just answered come back within a
-    /// fraction of a batch's cost, and one batch for all of them costs about as much as one for
-    /// half of them.
-    async fn gather(&self, gathering: Gathering) {
-        if gathering.expected < BATCH_PAYS_FROM {
-            return;
-        }
+    /// Commits one atomic batch built while its requests arrive. Each single-event append is
+    /// decided as it is taken off the queue and sent to JetStream at once (all but the newest,
+    /// which may have to commit the batch), so JetStream prepares the batch while the callers
+    /// just answered come back. The batch commits when the expected requests are in, after
+    /// the patience, or when the next request needs more than an append decided on this
+    /// provisional state; that one stays queued. A failed commit puts its requests back at the
+    /// front of the queue, to be decided again on a state caught up with the stream.
+    async fn stream(&self, state: &mut SessionState, gathering: Gathering) -> Gathering {
         let deadline = Instant::now() + gathering.patience;
+        let inserted_at = model::timestamp_now();
+        let expected_stream_seq = state.stream_seq();
+        let mut batch = match self.store.open_batch(&self.id) {
+            Ok(batch) => batch,
+            Err(err) => {
+                debug!(session.id = %self.id, "cannot batch appends to {}: {err}", self.id);
+                return Gathering::default();
+            }
+        };
+        let mut group: Vec<Decided> = Vec::new();
+        let mut overlay = Overlay::new(state);
+        let mut staging: Result<(), AppendFailure> = Ok(());
         loop {
-            // Made before the count is read, so an arrival in between still wakes it.
+            // Made before the queue is read, so an arrival in between still wakes it.
             let arrival = self.writer.arrivals.notified();
-            if lock(&self.writer.queue).requests.len() >= gathering.expected {
-                return;
+            let gathered = {
+                let mut queue = lock(&self.writer.queue);
+                take_appends(&mut queue.requests, &mut overlay, &mut group, gathering)
+            };
+            // Stage every decided append but the newest.
+            while staging.is_ok() && batch.staged() + 1 < group.len() {
+                staging = match append_of(&group[batch.staged()], expected_stream_seq, &inserted_at)
+                {
+                    Ok(append) => batch.stage(&append).await,
+                    Err(err) => Err(err.into()),
+                };
+            }
+            if gathered || staging.is_err() {
+                break;
             }
             if tokio::time::timeout_at(deadline, arrival).await.is_err() {
-                return;
+                break;
+            }
+        }
+        drop(overlay);
+        let Some(newest) = group.last() else {
+            return Gathering::default();
+        };
+        let committing = Instant::now();
+        let committed = match staging {
+            Err(failure) => Err(failure),
+            Ok(()) => match append_of(newest, expected_stream_seq, &inserted_at) {
+                Err(err) => Err(err.into()),
+                // One request alone is cheaper as a single conditional append.
+                Ok(append) if batch.staged() == 0 => self.store.append(&self.id, &append).await,
+                Ok(append) => batch.commit(&append).await,
+            },
+        };
+        match committed {
+            Ok(last_stream_seq) => {
+                let before = state.last_seq();
+                fold(
+                    state,
+                    last_stream_seq,
+                    group.iter().flat_map(|decided| {
+                        decided
+                            .request
+                            .events
+                            .iter()
+                            .zip(&decided.request.hashes)
+                            .zip(&decided.answers)
+                            .map(|((event, hash), answer)| (answer.seq, &event.content, hash))
+                    }),
+                );
+                self.snapshot_if_due(state, before);
+                let waiting = lock(&self.writer.queue).requests.len();
+                let answered = group.len();
+                for decided in group {
+                    let _ = decided.request.reply.send(Ok(decided.answers));
+                }
+                Gathering::after(answered, waiting, committing)
+            }
+            Err(failure) => {
+                debug!(session.id = %self.id, "a streamed batch to {} failed: {failure}", self.id);
+                {
+                    let mut queue = lock(&self.writer.queue);
+                    for decided in group.into_iter().rev() {
+                        queue.requests.push_front(decided.request);
+                    }
+                }
+                if let Err(err) = catch_up(&self.store, &self.id, state).await {
+                    debug!(session.id = %self.id, "could not catch up with {}: {err}", self.id);
+                }
+                Gathering::default()
             }
         }
     }
@@ -451,21 +539,8 @@ impl Committer {
         let inserted_at = model::timestamp_now();
         let mut appends = Vec::new();
         for decided in group {
-            let events = decided.request.events.iter().zip(&decided.request.hashes);
-            for ((event, hash), answer) in events.zip(&decided.answers) {
-                if answer.deduped {
-                    continue;
-                }
-                let body =
-                    serde_json::to_vec(&Event::new(answer.seq, &event.content, &inserted_at))
-                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                appends.push(PendingAppend {
-                    seq: answer.seq,
-                    expected_stream_seq: state.stream_seq(),
-                    content: &event.content,
-                    hash,
-                    body: body.into(),
-                });
+            for append in appends_of(decided, state.stream_seq(), &inserted_at) {
+                appends.push(append?);
             }
         }
         let last_stream_seq = match appends.as_slice() {
@@ -474,21 +549,109 @@ impl Committer {
             [single] => self.store.append(&self.id, single).await?,
             batch => self.store.append_batch(&self.id, batch).await?,
         };
-        let count = appends.len() as u64;
-        // A batch is stored at consecutive stream sequences.
-        let first_stream_seq = last_stream_seq + 1 - count;
-        for (offset, append) in (0u64..).zip(&appends) {
-            state.apply(EventRecord {
-                stream_seq: first_stream_seq + offset,
-                seq: append.seq,
-                producer_id: append.content.producer_id.clone(),
-                producer_seq: append.content.producer_seq,
-                hash: append.hash.clone(),
-            });
-        }
+        let appended = appends
+            .iter()
+            .map(|append| (append.seq, append.content, append.hash));
+        fold(state, last_stream_seq, appended);
+        let count = appends.len();
         debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
         Ok(())
     }
+}
+
+/// The appends a decided request publishes (its dedupes publish nothing), as decided on the
+/// state at `expected_stream_seq`.
+fn appends_of<'a>(
+    decided: &'a Decided,
+    expected_stream_seq: u64,
+    inserted_at: &'a str,
+) -> impl Iterator<Item = Result<PendingAppend<'a>, StoreError>> {
+    let events = decided.request.events.iter().zip(&decided.request.hashes);
+    events
+        .zip(&decided.answers)
+        .filter(|(_, answer)| !answer.deduped)
+        .map(move |((event, hash), answer)| {
+            let body = serde_json::to_vec(&Event::new(answer.seq, &event.content, inserted_at))
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            Ok(PendingAppend {
+                seq: answer.seq,
+                expected_stream_seq,
+                content: &event.content,
+                hash,
+                body: body.into(),
+            })
+        })
+}
+
+/// The one append of a single-event request decided to append.
+fn append_of<'a>(
+    decided: &'a Decided,
+    expected_stream_seq: u64,
+    inserted_at: &'a str,
+) -> Result<PendingAppend<'a>, StoreError> {
+    appends_of(decided, expected_stream_seq, inserted_at)
+        .next()
+        .unwrap_or_else(|| {
+            Err(StoreError::Corrupt(
+                "a streamed request appends nothing".into(),
+            ))
+        })
+}
+
+/// Folds appends just stored, the last at `last_stream_seq`, into the state: a batch is stored
+/// at consecutive stream sequences.
+fn fold<'a>(
+    state: &mut SessionState,
+    last_stream_seq: u64,
+    appended: impl Iterator<Item = (Seq, &'a EventContent, &'a ContentHash)> + Clone,
+) {
+    let first_stream_seq = last_stream_seq + 1 - appended.clone().count() as u64;
+    for (offset, (seq, content, hash)) in (0u64..).zip(appended) {
+        state.apply(EventRecord {
+            stream_seq: first_stream_seq + offset,
+            seq,
+            producer_id: content.producer_id.clone(),
+            producer_seq: content.producer_seq,
+            hash: hash.clone(),
+        });
+    }
+}
+
+/// Takes single-event appends off the front of the queue into a streamed batch, each decided
+/// on the overlay; true once the batch is complete: as many as `gathering` expects, or the
+/// next request needs more than an append (it stays queued).
+fn take_appends(
+    requests: &mut VecDeque<Request>,
+    overlay: &mut Overlay<'_>,
+    group: &mut Vec<Decided>,
+    gathering: Gathering,
+) -> bool {
+    while group.len() < gathering.expected {
+        let Some(request) = requests.front() else {
+            return false;
+        };
+        let ([event], [hash]) = (request.events.as_slice(), request.hashes.as_slice()) else {
+            return true;
+        };
+        let Decision::Append { seq } = overlay.decide(&event.content, event.expected_seq, hash)
+        else {
+            return true;
+        };
+        overlay.apply(&event.content, seq, hash);
+        let Some(request) = requests.pop_front() else {
+            return true;
+        };
+        let answer = Appended {
+            seq,
+            last_seq: seq,
+            deduped: false,
+        };
+        group.push(Decided {
+            request,
+            answers: vec![answer],
+        });
+    }
+    true
 }
 
 /// The state is behind the stream: catch up before answering anything but an append.
