@@ -102,6 +102,7 @@ async fn scenarios(scale: Scale, selection: &Selection) -> Report {
         let length = scale.pick(100_000, 5_000);
         appends::fill(&gateway, &id, length).await;
         assert_eq!(harness::last_seq(&gateway, &id).await, length);
+        tails::warm_up_replay(&jetstream, &id, length).await;
         if selection.wants("replay_100k") {
             tails::replay(&gateway, &id, length, &mut report).await;
         }

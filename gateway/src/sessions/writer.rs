@@ -2,8 +2,9 @@
 //! decides and publishes them in order. While one publish is in flight the next requests
 //! gather, and the committer publishes them together as one atomic JetStream batch (a group
 //! commit), so a hot session is not limited to one round trip per event. Once batching, the
-//! committer also waits (at most as long as its last commit took) for the callers it just
-//! answered to come back, so that they share the next batch instead of needing one more.
+//! committer opens the next batch at once and sends each request to it as it arrives, until
+//! the callers it just answered are back (or for at most as long as its last commit took):
+//! they share one batch instead of needing two, and JetStream prepares the batch meanwhile.
 //!
 //! Each request is still decided exactly as if it were alone: in queue order, on the state
 //! the requests before it leave. Only appends are decided on that provisional state; a
