@@ -247,3 +247,33 @@ async fn a_gateway_new_to_a_long_session_starts_from_a_valid_snapshot_only() {
     assert_eq!(third.append_ok(&id, event("p", 3001)).await["seq"], 3001);
     assert_eq!(third.append_ok(&id, event("q", 1)).await["seq"], 3002);
 }
+
+/// A hundred hot sessions at once, each with atomic batches open on the one stream: every
+/// append is still committed, and each session is gapless.
+#[tokio::test]
+async fn many_hot_sessions_at_once_all_commit() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let (sessions, producers, each) = (100usize, 16usize, 3u64);
+    let mut ids = Vec::new();
+    for _ in 0..sessions {
+        ids.push(gateway.create_session().await);
+    }
+    let writers = ids.iter().flat_map(|id| {
+        let gateway = &gateway;
+        (0..producers).map(move |producer| async move {
+            for producer_seq in 1..=each {
+                let response = gateway
+                    .append(id, event(&format!("p{producer}"), producer_seq))
+                    .await;
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap();
+                assert_eq!(status, 201, "an append failed: {body}");
+            }
+        })
+    });
+    futures::future::join_all(writers).await;
+    for id in &ids {
+        assert_eq!(gateway.last_seq(id).await, producers as u64 * each);
+    }
+}
