@@ -277,3 +277,36 @@ async fn many_hot_sessions_at_once_all_commit() {
         assert_eq!(gateway.last_seq(id).await, producers as u64 * each);
     }
 }
+
+/// An event within the HTTP body limit that NATS refuses once stored (its body and headers
+/// pass `max_payload`) fails alone: the requests committed in the same group still succeed.
+#[tokio::test]
+async fn an_event_too_large_for_nats_fails_alone() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let mut big = event("big", 1);
+    let filler = 1024 * 1024 - big.to_string().len() - 64;
+    big["payload"]["text"] = json!("x".repeat(filler));
+    let (producers, each) = (31u64, 3u64);
+    let small = (0..producers).map(|producer| {
+        let (gateway, id) = (&gateway, &id);
+        async move {
+            for producer_seq in 1..=each {
+                gateway
+                    .append_ok(id, event(&format!("p{producer}"), producer_seq))
+                    .await;
+            }
+        }
+    });
+    let oversized = async {
+        let response = gateway.append(&id, big).await;
+        let status = response.status().as_u16();
+        let reply: Value = response.json().await.unwrap();
+        (status, reply)
+    };
+    let ((status, reply), _) = tokio::join!(oversized, futures::future::join_all(small));
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"], "event_too_large");
+    assert_eq!(gateway.last_seq(&id).await, producers * each);
+}

@@ -57,7 +57,10 @@ impl OpenBatch {
         self.client
             .publish_with_headers(self.subject.clone(), headers, append.body.clone())
             .await
-            .map_err(|err| AppendFailure::Store(unavailable(err)))?;
+            .map_err(|err| match err.kind() {
+                async_nats::client::PublishErrorKind::MaxPayloadExceeded => AppendFailure::TooLarge,
+                _ => AppendFailure::Store(unavailable(err)),
+            })?;
         self.staged += 1;
         Ok(())
     }
@@ -163,7 +166,7 @@ impl StoredEvent {
     }
 }
 
-/// Catch-ups this much behind the head use a consumer instead of one Direct Get per event.
+/// Catch-ups this much behind the head use a consumer instead of one Direct Get batch.
 const DIRECT_READ_LIMIT: u64 = 64;
 
 impl Store {
@@ -330,7 +333,7 @@ impl Store {
     }
 
     /// Up to `count` of the session's events from `from_stream_seq` to `until_stream_seq`:
-    /// Direct Gets for a few, one consumer for many. Retention may have dropped some, so the
+    /// one Direct Get batch for a few, one consumer for many. Retention may have dropped some, so the
     /// read ends at `until_stream_seq` (or where the stream has nothing more), never by count.
     pub async fn read_events(
         &self,
@@ -340,6 +343,9 @@ impl Store {
         count: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut events = Vec::new();
+        if count == 0 {
+            return Ok(events);
+        }
         if count > DIRECT_READ_LIMIT {
             let mut feed = self.follow(id, from_stream_seq).await?;
             while (events.len() as u64) < count {
@@ -400,8 +406,9 @@ impl Store {
             .await
             .map_err(unavailable)?;
         let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let reply = tokio::time::timeout(self.timeout, replies.next())
+            let reply = tokio::time::timeout_at(deadline, replies.next())
                 .await
                 .map_err(|_| StoreError::Timeout("reading a session's events".into()))?
                 .ok_or_else(|| unavailable("the Direct Get replies ended"))?;

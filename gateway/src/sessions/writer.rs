@@ -156,6 +156,28 @@ impl Gathering {
     }
 }
 
+/// Fails the queued requests if their committer panics: a bug then answers them with an
+/// error instead of leaving them, and every later request to the session, waiting forever.
+struct PanicGuard<'a>(&'a Writer);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // The cached state may be half-updated: the next committer reads it again.
+        if let Ok(mut state) = self.0.state.try_lock() {
+            *state = None;
+        }
+        let mut queue = lock(&self.0.queue);
+        queue.draining = false;
+        for request in queue.requests.drain(..) {
+            let err = StoreError::Corrupt("the session's committer failed".into());
+            let _ = request.reply.send(Err(err.into()));
+        }
+    }
+}
+
 /// Hands the queue to a committer task when dropped, unless it is empty.
 struct Handoff(Option<Committer>);
 
@@ -176,6 +198,7 @@ impl Drop for Handoff {
 
 impl Committer {
     async fn drain(self) {
+        let _guard = PanicGuard(&self.writer);
         let mut gathering = Gathering::default();
         while let Some(next) = self.round(Alone::NotRequired, gathering).await {
             gathering = next;
@@ -192,7 +215,7 @@ impl Committer {
             && gathering.expected >= BATCH_PAYS_FROM
             && let Some(state) = state.as_mut()
         {
-            return Some(self.stream(state, gathering).await);
+            return Some(self.commit_streamed(state, gathering).await);
         }
         let pending = {
             let mut queue = lock(&self.writer.queue);
@@ -225,7 +248,7 @@ impl Committer {
     /// the patience, or when the next request needs more than an append decided on this
     /// provisional state; that one stays queued. A failed commit puts its requests back at the
     /// front of the queue, to be decided again on a state caught up with the stream.
-    async fn stream(&self, state: &mut SessionState, gathering: Gathering) -> Gathering {
+    async fn commit_streamed(&self, state: &mut SessionState, gathering: Gathering) -> Gathering {
         let deadline = Instant::now() + gathering.patience;
         let inserted_at = model::timestamp_now();
         let expected_stream_seq = state.stream_seq();
@@ -340,8 +363,11 @@ impl Committer {
             ));
         };
         let mut attempt = 0;
+        // Set when a batch failed for something other than a lost race: what is left goes as
+        // single appends, each answered on its own.
+        let mut singly = false;
         while !pending.is_empty() {
-            let group = match self.decide(state, &mut pending, fresh) {
+            let group = match self.decide(state, &mut pending, fresh, singly) {
                 Ok(group) => group,
                 Err(Stale) => {
                     if let Err(err) = catch_up(&self.store, &self.id, state).await {
@@ -365,6 +391,7 @@ impl Committer {
                     }
                 }
                 Err(failure) => {
+                    let grouped = group.len() > 1;
                     // Back to the front, in order, to be decided again.
                     for decided in group.into_iter().rev() {
                         pending.push_front(decided.request);
@@ -372,6 +399,17 @@ impl Committer {
                     attempt += 1;
                     let before = state.stream_seq();
                     match failure {
+                        AppendFailure::TooLarge if grouped => {
+                            // Only the request too large for NATS is refused.
+                            singly = true;
+                            continue;
+                        }
+                        AppendFailure::TooLarge => {
+                            if let Some(request) = pending.pop_front() {
+                                let _ = request.reply.send(Err(AppendError::EventTooLarge));
+                            }
+                            continue;
+                        }
                         AppendFailure::Stale | AppendFailure::Duplicate { .. }
                             if attempt < MAX_APPEND_ATTEMPTS => {}
                         AppendFailure::Stale | AppendFailure::Duplicate { .. } => {
@@ -381,9 +419,6 @@ impl Committer {
                             ));
                             return Err((err.into(), pending));
                         }
-                        AppendFailure::TooLarge => {
-                            return Err((AppendError::EventTooLarge, pending));
-                        }
                         AppendFailure::Store(err) => return Err((err.into(), pending)),
                     }
                     if let Err(err) = catch_up(&self.store, &self.id, state).await {
@@ -391,7 +426,9 @@ impl Committer {
                     }
                     fresh = true;
                     if state.stream_seq() == before {
-                        // Nothing new yet (a replica behind, or a transient check failure).
+                        // Nothing new: not a lost race but a transient refusal (a replica
+                        // behind, or JetStream holding too many open batches on the stream).
+                        singly |= grouped;
                         tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                     }
                 }
@@ -450,18 +487,20 @@ impl Committer {
         });
     }
 
-    /// Takes requests off the front of `pending` into one group to publish, deciding each on
-    /// the state the ones before it leave. Requests that need no publish (a dedupe, a
-    /// rejection) are answered here, but only from a fresh state and ahead of any append.
+    /// Takes requests off the front of `pending` into one group to publish (one request only
+    /// when `singly`), deciding each on the state the ones before it leave. Requests that need
+    /// no publish (a dedupe, a rejection) are answered here, but only from a fresh state and
+    /// ahead of any append.
     fn decide(
         &self,
         state: &SessionState,
         pending: &mut VecDeque<Request>,
         fresh: bool,
+        singly: bool,
     ) -> Result<Vec<Decided>, Stale> {
         let mut overlay = Overlay::new(state);
         let mut group: Vec<Decided> = Vec::new();
-        let limit = if pending.len() >= BATCH_PAYS_FROM {
+        let limit = if pending.len() >= BATCH_PAYS_FROM && !singly {
             MAX_GROUP
         } else {
             1
@@ -606,7 +645,7 @@ fn fold<'a>(
     last_stream_seq: u64,
     appended: impl Iterator<Item = (Seq, &'a EventContent, &'a ContentHash)> + Clone,
 ) {
-    let first_stream_seq = last_stream_seq + 1 - appended.clone().count() as u64;
+    let first_stream_seq = (last_stream_seq + 1).saturating_sub(appended.clone().count() as u64);
     for (offset, (seq, content, hash)) in (0u64..).zip(appended) {
         state.apply(EventRecord {
             stream_seq: first_stream_seq + offset,
