@@ -250,7 +250,6 @@ impl Committer {
     /// front of the queue, to be decided again on a state caught up with the stream.
     async fn commit_streamed(&self, state: &mut SessionState, gathering: Gathering) -> Gathering {
         let deadline = Instant::now() + gathering.patience;
-        let inserted_at = model::timestamp_now();
         let expected_stream_seq = state.stream_seq();
         let mut batch = match self.store.open_batch(&self.id) {
             Ok(batch) => batch,
@@ -269,7 +268,8 @@ impl Committer {
                 let mut queue = lock(&self.writer.queue);
                 take_appends(&mut queue.requests, &mut overlay, &mut group, gathering)
             };
-            // Stage every decided append but the newest.
+            // Stage every decided append but the newest, stamped as it is sent.
+            let inserted_at = model::timestamp_now();
             while staging.is_ok() && batch.staged() + 1 < group.len() {
                 staging = match append_of(&group[batch.staged()], expected_stream_seq, &inserted_at)
                 {
@@ -291,7 +291,7 @@ impl Committer {
         let committing = Instant::now();
         let committed = match staging {
             Err(failure) => Err(failure),
-            Ok(()) => match append_of(newest, expected_stream_seq, &inserted_at) {
+            Ok(()) => match append_of(newest, expected_stream_seq, &model::timestamp_now()) {
                 Err(err) => Err(err.into()),
                 // One request alone is cheaper as a single conditional append.
                 Ok(append) if batch.staged() == 0 => self.store.append(&self.id, &append).await,
