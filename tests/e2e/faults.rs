@@ -148,3 +148,36 @@ async fn a_live_tail_misses_nothing_while_its_gateway_is_cut_off() {
     writer.append_ok(&id, event("p", 5)).await;
     assert_eq!(tail.seqs(1).await, vec![5]);
 }
+
+/// A republished event that never reaches the gateway, with no reconnect or slow-consumer
+/// event to tell: the next one names the stream sequence before it, so the live feed reads the
+/// missing event back at once and the reader gets both, in order. The stream's republishing is
+/// pointed elsewhere for one append to lose its copy.
+#[tokio::test]
+async fn a_lost_live_copy_is_read_back_when_the_next_one_arrives() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let mut tail = gateway.tail(&id, 0).await;
+    gateway.append_ok(&id, event("p", 1)).await;
+    assert_eq!(tail.seqs(1).await, vec![1]);
+
+    let jetstream = nats.jetstream().await;
+    let name = Config::default().stream;
+    let mut stream = jetstream.get_stream(&name).await.unwrap();
+    let live = stream.info().await.unwrap().config.clone();
+    let mut elsewhere = live.clone();
+    if let Some(republish) = elsewhere.republish.as_mut() {
+        republish.destination = "nobody_listens.>".into();
+    }
+    jetstream.update_stream(elsewhere).await.unwrap();
+    gateway.append_ok(&id, event("p", 2)).await;
+    jetstream.update_stream(live).await.unwrap();
+    tail.expect_no_event(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    gateway.append_ok(&id, event("p", 3)).await;
+    assert_eq!(tail.seqs(2).await, vec![2, 3]);
+    // Well before the feed's idle check (10 s) would have found it.
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
