@@ -73,9 +73,9 @@ pub struct Writer {
 impl Writer {
     /// Queues `events` as one request and waits for its answer.
     ///
-    /// The request that finds its session idle commits itself, in its own task, which saves two
-    /// task hand-offs on the common path. It only ever commits itself: if others queued in the
-    /// meantime, or once it is answered (or its caller goes away), the queue goes to a
+    /// A single event that finds its session idle commits itself, in its own task, which saves
+    /// two task hand-offs on the common path. It only ever commits itself: if others queued in
+    /// the meantime, or once it is answered (or its caller goes away), the queue goes to a
     /// committer task of its own, so no request depends on another's caller.
     pub async fn append(
         self: &Arc<Self>,
@@ -131,8 +131,8 @@ struct Decided {
 /// Whether a round may commit other callers' requests too.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Alone {
-    /// The caller commits in its own task: only its own request, so that its going away
-    /// cannot abandon anyone else's.
+    /// The caller commits in its own task: only its own single event, so that its going away
+    /// cannot abandon anyone else's request, nor an open batch.
     Required,
     NotRequired,
 }
@@ -223,7 +223,13 @@ impl Committer {
                 queue.draining = false;
                 return None;
             }
-            if alone == Alone::Required && queue.requests.len() > 1 {
+            // A batch goes to the committer task too: a caller going away halfway through
+            // sending one would leave it open on the stream until JetStream times it out.
+            let batch = queue
+                .requests
+                .front()
+                .is_some_and(|request| request.events.len() > 1);
+            if alone == Alone::Required && (queue.requests.len() > 1 || batch) {
                 return Some(Gathering::default());
             }
             take_group(&mut queue.requests)
