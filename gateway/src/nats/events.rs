@@ -333,8 +333,9 @@ impl Store {
     }
 
     /// Up to `count` of the session's events from `from_stream_seq` to `until_stream_seq`:
-    /// one Direct Get batch for a few, one consumer for many. Retention may have dropped some, so the
-    /// read ends at `until_stream_seq` (or where the stream has nothing more), never by count.
+    /// one Direct Get batch for a few, one consumer for many. Retention may have dropped some,
+    /// so the read ends at `until_stream_seq` (or where the stream has nothing more), never by
+    /// count.
     pub async fn read_events(
         &self,
         id: &SessionId,
