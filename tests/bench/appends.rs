@@ -51,12 +51,12 @@ pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
 /// Diagnostic beside `append_c1`: the same client's round trip to the gateway for a request
 /// that does no work (`GET /health/live`), the floor under any append's latency.
 pub async fn http_floor_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    let url = format!("{}/health/live", gateway.base_url);
+    let url = reqwest::Url::parse(&format!("{}/health/live", gateway.base_url)).expect("a URL");
     let client = reqwest::Client::new();
     let mut latencies = histogram();
     for round in 0..scale.pick(10_500, 350) {
         let sent = Instant::now();
-        let response = client.get(&url).send().await.expect("the health request");
+        let response = client.get(url.clone()).send().await.expect("the health request");
         assert_eq!(response.status(), 200);
         response.bytes().await.expect("its body");
         if round >= scale.pick(500, 50) {

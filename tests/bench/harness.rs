@@ -150,8 +150,11 @@ pub async fn start_gateway(nats: &TestNats) -> GatewayProcess {
 pub trait Api {
     fn url(&self, path: &str) -> String;
 
-    fn append_url(&self, id: &str) -> String {
-        self.url(&format!("/v1/sessions/{}/append", path_segment(id)))
+    /// Parsed once: reqwest parses a URL given as text on every request, which showed in the
+    /// load generator's profile.
+    fn append_url(&self, id: &str) -> reqwest::Url {
+        let url = self.url(&format!("/v1/sessions/{}/append", path_segment(id)));
+        reqwest::Url::parse(&url).expect("a valid append URL")
     }
 
     fn append_batch_url(&self, id: &str) -> String {
@@ -199,9 +202,9 @@ pub async fn last_seq(gateway: &GatewayProcess, id: &str) -> u64 {
 }
 
 /// Posts one append body and returns the seq it got, insisting on a 201.
-pub async fn append(client: &reqwest::Client, url: &str, body: Bytes) -> u64 {
+pub async fn append(client: &reqwest::Client, url: &reqwest::Url, body: Bytes) -> u64 {
     let response = client
-        .post(url)
+        .post(url.clone())
         .header("content-type", "application/json")
         .body(body)
         .send()
