@@ -56,7 +56,11 @@ pub async fn http_floor_c1(gateway: &GatewayProcess, scale: Scale, report: &mut 
     let mut latencies = histogram();
     for round in 0..scale.pick(10_500, 350) {
         let sent = Instant::now();
-        let response = client.get(url.clone()).send().await.expect("the health request");
+        let response = client
+            .get(url.clone())
+            .send()
+            .await
+            .expect("the health request");
         assert_eq!(response.status(), 200);
         response.bytes().await.expect("its body");
         if round >= scale.pick(500, 50) {
