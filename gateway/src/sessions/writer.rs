@@ -20,8 +20,8 @@ use tracing::debug;
 
 use super::Appended;
 use super::error::AppendError;
-use super::model::{self, ContentHash, Event, EventContent, EventRecord, NewEvent, Seq, SessionId};
-use super::state::{Decision, Overlay, SessionState, Snapshot};
+use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
+use super::state::{Decision, Overlay, Rejection, SessionState, Snapshot};
 use crate::nats::{AppendFailure, OpenBatch, PendingAppend, Store, StoreError};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
@@ -100,9 +100,7 @@ impl Writer {
             });
             !std::mem::replace(&mut queue.draining, true)
         };
-        if !start {
-            self.arrivals.notify_one();
-        } else {
+        if start {
             let handoff = Handoff(Some(Committer {
                 writer: self.clone(),
                 store: store.clone(),
@@ -111,6 +109,8 @@ impl Writer {
             if let Some(committer) = &handoff.0 {
                 committer.round(Alone::Required, Gathering::default()).await;
             }
+        } else {
+            self.arrivals.notify_one();
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable("the append was abandoned".into()).into())
@@ -310,19 +310,7 @@ impl Committer {
         match committed {
             Ok(last_stream_seq) => {
                 let before = state.last_seq();
-                fold(
-                    state,
-                    last_stream_seq,
-                    group.iter().flat_map(|decided| {
-                        decided
-                            .request
-                            .events
-                            .iter()
-                            .zip(&decided.request.hashes)
-                            .zip(&decided.answers)
-                            .map(|((event, hash), answer)| (answer.seq, &event.content, hash))
-                    }),
-                );
+                fold(state, last_stream_seq, &group);
                 self.snapshot_if_due(state, before);
                 let waiting = lock(&self.writer.queue).requests.len();
                 let answered = group.len();
@@ -517,34 +505,11 @@ impl Committer {
         while let Some(request) = pending.front() {
             // Decided straight on the overlay. A request that is not taken either ends the
             // group or is its first, and then the overlay goes back to the committed state.
-            let mut answers = Vec::with_capacity(request.events.len());
-            let mut rejection = None;
-            let mut appends_only = true;
-            for (event, hash) in request.events.iter().zip(&request.hashes) {
-                match overlay.decide(&event.content, event.expected_seq, hash) {
-                    Decision::Append { seq } => {
-                        overlay.apply(&event.content, seq, hash);
-                        answers.push(Appended {
-                            seq,
-                            last_seq: seq,
-                            deduped: false,
-                        });
-                    }
-                    Decision::Deduped { seq } => {
-                        appends_only = false;
-                        answers.push(Appended {
-                            seq,
-                            last_seq: seq,
-                            deduped: true,
-                        });
-                    }
-                    Decision::Reject(reason) => {
-                        appends_only = false;
-                        rejection = Some(reason);
-                        break;
-                    }
-                }
-            }
+            let Verdict {
+                mut answers,
+                rejection,
+                appends_only,
+            } = decide_request(&mut overlay, request);
             if !appends_only {
                 if !group.is_empty() {
                     break;
@@ -598,10 +563,7 @@ impl Committer {
             [single] => self.store.append(&self.id, single).await?,
             batch => self.store.append_batch(&self.id, batch).await?,
         };
-        let appended = appends
-            .iter()
-            .map(|append| (append.seq, append.content, append.hash));
-        fold(state, last_stream_seq, appended);
+        fold(state, last_stream_seq, group);
         let count = appends.len();
         debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
         Ok(())
@@ -662,20 +624,27 @@ fn append_of<'a>(
         })
 }
 
-/// Folds appends just stored, the last at `last_stream_seq`, into the state: a batch is stored
-/// at consecutive stream sequences.
-fn fold<'a>(
-    state: &mut SessionState,
-    last_stream_seq: u64,
-    appended: impl Iterator<Item = (Seq, &'a EventContent, &'a ContentHash)> + Clone,
-) {
-    let first_stream_seq = (last_stream_seq + 1).saturating_sub(appended.clone().count() as u64);
-    for (offset, (seq, content, hash)) in (0u64..).zip(appended) {
+/// Folds the group's appends (not its dedupes), just stored with the last at
+/// `last_stream_seq`, into the state: a batch is stored at consecutive stream sequences.
+fn fold(state: &mut SessionState, last_stream_seq: u64, group: &[Decided]) {
+    let appended = || {
+        group.iter().flat_map(|decided| {
+            let request = &decided.request;
+            request
+                .events
+                .iter()
+                .zip(&request.hashes)
+                .zip(&decided.answers)
+                .filter(|(_, answer)| !answer.deduped)
+        })
+    };
+    let first_stream_seq = (last_stream_seq + 1).saturating_sub(appended().count() as u64);
+    for (offset, ((event, hash), answer)) in (0u64..).zip(appended()) {
         state.apply(EventRecord {
             stream_seq: first_stream_seq + offset,
-            seq,
-            producer_id: content.producer_id.clone(),
-            producer_seq: content.producer_seq,
+            seq: answer.seq,
+            producer_id: event.content.producer_id.clone(),
+            producer_seq: event.content.producer_seq,
             hash: hash.clone(),
         });
     }
@@ -694,28 +663,62 @@ fn take_appends(
         let Some(request) = requests.front() else {
             return false;
         };
-        let ([event], [hash]) = (request.events.as_slice(), request.hashes.as_slice()) else {
+        if request.events.len() != 1 {
             return true;
-        };
-        let Decision::Append { seq } = overlay.decide(&event.content, event.expected_seq, hash)
-        else {
+        }
+        let verdict = decide_request(overlay, request);
+        if !verdict.appends_only {
             return true;
-        };
-        overlay.apply(&event.content, seq, hash);
+        }
         let Some(request) = requests.pop_front() else {
             return true;
         };
-        let answer = Appended {
-            seq,
-            last_seq: seq,
-            deduped: false,
-        };
         group.push(Decided {
             request,
-            answers: vec![answer],
+            answers: verdict.answers,
         });
     }
     true
+}
+
+/// A request decided event by event on an overlay.
+struct Verdict {
+    answers: Vec<Appended>,
+    /// The rejection that stopped the request, if one did.
+    rejection: Option<Rejection>,
+    /// Whether every event was decided to append (nothing to answer from a fresh state).
+    appends_only: bool,
+}
+
+/// Decides each event of `request` on the overlay, which counts its appends as done, until
+/// one is rejected.
+fn decide_request(overlay: &mut Overlay<'_>, request: &Request) -> Verdict {
+    let mut verdict = Verdict {
+        answers: Vec::with_capacity(request.events.len()),
+        rejection: None,
+        appends_only: true,
+    };
+    for (event, hash) in request.events.iter().zip(&request.hashes) {
+        let (seq, deduped) = match overlay.decide(&event.content, event.expected_seq, hash) {
+            Decision::Append { seq } => {
+                overlay.apply(&event.content, seq, hash);
+                (seq, false)
+            }
+            Decision::Deduped { seq } => (seq, true),
+            Decision::Reject(reason) => {
+                verdict.appends_only = false;
+                verdict.rejection = Some(reason);
+                break;
+            }
+        };
+        verdict.appends_only &= !deduped;
+        verdict.answers.push(Appended {
+            seq,
+            last_seq: seq,
+            deduped,
+        });
+    }
+    verdict
 }
 
 /// The state is behind the stream: catch up before answering anything but an append.
