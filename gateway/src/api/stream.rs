@@ -399,8 +399,6 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
     }
 }
 
-/// Feeds the socket from the queue while the producer fills it; both stop when the reader
-/// leaves or the last frame is written.
 /// Socket buffers sized for a reader: tungstenite's defaults reserve 128 KiB to read, which
 /// ten thousand idle tailers would pay for clients that only ever send a close or a pong.
 fn reader_socket() -> WebSocketConfig {
@@ -412,6 +410,8 @@ fn reader_socket() -> WebSocketConfig {
         .max_frame_size(Some(64 * 1024))
 }
 
+/// Feeds the socket from the queue while the producer fills it; both stop when the reader
+/// leaves or the last frame is written.
 async fn serve_websocket(
     socket: WebSocketStream,
     items: impl Stream<Item = Result<TailItem, StoreError>> + Send,

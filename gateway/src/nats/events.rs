@@ -16,6 +16,8 @@ use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, Sessio
 const SEQ_HEADER: &str = "Starcite-Seq";
 /// The event's content hash, so a gateway rebuilding producer cursors need not recompute it.
 const HASH_HEADER: &str = "Starcite-Content-Hash";
+/// The header with a message's stream sequence, on Direct Get replies and republished copies.
+pub(super) const STREAM_SEQ_HEADER: &str = "Nats-Sequence";
 
 /// The newest event of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +420,7 @@ impl Store {
                     let stream_seq = reply
                         .headers
                         .as_ref()
-                        .and_then(|headers| headers.get("Nats-Sequence"))
+                        .and_then(|headers| headers.get(STREAM_SEQ_HEADER))
                         .and_then(|value| value.as_str().parse().ok())
                         .ok_or_else(|| {
                             StoreError::Corrupt("a Direct Get reply without its sequence".into())

@@ -12,12 +12,10 @@ use async_nats::Subscriber;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::events::{Head, StoredEvent};
+use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent};
 use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::SessionId;
 
-/// The republished copy's header with the message's stream sequence.
-const STREAM_SEQ_HEADER: &str = "Nats-Sequence";
 /// The republished copy's header with the subject's previous stream sequence.
 const PREVIOUS_SEQ_HEADER: &str = "Nats-Last-Sequence";
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OnceCell, broadcast};
 use tracing::debug;
 
+use super::lock;
 use super::model::SessionId;
 use crate::nats::{Head, LiveEvents, Store, StoreError, StoredEvent};
 
@@ -148,10 +149,4 @@ fn is_current(slots: &HashMap<SessionId, Arc<Slot>>, id: &SessionId, slot: &Arc<
     slots
         .get(id)
         .is_some_and(|current| Arc::ptr_eq(current, slot))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

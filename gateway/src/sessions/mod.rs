@@ -127,12 +127,7 @@ impl SessionLog {
 
     /// The tenant a session belongs to; sessions made with authentication off have none.
     pub async fn tenant_of(&self, id: &SessionId) -> Result<Option<String>, ReadError> {
-        let cached = self
-            .owners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .cloned();
+        let cached = lock(&self.owners).get(id).cloned();
         if let Some(owner) = cached {
             return Ok(owner);
         }
@@ -142,10 +137,7 @@ impl SessionLog {
             .await?
             .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
         let owner = revised.record.session.tenant_id;
-        self.owners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .put(id.clone(), owner.clone());
+        lock(&self.owners).put(id.clone(), owner.clone());
         Ok(owner)
     }
 
@@ -326,18 +318,20 @@ impl SessionLog {
     }
 
     fn writer(&self, id: &SessionId) -> Arc<Writer> {
-        let mut states = self
-            .states
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        states.get_or_insert(id.clone(), Arc::default).clone()
+        lock(&self.states)
+            .get_or_insert(id.clone(), Arc::default)
+            .clone()
     }
 
     fn forget(&self, id: &SessionId) {
-        let mut states = self
-            .states
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        states.pop(id);
+        lock(&self.states).pop(id);
     }
+}
+
+/// A poisoned lock only means another thread panicked holding it; the data it guards is a
+/// cache or a queue that stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::Appended;
 use super::error::AppendError;
+use super::lock;
 use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
 use super::state::{Decision, Overlay, Rejection, SessionState, Snapshot};
 use crate::nats::{AppendFailure, OpenBatch, PendingAppend, Store, StoreError};
@@ -765,10 +766,4 @@ async fn catch_up(
         state.apply(event.record()?);
     }
     Ok(())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

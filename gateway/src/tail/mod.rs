@@ -2,12 +2,11 @@
 //! of what is ready, with heartbeats while idle and a last item when the gateway shuts down.
 //! Session tails and the lifecycle feed are both such streams.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
-
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
