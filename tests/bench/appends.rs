@@ -39,12 +39,15 @@ pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
         append(&client, &url, event_body("c1", producer_seq)).await;
     }
     let mut latencies = histogram();
-    for producer_seq in warm_up + 1..=warm_up + scale.pick(10_000, 300) {
+    let count = scale.pick(10_000, 300);
+    let cpu = report.cpu_meter();
+    for producer_seq in warm_up + 1..=warm_up + count {
         let body = event_body("c1", producer_seq);
         let sent = Instant::now();
         append(&client, &url, body).await;
         latencies.record(micros(sent.elapsed())).ok();
     }
+    report.cpu("append_c1_cpu", cpu, count, "us/event");
     report.latencies("append_c1", &latencies, &["p50_us", "p99_us", "p999_us"]);
 }
 
@@ -93,6 +96,7 @@ pub async fn raw_cas_c1(jetstream: &jetstream::Context, scale: Scale, report: &m
     }
     let mut latencies = histogram();
     let count = scale.pick(10_000, 300);
+    let cpu = report.cpu_meter();
     let started = Instant::now();
     for _ in 0..count {
         let sent = Instant::now();
@@ -100,6 +104,7 @@ pub async fn raw_cas_c1(jetstream: &jetstream::Context, scale: Scale, report: &m
         latencies.record(micros(sent.elapsed())).ok();
     }
     let elapsed = started.elapsed();
+    report.cpu("raw_cas_c1_cpu", cpu, count, "us/event");
     report.latencies("raw_cas_c1", &latencies, &["p50_us", "p99_us"]);
     report.add(
         "raw_cas_c1",
@@ -202,7 +207,9 @@ pub async fn append_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Rep
         sessions.push(create_session(gateway).await);
     }
     append_for(gateway, &sessions, 64, Duration::from_millis(500)).await;
+    let cpu = report.cpu_meter();
     let (rate, latencies) = append_for(gateway, &sessions, 64, scale.duration(8)).await;
+    report.cpu("append_c64_cpu", cpu, latencies.len(), "us/event");
     report.add("append_c64", "events_per_s", rate, "events/s");
     report.latencies("append_c64", &latencies, &["p99_us"]);
 }
@@ -212,7 +219,9 @@ pub async fn append_hot_c64(gateway: &GatewayProcess, scale: Scale, report: &mut
     let session = [create_session(gateway).await];
     append_for(gateway, &session, 64, Duration::from_millis(500)).await;
     let session = [create_session(gateway).await];
+    let cpu = report.cpu_meter();
     let (rate, latencies) = append_for(gateway, &session, 64, scale.duration(8)).await;
+    report.cpu("append_hot_c64_cpu", cpu, latencies.len(), "us/event");
     report.add("append_hot_c64", "events_per_s", rate, "events/s");
     report.latencies("append_hot_c64", &latencies, &["p99_us"]);
 }
@@ -243,10 +252,12 @@ pub async fn raw_publish_c64(jetstream: &jetstream::Context, scale: Scale, repor
         for writer in futures::future::join_all(tasks).await {
             total += writer.expect("a publisher task");
         }
-        total as f64 / started.elapsed().as_secs_f64()
+        (total, total as f64 / started.elapsed().as_secs_f64())
     };
     run(Duration::from_millis(500)).await;
-    let rate = run(scale.duration(8)).await;
+    let cpu = report.cpu_meter();
+    let (published, rate) = run(scale.duration(8)).await;
+    report.cpu("raw_publish_c64_cpu", cpu, published, "us/event");
     report.add("raw_publish_c64", "events_per_s", rate, "events/s");
 }
 

@@ -2,7 +2,7 @@
 //! histogram, the report, and the ~1 KiB event every append sends.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -70,12 +70,82 @@ struct Row {
 }
 
 /// Every figure of the run, printed as it comes and written as JSON at the end.
-#[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,
+    cores: SharedCores,
+}
+
+/// The processes that share the machine's cores in a run, whose CPU time the report counts.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedCores {
+    pub gateway: u32,
+    pub nats: u32,
+    pub client: u32,
+}
+
+/// Each process's CPU time when a measurement began.
+pub struct CpuMeter {
+    started: Instant,
+    before: [u64; 3],
+}
+
+impl SharedCores {
+    fn processes(self) -> [u32; 3] {
+        [self.gateway, self.nats, self.client]
+    }
+
+    fn cpu_ns(self) -> [u64; 3] {
+        self.processes().map(process_cpu_ns)
+    }
+}
+
+/// Nanoseconds the process's threads have spent on a CPU (the first field of each thread's
+/// `schedstat`; finer than the 10 ms ticks of `/proc/<pid>/stat`).
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    threads
+        .filter_map(Result::ok)
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
+        .filter_map(|stats| stats.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Report {
+    pub fn new(cores: SharedCores) -> Report {
+        Report {
+            rows: Vec::new(),
+            cores,
+        }
+    }
+
+    /// Starts counting the CPU time of the gateway, nats-server and the load generator.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter {
+            started: Instant::now(),
+            before: self.cores.cpu_ns(),
+        }
+    }
+
+    /// Diagnostic rows under `scenario`: each process's CPU time per unit of work (`done` of
+    /// them since `meter` started), and how many of the machine's cores were busy on average.
+    pub fn cpu(&mut self, scenario: &'static str, meter: CpuMeter, done: u64, unit: &'static str) {
+        let elapsed = meter.started.elapsed().as_secs_f64();
+        let after = self.cores.cpu_ns();
+        let spent: Vec<f64> = after
+            .iter()
+            .zip(meter.before)
+            .map(|(after, before)| after.saturating_sub(before) as f64)
+            .collect();
+        let per_unit = |ns: f64| ns / 1000.0 / done.max(1) as f64;
+        self.add(scenario, "gateway_cpu_us", per_unit(spent[0]), unit);
+        self.add(scenario, "nats_cpu_us", per_unit(spent[1]), unit);
+        self.add(scenario, "client_cpu_us", per_unit(spent[2]), unit);
+        let busy = spent.iter().sum::<f64>() / 1e9 / elapsed;
+        self.add(scenario, "cores_busy", busy, "cores");
+    }
+
     pub fn add(
         &mut self,
         scenario: &'static str,

@@ -14,7 +14,7 @@ mod tails;
 
 use std::path::PathBuf;
 
-use harness::{Report, Scale, create_session};
+use harness::{Report, Scale, SharedCores, create_session};
 use starcite_tests::TestNats;
 
 // The same allocator as the gateway, so the load generator is not slowed by glibc's arena locks
@@ -58,7 +58,11 @@ async fn scenarios(scale: Scale, selection: &Selection) -> Report {
     let mut gateway = harness::start_gateway(&nats).await;
     let jetstream = nats.jetstream().await;
     appends::raw_stream(&jetstream).await;
-    let mut report = Report::default();
+    let mut report = Report::new(SharedCores {
+        gateway: gateway.pid(),
+        nats: nats.pid(),
+        client: std::process::id(),
+    });
     println!(
         "Starcite bench{}: nats-server (file store) and gateway on loopback, ~1 KiB events\n",
         if scale.quick { " (quick)" } else { "" }

@@ -79,7 +79,7 @@ struct Receipts {
 /// from the append's reply to each tailer's receipt (zero when the frame came first).
 async fn live_delivery(
     gateway: &GatewayProcess,
-    scenario: &'static str,
+    (scenario, cpu_scenario): (&'static str, &'static str),
     tailers: usize,
     events: u64,
     report: &mut Report,
@@ -119,6 +119,7 @@ async fn live_delivery(
         })
         .collect();
     let mut replied = Vec::with_capacity(events as usize);
+    let cpu = report.cpu_meter();
     for producer_seq in 1..=events {
         let seq = append(&client, &url, event_body("live", producer_seq)).await;
         replied.push(Instant::now());
@@ -130,6 +131,7 @@ async fn live_delivery(
                 .expect("every tailer receives the event within 30 s");
         }
     }
+    report.cpu(cpu_scenario, cpu, events * tailers_total, "us/delivery");
     let mut latencies = histogram();
     for reader in readers {
         for (seq, at) in reader.await.expect("a tailer task") {
@@ -143,12 +145,26 @@ async fn live_delivery(
 }
 
 pub async fn tail_1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    live_delivery(gateway, "tail_1", 1, scale.pick(2_000, 100), report).await;
+    live_delivery(
+        gateway,
+        ("tail_1", "tail_1_cpu"),
+        1,
+        scale.pick(2_000, 100),
+        report,
+    )
+    .await;
 }
 
 pub async fn tail_1000(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
     let tailers = scale.pick(1_000, 100) as usize;
-    live_delivery(gateway, "tail_1000", tailers, scale.pick(300, 20), report).await;
+    live_delivery(
+        gateway,
+        ("tail_1000", "tail_1000_cpu"),
+        tailers,
+        scale.pick(300, 20),
+        report,
+    )
+    .await;
 }
 
 /// One tailer from cursor 0 to the end of a session of `count` events, in frames of 1,000.

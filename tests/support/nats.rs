@@ -25,6 +25,10 @@ impl TestNats {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// A JetStream client, to look at what the gateway stored.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(async_nats::connect(&self.url).await.unwrap())
