@@ -12,7 +12,7 @@ use poem_openapi::ApiResponse;
 use poem_openapi::registry::{
     MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::error::{ApiError, ErrorCode};
@@ -422,7 +422,14 @@ async fn serve_websocket(
     let producer = produce(items, frames, options.stall_timeout, move |outcome| {
         websocket_frames(outcome, options.arrays)
     });
-    let (mut outgoing, mut incoming) = socket.split();
+    let (mut outgoing, incoming) = socket.split();
+    // Watched by a task of its own, so that a frame to send never polls the socket's read side.
+    let (went_away, mut gone) = oneshot::channel();
+    let watcher = tokio::spawn(async move {
+        watch_for_close(incoming).await;
+        let _ = went_away.send(());
+    });
+    let _stop_watching = AbortOnDrop(watcher);
     let writer = async move {
         loop {
             tokio::select! {
@@ -442,12 +449,9 @@ async fn serve_websocket(
                         _ => return,
                     }
                 }
-                // Clients send nothing we act on; only their close or disconnect matters.
-                frame = incoming.next() => {
-                    if matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
-                        debug!("live reader went away");
-                        return;
-                    }
+                _ = &mut gone => {
+                    debug!("live reader went away");
+                    return;
                 }
             }
         }
@@ -460,6 +464,24 @@ async fn serve_websocket(
             () = &mut producer, if producing => producing = false,
             () = &mut writer => return,
         }
+    }
+}
+
+/// Returns when the client closes the socket or goes away; clients send nothing else we act on.
+async fn watch_for_close(mut incoming: impl Stream<Item = std::io::Result<Message>> + Unpin) {
+    while let Some(Ok(frame)) = incoming.next().await {
+        if matches!(frame, Message::Close(_)) {
+            return;
+        }
+    }
+}
+
+/// Stops a task when its owner finishes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
