@@ -7,10 +7,13 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use hyper::Uri;
 
 use starcite_tests::GatewayProcess;
 
-use crate::harness::{Api, Report, Scale, append, create_session, event_body, histogram, micros};
+use crate::harness::{
+    Api, Connection, Report, Scale, append, create_session, event_body, histogram, micros,
+};
 
 /// A file-backed stream beside the gateway's, for the baselines: same server, same storage,
 /// same message size.
@@ -32,11 +35,11 @@ pub async fn raw_stream(jetstream: &jetstream::Context) -> stream::Stream {
 /// One client, sequential appends to one session.
 pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
     let id = create_session(gateway).await;
-    let url = gateway.append_url(&id);
-    let client = reqwest::Client::new();
+    let path = gateway.append_path(&id);
+    let mut connection = Connection::open(gateway).await;
     let warm_up = scale.pick(500, 50);
     for producer_seq in 1..=warm_up {
-        append(&client, &url, event_body("c1", producer_seq)).await;
+        append(&mut connection, &path, event_body("c1", producer_seq)).await;
     }
     let mut latencies = histogram();
     let count = scale.pick(10_000, 300);
@@ -44,7 +47,7 @@ pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
     for producer_seq in warm_up + 1..=warm_up + count {
         let body = event_body("c1", producer_seq);
         let sent = Instant::now();
-        append(&client, &url, body).await;
+        append(&mut connection, &path, body).await;
         latencies.record(micros(sent.elapsed())).ok();
     }
     report.cpu("append_c1_cpu", cpu, count, "us/event");
@@ -54,18 +57,13 @@ pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
 /// Diagnostic beside `append_c1`: the same client's round trip to the gateway for a request
 /// that does no work (`GET /health/live`), the floor under any append's latency.
 pub async fn http_floor_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    let url = reqwest::Url::parse(&format!("{}/health/live", gateway.base_url)).expect("a URL");
-    let client = reqwest::Client::new();
+    let path = Uri::from_static("/health/live");
+    let mut connection = Connection::open(gateway).await;
     let mut latencies = histogram();
     for round in 0..scale.pick(10_500, 350) {
         let sent = Instant::now();
-        let response = client
-            .get(url.clone())
-            .send()
-            .await
-            .expect("the health request");
-        assert_eq!(response.status(), 200);
-        response.bytes().await.expect("its body");
+        let (status, _) = connection.get(&path).await;
+        assert_eq!(status, 200);
         if round >= scale.pick(500, 50) {
             latencies.record(micros(sent.elapsed())).ok();
         }
@@ -125,25 +123,29 @@ async fn append_for(
     // Producer ids are new on every run, so a run never replays an earlier one's seqs.
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let connections = futures::future::join_all((0..writers).map(|_| Connection::open(gateway)));
+    let connections = connections.await;
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks = (0..writers).map(|writer| {
-        let url = gateway.append_url(&sessions[writer % sessions.len()]);
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let producer = format!("writer-{run}-{writer}");
-            let mut latencies = histogram();
-            let mut producer_seq = 0;
-            while Instant::now() < deadline {
-                producer_seq += 1;
-                let body = event_body(&producer, producer_seq);
-                let sent = Instant::now();
-                append(&client, &url, body).await;
-                latencies.record(micros(sent.elapsed())).ok();
-            }
-            latencies
-        })
-    });
+    let tasks = connections
+        .into_iter()
+        .enumerate()
+        .map(|(writer, mut connection)| {
+            let path = gateway.append_path(&sessions[writer % sessions.len()]);
+            tokio::spawn(async move {
+                let producer = format!("writer-{run}-{writer}");
+                let mut latencies = histogram();
+                let mut producer_seq = 0;
+                while Instant::now() < deadline {
+                    producer_seq += 1;
+                    let body = event_body(&producer, producer_seq);
+                    let sent = Instant::now();
+                    append(&mut connection, &path, body).await;
+                    latencies.record(micros(sent.elapsed())).ok();
+                }
+                latencies
+            })
+        });
     let mut latencies = histogram();
     for writer in futures::future::join_all(tasks).await {
         latencies.add(writer.expect("a writer task")).ok();
@@ -263,8 +265,8 @@ pub async fn raw_publish_c64(jetstream: &jetstream::Context, scale: Scale, repor
 
 /// Fills a session with `count` events through the batch endpoint, 1,000 per request.
 pub async fn fill(gateway: &GatewayProcess, id: &str, count: u64) {
-    let url = gateway.append_batch_url(id);
-    let client = reqwest::Client::new();
+    let path = gateway.append_batch_path(id);
+    let mut connection = Connection::open(gateway).await;
     let mut producer_seq = 0;
     while producer_seq < count {
         let events: Vec<serde_json::Value> = (producer_seq + 1..=count.min(producer_seq + 1000))
@@ -274,19 +276,12 @@ pub async fn fill(gateway: &GatewayProcess, id: &str, count: u64) {
         let body = Bytes::from(
             serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap_or_default(),
         );
-        let response = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("the batch request");
-        let status = response.status();
+        let (status, reply) = connection.post_json(&path, body).await;
         assert_eq!(
             status,
             201,
             "batch append failed: {}",
-            response.text().await.unwrap_or_default()
+            String::from_utf8_lossy(&reply)
         );
     }
 }

@@ -26,8 +26,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() {
     let only: Vec<String> = std::env::args().skip(1).collect();
     let scale = Scale::from_env();
-    // The benchmark's reqwest shares the gateway library's rustls build, which needs a provider.
-    gateway::auth::install_crypto_provider();
     // The catalog figures measure this process's memory, so they need a process of their own.
     if only.iter().any(|name| name == "catalog") {
         catalog::run().await;

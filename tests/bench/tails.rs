@@ -17,7 +17,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use starcite_tests::GatewayProcess;
 
-use crate::harness::{Api, Report, Scale, append, create_session, event_body, histogram, micros};
+use crate::harness::{
+    Api, Connection, Report, Scale, append, create_session, event_body, histogram, micros,
+};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -85,8 +87,8 @@ async fn live_delivery(
     report: &mut Report,
 ) {
     let id = create_session(gateway).await;
-    let url = gateway.append_url(&id);
-    let client = reqwest::Client::new();
+    let path = gateway.append_path(&id);
+    let mut connection = Connection::open(gateway).await;
     let sockets = connect_many(vec![gateway.tail_url(&id, 0, 1); tailers]).await;
     let receipts = Arc::new(Receipts {
         total: AtomicU64::new(0),
@@ -121,7 +123,7 @@ async fn live_delivery(
     let mut replied = Vec::with_capacity(events as usize);
     let cpu = report.cpu_meter();
     for producer_seq in 1..=events {
-        let seq = append(&client, &url, event_body("live", producer_seq)).await;
+        let seq = append(&mut connection, &path, event_body("live", producer_seq)).await;
         replied.push(Instant::now());
         assert_eq!(seq, producer_seq, "a fresh session numbers from 1");
         let wanted = producer_seq * tailers_total;
@@ -280,9 +282,14 @@ pub async fn idle_tailers(
             })
         })
         .collect();
-    let client = reqwest::Client::new();
+    let mut connection = Connection::open(gateway).await;
     for id in &ids {
-        append(&client, &gateway.append_url(id), event_body("idle", 1)).await;
+        append(
+            &mut connection,
+            &gateway.append_path(id),
+            event_body("idle", 1),
+        )
+        .await;
     }
     let tailers = (sessions * per_session) as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -325,10 +332,15 @@ pub async fn cold_append(
     let mut times = Vec::new();
     for round in 1..=rounds {
         gateway.restart(nats).await;
-        let client = reqwest::Client::new();
-        let url = gateway.append_url(id);
+        let mut connection = Connection::open(gateway).await;
+        let path = gateway.append_path(id);
         let started = Instant::now();
-        append(&client, &url, event_body(&format!("cold-{round}"), 1)).await;
+        append(
+            &mut connection,
+            &path,
+            event_body(&format!("cold-{round}"), 1),
+        )
+        .await;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
