@@ -59,15 +59,19 @@ pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
 pub async fn http_floor_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
     let path = Uri::from_static("/health/live");
     let mut connection = Connection::open(gateway).await;
+    for _ in 0..scale.pick(500, 50) {
+        connection.get(&path).await;
+    }
     let mut latencies = histogram();
-    for round in 0..scale.pick(10_500, 350) {
+    let count = scale.pick(10_000, 300);
+    let cpu = report.cpu_meter();
+    for _ in 0..count {
         let sent = Instant::now();
         let (status, _) = connection.get(&path).await;
         assert_eq!(status, 200);
-        if round >= scale.pick(500, 50) {
-            latencies.record(micros(sent.elapsed())).ok();
-        }
+        latencies.record(micros(sent.elapsed())).ok();
     }
+    report.cpu("http_floor_c1_cpu", cpu, count, "us/request");
     report.latencies("http_floor_c1", &latencies, &["p50_us", "p99_us"]);
 }
 

@@ -171,6 +171,7 @@ pub async fn tail_1000(gateway: &GatewayProcess, scale: Scale, report: &mut Repo
 
 /// One tailer from cursor 0 to the end of a session of `count` events, in frames of 1,000.
 pub async fn replay(gateway: &GatewayProcess, id: &str, count: u64, report: &mut Report) {
+    let cpu = report.cpu_meter();
     let started = Instant::now();
     let mut socket = connect(&gateway.tail_url(id, 0, 1000), REPLAY_READ_BUFFER).await;
     let mut last = 0;
@@ -183,13 +184,16 @@ pub async fn replay(gateway: &GatewayProcess, id: &str, count: u64, report: &mut
         }
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
+    report.cpu("replay_100k_cpu", cpu, count, "us/event");
     report.add("replay_100k", "events_per_s", rate, "events/s");
     let _ = socket.close(None).await;
 }
 
 /// An ordered consumer over the same session's subject, from its first message.
 pub async fn raw_replay(jetstream: &jetstream::Context, id: &str, count: u64, report: &mut Report) {
+    let cpu = report.cpu_meter();
     let rate = raw_replay_rate(jetstream, id, count).await;
+    report.cpu("raw_replay_100k_cpu", cpu, count, "us/event");
     report.add("raw_replay_100k", "events_per_s", rate, "events/s");
 }
 
