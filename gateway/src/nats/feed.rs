@@ -92,10 +92,15 @@ impl Store {
             .map(|message| {
                 let message = message.map_err(unavailable)?;
                 let stream_seq = message.info().map_err(unavailable)?.stream_sequence;
+                // Moved, not cloned: a header map is a hash map of strings, and a replay
+                // spent more on copying them than on anything of its own.
+                let async_nats::Message {
+                    headers, payload, ..
+                } = message.message;
                 Ok(RawMessage {
                     stream_seq,
-                    headers: message.message.headers.clone(),
-                    payload: message.message.payload.clone(),
+                    headers,
+                    payload,
                 })
             });
         Ok(RawFeed {
