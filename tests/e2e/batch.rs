@@ -278,6 +278,50 @@ async fn many_hot_sessions_at_once_all_commit() {
     }
 }
 
+/// JetStream holds only so many atomic batches open per stream (50 by default; one here), and
+/// refuses the rest while nothing changed on their sessions: those group commits are retried,
+/// and every request still gets exactly one seq.
+#[tokio::test]
+async fn batches_refused_while_others_are_open_are_retried() {
+    let nats = TestNats::start_with_config(
+        "jetstream { limits { batch { max_inflight_per_stream: 1 } } }",
+    );
+    let gateway = TestGateway::start(&nats).await;
+    let (sessions, producers, each) = (6usize, 24usize, 4u64);
+    let mut ids = Vec::new();
+    for _ in 0..sessions {
+        ids.push(gateway.create_session().await);
+    }
+    let writers = ids.iter().flat_map(|id| {
+        let gateway = &gateway;
+        (0..producers).map(move |producer| async move {
+            let mut seqs = Vec::new();
+            for producer_seq in 1..=each {
+                let reply = gateway
+                    .append_ok(id, event(&format!("p{producer}"), producer_seq))
+                    .await;
+                assert_eq!(reply["deduped"], false, "{reply}");
+                seqs.push(reply["seq"].as_u64().unwrap());
+            }
+            (id, seqs)
+        })
+    });
+    let mut per_session: HashMap<&String, Vec<u64>> = HashMap::new();
+    for (id, seqs) in futures::future::join_all(writers).await {
+        per_session.entry(id).or_default().extend(seqs);
+    }
+    let total = producers as u64 * each;
+    for (id, mut seqs) in per_session {
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "one seq per request");
+        let mut tail = gateway.tail(id, 0).await;
+        assert_eq!(
+            tail.seqs(total as usize).await,
+            (1..=total).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// An event within the HTTP body limit that NATS refuses once stored (its body and headers
 /// pass `max_payload`) fails alone: the requests committed in the same group still succeed.
 #[tokio::test]

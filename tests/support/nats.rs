@@ -11,17 +11,35 @@ pub struct TestNats {
     port: u16,
     process: Child,
     store: TempDir,
+    /// A configuration file, for servers that need more than the defaults.
+    config: Option<PathBuf>,
 }
 
 impl TestNats {
     pub fn start() -> TestNats {
+        TestNats::launch(None)
+    }
+
+    /// A server that also reads `config` (nats-server's configuration syntax); the flags that
+    /// make it private (loopback, random port, temporary store) still apply.
+    pub fn start_with_config(config: &str) -> TestNats {
+        TestNats::launch(Some(config))
+    }
+
+    fn launch(config: Option<&str>) -> TestNats {
         let store = tempfile::tempdir().unwrap();
-        let (process, port) = spawn(store.path(), None);
+        let config = config.map(|text| {
+            let path = store.path().join("nats.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let (process, port) = spawn(store.path(), None, config.as_deref());
         TestNats {
             url: format!("nats://127.0.0.1:{port}"),
             port,
             process,
             store,
+            config,
         }
     }
 
@@ -43,7 +61,7 @@ impl TestNats {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (process, _) = spawn(self.store.path(), Some(self.port));
+        let (process, _) = spawn(self.store.path(), Some(self.port), self.config.as_deref());
         self.process = process;
     }
 
@@ -87,12 +105,16 @@ fn server_binary() -> PathBuf {
     }
 }
 
-fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
+fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, u16) {
     let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).unwrap();
-    let mut process = Command::new(server_binary())
+    let mut command = Command::new(server_binary());
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    let mut process = command
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(dir.join("store"))
         .arg("--ports_file_dir")
