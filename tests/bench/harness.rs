@@ -83,6 +83,8 @@ pub struct Report {
 }
 
 /// The processes that share the machine's cores in a run, whose CPU time the report counts.
+/// The gateway is the one the run started with: the cold-append scenario, which restarts it,
+/// comes last and is not metered.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedCores {
     pub gateway: u32,
@@ -90,10 +92,10 @@ pub struct SharedCores {
     pub client: u32,
 }
 
-/// Each process's CPU time when a measurement began.
+/// Each process's CPU time when a measurement began (`None`: a process could not be read).
 pub struct CpuMeter {
     started: Instant,
-    before: [u64; 3],
+    before: Option<[u64; 3]>,
 }
 
 impl SharedCores {
@@ -101,22 +103,23 @@ impl SharedCores {
         [self.gateway, self.nats, self.client]
     }
 
-    fn cpu_ns(self) -> [u64; 3] {
-        self.processes().map(process_cpu_ns)
+    fn cpu_ns(self) -> Option<[u64; 3]> {
+        let [gateway, nats, client] = self.processes().map(process_cpu_ns);
+        Some([gateway?, nats?, client?])
     }
 }
 
-/// Nanoseconds the process's threads have spent on a CPU (the first field of each thread's
-/// `schedstat`; finer than the 10 ms ticks of `/proc/<pid>/stat`).
-fn process_cpu_ns(pid: u32) -> u64 {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    threads
+/// Nanoseconds the process's live threads have spent on a CPU (the first field of each
+/// thread's `schedstat`; finer than the 10 ms ticks of `/proc/<pid>/stat`, but a thread that
+/// exits takes its time with it, which the three processes' long-lived threads do not).
+fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let spent = threads
         .filter_map(Result::ok)
         .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
         .filter_map(|stats| stats.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .sum();
+    Some(spent)
 }
 
 impl Report {
@@ -139,10 +142,13 @@ impl Report {
     /// them since `meter` started), and how many of the machine's cores were busy on average.
     pub fn cpu(&mut self, scenario: &'static str, meter: CpuMeter, done: u64, unit: &'static str) {
         let elapsed = meter.started.elapsed().as_secs_f64();
-        let after = self.cores.cpu_ns();
+        let (Some(before), Some(after)) = (meter.before, self.cores.cpu_ns()) else {
+            println!("  {scenario:<18} (no CPU figures: a process's /proc entry was unreadable)");
+            return;
+        };
         let spent: Vec<f64> = after
             .iter()
-            .zip(meter.before)
+            .zip(before)
             .map(|(after, before)| after.saturating_sub(before) as f64)
             .collect();
         let per_unit = |ns: f64| ns / 1000.0 / done.max(1) as f64;
@@ -223,7 +229,7 @@ pub async fn start_gateway(nats: &TestNats) -> GatewayProcess {
     GatewayProcess::start(&gateway_binary(), nats, &[]).await
 }
 
-/// The requests the scenarios send, by URL.
+/// Where the scenarios send their requests: paths on the gateway's connection, URLs for tails.
 pub trait Api {
     fn url(&self, path: &str) -> String;
 
@@ -276,7 +282,7 @@ pub async fn last_seq(gateway: &GatewayProcess, id: &str) -> u64 {
     session["last_seq"].as_u64().unwrap_or(0)
 }
 
-/// One keep-alive HTTP/1.1 connection to the gateway, for the requests a scenario measures.
+/// One keep-alive HTTP/1.1 connection to the gateway, for every request the bench sends.
 ///
 /// hyper's connection, driven by the task that sends on it: a pooled client (reqwest) spent
 /// ~90 µs of CPU per append on the cores the gateway shares, and handed every request to a
@@ -317,15 +323,18 @@ impl Connection {
 
     /// One request and its whole response; the connection is driven meanwhile.
     async fn send(&mut self, method: Method, path: &Uri, body: Bytes) -> (StatusCode, Bytes) {
+        let has_body = !body.is_empty();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = path.clone();
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.host.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        if has_body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
         let requests = &mut self.requests;
         let exchange = async move {
             requests.ready().await.expect("the connection is usable");

@@ -280,12 +280,14 @@ async fn many_hot_sessions_at_once_all_commit() {
 
 /// JetStream holds only so many atomic batches open per stream (50 by default; one here), and
 /// refuses the rest while nothing changed on their sessions: those group commits are retried,
-/// and every request still gets exactly one seq.
+/// and every request still gets exactly one seq. (When written, a run saw about a dozen
+/// refusals; answering them instead of retrying fails the test.)
 #[tokio::test]
 async fn batches_refused_while_others_are_open_are_retried() {
     let nats = TestNats::start_with_config(
         "jetstream { limits { batch { max_inflight_per_stream: 1 } } }",
     );
+    refuses_a_second_open_batch(&nats).await;
     let gateway = TestGateway::start(&nats).await;
     let (sessions, producers, each) = (6usize, 24usize, 4u64);
     let mut ids = Vec::new();
@@ -320,6 +322,41 @@ async fn batches_refused_while_others_are_open_are_retried() {
             (1..=total).collect::<Vec<_>>()
         );
     }
+}
+
+/// The server's limit holds: while one batch is open on a stream, another is refused.
+async fn refuses_a_second_open_batch(nats: &TestNats) {
+    let jetstream = nats.jetstream().await;
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "LIMIT_CHECK".into(),
+            subjects: vec!["limit_check.>".into()],
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batch_headers = |id: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Batch-Id", id);
+        headers.insert("Nats-Batch-Sequence", "1");
+        headers
+    };
+    // Opened and never committed: it stays open until the server's batch timeout.
+    let client = jetstream.client();
+    client
+        .publish_with_headers("limit_check.open", batch_headers("open"), "1".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut second = batch_headers("second");
+    second.insert("Nats-Batch-Commit", "1");
+    let refused = jetstream
+        .publish_with_headers("limit_check.second", second, "1".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(refused.is_err(), "a second open batch was accepted");
 }
 
 /// An event within the HTTP body limit that NATS refuses once stored (its body and headers
