@@ -180,6 +180,23 @@ async fn idle_tails_get_ping_frames_and_client_frames_are_ignored() {
     assert_eq!(tail.seqs(1).await, vec![1]);
 }
 
+/// A client that closes gets the closing handshake's answer, not a dropped connection, and
+/// its tail stops counting as open.
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let id = gateway.create_session().await;
+    let mut tail = gateway.tail(&id, 0).await;
+    append_n(&gateway, &id, "p", 1..=1).await;
+    assert_eq!(tail.seqs(1).await, vec![1]);
+    tail.close().await;
+    assert_eq!(
+        tail.frame(Duration::from_secs(5)).await,
+        TailFrame::Closed(Some(1000))
+    );
+}
+
 #[tokio::test]
 async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
     let nats = TestNats::start();

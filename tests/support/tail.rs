@@ -6,6 +6,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 pub struct TailClient {
@@ -89,6 +91,15 @@ impl TailClient {
                 other => panic!("expected silence, got {other:?}"),
             }
         }
+    }
+
+    /// Starts the closing handshake with a normal close (1000).
+    pub async fn close(&mut self) {
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        self.socket.close(Some(normal)).await.unwrap();
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -467,13 +467,11 @@ async fn serve_websocket(
     }
 }
 
-/// Returns when the client closes the socket or goes away; clients send nothing else we act on.
+/// Returns when the client has closed the socket or gone away; clients send nothing else we
+/// act on. Reading on past a client's close is what sends tungstenite's answer to it (the
+/// closing handshake), after which the stream ends.
 async fn watch_for_close(mut incoming: impl Stream<Item = std::io::Result<Message>> + Unpin) {
-    while let Some(Ok(frame)) = incoming.next().await {
-        if matches!(frame, Message::Close(_)) {
-            return;
-        }
-    }
+    while let Some(Ok(_)) = incoming.next().await {}
 }
 
 /// Stops a task when its owner finishes.
