@@ -411,58 +411,53 @@ fn reader_socket() -> WebSocketConfig {
 }
 
 /// Feeds the socket from the queue while the producer fills it; both stop when the reader
-/// leaves or the last frame is written.
+/// leaves or the last frame is written (the holder lives until then).
 async fn serve_websocket(
     socket: WebSocketStream,
-    items: impl Stream<Item = Result<TailItem, StoreError>> + Send,
+    items: impl Stream<Item = Result<TailItem, StoreError>> + Send + 'static,
     options: LiveOptions,
     _holder: Holder,
 ) {
     let (frames, mut queued) = mpsc::channel(options.buffer + 1);
-    let producer = produce(items, frames, options.stall_timeout, move |outcome| {
-        websocket_frames(outcome, options.arrays)
-    });
+    // The producer, the writer and the watcher of the client's side are tasks of their own, so
+    // that each event wakes only the producer and then the writer, and sending a frame never
+    // polls the socket's read side; one task for all of them re-polled every part per frame.
+    let producer = tokio::spawn(produce(
+        items,
+        frames,
+        options.stall_timeout,
+        move |outcome| websocket_frames(outcome, options.arrays),
+    ));
+    let _stop_producing = AbortOnDrop(producer);
     let (mut outgoing, incoming) = socket.split();
-    // Watched by a task of its own, so that a frame to send never polls the socket's read side.
     let (went_away, mut gone) = oneshot::channel();
     let watcher = tokio::spawn(async move {
         watch_for_close(incoming).await;
         let _ = went_away.send(());
     });
     let _stop_watching = AbortOnDrop(watcher);
-    let writer = async move {
-        loop {
-            tokio::select! {
-                frame = queued.recv() => {
-                    let Some(frame) = frame else { return };
-                    let closing = matches!(frame, Message::Close(_));
-                    // A reader that takes nothing for this long is gone; dropping the
-                    // connection frees what it holds.
-                    // Most writes complete at once; only one that waits needs a timer.
-                    let mut sending = outgoing.send(frame);
-                    let sent = match (&mut sending).now_or_never() {
-                        Some(sent) => Ok(sent),
-                        None => tokio::time::timeout(WRITE_TIMEOUT, sending).await,
-                    };
-                    match sent {
-                        Ok(Ok(())) if !closing => {}
-                        _ => return,
-                    }
-                }
-                _ = &mut gone => {
-                    debug!("live reader went away");
-                    return;
-                }
-            }
-        }
-    };
-    let mut producer = std::pin::pin!(producer);
-    let mut writer = std::pin::pin!(writer);
-    let mut producing = true;
     loop {
         tokio::select! {
-            () = &mut producer, if producing => producing = false,
-            () = &mut writer => return,
+            frame = queued.recv() => {
+                let Some(frame) = frame else { return };
+                let closing = matches!(frame, Message::Close(_));
+                // A reader that takes nothing for this long is gone; dropping the connection
+                // frees what it holds. Most writes complete at once; only one that waits
+                // needs a timer.
+                let mut sending = outgoing.send(frame);
+                let sent = match (&mut sending).now_or_never() {
+                    Some(sent) => Ok(sent),
+                    None => tokio::time::timeout(WRITE_TIMEOUT, sending).await,
+                };
+                match sent {
+                    Ok(Ok(())) if !closing => {}
+                    _ => return,
+                }
+            }
+            _ = &mut gone => {
+                debug!("live reader went away");
+                return;
+            }
         }
     }
 }
