@@ -554,13 +554,15 @@ pub type EventFeed = Feed<StoredEvent>;
 /// the contract says, without JetStream's memory of the old request refusing it.
 /// Hashed because producer ids are unbounded client strings that a header cannot always hold.
 fn message_id(id: &SessionId, content: &EventContent, expected_stream_seq: u64) -> String {
-    let key = serde_json::json!([
+    // The JSON array `[session, producer_id, producer_seq, expected_stream_seq]`, written
+    // straight from the tuple; strings and integers always serialize.
+    let key = (
         id.as_str(),
-        content.producer_id,
+        &content.producer_id,
         content.producer_seq,
-        expected_stream_seq
-    ]);
-    sha256_hex(key.to_string().as_bytes())
+        expected_stream_seq,
+    );
+    sha256_hex(&serde_json::to_vec(&key).unwrap_or_default())
 }
 
 fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendFailure {
@@ -575,5 +577,34 @@ fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendF
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::MaxAckPending
         | PublishErrorKind::WrongLastMessageId => AppendFailure::Store(unavailable(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id is part of the stored data's contract: gateways of different versions, running
+    /// side by side in a rolling deploy, must give a retry decided on the same state the same
+    /// id, or JetStream would store it twice.
+    #[test]
+    fn message_ids_keep_their_format() {
+        let id = SessionId::parse("ses_1").unwrap();
+        let content = EventContent {
+            kind: "message".into(),
+            payload: serde_json::Map::new(),
+            actor: "agent:a".into(),
+            producer_id: "p\"qé".into(),
+            producer_seq: 7,
+            source: None,
+            metadata: serde_json::Map::new(),
+            refs: serde_json::Map::new(),
+            idempotency_key: None,
+        };
+        // sha256 of `["ses_1","p\"qé",7,42]`.
+        assert_eq!(
+            message_id(&id, &content, 42),
+            "5b8ae3bfbb5f5ad2def0160d673e9e4109a9b5d2e0fd4d59481de91a6b6da67b"
+        );
     }
 }

@@ -90,12 +90,13 @@ pub fn new_events(
 /// Reads an append body. Field order follows the contract: the first failure wins. With a
 /// `subject` (an authenticated caller), `actor` defaults to it and may not differ from it.
 pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent, InvalidInput> {
-    let Some(Value::Object(body)) = body else {
+    let Some(Value::Object(mut body)) = body else {
         return Err(InvalidInput::Event("the body must be a JSON object".into()));
     };
     let kind = non_empty_string(&body, "type");
-    let payload = match present(&body, "payload") {
-        Some(Value::Object(payload)) => Some(payload.clone()),
+    // Taken out rather than copied: it is most of the body.
+    let payload = match body.remove("payload") {
+        Some(Value::Object(payload)) => Some(payload),
         _ => None,
     };
     let actor = match subject {
