@@ -32,88 +32,112 @@ pub async fn raw_stream(jetstream: &jetstream::Context) -> stream::Stream {
         .expect("create the baseline stream")
 }
 
-/// One client, sequential appends to one session.
-pub async fn append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
+/// One client, one request at a time, three ways: `append_c1` (sequential appends to one
+/// session), its baseline `raw_cas_c1` (one writer publishing with expected-last-subject-
+/// sequence, awaiting each ack) and the diagnostic `http_floor_c1` (the same HTTP client's
+/// round trip for a request that does no work, `GET /health/live`: the floor under any
+/// append). They run in alternating blocks, so the ratios compare the same machine state.
+pub async fn one_at_a_time(
+    gateway: &GatewayProcess,
+    jetstream: &jetstream::Context,
+    scale: Scale,
+    report: &mut Report,
+) {
     let id = create_session(gateway).await;
     let path = gateway.append_path(&id);
-    let mut connection = Connection::open(gateway).await;
-    let warm_up = scale.pick(500, 50);
-    for producer_seq in 1..=warm_up {
-        append(&mut connection, &path, event_body("c1", producer_seq)).await;
-    }
-    let mut latencies = histogram();
-    let count = scale.pick(10_000, 300);
-    let cpu = report.cpu_meter();
-    for producer_seq in warm_up + 1..=warm_up + count {
-        let body = event_body("c1", producer_seq);
-        let sent = Instant::now();
-        append(&mut connection, &path, body).await;
-        latencies.record(micros(sent.elapsed())).ok();
-    }
-    report.cpu("append_c1_cpu", cpu, count, "us/event");
-    report.latencies("append_c1", &latencies, &["p50_us", "p99_us", "p999_us"]);
-}
-
-/// Diagnostic beside `append_c1`: the same client's round trip to the gateway for a request
-/// that does no work (`GET /health/live`), the floor under any append's latency.
-pub async fn http_floor_c1(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
-    let path = Uri::from_static("/health/live");
-    let mut connection = Connection::open(gateway).await;
+    let mut appends = Connection::open(gateway).await;
+    let mut floor = Connection::open(gateway).await;
+    let health = Uri::from_static("/health/live");
+    let mut raw = RawCas::new();
+    let mut producer_seq = 0;
     for _ in 0..scale.pick(500, 50) {
-        connection.get(&path).await;
+        producer_seq += 1;
+        append(&mut appends, &path, event_body("c1", producer_seq)).await;
+        raw.publish(jetstream).await;
+        floor.get(&health).await;
     }
-    let mut latencies = histogram();
-    let count = scale.pick(10_000, 300);
-    let cpu = report.cpu_meter();
-    for _ in 0..count {
-        let sent = Instant::now();
-        let (status, _) = connection.get(&path).await;
-        assert_eq!(status, 200);
-        latencies.record(micros(sent.elapsed())).ok();
+    let (blocks, per_block) = (scale.pick(10, 3), scale.pick(1_000, 100));
+    let (mut append_latencies, mut raw_latencies, mut floor_latencies) =
+        (histogram(), histogram(), histogram());
+    let mut append_cpu = report.cpu_meter();
+    append_cpu.stop();
+    let mut raw_cpu = report.cpu_meter();
+    raw_cpu.stop();
+    let mut floor_cpu = report.cpu_meter();
+    floor_cpu.stop();
+    let mut raw_elapsed = Duration::ZERO;
+    for _ in 0..blocks {
+        append_cpu.start();
+        for _ in 0..per_block {
+            producer_seq += 1;
+            let body = event_body("c1", producer_seq);
+            let sent = Instant::now();
+            append(&mut appends, &path, body).await;
+            append_latencies.record(micros(sent.elapsed())).ok();
+        }
+        append_cpu.stop();
+        raw_cpu.start();
+        let started = Instant::now();
+        for _ in 0..per_block {
+            let sent = Instant::now();
+            raw.publish(jetstream).await;
+            raw_latencies.record(micros(sent.elapsed())).ok();
+        }
+        raw_elapsed += started.elapsed();
+        raw_cpu.stop();
+        floor_cpu.start();
+        for _ in 0..per_block {
+            let sent = Instant::now();
+            let (status, _) = floor.get(&health).await;
+            assert_eq!(status, 200);
+            floor_latencies.record(micros(sent.elapsed())).ok();
+        }
+        floor_cpu.stop();
     }
-    report.cpu("http_floor_c1_cpu", cpu, count, "us/request");
-    report.latencies("http_floor_c1", &latencies, &["p50_us", "p99_us"]);
+    let count = blocks * per_block;
+    report.cpu("append_c1_cpu", append_cpu, count, "us/event");
+    report.latencies(
+        "append_c1",
+        &append_latencies,
+        &["p50_us", "p99_us", "p999_us"],
+    );
+    report.cpu("raw_cas_c1_cpu", raw_cpu, count, "us/event");
+    report.latencies("raw_cas_c1", &raw_latencies, &["p50_us", "p99_us"]);
+    let rate = count as f64 / raw_elapsed.as_secs_f64();
+    report.add("raw_cas_c1", "events_per_s", rate, "events/s");
+    report.cpu("http_floor_c1_cpu", floor_cpu, count, "us/request");
+    report.latencies("http_floor_c1", &floor_latencies, &["p50_us", "p99_us"]);
 }
 
-/// One writer publishing with expected-last-subject-sequence, awaiting each ack.
-pub async fn raw_cas_c1(jetstream: &jetstream::Context, scale: Scale, report: &mut Report) {
-    let body = event_body("raw", 1);
-    let mut last = 0;
-    let publish = async |last: &mut u64| {
+/// The raw baseline's writer: each publish of the same ~1 KiB event expects the subject's last
+/// sequence to be the one its previous publish got.
+struct RawCas {
+    body: Bytes,
+    last: u64,
+}
+
+impl RawCas {
+    fn new() -> RawCas {
+        RawCas {
+            body: event_body("raw", 1),
+            last: 0,
+        }
+    }
+
+    async fn publish(&mut self, jetstream: &jetstream::Context) {
         let mut headers = HeaderMap::new();
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
-            last.to_string().as_str(),
+            self.last.to_string().as_str(),
         );
         let ack = jetstream
-            .publish_with_headers("bench_raw.cas", headers, body.clone())
+            .publish_with_headers("bench_raw.cas", headers, self.body.clone())
             .await
             .expect("publish")
             .await
             .expect("ack");
-        *last = ack.sequence;
-    };
-    for _ in 0..scale.pick(500, 50) {
-        publish(&mut last).await;
+        self.last = ack.sequence;
     }
-    let mut latencies = histogram();
-    let count = scale.pick(10_000, 300);
-    let cpu = report.cpu_meter();
-    let started = Instant::now();
-    for _ in 0..count {
-        let sent = Instant::now();
-        publish(&mut last).await;
-        latencies.record(micros(sent.elapsed())).ok();
-    }
-    let elapsed = started.elapsed();
-    report.cpu("raw_cas_c1_cpu", cpu, count, "us/event");
-    report.latencies("raw_cas_c1", &latencies, &["p50_us", "p99_us"]);
-    report.add(
-        "raw_cas_c1",
-        "events_per_s",
-        count as f64 / elapsed.as_secs_f64(),
-        "events/s",
-    );
 }
 
 /// `writers` clients, each with its own connection, appending as fast as they are answered

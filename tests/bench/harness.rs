@@ -92,10 +92,40 @@ pub struct SharedCores {
     pub client: u32,
 }
 
-/// Each process's CPU time when a measurement began (`None`: a process could not be read).
+/// The CPU time of the three processes over one or more measured stretches.
 pub struct CpuMeter {
-    started: Instant,
-    before: Option<[u64; 3]>,
+    cores: SharedCores,
+    spent: [u64; 3],
+    elapsed: Duration,
+    /// When the current stretch began, and each process's CPU time then.
+    stretch: Option<(Instant, [u64; 3])>,
+    /// A process's `/proc` entry could not be read.
+    unreadable: bool,
+}
+
+impl CpuMeter {
+    /// Begins a stretch (a meter starts in one).
+    pub fn start(&mut self) {
+        match self.cores.cpu_ns() {
+            Some(now) => self.stretch = Some((Instant::now(), now)),
+            None => self.unreadable = true,
+        }
+    }
+
+    /// Ends the current stretch and adds it up.
+    pub fn stop(&mut self) {
+        let Some((started, before)) = self.stretch.take() else {
+            return;
+        };
+        let Some(now) = self.cores.cpu_ns() else {
+            self.unreadable = true;
+            return;
+        };
+        self.elapsed += started.elapsed();
+        for (spent, (now, before)) in self.spent.iter_mut().zip(now.iter().zip(before)) {
+            *spent += now.saturating_sub(before);
+        }
+    }
 }
 
 impl SharedCores {
@@ -132,30 +162,36 @@ impl Report {
 
     /// Starts counting the CPU time of the gateway, nats-server and the load generator.
     pub fn cpu_meter(&self) -> CpuMeter {
-        CpuMeter {
-            started: Instant::now(),
-            before: self.cores.cpu_ns(),
-        }
+        let mut meter = CpuMeter {
+            cores: self.cores,
+            spent: [0; 3],
+            elapsed: Duration::ZERO,
+            stretch: None,
+            unreadable: false,
+        };
+        meter.start();
+        meter
     }
 
     /// Diagnostic rows under `scenario`: each process's CPU time per unit of work (`done` of
-    /// them since `meter` started), and how many of the machine's cores were busy on average.
-    pub fn cpu(&mut self, scenario: &'static str, meter: CpuMeter, done: u64, unit: &'static str) {
-        let elapsed = meter.started.elapsed().as_secs_f64();
-        let (Some(before), Some(after)) = (meter.before, self.cores.cpu_ns()) else {
+    /// them in the meter's stretches), and how many of the machine's cores were busy on average.
+    pub fn cpu(
+        &mut self,
+        scenario: &'static str,
+        mut meter: CpuMeter,
+        done: u64,
+        unit: &'static str,
+    ) {
+        meter.stop();
+        if meter.unreadable {
             println!("  {scenario:<18} (no CPU figures: a process's /proc entry was unreadable)");
             return;
-        };
-        let spent: Vec<f64> = after
-            .iter()
-            .zip(before)
-            .map(|(after, before)| after.saturating_sub(before) as f64)
-            .collect();
-        let per_unit = |ns: f64| ns / 1000.0 / done.max(1) as f64;
-        self.add(scenario, "gateway_cpu_us", per_unit(spent[0]), unit);
-        self.add(scenario, "nats_cpu_us", per_unit(spent[1]), unit);
-        self.add(scenario, "client_cpu_us", per_unit(spent[2]), unit);
-        let busy = spent.iter().sum::<f64>() / 1e9 / elapsed;
+        }
+        let per_unit = |ns: u64| ns as f64 / 1000.0 / done.max(1) as f64;
+        self.add(scenario, "gateway_cpu_us", per_unit(meter.spent[0]), unit);
+        self.add(scenario, "nats_cpu_us", per_unit(meter.spent[1]), unit);
+        self.add(scenario, "client_cpu_us", per_unit(meter.spent[2]), unit);
+        let busy = meter.spent.iter().sum::<u64>() as f64 / 1e9 / meter.elapsed.as_secs_f64();
         self.add(scenario, "cores_busy", busy, "cores");
     }
 

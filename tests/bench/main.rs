@@ -66,14 +66,11 @@ async fn scenarios(scale: Scale, selection: &Selection) -> Report {
         if scale.quick { " (quick)" } else { "" }
     );
 
-    if selection.wants("append_c1") {
-        appends::append_c1(&gateway, scale, &mut report).await;
-    }
-    if selection.wants("raw_cas_c1") {
-        appends::raw_cas_c1(&jetstream, scale, &mut report).await;
-    }
-    if selection.wants("http_floor_c1") {
-        appends::http_floor_c1(&gateway, scale, &mut report).await;
+    if ["append_c1", "raw_cas_c1", "http_floor_c1"]
+        .iter()
+        .any(|name| selection.wants(name))
+    {
+        appends::one_at_a_time(&gateway, &jetstream, scale, &mut report).await;
     }
     if selection.wants("append_c64") {
         appends::append_c64(&gateway, scale, &mut report).await;
@@ -105,11 +102,8 @@ async fn scenarios(scale: Scale, selection: &Selection) -> Report {
         appends::fill(&gateway, &id, length).await;
         assert_eq!(harness::last_seq(&gateway, &id).await, length);
         tails::warm_up_replay(&jetstream, &id, length).await;
-        if selection.wants("replay_100k") {
-            tails::replay(&gateway, &id, length, &mut report).await;
-        }
-        if selection.wants("raw_replay_100k") {
-            tails::raw_replay(&jetstream, &id, length, &mut report).await;
+        if selection.wants("replay_100k") || selection.wants("raw_replay_100k") {
+            tails::replays(&gateway, &jetstream, &id, length, &mut report).await;
         }
         long = Some(id);
     }
