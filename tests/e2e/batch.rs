@@ -254,28 +254,45 @@ async fn a_gateway_new_to_a_long_session_starts_from_a_valid_snapshot_only() {
 async fn many_hot_sessions_at_once_all_commit() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
-    let (sessions, producers, each) = (100usize, 16usize, 3u64);
+    let (producers, each) = (16, 3);
+    for (id, mut seqs) in hot_sessions(&gateway, 100, producers, each).await {
+        seqs.sort_unstable();
+        let total = producers as u64 * each;
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "one seq per request");
+        assert_eq!(gateway.last_seq(&id).await, total);
+    }
+}
+
+/// `sessions` new sessions, each with `producers` concurrent producers appending `each` events
+/// apiece (all answered 201, none a dedupe): the seqs each session's appends got.
+async fn hot_sessions(
+    gateway: &TestGateway,
+    sessions: usize,
+    producers: usize,
+    each: u64,
+) -> HashMap<String, Vec<u64>> {
     let mut ids = Vec::new();
     for _ in 0..sessions {
         ids.push(gateway.create_session().await);
     }
     let writers = ids.iter().flat_map(|id| {
-        let gateway = &gateway;
         (0..producers).map(move |producer| async move {
+            let mut seqs = Vec::new();
             for producer_seq in 1..=each {
-                let response = gateway
-                    .append(id, event(&format!("p{producer}"), producer_seq))
+                let reply = gateway
+                    .append_ok(id, event(&format!("p{producer}"), producer_seq))
                     .await;
-                let status = response.status().as_u16();
-                let body = response.text().await.unwrap();
-                assert_eq!(status, 201, "an append failed: {body}");
+                assert_eq!(reply["deduped"], false, "{reply}");
+                seqs.push(reply["seq"].as_u64().unwrap());
             }
+            (id, seqs)
         })
     });
-    futures::future::join_all(writers).await;
-    for id in &ids {
-        assert_eq!(gateway.last_seq(id).await, producers as u64 * each);
+    let mut per_session: HashMap<String, Vec<u64>> = HashMap::new();
+    for (id, seqs) in futures::future::join_all(writers).await {
+        per_session.entry(id.clone()).or_default().extend(seqs);
     }
+    per_session
 }
 
 /// JetStream holds only so many atomic batches open per stream (50 by default; one here), and
@@ -289,34 +306,12 @@ async fn batches_refused_while_others_are_open_are_retried() {
     );
     refuses_a_second_open_batch(&nats).await;
     let gateway = TestGateway::start(&nats).await;
-    let (sessions, producers, each) = (6usize, 24usize, 4u64);
-    let mut ids = Vec::new();
-    for _ in 0..sessions {
-        ids.push(gateway.create_session().await);
-    }
-    let writers = ids.iter().flat_map(|id| {
-        let gateway = &gateway;
-        (0..producers).map(move |producer| async move {
-            let mut seqs = Vec::new();
-            for producer_seq in 1..=each {
-                let reply = gateway
-                    .append_ok(id, event(&format!("p{producer}"), producer_seq))
-                    .await;
-                assert_eq!(reply["deduped"], false, "{reply}");
-                seqs.push(reply["seq"].as_u64().unwrap());
-            }
-            (id, seqs)
-        })
-    });
-    let mut per_session: HashMap<&String, Vec<u64>> = HashMap::new();
-    for (id, seqs) in futures::future::join_all(writers).await {
-        per_session.entry(id).or_default().extend(seqs);
-    }
+    let (producers, each) = (24, 4);
     let total = producers as u64 * each;
-    for (id, mut seqs) in per_session {
+    for (id, mut seqs) in hot_sessions(&gateway, 6, producers, each).await {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "one seq per request");
-        let mut tail = gateway.tail(id, 0).await;
+        let mut tail = gateway.tail(&id, 0).await;
         assert_eq!(
             tail.seqs(total as usize).await,
             (1..=total).collect::<Vec<_>>()
