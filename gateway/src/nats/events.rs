@@ -417,11 +417,7 @@ impl Store {
                 .ok_or_else(|| unavailable("the Direct Get replies ended"))?;
             match reply.status.map(|status| status.as_u16()) {
                 None | Some(200) => {
-                    let stream_seq = reply
-                        .headers
-                        .as_ref()
-                        .and_then(|headers| headers.get(STREAM_SEQ_HEADER))
-                        .and_then(|value| value.as_str().parse().ok())
+                    let stream_seq = header_number(reply.headers.as_ref(), STREAM_SEQ_HEADER)
                         .ok_or_else(|| {
                             StoreError::Corrupt("a Direct Get reply without its sequence".into())
                         })?;
@@ -525,6 +521,12 @@ impl Store {
         });
         Ok(Feed::new(Box::pin(events), consumer))
     }
+}
+
+/// A header holding a number, such as the stream sequence JetStream puts on Direct Get replies
+/// and republished copies.
+pub(super) fn header_number(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
+    headers?.get(name)?.as_str().parse().ok()
 }
 
 /// What every stored event carries beside its body: its seq and content hash.

@@ -12,7 +12,7 @@ use async_nats::Subscriber;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent};
+use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent, header_number};
 use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::SessionId;
 
@@ -89,18 +89,13 @@ impl LiveEvents {
                         StoreError::Unavailable("the live subscription ended".into())
                     })?;
                     let headers = message.headers.as_ref();
-                    let number = |name: &str| {
-                        headers
-                            .and_then(|headers| headers.get(name))
-                            .and_then(|value| value.as_str().parse::<u64>().ok())
-                    };
-                    let stream_seq = number(STREAM_SEQ_HEADER).ok_or_else(|| {
+                    let stream_seq = header_number(headers, STREAM_SEQ_HEADER).ok_or_else(|| {
                         StoreError::Corrupt("a republished message has no stream sequence".into())
                     })?;
                     if stream_seq <= self.last.stream_seq {
                         continue;
                     }
-                    let missed = number(PREVIOUS_SEQ_HEADER)
+                    let missed = header_number(headers, PREVIOUS_SEQ_HEADER)
                         .is_none_or(|previous| previous > self.last.stream_seq);
                     let event = StoredEvent::parse(stream_seq, headers, message.payload)?;
                     // The subject's previous message is one this feed never saw: read it back.

@@ -310,24 +310,13 @@ impl Committer {
         };
         match committed {
             Ok(last_stream_seq) => {
-                let before = state.last_seq();
-                fold(state, last_stream_seq, &group);
-                self.snapshot_if_due(state, before);
-                let waiting = lock(&self.writer.queue).requests.len();
                 let answered = group.len();
-                for decided in group {
-                    let _ = decided.request.reply.send(Ok(decided.answers));
-                }
+                let waiting = self.committed(state, last_stream_seq, group);
                 Gathering::after(answered, waiting, committing)
             }
             Err(failure) => {
                 debug!(session.id = %self.id, "a streamed batch to {} failed: {failure}", self.id);
-                {
-                    let mut queue = lock(&self.writer.queue);
-                    for decided in group.into_iter().rev() {
-                        queue.requests.push_front(decided.request);
-                    }
-                }
+                requeue(group, &mut lock(&self.writer.queue).requests);
                 if let Err(err) = catch_up(&self.store, &self.id, state).await {
                     debug!(session.id = %self.id, "could not catch up with {}: {err}", self.id);
                 }
@@ -378,22 +367,14 @@ impl Committer {
             if group.is_empty() {
                 continue;
             }
-            let before = state.last_seq();
             match self.publish(state, &group).await {
-                Ok(()) => {
+                Ok(last_stream_seq) => {
                     fresh = false;
-                    self.snapshot_if_due(state, before);
-                    waiting = lock(&self.writer.queue).requests.len();
-                    for decided in group {
-                        let _ = decided.request.reply.send(Ok(decided.answers));
-                    }
+                    waiting = self.committed(state, last_stream_seq, group);
                 }
                 Err(failure) => {
                     let grouped = group.len() > 1;
-                    // Back to the front, in order, to be decided again.
-                    for decided in group.into_iter().rev() {
-                        pending.push_front(decided.request);
-                    }
+                    requeue(group, &mut pending);
                     attempt += 1;
                     let before = state.stream_seq();
                     match failure {
@@ -544,13 +525,9 @@ impl Committer {
         Ok(group)
     }
 
-    /// Publishes the group's appends on the condition that the stream is still at `state`,
-    /// and folds them in.
-    async fn publish(
-        &self,
-        state: &mut SessionState,
-        group: &[Decided],
-    ) -> Result<(), AppendFailure> {
+    /// Publishes the group's appends on the condition that the stream is still at `state`;
+    /// returns the last one's stream sequence.
+    async fn publish(&self, state: &SessionState, group: &[Decided]) -> Result<u64, AppendFailure> {
         let inserted_at = model::timestamp_now();
         let mut appends = Vec::new();
         for decided in group {
@@ -564,11 +541,49 @@ impl Committer {
             [single] => self.store.append(&self.id, single).await?,
             batch => self.store.append_batch(&self.id, batch).await?,
         };
-        fold(state, last_stream_seq, group);
         let count = appends.len();
         debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
-        Ok(())
+        Ok(last_stream_seq)
     }
+
+    /// Folds a group just stored (its last append at `last_stream_seq`) into the state and
+    /// answers its requests; tells how many others are queued by then.
+    fn committed(
+        &self,
+        state: &mut SessionState,
+        last_stream_seq: u64,
+        group: Vec<Decided>,
+    ) -> usize {
+        let before = state.last_seq();
+        fold(state, last_stream_seq, &group);
+        self.snapshot_if_due(state, before);
+        let waiting = lock(&self.writer.queue).requests.len();
+        for decided in group {
+            let _ = decided.request.reply.send(Ok(decided.answers));
+        }
+        waiting
+    }
+}
+
+/// Puts a group that was not stored back at the front of `queue`, in order, to be decided
+/// again.
+fn requeue(group: Vec<Decided>, queue: &mut VecDeque<Request>) {
+    for decided in group.into_iter().rev() {
+        queue.push_front(decided.request);
+    }
+}
+
+/// The events of a decided request that append (its dedupes publish nothing), with their
+/// hashes and answers.
+fn appended(decided: &Decided) -> impl Iterator<Item = (&NewEvent, &ContentHash, &Appended)> {
+    let request = &decided.request;
+    request
+        .events
+        .iter()
+        .zip(&request.hashes)
+        .zip(&decided.answers)
+        .filter(|(_, answer)| !answer.deduped)
+        .map(|((event, hash), answer)| (event, hash, answer))
 }
 
 /// Sends the group's decided appends to the batch, all but the newest (it may commit the
@@ -586,28 +601,23 @@ async fn stage_all_but_newest(
     Ok(())
 }
 
-/// The appends a decided request publishes (its dedupes publish nothing), as decided on the
-/// state at `expected_stream_seq`.
+/// The appends a decided request publishes, as decided on the state at `expected_stream_seq`.
 fn appends_of<'a>(
     decided: &'a Decided,
     expected_stream_seq: u64,
     inserted_at: &'a str,
 ) -> impl Iterator<Item = Result<PendingAppend<'a>, StoreError>> {
-    let events = decided.request.events.iter().zip(&decided.request.hashes);
-    events
-        .zip(&decided.answers)
-        .filter(|(_, answer)| !answer.deduped)
-        .map(move |((event, hash), answer)| {
-            let body = serde_json::to_vec(&Event::new(answer.seq, &event.content, inserted_at))
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            Ok(PendingAppend {
-                seq: answer.seq,
-                expected_stream_seq,
-                content: &event.content,
-                hash,
-                body: body.into(),
-            })
+    appended(decided).map(move |(event, hash, answer)| {
+        let body = serde_json::to_vec(&Event::new(answer.seq, &event.content, inserted_at))
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        Ok(PendingAppend {
+            seq: answer.seq,
+            expected_stream_seq,
+            content: &event.content,
+            hash,
+            body: body.into(),
         })
+    })
 }
 
 /// The one append of a single-event request decided to append.
@@ -628,19 +638,9 @@ fn append_of<'a>(
 /// Folds the group's appends (not its dedupes), just stored with the last at
 /// `last_stream_seq`, into the state: a batch is stored at consecutive stream sequences.
 fn fold(state: &mut SessionState, last_stream_seq: u64, group: &[Decided]) {
-    let appended = || {
-        group.iter().flat_map(|decided| {
-            let request = &decided.request;
-            request
-                .events
-                .iter()
-                .zip(&request.hashes)
-                .zip(&decided.answers)
-                .filter(|(_, answer)| !answer.deduped)
-        })
-    };
-    let first_stream_seq = (last_stream_seq + 1).saturating_sub(appended().count() as u64);
-    for (offset, ((event, hash), answer)) in (0u64..).zip(appended()) {
+    let stored = || group.iter().flat_map(appended);
+    let first_stream_seq = (last_stream_seq + 1).saturating_sub(stored().count() as u64);
+    for (offset, (event, hash, answer)) in (0u64..).zip(stored()) {
         state.apply(EventRecord {
             stream_seq: first_stream_seq + offset,
             seq: answer.seq,
