@@ -8,6 +8,7 @@ mod batch;
 mod bench;
 mod catalog;
 mod clients;
+mod cluster;
 mod faults;
 mod fuzz;
 mod lifecycle;

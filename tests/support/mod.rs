@@ -4,19 +4,23 @@
 
 pub mod auth;
 mod browser;
+mod cluster;
 mod gateway;
 mod nats;
 mod process;
 mod proxy;
 mod sse;
+mod stale_replica;
 mod tail;
 
 pub use browser::Browser;
+pub use cluster::TestCluster;
 pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
 pub use process::GatewayProcess;
 pub use proxy::TcpProxy;
 pub use sse::{SseClient, SseFrame};
+pub use stale_replica::StaleReplica;
 pub use tail::{TailClient, TailFrame};
 
 use serde_json::{Value, json};

@@ -83,7 +83,7 @@ impl Drop for TestNats {
     }
 }
 
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .arg(signal)
         .arg(pid.to_string())
@@ -105,7 +105,7 @@ fn server_binary() -> PathBuf {
     }
 }
 
-fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, u16) {
+pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, u16) {
     let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&ports_dir);

@@ -1,0 +1,81 @@
+//! A replica that has not caught up, as Direct Get callers see it: it listens to a stream's
+//! Direct Get requests on one node and answers each "nothing from there on", as a real
+//! follower does while it still lacks the newest messages. A client on that node (a gateway
+//! pinned there) gets its answer first, one hop away, before the real replicas' answers
+//! cross the cluster: where a real lagging follower answers stale only sometimes, this one
+//! does every time. (The servers reserve JetStream's own queue group for themselves, so it
+//! listens beside the group rather than in it.)
+//!
+//! It speaks the NATS client protocol by hand because replies need a status line
+//! (`NATS/1.0 404`) that the client crate does not send.
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+pub struct StaleReplica {
+    answering: JoinHandle<()>,
+}
+
+impl StaleReplica {
+    /// Answers the Direct Gets of `stream` on the node at `url` (`nats://host:port`).
+    pub async fn start(url: &str, stream: &str) -> StaleReplica {
+        let address = url.trim_start_matches("nats://");
+        let socket = TcpStream::connect(address).await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut read = BufReader::new(read);
+        let mut info = String::new();
+        read.read_line(&mut info).await.unwrap();
+        assert!(info.starts_with("INFO "), "not a NATS server: {info}");
+        let subscribe = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\n\
+             SUB $JS.API.DIRECT.GET.{stream} 1\r\n\
+             SUB $JS.API.DIRECT.GET.{stream}.> 2\r\n\
+             PING\r\n"
+        );
+        write.write_all(subscribe.as_bytes()).await.unwrap();
+        // The PONG says the subscriptions are in place on the server.
+        loop {
+            let mut line = String::new();
+            read.read_line(&mut line).await.unwrap();
+            if line.starts_with("PONG") {
+                break;
+            }
+            assert!(!line.starts_with("-ERR"), "refused: {line}");
+        }
+        let answering = tokio::spawn(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let reply = match words.as_slice() {
+                    ["PING"] => "PONG\r\n".to_owned(),
+                    // MSG <subject> <sid> <reply> <bytes>, HMSG … <header bytes> <total bytes>.
+                    ["MSG", _, _, reply, size] | ["HMSG", _, _, reply, _, size] => {
+                        let size: usize = size.parse().unwrap();
+                        let mut payload = vec![0; size + 2];
+                        if read.read_exact(&mut payload).await.is_err() {
+                            return;
+                        }
+                        let header = "NATS/1.0 404 Message Not Found\r\n\r\n";
+                        format!("HPUB {reply} {0} {0}\r\n{header}\r\n", header.len())
+                    }
+                    _ => continue,
+                };
+                if write.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        StaleReplica { answering }
+    }
+}
+
+impl Drop for StaleReplica {
+    fn drop(&mut self) {
+        self.answering.abort();
+    }
+}
