@@ -12,6 +12,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// NATS servers to connect to; several for a cluster.
     pub nats_urls: Vec<String>,
+    /// A NATS credentials file (user JWT and nkey seed) for servers that require one.
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// PEM CA bundle that signed the NATS servers' certificates; setting it requires TLS.
+    pub nats_tls_ca: Option<std::path::PathBuf>,
     /// The JetStream stream that holds every session's events.
     pub stream: String,
     /// Subject prefix of the events stream; a session's events go to `<prefix>.<session token>`.
@@ -78,6 +82,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            nats_creds: None,
+            nats_tls_ca: None,
             stream: "STARCITE_EVENTS".to_owned(),
             subject_prefix: "starcite.events".to_owned(),
             sessions_bucket: "starcite_sessions".to_owned(),
@@ -150,6 +156,24 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| config.nats_urls.join(","),
+    },
+    Setting {
+        variable: "STARCITE_NATS_CREDS",
+        flag: "--nats-creds",
+        apply: |config, raw| {
+            config.nats_creds = optional_path(raw);
+            Ok(())
+        },
+        show: |config| shown_path(config.nats_creds.as_deref()),
+    },
+    Setting {
+        variable: "STARCITE_NATS_TLS_CA",
+        flag: "--nats-tls-ca",
+        apply: |config, raw| {
+            config.nats_tls_ca = optional_path(raw);
+            Ok(())
+        },
+        show: |config| shown_path(config.nats_tls_ca.as_deref()),
     },
     Setting {
         variable: "STARCITE_STREAM",
@@ -665,6 +689,15 @@ fn subject_prefix(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
+/// A file path, or `None` when empty (so an empty variable means unset).
+fn optional_path(raw: &str) -> Option<std::path::PathBuf> {
+    Some(std::path::PathBuf::from(raw)).filter(|path| !path.as_os_str().is_empty())
+}
+
+fn shown_path(path: Option<&std::path::Path>) -> String {
+    path.map_or("none".into(), |path| path.display().to_string())
+}
+
 fn number_in(raw: &str, min: usize, max: usize) -> Result<usize, String> {
     match raw.parse::<usize>() {
         Ok(number) if (min..=max).contains(&number) => Ok(number),
@@ -748,6 +781,35 @@ mod tests {
         );
         let err = config(&[], &[("STARCITE_STREAM", "a.b")]).unwrap_err();
         assert!(err.to_string().contains("STARCITE_STREAM"), "{err}");
+    }
+
+    #[test]
+    fn nats_credentials_and_tls_ca_are_paths() {
+        let Ok(Invocation::Run(paths)) = config(
+            &["--nats-tls-ca", "/etc/starcite/ca.pem"],
+            &[
+                ("STARCITE_NATS_CREDS", " /run/secrets/starcite.creds "),
+                ("STARCITE_NATS_TLS_CA", "/elsewhere/ca.pem"),
+            ],
+        ) else {
+            panic!("expected a config");
+        };
+        assert_eq!(
+            paths.nats_creds.as_deref(),
+            Some(std::path::Path::new("/run/secrets/starcite.creds"))
+        );
+        assert_eq!(
+            paths.nats_tls_ca.as_deref(),
+            Some(std::path::Path::new("/etc/starcite/ca.pem"))
+        );
+        // Empty means unset, so a blank variable in a compose file or unit changes nothing.
+        let Ok(Invocation::Run(blank)) = config(
+            &[],
+            &[("STARCITE_NATS_CREDS", ""), ("STARCITE_NATS_TLS_CA", " ")],
+        ) else {
+            panic!("expected a config");
+        };
+        assert_eq!((blank.nats_creds, blank.nats_tls_ca), (None, None));
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Store {
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
         let live_checks = watch::Sender::new(0u64);
         let lost_messages = live_checks.clone();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name("starcite-gateway")
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -141,7 +141,31 @@ impl Store {
                     other => warn!(nats.event = %other, "NATS connection event: {other}"),
                 }
                 }
-            })
+            });
+        // Both files are read now, so a wrong path stops start-up with its name instead of
+        // failing every reconnect in the background.
+        if let Some(path) = &config.nats_creds {
+            options = options.credentials_file(path).await.map_err(|err| {
+                StoreError::Unavailable(format!("STARCITE_NATS_CREDS (or --nats-creds): {err}"))
+            })?;
+        }
+        if let Some(path) = &config.nats_tls_ca {
+            let unusable = |reason: String| {
+                StoreError::Unavailable(format!(
+                    "STARCITE_NATS_TLS_CA (or --nats-tls-ca): `{}`: {reason}",
+                    path.display()
+                ))
+            };
+            let bundle = std::fs::read_to_string(path).map_err(|err| unusable(err.to_string()))?;
+            if !bundle.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(unusable("no PEM certificate in it".into()));
+            }
+            // A private CA only makes sense with TLS: never fall back to plain text.
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        let client = options
             .connect(addresses)
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
