@@ -81,6 +81,14 @@ impl TestCluster {
         (0..self.nodes.len()).map(|node| self.url(node)).collect()
     }
 
+    /// The running nodes' process ids (the bench counts their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.process.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The index of the node named `name` (`n1`, `n2`, …).
     pub fn node_named(&self, name: &str) -> usize {
         self.nodes

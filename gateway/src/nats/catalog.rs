@@ -5,11 +5,12 @@
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::feed::{Feed, RawFeed};
-use super::{Store, StoreError, live_entry, subjects, unavailable};
+use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::{SessionId, SessionRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub struct CatalogChange {
     pub revision: u64,
     pub record: SessionRecord,
 }
+
+/// Set on a bucket's delete and purge markers only.
+const KV_OPERATION_HEADER: &str = "KV-Operation";
 
 fn decode(value: &[u8]) -> Result<SessionRecord, StoreError> {
     serde_json::from_slice(value)
@@ -78,14 +82,27 @@ impl Store {
         }
     }
 
+    /// The session's header, read from the bucket stream's leader: a session created through
+    /// any gateway is found at once, where a follower's copy may not hold it yet.
     pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.sessions_bucket()?;
-        let Some(entry) = live_entry(bucket, subjects::token(id)).await? else {
-            return Ok(None);
+        let key = format!("$KV.{}.{}", bucket.name, subjects::token(id));
+        let message = match self
+            .sessions_stream
+            .get_last_raw_message_by_subject(&key)
+            .await
+        {
+            Ok(message) => message,
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(err) => return Err(unavailable(err)),
         };
+        // A delete or purge marker: the key has no value (sessions are never deleted by us).
+        if message.headers.get(KV_OPERATION_HEADER).is_some() {
+            return Ok(None);
+        }
         Ok(Some(RevisedRecord {
-            record: decode(&entry.value)?,
-            revision: entry.revision,
+            record: decode(&message.payload)?,
+            revision: message.sequence,
         }))
     }
 

@@ -1,15 +1,19 @@
 //! Session events on the stream: conditional appends, heads, catch-up reads and live feeds.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::{
+    DirectGetErrorKind, LastRawMessageErrorKind, RawMessageErrorKind,
+};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::feed::{Feed, RawFeed};
-use super::{Store, StoreError, subjects, unavailable};
+use super::{Store, StoreError, subjects, unavailable, within};
 use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId, sha256_hex};
 
 /// The session seq of a stored event, so heads and searches need not parse bodies.
@@ -45,6 +49,7 @@ pub struct OpenBatch {
     subject: String,
     batch_id: String,
     staged: usize,
+    timeout: Duration,
 }
 
 impl OpenBatch {
@@ -56,9 +61,11 @@ impl OpenBatch {
     /// Sends an event of the batch; the server holds it until the commit.
     pub async fn stage(&mut self, append: &PendingAppend<'_>) -> Result<(), AppendFailure> {
         let headers = self.headers(append);
-        self.client
-            .publish_with_headers(self.subject.clone(), headers, append.body.clone())
-            .await
+        let send =
+            self.client
+                .publish_with_headers(self.subject.clone(), headers, append.body.clone());
+        within(self.timeout, "staging a batch", send)
+            .await?
             .map_err(|err| match err.kind() {
                 async_nats::client::PublishErrorKind::MaxPayloadExceeded => AppendFailure::TooLarge,
                 _ => AppendFailure::Store(unavailable(err)),
@@ -71,10 +78,11 @@ impl OpenBatch {
     pub async fn commit(self, last: &PendingAppend<'_>) -> Result<u64, AppendFailure> {
         let mut headers = self.headers(last);
         headers.insert("Nats-Batch-Commit", "1");
-        let publish = self
-            .jetstream
-            .publish_with_headers(self.subject.clone(), headers, last.body.clone())
-            .await
+        let send =
+            self.jetstream
+                .publish_with_headers(self.subject.clone(), headers, last.body.clone());
+        let publish = within(self.timeout, "committing a batch", send)
+            .await?
             .map_err(publish_failure)?;
         let ack = publish.await.map_err(publish_failure)?;
         Ok(ack.sequence)
@@ -189,10 +197,11 @@ impl Store {
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());
         expect_last(&mut headers, append);
-        let publish = self
-            .jetstream
-            .publish_with_headers(self.subject(id), headers, append.body.clone())
-            .await
+        let send =
+            self.jetstream
+                .publish_with_headers(self.subject(id), headers, append.body.clone());
+        let publish = within(self.timeout, "publishing an append", send)
+            .await?
             .map_err(publish_failure)?;
         let ack = publish.await.map_err(publish_failure)?;
         if ack.duplicate {
@@ -237,6 +246,7 @@ impl Store {
                 rand::random::<u64>()
             ),
             staged: 0,
+            timeout: self.timeout,
         })
     }
 
@@ -281,7 +291,7 @@ impl Store {
         }
     }
 
-    /// The session's oldest retained event.
+    /// The session's oldest retained event, as the stream leader has it.
     pub async fn first(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
         let event = self.next_event(&self.subject(id), 1).await?;
         Ok(event.map(|event| Head {
@@ -290,7 +300,8 @@ impl Store {
         }))
     }
 
-    /// Each session's newest seq (0 for none), read concurrently from any replica.
+    /// Each session's newest seq (0 for none), read concurrently from any replica: figures for
+    /// lists and pages, which may lag the leader by a moment, never for a decision.
     pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
         self.sessions_bucket()?;
         let lookups: Vec<_> = ids.iter().map(|id| self.last_seq(id)).collect();
@@ -372,17 +383,31 @@ impl Store {
             }
             return Ok(events);
         }
-        // A replica may lag the leader: a short read makes the caller decide again.
-        let mut read = self
-            .read_batch(&self.subject(id), from_stream_seq, count)
-            .await?;
-        read.retain(|event| event.stream_seq <= until_stream_seq);
-        Ok(read)
+        let subject = self.subject(id);
+        let mut events = self.read_batch(&subject, from_stream_seq, count).await?;
+        events.retain(|event| event.stream_seq <= until_stream_seq);
+        // Any replica answers a Direct Get, and a follower may not hold the newest events yet:
+        // a short answer is never taken as complete, and what it lacks is read from the leader.
+        while (events.len() as u64) < count
+            && events
+                .last()
+                .is_none_or(|event| event.stream_seq < until_stream_seq)
+        {
+            let next = events
+                .last()
+                .map_or(from_stream_seq, |event| event.stream_seq + 1);
+            match self.next_event(&subject, next).await? {
+                Some(event) if event.stream_seq <= until_stream_seq => events.push(event),
+                _ => break,
+            }
+        }
+        Ok(events)
     }
 
     /// Up to `count` of the subject's messages from `from_stream_seq` on, in one Direct Get
     /// batch: one round trip, where a Direct Get per event would wait its turn behind whatever
-    /// the stream is busy with (another gateway's batch commits) once per event.
+    /// the stream is busy with (another gateway's batch commits) once per event. Whichever
+    /// replica answers may be behind the leader.
     async fn read_batch(
         &self,
         subject: &str,
@@ -390,23 +415,25 @@ impl Store {
         count: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(unavailable)?;
+        let mut replies = within(
+            self.timeout,
+            "reading events",
+            self.client.subscribe(inbox.clone()),
+        )
+        .await?
+        .map_err(unavailable)?;
         let request = serde_json::json!({
             "seq": from_stream_seq,
             "next_by_subj": subject,
             "batch": count,
         });
-        self.client
-            .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{}", self.topology.stream),
-                inbox,
-                request.to_string().into(),
-            )
-            .await
+        let send = self.client.publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", self.topology.stream),
+            inbox,
+            request.to_string().into(),
+        );
+        within(self.timeout, "reading events", send)
+            .await?
             .map_err(unavailable)?;
         let mut events = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -439,7 +466,8 @@ impl Store {
         }
     }
 
-    /// The session's first event at or after `stream_seq`, by Direct Get (any replica).
+    /// The session's first event at or after `stream_seq`, read from the stream leader so it
+    /// is never behind.
     async fn next_event(
         &self,
         subject: &str,
@@ -447,17 +475,14 @@ impl Store {
     ) -> Result<Option<StoredEvent>, StoreError> {
         match self
             .events
-            .direct_get_next_for_subject(subject, Some(stream_seq))
+            .get_first_raw_message_by_subject(subject, stream_seq)
             .await
         {
             Ok(message) => {
                 StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
                     .map(Some)
             }
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
-                Err(StoreError::Timeout(err.to_string()))
-            }
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(unavailable(err)),
         }
     }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent, header_number};
-use super::{Store, StoreError, subjects, unavailable};
+use super::{Store, StoreError, subjects, unavailable, within};
 use crate::sessions::model::SessionId;
 
 /// The republished copy's header with the subject's previous stream sequence.
@@ -23,7 +23,8 @@ const PREVIOUS_SEQ_HEADER: &str = "Nats-Last-Sequence";
 /// last message lost with nothing after it to reveal the loss.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
-/// The events of one session committed after `last`, in order, each once.
+/// The events of one session committed after `last`, in order, each once. An error leaves it
+/// where it was: a storage hiccup (a leader election, a reconnect) costs a wait, not a hole.
 pub struct LiveEvents {
     id: SessionId,
     subscriber: Subscriber,
@@ -32,6 +33,11 @@ pub struct LiveEvents {
     backlog: VecDeque<StoredEvent>,
     /// Bumped when the connection may have lost republished messages.
     checks: watch::Receiver<u64>,
+    /// Set while the feed may have missed something (a message lost by core NATS, or taken
+    /// off the subscription by a call that then failed): the stream's head is checked first.
+    unsure: bool,
+    /// The subscription is gone; no call can deliver anything more.
+    ended: bool,
 }
 
 impl Store {
@@ -44,12 +50,17 @@ impl Store {
     /// on the server before the head is read, so nothing falls between the two.
     pub async fn live(&self, id: &SessionId) -> Result<LiveEvents, StoreError> {
         self.sessions_bucket()?;
-        let subscriber = self
-            .client
-            .subscribe(self.live_subject(id))
-            .await
+        let subscribe = self.client.subscribe(self.live_subject(id));
+        let subscriber = within(self.timeout, "subscribing to a session", subscribe)
+            .await?
             .map_err(unavailable)?;
-        self.client.flush().await.map_err(unavailable)?;
+        within(
+            self.timeout,
+            "subscribing to a session",
+            self.client.flush(),
+        )
+        .await?
+        .map_err(unavailable)?;
         let last = self.head(id).await?.unwrap_or(Head {
             stream_seq: 0,
             seq: 0,
@@ -60,6 +71,8 @@ impl Store {
             last,
             backlog: VecDeque::new(),
             checks: self.live_checks.subscribe(),
+            unsure: false,
+            ended: false,
         })
     }
 }
@@ -70,7 +83,13 @@ impl LiveEvents {
         self.last
     }
 
-    /// The next committed event; an error means the feed can no longer promise continuity.
+    /// Whether the subscription is gone for good; after any other error, calling `next`
+    /// again continues exactly where the feed was.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The next committed event.
     pub async fn next(&mut self, store: &Store) -> Result<StoredEvent, StoreError> {
         loop {
             if let Some(event) = self.backlog.pop_front() {
@@ -83,39 +102,54 @@ impl LiveEvents {
                 }
                 continue;
             }
+            if self.unsure {
+                self.check_head(store).await?;
+                self.unsure = false;
+                continue;
+            }
             tokio::select! {
                 message = self.subscriber.next() => {
-                    let message = message.ok_or_else(|| {
-                        StoreError::Unavailable("the live subscription ended".into())
-                    })?;
-                    let headers = message.headers.as_ref();
-                    let stream_seq = header_number(headers, STREAM_SEQ_HEADER).ok_or_else(|| {
-                        StoreError::Corrupt("a republished message has no stream sequence".into())
-                    })?;
-                    if stream_seq <= self.last.stream_seq {
-                        continue;
-                    }
-                    let missed = header_number(headers, PREVIOUS_SEQ_HEADER)
-                        .is_none_or(|previous| previous > self.last.stream_seq);
-                    let event = StoredEvent::parse(stream_seq, headers, message.payload)?;
-                    // The subject's previous message is one this feed never saw: read it back.
-                    if missed {
-                        let before = Head {
-                            stream_seq: stream_seq - 1,
-                            seq: event.seq.saturating_sub(1),
-                        };
-                        self.read_back(store, before).await?;
-                    }
-                    self.backlog.push_back(event);
+                    let Some(message) = message else {
+                        self.ended = true;
+                        return Err(StoreError::Unavailable("the live subscription ended".into()));
+                    };
+                    // Until the message is queued, a failure would lose it.
+                    self.unsure = true;
+                    self.take(store, message).await?;
+                    self.unsure = false;
                 }
-                changed = self.checks.changed() => {
-                    if changed.is_ok() {
-                        self.check_head(store).await?;
-                    }
-                }
-                () = tokio::time::sleep(IDLE_CHECK) => self.check_head(store).await?,
+                changed = self.checks.changed() => self.unsure |= changed.is_ok(),
+                () = tokio::time::sleep(IDLE_CHECK) => self.unsure = true,
             }
         }
+    }
+
+    /// Queues a republished event, after reading back from the stream whatever this feed
+    /// never saw before it.
+    async fn take(
+        &mut self,
+        store: &Store,
+        message: async_nats::Message,
+    ) -> Result<(), StoreError> {
+        let headers = message.headers.as_ref();
+        let stream_seq = header_number(headers, STREAM_SEQ_HEADER).ok_or_else(|| {
+            StoreError::Corrupt("a republished message has no stream sequence".into())
+        })?;
+        if stream_seq <= self.last.stream_seq {
+            return Ok(());
+        }
+        let event = StoredEvent::parse(stream_seq, headers, message.payload)?;
+        // The subject's previous message, exactly; without the header, a bound.
+        let previous = header_number(headers, PREVIOUS_SEQ_HEADER).unwrap_or(stream_seq - 1);
+        if previous > self.last.stream_seq {
+            let before = Head {
+                stream_seq: previous,
+                seq: event.seq.saturating_sub(1),
+            };
+            self.read_back(store, before).await?;
+        }
+        self.backlog.push_back(event);
+        Ok(())
     }
 
     /// Queues what the stream holds past the last delivered event.

@@ -41,6 +41,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: anything but data the gateway cannot read.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Corrupt(_))
+    }
+}
+
 /// The JetStream topology a gateway works on, as configured.
 #[derive(Debug, Clone)]
 struct Topology {
@@ -221,6 +228,14 @@ impl Store {
         Ok(())
     }
 
+    /// Whether retention may drop a session's oldest events.
+    pub fn drops_events(&self) -> bool {
+        let topology = &self.topology;
+        !topology.max_age.is_zero()
+            || topology.max_bytes >= 0
+            || topology.max_messages_per_subject >= 0
+    }
+
     /// Ready means connected now and the topology in place.
     pub fn is_ready(&self) -> bool {
         self.sessions.initialized() && self.client.connection_state() == State::Connected
@@ -303,16 +318,16 @@ impl Store {
     }
 }
 
-/// The key's current value, if it has one (not deleted or purged).
-async fn live_entry(bucket: &kv::Store, key: String) -> Result<Option<kv::Entry>, StoreError> {
-    let entry = bucket.entry(key).await.map_err(|err| {
-        if err.kind() == kv::EntryErrorKind::TimedOut {
-            StoreError::Timeout(err.to_string())
-        } else {
-            unavailable(err)
-        }
-    })?;
-    Ok(entry.filter(|entry| entry.operation == kv::Operation::Put))
+/// Bounds a NATS exchange that has no deadline of its own: a send into the client's command
+/// channel waits for as long as a reconnect takes, while the caller may hold a session's state.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    exchange: impl Future<Output = T>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| StoreError::Timeout(format!("{what} took longer than {timeout:?}")))
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {

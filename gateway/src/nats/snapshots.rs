@@ -6,7 +6,7 @@ use async_nats::jetstream::kv;
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 
-use super::{Store, StoreError, live_entry, subjects, unavailable};
+use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::SessionId;
 
 impl Store {
@@ -43,4 +43,16 @@ impl Store {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// The key's current value, if it has one (not deleted or purged).
+async fn live_entry(bucket: &kv::Store, key: String) -> Result<Option<kv::Entry>, StoreError> {
+    let entry = bucket.entry(key).await.map_err(|err| {
+        if err.kind() == kv::EntryErrorKind::TimedOut {
+            StoreError::Timeout(err.to_string())
+        } else {
+            unavailable(err)
+        }
+    })?;
+    Ok(entry.filter(|entry| entry.operation == kv::Operation::Put))
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OnceCell, broadcast};
 use tracing::debug;
@@ -106,16 +107,29 @@ struct Running {
     feed: Arc<Feed>,
 }
 
+/// The first wait after a storage error; it doubles up to `MAX_RETRY_DELAY` while errors last.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 impl Running {
     async fn run(self, mut live: LiveEvents) {
+        let mut retry_delay = FIRST_RETRY_DELAY;
         loop {
             tokio::select! {
                 event = live.next(&self.store) => match event {
                     Ok(event) => {
+                        retry_delay = FIRST_RETRY_DELAY;
                         let mut last = lock(&self.feed.last);
                         *last = Head { stream_seq: event.stream_seq, seq: event.seq };
                         // No receivers is not an error: the last one may be leaving.
                         let _ = self.feed.sender.send(Arc::new(event));
+                    }
+                    // A leader election or a reconnect: readers wait, and the feed goes on
+                    // from where it was once the stream answers again.
+                    Err(err) if err.is_transient() && !live.ended() => {
+                        debug!(session.id = %self.id, "live feed of {} interrupted: {err}", self.id);
+                        tokio::time::sleep(retry_delay).await;
+                        retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
                     }
                     Err(err) => {
                         // Dropping the sender ends every reader's stream; they resume from

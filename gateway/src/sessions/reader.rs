@@ -3,9 +3,12 @@
 //! the feed goes back to the stream from where it stands, so it never misses an event.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use tracing::debug;
 
 use super::fanout::Fanout;
 use super::model::SessionId;
@@ -25,6 +28,14 @@ enum Phase {
     Ended,
 }
 
+/// How long a reader keeps starting over after storage errors (a leader election takes
+/// seconds) before it gives up, and its client resumes from its cursor.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The wait before starting over after an error; it doubles up to `MAX_REJOIN_DELAY`.
+const FIRST_REJOIN_DELAY: Duration = Duration::from_millis(50);
+const MAX_REJOIN_DELAY: Duration = Duration::from_secs(2);
+
 pub struct Reader {
     id: SessionId,
     store: Arc<Store>,
@@ -32,6 +43,8 @@ pub struct Reader {
     /// The stream sequence the next event is at, or after.
     next_stream_seq: u64,
     phase: Phase,
+    /// When the errors without an event in between began, and the wait before the next try.
+    failing: Option<(Instant, Duration)>,
 }
 
 impl Reader {
@@ -42,10 +55,12 @@ impl Reader {
             fanout,
             next_stream_seq: start,
             phase: Phase::Joining,
+            failing: None,
         }
     }
 
-    /// The next event, in order and once; `None` after an error.
+    /// The next event, in order and once; `None` after an error. Storage errors make it start
+    /// over from where it stands, for up to `REJOIN_PATIENCE`.
     pub async fn next(&mut self) -> Option<Result<Positioned, StoreError>> {
         loop {
             let step = match std::mem::replace(&mut self.phase, Phase::Ended) {
@@ -87,8 +102,23 @@ impl Reader {
                 },
             };
             match step {
-                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(Some(entry)) => {
+                    self.failing = None;
+                    return Some(Ok(entry));
+                }
                 Ok(None) => {}
+                Err(err) if err.is_transient() => {
+                    let (since, delay) = *self
+                        .failing
+                        .get_or_insert((Instant::now(), FIRST_REJOIN_DELAY));
+                    if since.elapsed() >= REJOIN_PATIENCE {
+                        return Some(Err(err));
+                    }
+                    debug!(session.id = %self.id, "reader of {} starts over: {err}", self.id);
+                    tokio::time::sleep(delay).await;
+                    self.failing = Some((since, (delay * 2).min(MAX_REJOIN_DELAY)));
+                    self.phase = Phase::Joining;
+                }
                 Err(err) => return Some(Err(err)),
             }
         }

@@ -42,12 +42,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn last_seq(&self) -> Seq {
-        self.last_seq
-    }
-
     pub fn stream_seq(&self) -> u64 {
         self.stream_seq
+    }
+
+    /// Whether `record`, the event stored where this snapshot's last one should be, is that
+    /// event: same seq, producer and content. A snapshot of another incarnation of the stream
+    /// (deleted and created again) names events that are not there.
+    pub fn describes(&self, record: &EventRecord) -> bool {
+        record.stream_seq == self.stream_seq
+            && record.seq == self.last_seq
+            && self.producers.iter().any(|(id, producer_seq, seq, hash)| {
+                *seq == record.seq
+                    && *id == record.producer_id
+                    && *producer_seq == record.producer_seq
+                    && hash == record.hash.as_str()
+            })
     }
 }
 
@@ -128,8 +138,16 @@ impl SessionState {
         state
     }
 
-    /// Folds in the next committed event of this session.
-    pub fn apply(&mut self, record: EventRecord) {
+    /// Folds in the next committed event of this session. An empty state takes any event (a
+    /// log whose start retention dropped begins past seq 1); any other must take exactly the
+    /// seq after its last, or it describes another log.
+    pub fn apply(&mut self, record: EventRecord) -> Result<(), Discontinuity> {
+        if self.stream_seq != 0 && record.seq != self.last_seq + 1 {
+            return Err(Discontinuity {
+                last_seq: self.last_seq,
+                next_seq: record.seq,
+            });
+        }
         self.last_seq = record.seq;
         self.stream_seq = record.stream_seq;
         let cursor = ProducerCursor {
@@ -141,7 +159,30 @@ impl SessionState {
         if self.producers.len() > MAX_PRODUCERS_PER_SESSION {
             self.producers.pop_lru();
         }
+        Ok(())
     }
+
+    /// Forgets the producers whose latest event is before `first_seq`, the session's oldest
+    /// retained event: a gateway folding the retained log afresh never learns of them, and
+    /// every gateway must decide alike.
+    pub fn forget_producers_before(&mut self, first_seq: Seq) {
+        // Least recently appending first, which is also the order of their latest seqs.
+        while self
+            .producers
+            .peek_lru()
+            .is_some_and(|(_, cursor)| cursor.seq < first_seq)
+        {
+            self.producers.pop_lru();
+        }
+    }
+}
+
+/// An event that does not continue a state: the state was folded from another log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seq {next_seq} cannot follow seq {last_seq}")]
+pub struct Discontinuity {
+    last_seq: Seq,
+    next_seq: Seq,
 }
 
 /// The contract's order: `expected_seq` first, then the producer's cursor.
@@ -250,13 +291,15 @@ mod tests {
         let hash = ContentHash::of(content);
         let decision = Overlay::new(state).decide(content, None, &hash);
         if let Decision::Append { seq } = decision {
-            state.apply(EventRecord {
-                stream_seq: state.stream_seq() + 10,
-                seq,
-                producer_id: content.producer_id.clone(),
-                producer_seq: content.producer_seq,
-                hash,
-            });
+            state
+                .apply(EventRecord {
+                    stream_seq: state.stream_seq() + 10,
+                    seq,
+                    producer_id: content.producer_id.clone(),
+                    producer_seq: content.producer_seq,
+                    hash,
+                })
+                .unwrap();
         }
         decision
     }
@@ -378,5 +421,60 @@ mod tests {
             stale,
             Decision::Reject(Rejection::ProducerSeq { .. })
         ));
+    }
+
+    fn record(stream_seq: u64, seq: Seq, producer_id: &str) -> EventRecord {
+        EventRecord {
+            stream_seq,
+            seq,
+            producer_id: producer_id.into(),
+            producer_seq: seq,
+            hash: ContentHash::of(&content(producer_id, seq, "x")),
+        }
+    }
+
+    #[test]
+    fn a_state_takes_only_the_next_seq_once_it_has_one() {
+        let mut state = SessionState::default();
+        // A log whose first retained event is seq 40.
+        assert_eq!(state.apply(record(100, 40, "a")), Ok(()));
+        assert_eq!(state.apply(record(101, 41, "a")), Ok(()));
+        assert!(state.apply(record(105, 43, "a")).is_err());
+        assert!(state.apply(record(102, 41, "a")).is_err());
+        assert_eq!((state.last_seq(), state.stream_seq()), (41, 101));
+    }
+
+    #[test]
+    fn a_warm_state_forgets_what_retention_dropped_like_a_fresh_fold() {
+        let log = [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "b")];
+        let mut warm = SessionState::default();
+        for (seq, producer) in log {
+            warm.apply(record(seq, seq, producer)).unwrap();
+        }
+        // Retention dropped seqs 1 to 3: producer "a" is in none of the retained events.
+        warm.forget_producers_before(4);
+        let mut fresh = SessionState::default();
+        for (seq, producer) in &log[3..] {
+            fresh.apply(record(*seq, *seq, producer)).unwrap();
+        }
+        let probe = content("a", 9, "x");
+        let hash = ContentHash::of(&probe);
+        assert_eq!(
+            Overlay::new(&warm).decide(&probe, None, &hash),
+            Overlay::new(&fresh).decide(&probe, None, &hash)
+        );
+        assert_eq!(warm.snapshot().producers, fresh.snapshot().producers);
+    }
+
+    #[test]
+    fn a_snapshot_describes_only_the_event_it_was_taken_at() {
+        let mut state = SessionState::default();
+        state.apply(record(7, 1, "a")).unwrap();
+        state.apply(record(9, 2, "b")).unwrap();
+        let snapshot = state.snapshot();
+        assert!(snapshot.describes(&record(9, 2, "b")));
+        // Another incarnation of the stream: the same position holds another event.
+        assert!(!snapshot.describes(&record(9, 2, "c")));
+        assert!(!snapshot.describes(&record(8, 2, "b")));
     }
 }

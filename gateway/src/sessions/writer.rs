@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Appended;
 use super::error::AppendError;
 use super::lock;
 use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
-use super::state::{Decision, Overlay, Rejection, SessionState, Snapshot};
-use crate::nats::{AppendFailure, OpenBatch, PendingAppend, Store, StoreError};
+use super::state::{Decision, Discontinuity, Overlay, Rejection, SessionState, Snapshot};
+use crate::nats::{AppendFailure, Head, OpenBatch, PendingAppend, Store, StoreError};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
 const MAX_APPEND_ATTEMPTS: u32 = 32;
@@ -314,6 +314,19 @@ impl Committer {
                 let waiting = self.committed(state, last_stream_seq, group);
                 Gathering::after(answered, waiting, committing)
             }
+            // The batch may have been stored: decided again on a state caught up with it, its
+            // requests would be answered `deduped` though each was sent once. Their outcome
+            // is unknown; a retry is answered from the stream.
+            Err(AppendFailure::Store(err)) => {
+                debug!(session.id = %self.id, "a streamed batch to {} failed: {err}", self.id);
+                for decided in group {
+                    let _ = decided.request.reply.send(Err(err.clone().into()));
+                }
+                if let Err(err) = catch_up(&self.store, &self.id, state).await {
+                    debug!(session.id = %self.id, "could not catch up with {}: {err}", self.id);
+                }
+                Gathering::default()
+            }
             Err(failure) => {
                 debug!(session.id = %self.id, "a streamed batch to {} failed: {failure}", self.id);
                 requeue(group, &mut lock(&self.writer.queue).requests);
@@ -427,8 +440,8 @@ impl Committer {
     }
 
     /// The saved snapshot, if it describes a prefix of the log the stream holds now: its last
-    /// event is stored where it says, and retention has dropped nothing (else the full fold
-    /// would forget producers the snapshot remembers, and gateways would disagree).
+    /// event is stored where it says, and is the event it says. (What retention dropped since
+    /// is forgotten by the catch-up that follows, as a fresh fold would never have learnt it.)
     async fn snapshot(&self) -> Result<Option<SessionState>, StoreError> {
         let Some(saved) = self.store.snapshot(&self.id).await? else {
             return Ok(None);
@@ -436,12 +449,10 @@ impl Committer {
         let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&saved) else {
             return Ok(None);
         };
-        let first = self.store.first(&self.id).await?;
-        if first.is_none_or(|first| first.seq != 1) {
+        let Some(last) = self.store.event_at(&self.id, snapshot.stream_seq()).await? else {
             return Ok(None);
-        }
-        let last = self.store.event_at(&self.id, snapshot.stream_seq()).await?;
-        if last.is_none_or(|event| event.seq != snapshot.last_seq()) {
+        };
+        if !snapshot.describes(&last.record()?) {
             return Ok(None);
         }
         Ok(Some(SessionState::restore(snapshot)))
@@ -555,8 +566,15 @@ impl Committer {
         group: Vec<Decided>,
     ) -> usize {
         let before = state.last_seq();
-        fold(state, last_stream_seq, &group);
-        self.snapshot_if_due(state, before);
+        match fold(state, last_stream_seq, &group) {
+            Ok(()) => self.snapshot_if_due(state, before),
+            Err(err) => {
+                // Cannot happen while seqs are decided on this state; if it does, the next
+                // catch-up folds the stream from its start instead of trusting this state.
+                warn!(session.id = %self.id, "the state of session {} is reset: {err}", self.id);
+                *state = SessionState::default();
+            }
+        }
         let waiting = lock(&self.writer.queue).requests.len();
         for decided in group {
             let _ = decided.request.reply.send(Ok(decided.answers));
@@ -637,7 +655,11 @@ fn append_of<'a>(
 
 /// Folds the group's appends (not its dedupes), just stored with the last at
 /// `last_stream_seq`, into the state: a batch is stored at consecutive stream sequences.
-fn fold(state: &mut SessionState, last_stream_seq: u64, group: &[Decided]) {
+fn fold(
+    state: &mut SessionState,
+    last_stream_seq: u64,
+    group: &[Decided],
+) -> Result<(), Discontinuity> {
     let stored = || group.iter().flat_map(appended);
     let first_stream_seq = (last_stream_seq + 1).saturating_sub(stored().count() as u64);
     for (offset, (event, hash, answer)) in (0u64..).zip(stored()) {
@@ -647,8 +669,9 @@ fn fold(state: &mut SessionState, last_stream_seq: u64, group: &[Decided]) {
             producer_id: event.content.producer_id.clone(),
             producer_seq: event.content.producer_seq,
             hash: hash.clone(),
-        });
+        })?;
     }
+    Ok(())
 }
 
 /// Takes single-event appends off the front of the queue into a streamed batch, each decided
@@ -744,26 +767,53 @@ fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> {
     group
 }
 
-/// Folds every event the stream has past the state's position into it.
+/// Brings the state to the stream leader's head of the session: afterwards it is exactly the
+/// fold of the log the stream holds now, or the catch-up fails.
 async fn catch_up(
     store: &Store,
     id: &SessionId,
     state: &mut SessionState,
 ) -> Result<(), StoreError> {
     let head = store.head(id).await?;
-    // Retention dropped every event, or the session started over after that: the state
-    // describes a log that no longer exists, so fold the one that does.
-    if head.is_none_or(|head| head.seq < state.last_seq()) {
+    if !fold_up_to(store, id, state, head).await? {
+        // The state describes a log that no longer exists: retention dropped events it never
+        // saw, or the stream was deleted and created again. Fold the one that does.
         *state = SessionState::default();
+        if !fold_up_to(store, id, state, head).await? {
+            return Err(StoreError::Corrupt(format!(
+                "the events of session {id} do not lead to its head"
+            )));
+        }
     }
+    if store.drops_events()
+        && let Some(first) = store.first(id).await?
+    {
+        state.forget_producers_before(first.seq);
+    }
+    Ok(())
+}
+
+/// Folds the stream's events past the state's position into it, up to `head`; false when they
+/// do not continue the state or do not end at `head`.
+async fn fold_up_to(
+    store: &Store,
+    id: &SessionId,
+    state: &mut SessionState,
+    head: Option<Head>,
+) -> Result<bool, StoreError> {
     let Some(head) = head else {
-        return Ok(());
+        return Ok(state.stream_seq() == 0);
     };
+    if head.stream_seq < state.stream_seq() {
+        return Ok(false);
+    }
     for event in store
         .events_between(id, state.stream_seq(), state.last_seq(), head)
         .await?
     {
-        state.apply(event.record()?);
+        if state.apply(event.record()?).is_err() {
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(state.stream_seq() == head.stream_seq && state.last_seq() == head.seq)
 }
