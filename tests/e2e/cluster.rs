@@ -22,9 +22,9 @@ async fn gateway_on(urls: Vec<String>) -> TestGateway {
     .await
 }
 
-/// Four nodes, the streams on three of them: gateway `a` on every node, gateway `b` pinned
-/// to a node that holds no replica of `stale_stream`, where a replica that has not caught up
-/// answers every Direct Get for it. `b`'s link to NATS can be cut.
+/// Four nodes 10 ms apart, the streams on three of them. Gateway `a` is on every node;
+/// gateway `b` is on the node that holds no replica of `stale_stream`, where a replica of it
+/// that has not caught up answers every Direct Get first. `b`'s link to NATS can be cut.
 struct StaleReads {
     _cluster: TestCluster,
     a: TestGateway,
@@ -35,7 +35,7 @@ struct StaleReads {
 
 impl StaleReads {
     async fn start(stale_stream: &str) -> StaleReads {
-        let cluster = TestCluster::start_nodes(4).await;
+        let cluster = TestCluster::start_with(4, Duration::from_millis(10)).await;
         let a = gateway_on(cluster.urls()).await;
         let node = cluster.node_without(&[stale_stream]).await;
         let stale = StaleReplica::start(&cluster.url(node), stale_stream).await;

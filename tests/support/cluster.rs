@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::TcpProxy;
 use crate::nats::{signal, spawn};
 
 pub struct TestCluster {
     nodes: Vec<Node>,
+    /// The links each node is reached through.
+    _links: Vec<TcpProxy>,
 }
 
 struct Node {
@@ -29,15 +32,28 @@ struct Node {
 impl TestCluster {
     /// A three-node cluster whose JetStream is ready to create replicated streams.
     pub async fn start() -> TestCluster {
-        TestCluster::start_nodes(3).await
+        TestCluster::start_with(3, Duration::ZERO).await
     }
 
-    pub async fn start_nodes(size: usize) -> TestCluster {
+    /// `size` nodes whose links to each other delay every byte by `latency` each way, as
+    /// between distant sites: a client of one node hears that node itself long before any
+    /// other.
+    pub async fn start_with(size: usize, latency: Duration) -> TestCluster {
         let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let routes = route_ports
+        // Each node is reached, by the routes it is given and by those it advertises to the
+        // others, through a link of its own.
+        let mut links = Vec::new();
+        for port in &route_ports {
+            links.push(TcpProxy::start_with_latency(&format!("127.0.0.1:{port}"), latency).await);
+        }
+        let link_addresses: Vec<String> = links
             .iter()
-            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .map(|link| link.url.trim_start_matches("nats://").to_owned())
+            .collect();
+        let routes = link_addresses
+            .iter()
+            .map(|address| format!("nats-route://{address}"))
             .collect::<Vec<_>>()
             .join(", ");
         let nodes = (0..size)
@@ -48,11 +64,12 @@ impl TestCluster {
                 let text = format!(
                     "server_name: {name}\n\
                      cluster {{\n  name: starcite-test\n  listen: 127.0.0.1:{}\n  \
-                     no_advertise: true\n  routes: [{routes}]\n}}\n",
-                    route_ports[index]
+                     advertise: \"{}\"\n  no_advertise: true\n  routes: [{routes}]\n}}\n",
+                    route_ports[index], link_addresses[index]
                 );
                 std::fs::write(&config, text).unwrap();
-                let process = spawn(store.path(), Some(client_ports[index]), Some(&config)).0;
+                let port = Some(client_ports[index]);
+                let process = spawn(store.path(), port, Some(&config)).0;
                 Node {
                     name,
                     port: client_ports[index],
@@ -62,7 +79,10 @@ impl TestCluster {
                 }
             })
             .collect();
-        let cluster = TestCluster { nodes };
+        let cluster = TestCluster {
+            nodes,
+            _links: links,
+        };
         cluster.wait_for_jetstream().await;
         cluster
     }
@@ -240,25 +260,30 @@ impl TestCluster {
 
     /// Waits until the cluster has a JetStream meta leader, so streams can be created.
     async fn wait_for_jetstream(&self) {
-        let client = self.client().await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Ok(reply)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.request("$JS.API.INFO", "".into()),
-            )
-            .await
-                && serde_json::from_slice::<Value>(&reply.payload)
-                    .is_ok_and(|info| info.get("error").is_none())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster's JetStream was not ready within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        jetstream_answers(&self.url(0)).await;
+    }
+}
+
+/// Waits until JetStream answers a client of the server at `url`.
+async fn jetstream_answers(url: &str) {
+    let client = async_nats::connect(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(reply)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("$JS.API.INFO", "".into()),
+        )
+        .await
+            && serde_json::from_slice::<Value>(&reply.payload)
+                .is_ok_and(|info| info.get("error").is_none())
+        {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "JetStream did not answer at {url} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

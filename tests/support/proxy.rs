@@ -4,9 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 pub struct TcpProxy {
     pub url: String,
@@ -18,6 +23,12 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Forwards `127.0.0.1:<new port>` to `target` (`host:port`).
     pub async fn start(target: &str) -> TcpProxy {
+        TcpProxy::start_with_latency(target, Duration::ZERO).await
+    }
+
+    /// Like `start`, but every byte arrives `latency` late, in both directions: a link to a
+    /// distant site.
+    pub async fn start_with_latency(target: &str, latency: Duration) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("nats://{}", listener.local_addr().unwrap());
         let refusing = Arc::new(AtomicBool::new(false));
@@ -32,9 +43,19 @@ impl TcpProxy {
                     }
                     let target = target.clone();
                     let piping = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let Ok(mut server) = TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        if latency.is_zero() {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
                         }
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pipe_late(client_read, server_write, latency),
+                            pipe_late(server_read, client_write, latency)
+                        );
                     });
                     connections.lock().unwrap().push(piping);
                 }
@@ -59,6 +80,31 @@ impl TcpProxy {
     pub fn heal(&self) {
         self.refusing.store(false, Ordering::Release);
     }
+}
+
+/// Copies `from` to `to`, each chunk `latency` after it was read, in order.
+async fn pipe_late(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, latency: Duration) {
+    let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reading = async move {
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            if chunks
+                .send((Instant::now() + latency, buffer[..read].to_vec()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let writing = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(reading, writing);
 }
 
 impl Drop for TcpProxy {

@@ -1,9 +1,9 @@
 //! A replica that has not caught up, as Direct Get callers see it: it listens to a stream's
-//! Direct Get requests on one node and answers each "nothing from there on", as a real
-//! follower does while it still lacks the newest messages. A client on that node (a gateway
-//! pinned there) gets its answer first, one hop away, before the real replicas' answers
-//! cross the cluster: where a real lagging follower answers stale only sometimes, this one
-//! does every time. (The servers reserve JetStream's own queue group for themselves, so it
+//! Direct Get requests on one server and answers each "nothing from there on", as a real
+//! follower does while it still lacks the newest messages. On a node that holds no replica,
+//! of a cluster whose nodes are far apart (`TestCluster::start_with`), its answer reaches the
+//! node's clients long before the real replicas' answers: where a real lagging follower
+//! answers stale only sometimes, this one does every time. (The servers reserve JetStream's own queue group for themselves, so it
 //! listens beside the group rather than in it.)
 //!
 //! It speaks the NATS client protocol by hand because replies need a status line
