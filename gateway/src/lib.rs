@@ -25,7 +25,6 @@ pub mod figures;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, TcpAcceptor};
@@ -53,7 +52,8 @@ impl Gateway {
     /// answers; until then `/health/ready` says 503 and requests get `nats_unavailable`.
     pub async fn start(config: Config) -> Result<Gateway, StoreError> {
         let store = Arc::new(Store::connect(&config).await?);
-        tokio::spawn(ensure_topology(store.clone()));
+        let maintainer = store.clone();
+        tokio::spawn(async move { maintainer.maintain_topology().await });
         let log = Arc::new(SessionLog::new(store.clone(), config.session_cache_size));
         let catalog = Arc::new(Catalog::new(store.clone(), config.nats_timeout));
         let follower = catalog.clone();
@@ -149,21 +149,6 @@ impl Gateway {
             warn!("some tails were still open after {timeout:?}");
         }
         Ok(())
-    }
-}
-
-/// Retries until the stream and bucket exist: NATS may come up after the gateway.
-async fn ensure_topology(store: Arc<Store>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store.ensure_topology().await {
-            Ok(()) => return,
-            Err(err) => {
-                warn!(error = %err, "JetStream is not ready yet, retrying in {delay:?}: {err}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
     }
 }
 

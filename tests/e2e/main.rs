@@ -19,3 +19,4 @@ mod nats_tls;
 mod reading;
 mod sessions;
 mod tail;
+mod topology;

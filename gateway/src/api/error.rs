@@ -124,9 +124,10 @@ pub enum ApiError {
     /// An unexpected failure inside the gateway.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// NATS is unreachable or did not answer in time: retry the same request, it is safe.
+    /// NATS is unreachable, electing a stream leader, or did not answer in time: retry the
+    /// same request after `Retry-After` seconds, it is safe.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 impl ApiError {
@@ -148,7 +149,8 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(body),
             StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body, 1),
-            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
+            // A leader election takes seconds; a client retrying at once would only add load.
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body, 1),
             _ => ApiError::Internal(body),
         }
     }

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
 use crate::catalog::Catalog;
-use crate::nats::Store;
+use crate::nats::{Store, TopologyHealth};
 
 #[derive(Debug, Object)]
 pub struct HealthStatus {
@@ -22,8 +22,8 @@ pub enum ReadyResponse {
     /// NATS is connected and the stream and bucket are in place.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
-    /// Not ready: NATS is unreachable, the stream is not set up yet, or the catalog is still
-    /// loading.
+    /// Not ready: NATS is unreachable, the stream is not set up yet, a stream or bucket is
+    /// missing and being created again, or the catalog is still loading.
     #[oai(status = 503)]
     NotReady(Json<HealthStatus>),
 }
@@ -47,7 +47,9 @@ impl HealthApi {
     /// The gateway can serve: NATS is reachable and the stream usable.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
-        let reason = if !self.store.is_ready() {
+        let reason = if let TopologyHealth::Missing(_) = self.store.topology_health() {
+            "stream_missing"
+        } else if !self.store.is_ready() {
             "nats_unavailable"
         } else if !self.catalog.is_loaded() {
             "catalog_loading"

@@ -8,7 +8,7 @@
 pub mod index;
 pub mod input;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -56,16 +56,20 @@ pub struct Catalog {
     /// The newest bucket revision folded into the index.
     applied: watch::Sender<u64>,
     loaded: AtomicBool,
+    /// The store's incarnation the index was built in.
+    indexed_incarnation: AtomicU64,
     /// How long a list waits for the index to catch up before answering 503.
     wait_limit: Duration,
 }
 
 impl Catalog {
     pub fn new(store: Arc<Store>, wait_limit: Duration) -> Catalog {
+        let incarnation = store.incarnation();
         Catalog {
             store,
             index: RwLock::new(CatalogIndex::default()),
             applied: watch::Sender::new(0),
+            indexed_incarnation: AtomicU64::new(incarnation),
             loaded: AtomicBool::new(false),
             wait_limit,
         }
@@ -98,6 +102,16 @@ impl Catalog {
     }
 
     async fn follow_bucket(&self) -> Result<(), StoreError> {
+        let incarnation = self.store.incarnation();
+        if self.indexed_incarnation.swap(incarnation, Ordering::AcqRel) != incarnation {
+            // The bucket was created anew: its revisions start over, and its sessions are
+            // only those written since.
+            *self
+                .index
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = CatalogIndex::default();
+            self.applied.send_replace(0);
+        }
         let newest = self.store.catalog_revision().await?;
         let applied = *self.applied.borrow();
         // First load: each session's newest header only. Afterwards: every change since.
@@ -105,7 +119,14 @@ impl Catalog {
         if newest <= applied {
             self.mark_loaded();
         }
-        while let Some(change) = changes.next().await {
+        loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                () = self.store.incarnation_changed(incarnation) => {
+                    return Err(StoreError::Unavailable("the sessions bucket was created anew".into()));
+                }
+            };
+            let Some(change) = change else { break };
             let change = change?;
             let revision = change.revision;
             self.index

@@ -161,6 +161,14 @@ impl StoredEvent {
         })
     }
 
+    /// Where this event is.
+    pub fn head(&self) -> Head {
+        Head {
+            stream_seq: self.stream_seq,
+            seq: self.seq,
+        }
+    }
+
     /// What the session state needs of this event.
     pub fn record(&self) -> Result<EventRecord, StoreError> {
         let producer: ProducerFields = serde_json::from_slice(&self.body).map_err(|err| {
@@ -250,8 +258,14 @@ impl Store {
         })
     }
 
-    /// The session's newest event, read from the stream leader so it is never behind.
+    /// The position of the session's newest event, read from the stream leader so it is
+    /// never behind.
     pub async fn head(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
+        Ok(self.newest_event(id).await?.as_ref().map(StoredEvent::head))
+    }
+
+    /// The session's newest event, read from the stream leader.
+    pub async fn newest_event(&self, id: &SessionId) -> Result<Option<StoredEvent>, StoreError> {
         self.sessions_bucket()?;
         match self
             .events
@@ -259,12 +273,8 @@ impl Store {
             .await
         {
             Ok(message) => {
-                let event =
-                    StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)?;
-                Ok(Some(Head {
-                    stream_seq: event.stream_seq,
-                    seq: event.seq,
-                }))
+                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
+                    .map(Some)
             }
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(unavailable(err)),
@@ -294,10 +304,7 @@ impl Store {
     /// The session's oldest retained event, as the stream leader has it.
     pub async fn first(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
         let event = self.next_event(&self.subject(id), 1).await?;
-        Ok(event.map(|event| Head {
-            stream_seq: event.stream_seq,
-            seq: event.seq,
-        }))
+        Ok(event.as_ref().map(StoredEvent::head))
     }
 
     /// Each session's newest seq (0 for none), read concurrently from any replica: figures for

@@ -10,6 +10,7 @@ mod live;
 mod snapshots;
 pub mod subjects;
 mod system;
+mod topology;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, Store
 pub use feed::Feed;
 pub use live::LiveEvents;
 pub use system::{ServerFigures, StreamFigures};
+pub use topology::TopologyHealth;
 
 /// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes
 /// late still sees up to this many changes of one session, not only the last.
@@ -108,6 +110,11 @@ pub struct Store {
     /// Bumped whenever republished messages may have been lost (a reconnect, a slow
     /// subscription), so live feeds check their sessions' heads.
     live_checks: watch::Sender<u64>,
+    topology_health: watch::Sender<TopologyHealth>,
+    /// Bumped when the stream or a bucket turns out to have been created anew.
+    incarnation: watch::Sender<u64>,
+    /// The creation times of the stream and buckets last seen.
+    identity: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Store {
@@ -209,6 +216,9 @@ impl Store {
             topology,
             timeout: config.nats_timeout,
             live_checks,
+            topology_health: watch::Sender::new(TopologyHealth::Starting),
+            incarnation: watch::Sender::new(0),
+            identity: std::sync::Mutex::default(),
         })
     }
 
@@ -238,7 +248,9 @@ impl Store {
 
     /// Ready means connected now and the topology in place.
     pub fn is_ready(&self) -> bool {
-        self.sessions.initialized() && self.client.connection_state() == State::Connected
+        self.sessions.initialized()
+            && self.client.connection_state() == State::Connected
+            && self.topology_health() == TopologyHealth::Ready
     }
 
     async fn ensure_events_stream(&self) -> Result<(), StoreError> {
@@ -316,6 +328,13 @@ impl Store {
             StoreError::Unavailable("the JetStream stream is not set up yet".to_owned())
         })
     }
+}
+
+/// A poisoned lock only means another thread panicked holding it; what it guards stays usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Bounds a NATS exchange that has no deadline of its own: a send into the client's command

@@ -114,8 +114,16 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 impl Running {
     async fn run(self, mut live: LiveEvents) {
         let mut retry_delay = FIRST_RETRY_DELAY;
+        let incarnation = self.store.incarnation();
         loop {
             tokio::select! {
+                // The stream was created anew: readers must not go on from positions in the
+                // old one.
+                () = self.store.incarnation_changed(incarnation) => {
+                    debug!(session.id = %self.id, "live feed of {} ended with its stream", self.id);
+                    forget(&mut lock(&self.slots), &self.id, &self.slot);
+                    return;
+                }
                 event = live.next(&self.store) => match event {
                     Ok(event) => {
                         retry_delay = FIRST_RETRY_DELAY;

@@ -14,6 +14,7 @@ mod state;
 mod writer;
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,17 +76,21 @@ pub struct SessionLog {
     /// Who owns each session: fixed at create and sessions are never deleted, so a cached
     /// owner never goes stale, and a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, Option<String>>>,
+    /// The store's incarnation the caches were filled in.
+    cached_incarnation: AtomicU64,
     fanout: Arc<Fanout>,
 }
 
 impl SessionLog {
     pub fn new(store: Arc<Store>, cache_size: usize) -> SessionLog {
         let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
+        let store_incarnation = store.incarnation();
         SessionLog {
             fanout: Arc::new(Fanout::new(store.clone())),
             store,
             states: Mutex::new(LruCache::new(capacity)),
             owners: Mutex::new(LruCache::new(capacity)),
+            cached_incarnation: AtomicU64::new(store_incarnation),
         }
     }
 
@@ -127,6 +132,7 @@ impl SessionLog {
 
     /// The tenant a session belongs to; sessions made with authentication off have none.
     pub async fn tenant_of(&self, id: &SessionId) -> Result<Option<String>, ReadError> {
+        self.drop_other_incarnations();
         let cached = lock(&self.owners).get(id).cloned();
         if let Some(owner) = cached {
             return Ok(owner);
@@ -318,9 +324,20 @@ impl SessionLog {
     }
 
     fn writer(&self, id: &SessionId) -> Arc<Writer> {
+        self.drop_other_incarnations();
         lock(&self.states)
             .get_or_insert(id.clone(), Arc::default)
             .clone()
+    }
+
+    /// Empties the caches once the stream or the bucket was created anew: they describe logs
+    /// and owners that no longer exist.
+    fn drop_other_incarnations(&self) {
+        let current = self.store.incarnation();
+        if self.cached_incarnation.swap(current, Ordering::AcqRel) != current {
+            lock(&self.states).clear();
+            lock(&self.owners).clear();
+        }
     }
 
     fn forget(&self, id: &SessionId) {

@@ -45,17 +45,20 @@ pub struct Reader {
     phase: Phase,
     /// When the errors without an event in between began, and the wait before the next try.
     failing: Option<(Instant, Duration)>,
+    /// The store's incarnation the reader's position belongs to.
+    incarnation: u64,
 }
 
 impl Reader {
     pub fn new(id: SessionId, store: Arc<Store>, fanout: Arc<Fanout>, start: u64) -> Reader {
         Reader {
             id,
-            store,
             fanout,
             next_stream_seq: start,
             phase: Phase::Joining,
             failing: None,
+            incarnation: store.incarnation(),
+            store,
         }
     }
 
@@ -127,6 +130,10 @@ impl Reader {
     /// Subscribes to the live feed, then reads from the stream whatever the feed had already
     /// sent.
     async fn join(&mut self) -> Result<Option<Positioned>, StoreError> {
+        if self.store.incarnation() != self.incarnation {
+            // The reader's position is in a log that no longer exists; its client starts over.
+            return Err(StoreError::Corrupt("the stream was created anew".into()));
+        }
         let subscription = self.fanout.subscribe(&self.id).await?;
         self.phase = if subscription.last.stream_seq >= self.next_stream_seq {
             Phase::Replaying {

@@ -162,6 +162,21 @@ impl SessionState {
         Ok(())
     }
 
+    /// Whether `record` is the newest event this state has folded: same position, producer
+    /// and content.
+    pub fn ends_with(&self, record: &EventRecord) -> bool {
+        self.stream_seq == record.stream_seq
+            && self.last_seq == record.seq
+            && self
+                .producers
+                .peek(&record.producer_id)
+                .is_some_and(|cursor| {
+                    cursor.seq == record.seq
+                        && cursor.producer_seq == record.producer_seq
+                        && cursor.hash == record.hash
+                })
+    }
+
     /// Forgets the producers whose latest event is before `first_seq`, the session's oldest
     /// retained event: a gateway folding the retained log afresh never learns of them, and
     /// every gateway must decide alike.

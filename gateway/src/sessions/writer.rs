@@ -23,7 +23,7 @@ use super::error::AppendError;
 use super::lock;
 use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
 use super::state::{Decision, Discontinuity, Overlay, Rejection, SessionState, Snapshot};
-use crate::nats::{AppendFailure, Head, OpenBatch, PendingAppend, Store, StoreError};
+use crate::nats::{AppendFailure, Head, OpenBatch, PendingAppend, Store, StoreError, StoredEvent};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
 const MAX_APPEND_ATTEMPTS: u32 = 32;
@@ -774,8 +774,15 @@ async fn catch_up(
     id: &SessionId,
     state: &mut SessionState,
 ) -> Result<(), StoreError> {
-    let head = store.head(id).await?;
-    if !fold_up_to(store, id, state, head).await? {
+    let newest = store.newest_event(id).await?;
+    let head = newest.as_ref().map(StoredEvent::head);
+    // With nothing new, the newest event must be the state's own: a stream created anew can
+    // hold another event at the same position.
+    let same_log = match &newest {
+        Some(event) if event.stream_seq == state.stream_seq() => state.ends_with(&event.record()?),
+        _ => true,
+    };
+    if !same_log || !fold_up_to(store, id, state, head).await? {
         // The state describes a log that no longer exists: retention dropped events it never
         // saw, or the stream was deleted and created again. Fold the one that does.
         *state = SessionState::default();

@@ -1,0 +1,132 @@
+//! Keeping the stream and buckets in place: created at start, then checked every few seconds
+//! so that one deleted by an operator (or lost with a cluster's storage) is created again and
+//! reported meanwhile, and so that every cache of the gateway learns that the log it describes
+//! is gone. Each stream's creation time names its incarnation.
+
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use tracing::{debug, info, warn};
+
+use super::{Store, StoreError};
+
+/// How often the stream and buckets are checked once in place.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What `/health/ready` reports of the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopologyHealth {
+    /// Not created yet (NATS has not answered since the gateway started).
+    Starting,
+    Ready,
+    /// A stream or bucket is gone; the gateway is creating it again.
+    Missing(String),
+}
+
+/// Why a check failed.
+enum CheckFailure {
+    Missing(String),
+    Store(StoreError),
+}
+
+impl Store {
+    /// Creates the topology, then watches it for as long as the gateway runs.
+    pub async fn maintain_topology(&self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.ensure_topology().await {
+                Ok(()) => break,
+                Err(err) => {
+                    warn!(error = %err, "JetStream is not ready yet, retrying in {delay:?}: {err}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        loop {
+            match self.identity().await {
+                Ok(identity) => self.observe(identity),
+                Err(CheckFailure::Missing(what)) => {
+                    warn!("{what} is missing; creating it again");
+                    self.forget_identity();
+                    self.topology_health
+                        .send_replace(TopologyHealth::Missing(what));
+                    if let Err(err) = self.ensure_topology().await {
+                        warn!(error = %err, "could not create the topology again: {err}");
+                    }
+                    continue;
+                }
+                // NATS unreachable or electing a leader: readiness already says so.
+                Err(CheckFailure::Store(err)) => debug!("the topology check failed: {err}"),
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+    }
+
+    /// What `/health/ready` should say of the topology.
+    pub fn topology_health(&self) -> TopologyHealth {
+        self.topology_health.borrow().clone()
+    }
+
+    /// Changes whenever the stream or a bucket was found created anew: whatever was cached
+    /// of the one before describes a log that no longer exists.
+    pub fn incarnation(&self) -> u64 {
+        *self.incarnation.borrow()
+    }
+
+    /// Resolves when the incarnation is no longer `seen`.
+    pub async fn incarnation_changed(&self, seen: u64) {
+        let mut incarnation = self.incarnation.subscribe();
+        let _ = incarnation.wait_for(|current| *current != seen).await;
+    }
+
+    /// Records the streams' creation times; a change from those recorded before is a new
+    /// incarnation (one missing in between was already counted as one).
+    fn observe(&self, identity: Vec<String>) {
+        let mut known = super::lock(&self.identity);
+        if known.as_ref().is_some_and(|known| *known != identity) {
+            warn!("the stream or a bucket was created anew; cached session states are dropped");
+            self.incarnation
+                .send_modify(|incarnation| *incarnation += 1);
+        }
+        *known = Some(identity);
+        drop(known);
+        if self.topology_health() != TopologyHealth::Ready {
+            info!("JetStream stream and buckets are in place");
+            self.topology_health.send_replace(TopologyHealth::Ready);
+        }
+    }
+
+    /// What was cached of the log is of one that is gone: a new incarnation begins, whatever
+    /// is created next.
+    fn forget_identity(&self) {
+        if super::lock(&self.identity).take().is_some() {
+            self.incarnation
+                .send_modify(|incarnation| *incarnation += 1);
+        }
+    }
+
+    /// The creation times of the events stream and both buckets' streams.
+    async fn identity(&self) -> Result<Vec<String>, CheckFailure> {
+        let names = [
+            self.topology.stream.clone(),
+            format!("KV_{}", self.topology.sessions_bucket),
+            format!("KV_{}", self.topology.snapshots_bucket()),
+        ];
+        let mut identity = Vec::with_capacity(names.len());
+        for name in names {
+            match self.jetstream.get_stream(&name).await {
+                Ok(stream) => identity.push(stream.cached_info().created.to_string()),
+                Err(err)
+                    if matches!(err.kind(), GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    return Err(CheckFailure::Missing(format!("stream {name}")));
+                }
+                Err(err) => return Err(CheckFailure::Store(super::unavailable(err))),
+            }
+        }
+        Ok(identity)
+    }
+}
