@@ -12,6 +12,7 @@ mod cluster;
 mod deploy;
 mod faults;
 mod fuzz;
+mod hazards;
 mod lifecycle;
 mod limits;
 mod multi_gateway;
