@@ -112,7 +112,7 @@ async fn scenarios(scale: Scale, selection: &Selection) -> Report {
     }
     // Last: it restarts the gateway.
     if let Some(long) = long.filter(|_| selection.wants("cold_append_100k")) {
-        tails::cold_append(&mut gateway, &nats, &long, scale, &mut report).await;
+        tails::cold_append(&mut gateway, &long, scale, &mut report).await;
     }
     report
 }

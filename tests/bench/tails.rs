@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self};
 use futures::StreamExt;
-use starcite_tests::TestNats;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
@@ -360,7 +359,6 @@ pub async fn idle_tailers(
 /// reports the median.
 pub async fn cold_append(
     gateway: &mut GatewayProcess,
-    nats: &TestNats,
     id: &str,
     scale: Scale,
     report: &mut Report,
@@ -368,7 +366,7 @@ pub async fn cold_append(
     let rounds = scale.pick(5, 1);
     let mut times = Vec::new();
     for round in 1..=rounds {
-        gateway.restart(nats).await;
+        gateway.restart().await;
         let mut connection = Connection::open(gateway).await;
         let path = gateway.append_path(id);
         let started = Instant::now();

@@ -17,19 +17,26 @@ pub struct GatewayProcess {
     pub address: String,
     pub base_url: String,
     binary: PathBuf,
+    nats_urls: String,
     env: Vec<(String, String)>,
 }
 
 impl GatewayProcess {
     /// Runs `binary` against `nats` with `env` added, and waits until it is ready.
     pub async fn start(binary: &Path, nats: &TestNats, env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::start_on(binary, &nats.url, env).await
+    }
+
+    /// Runs `binary` against the NATS servers `nats_urls` (comma-separated) with `env` added,
+    /// and waits until it is ready.
+    pub async fn start_on(binary: &Path, nats_urls: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
         let mut process = Command::new(binary)
             .env("STARCITE_LISTEN", "127.0.0.1:0")
-            .env("STARCITE_NATS_URL", &nats.url)
+            .env("STARCITE_NATS_URL", nats_urls)
             .env("STARCITE_LOG", "info")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stderr(Stdio::piped())
@@ -60,6 +67,7 @@ impl GatewayProcess {
             base_url: format!("http://{address}"),
             address,
             binary: binary.to_owned(),
+            nats_urls: nats_urls.to_owned(),
             env,
         };
         gateway.wait_until_ready().await;
@@ -67,14 +75,14 @@ impl GatewayProcess {
     }
 
     /// Kills the process, as a redeploy or crash would, and starts a fresh one alike.
-    pub async fn restart(&mut self, nats: &TestNats) {
+    pub async fn restart(&mut self) {
         self.kill();
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
-        *self = GatewayProcess::start(&self.binary, nats, &env).await;
+        *self = GatewayProcess::start_on(&self.binary, &self.nats_urls, &env).await;
     }
 
     async fn wait_until_ready(&self) {
