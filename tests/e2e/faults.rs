@@ -181,3 +181,62 @@ async fn a_lost_live_copy_is_read_back_when_the_next_one_arrives() {
     // Well before the feed's idle check (10 s) would have found it.
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Before: staging a batch sent into the NATS client's command queue without a deadline. With
+/// the server frozen, its socket buffers fill, then that queue, and every committer sending
+/// into it waited until the client gave the connection up (its pings time out after tens of
+/// seconds) while holding its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sent_to_a_frozen_server_end_with_503_within_the_timeout() {
+    let nats = TestNats::start();
+    let timeout = Duration::from_secs(1);
+    let gateway = TestGateway::start_with(Config {
+        nats_timeout: timeout,
+        ..TestGateway::config(&nats)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..24 {
+        let id = gateway.create_session().await;
+        // The gateway caches the session's state, so the batch goes straight to staging.
+        gateway.append_ok(&id, event("warm", 1)).await;
+        ids.push(id);
+    }
+    // About 1 MiB per request, a thousand messages each: more than the kernel's socket
+    // buffers and the client's queue hold together.
+    let filler = "x".repeat(900);
+    let batch = |producer: &str| {
+        let events: Vec<Value> = (1..=1000u64)
+            .map(|producer_seq| {
+                let mut event = event(producer, producer_seq);
+                event["payload"]["filler"] = json!(filler);
+                event
+            })
+            .collect();
+        json!({ "events": events })
+    };
+    nats.pause();
+    let started = Instant::now();
+    let requests = ids.iter().enumerate().map(|(index, id)| {
+        let body = batch(&format!("bulk-{index}"));
+        let gateway = &gateway;
+        async move {
+            let path = format!("/v1/sessions/{id}/append_batch");
+            let response = gateway.request(Method::POST, &path, Some(body)).await;
+            (response.status().as_u16(), started.elapsed())
+        }
+    });
+    let answers =
+        tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(requests)).await;
+    nats.resume();
+    let answers = answers.expect("requests to a frozen server hung");
+    // Reading and deciding 24 MiB of events takes a debug build seconds of its own; a
+    // request waiting on the client's queue waited for its ping timeout (20 s and more).
+    for (status, elapsed) in answers {
+        assert_eq!(status, 503);
+        assert!(
+            elapsed < timeout + Duration::from_secs(7),
+            "a request to a frozen server took {elapsed:?}"
+        );
+    }
+}
