@@ -242,7 +242,11 @@ impl Committer {
         let started = Instant::now();
         match self.commit(&mut state, pending).await {
             Ok(waiting) => Some(Gathering::after(answered, waiting, started)),
-            Err((err, pending)) => {
+            Err((err, mut pending)) => {
+                // NATS did not answer: what queued meanwhile would only wait as long again.
+                if let AppendError::Store(_) = err {
+                    pending.extend(lock(&self.writer.queue).requests.drain(..));
+                }
                 for request in pending {
                     let _ = request.reply.send(Err(err.clone()));
                 }
