@@ -14,7 +14,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::{Value, json};
-use starcite_tests::{GatewayProcess, TestNats, path_segment};
+use starcite_tests::{GatewayProcess, path_segment};
 use tokio::net::TcpStream;
 
 /// Full figures, or a sub-minute smoke run (`BENCH_QUICK=1`) of the same code.
@@ -68,9 +68,32 @@ pub fn event_body(producer_id: &str, producer_seq: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&event(producer_id, producer_seq)).unwrap_or_default())
 }
 
+/// Which NATS a scenario runs against: the single server, or the three-node cluster with
+/// replicated streams, whose figures carry `_r3` after the scenario's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Single,
+    R3,
+}
+
+impl Topology {
+    /// The name `scenario`'s figures go under on this topology.
+    pub fn name(self, scenario: &str) -> String {
+        match self {
+            Topology::Single => scenario.to_owned(),
+            Topology::R3 => format!("{scenario}_r3"),
+        }
+    }
+
+    /// The name of `scenario`'s CPU rows on this topology.
+    pub fn cpu_name(self, scenario: &str) -> String {
+        format!("{}_cpu", self.name(scenario))
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     metric: &'static str,
     value: f64,
     unit: &'static str,
@@ -79,22 +102,23 @@ struct Row {
 /// Every figure of the run, printed as it comes and written as JSON at the end.
 pub struct Report {
     rows: Vec<Row>,
-    cores: SharedCores,
+    /// What its CPU meters count; none before the first part of the run starts its servers.
+    cores: Option<SharedCores>,
 }
 
-/// The processes that share the machine's cores in a run, whose CPU time the report counts.
-/// The gateway is the one the run started with: the cold-append scenario, which restarts it,
-/// comes last and is not metered.
-#[derive(Debug, Clone, Copy)]
+/// The processes that share the machine's cores in a part of the run, whose CPU time the
+/// report counts: the gateway it started with (the cold-append scenario, which restarts it, is
+/// not metered), every nats-server (one, or a cluster's three, counted together) and this one.
+#[derive(Debug, Clone)]
 pub struct SharedCores {
     pub gateway: u32,
-    pub nats: u32,
+    pub nats: Vec<u32>,
     pub client: u32,
 }
 
 /// The CPU time of the three processes over one or more measured stretches.
 pub struct CpuMeter {
-    cores: SharedCores,
+    cores: Option<SharedCores>,
     spent: [u64; 3],
     elapsed: Duration,
     /// When the current stretch began, and each process's CPU time then.
@@ -106,7 +130,7 @@ pub struct CpuMeter {
 impl CpuMeter {
     /// Begins a stretch (a meter starts in one).
     pub fn start(&mut self) {
-        match self.cores.cpu_ns() {
+        match self.cores.as_ref().and_then(SharedCores::cpu_ns) {
             Some(now) => self.stretch = Some((Instant::now(), now)),
             None => self.unreadable = true,
         }
@@ -117,7 +141,7 @@ impl CpuMeter {
         let Some((started, before)) = self.stretch.take() else {
             return;
         };
-        let Some(now) = self.cores.cpu_ns() else {
+        let Some(now) = self.cores.as_ref().and_then(SharedCores::cpu_ns) else {
             self.unreadable = true;
             return;
         };
@@ -129,13 +153,16 @@ impl CpuMeter {
 }
 
 impl SharedCores {
-    fn processes(self) -> [u32; 3] {
-        [self.gateway, self.nats, self.client]
-    }
-
-    fn cpu_ns(self) -> Option<[u64; 3]> {
-        let [gateway, nats, client] = self.processes().map(process_cpu_ns);
-        Some([gateway?, nats?, client?])
+    fn cpu_ns(&self) -> Option<[u64; 3]> {
+        let mut nats = 0;
+        for &server in &self.nats {
+            nats += process_cpu_ns(server)?;
+        }
+        Some([
+            process_cpu_ns(self.gateway)?,
+            nats,
+            process_cpu_ns(self.client)?,
+        ])
     }
 }
 
@@ -153,17 +180,22 @@ fn process_cpu_ns(pid: u32) -> Option<u64> {
 }
 
 impl Report {
-    pub fn new(cores: SharedCores) -> Report {
+    pub fn new() -> Report {
         Report {
             rows: Vec::new(),
-            cores,
+            cores: None,
         }
+    }
+
+    /// From now on, CPU meters count these processes (each part of the run has its own).
+    pub fn meter(&mut self, cores: SharedCores) {
+        self.cores = Some(cores);
     }
 
     /// Starts counting the CPU time of the gateway, nats-server and the load generator.
     pub fn cpu_meter(&self) -> CpuMeter {
         let mut meter = CpuMeter {
-            cores: self.cores,
+            cores: self.cores.clone(),
             spent: [0; 3],
             elapsed: Duration::ZERO,
             stretch: None,
@@ -175,16 +207,10 @@ impl Report {
 
     /// Diagnostic rows under `scenario`: each process's CPU time per unit of work (`done` of
     /// them in the meter's stretches), and how many of the machine's cores were busy on average.
-    pub fn cpu(
-        &mut self,
-        scenario: &'static str,
-        mut meter: CpuMeter,
-        done: u64,
-        unit: &'static str,
-    ) {
+    pub fn cpu(&mut self, scenario: &str, mut meter: CpuMeter, done: u64, unit: &'static str) {
         meter.stop();
         if meter.unreadable {
-            println!("  {scenario:<18} (no CPU figures: a process's /proc entry was unreadable)");
+            println!("  {scenario:<22} (no CPU figures: a process's /proc entry was unreadable)");
             return;
         }
         let per_unit = |ns: u64| ns as f64 / 1000.0 / done.max(1) as f64;
@@ -195,16 +221,10 @@ impl Report {
         self.add(scenario, "cores_busy", busy, "cores");
     }
 
-    pub fn add(
-        &mut self,
-        scenario: &'static str,
-        metric: &'static str,
-        value: f64,
-        unit: &'static str,
-    ) {
-        println!("  {scenario:<18} {metric:<28} {value:>14.1} {unit}");
+    pub fn add(&mut self, scenario: &str, metric: &'static str, value: f64, unit: &'static str) {
+        println!("  {scenario:<22} {metric:<28} {value:>14.1} {unit}");
         self.rows.push(Row {
-            scenario,
+            scenario: scenario.to_owned(),
             metric,
             value,
             unit,
@@ -214,7 +234,7 @@ impl Report {
     /// Latency quantiles of `latencies` under the names the report uses.
     pub fn latencies(
         &mut self,
-        scenario: &'static str,
+        scenario: &str,
         latencies: &Histogram<u64>,
         quantiles: &[&'static str],
     ) {
@@ -260,9 +280,10 @@ fn gateway_binary() -> PathBuf {
     me.with_file_name("starcite")
 }
 
-/// The gateway in its own process (so its memory is its own), on a random loopback port.
-pub async fn start_gateway(nats: &TestNats) -> GatewayProcess {
-    GatewayProcess::start(&gateway_binary(), nats, &[]).await
+/// The gateway in its own process (so its memory is its own), on a random loopback port, on
+/// the NATS servers `nats_urls` (comma-separated) with `env` added.
+pub async fn start_gateway(nats_urls: &str, env: &[(&str, &str)]) -> GatewayProcess {
+    GatewayProcess::start_on(&gateway_binary(), nats_urls, env).await
 }
 
 /// Where the scenarios send their requests: paths on the gateway's connection, URLs for tails.

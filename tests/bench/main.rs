@@ -1,20 +1,23 @@
 //! `make bench`: Starcite against JetStream itself, on the same machine in the same run.
 //!
 //! A private nats-server (file storage) and the `starcite` gateway in its own process, both on
-//! loopback; real HTTP and WebSocket clients; HDR histograms; warm-up before each figure.
+//! loopback; real HTTP and WebSocket clients; HDR histograms; warm-up before each figure. Then
+//! the append scenarios again on a three-node cluster with streams of three replicas (`_r3`).
 //! Writes `target/bench/report.json` (or `BENCH_REPORT`). `BENCH_QUICK=1` runs the same
 //! scenarios small, as a smoke test. `bench catalog` gives the catalog figures instead;
-//! `bench append_hot tail_1000` runs only the scenarios with those name prefixes.
+//! `bench append_hot tail_1000` runs only the scenarios with those name prefixes, `bench r3`
+//! only the cluster's.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod appends;
 mod catalog;
 mod harness;
+mod r3;
 mod tails;
 
 use std::path::PathBuf;
 
-use harness::{Report, Scale, SharedCores, create_session};
+use harness::{Report, Scale, SharedCores, Topology, create_session};
 use starcite_tests::TestNats;
 
 // The same allocator as the gateway, so the load generator is not slowed by glibc's arena locks
@@ -38,83 +41,111 @@ async fn main() {
     targets(&report);
 }
 
-/// The scenarios named on the command line (by prefix), or all of them.
+/// The scenarios named on the command line (by prefix; `r3` names every scenario on the
+/// cluster), or all of them.
 struct Selection(Vec<String>);
 
 impl Selection {
     fn wants(&self, scenario: &str) -> bool {
         self.0.is_empty()
-            || self
-                .0
-                .iter()
-                .any(|prefix| scenario.starts_with(prefix.as_str()))
+            || self.0.iter().any(|prefix| {
+                scenario.starts_with(prefix.as_str())
+                    || (prefix == "r3" && scenario.ends_with("_r3"))
+            })
+    }
+
+    fn wants_any(&self, scenarios: &[&str]) -> bool {
+        scenarios.iter().any(|scenario| self.wants(scenario))
     }
 }
 
+/// The scenarios on the single nats-server.
+const SINGLE_NODE: &[&str] = &[
+    "append_c1",
+    "raw_cas_c1",
+    "http_floor_c1",
+    "append_c64",
+    "raw_publish_c64",
+    "append_hot_c64",
+    "raw_batch_64",
+    "tail_1",
+    "tail_1000",
+    "replay_100k",
+    "raw_replay_100k",
+    "idle_tailers_10k",
+    "cold_append_100k",
+];
+
 async fn scenarios(scale: Scale, selection: &Selection) -> Report {
-    let nats = TestNats::start();
-    let mut gateway = harness::start_gateway(&nats).await;
-    let jetstream = nats.jetstream().await;
-    appends::raw_stream(&jetstream).await;
-    let mut report = Report::new(SharedCores {
-        gateway: gateway.pid(),
-        nats: nats.pid(),
-        client: std::process::id(),
-    });
+    let mut report = Report::new();
     println!(
         "Starcite bench{}: nats-server (file store) and gateway on loopback, ~1 KiB events\n",
         if scale.quick { " (quick)" } else { "" }
     );
+    if selection.wants_any(SINGLE_NODE) {
+        single_node(scale, selection, &mut report).await;
+    }
+    if selection.wants_any(r3::SCENARIOS) {
+        r3::run(scale, selection, &mut report).await;
+    }
+    report
+}
 
-    if ["append_c1", "raw_cas_c1", "http_floor_c1"]
-        .iter()
-        .any(|name| selection.wants(name))
-    {
-        appends::one_at_a_time(&gateway, &jetstream, scale, &mut report).await;
+/// Every scenario against a single nats-server; it and its gateway stop at the end.
+async fn single_node(scale: Scale, selection: &Selection, report: &mut Report) {
+    let nats = TestNats::start();
+    let mut gateway = harness::start_gateway(&nats.url, &[]).await;
+    let jetstream = nats.jetstream().await;
+    appends::raw_stream(&jetstream, 1).await;
+    report.meter(SharedCores {
+        gateway: gateway.pid(),
+        nats: vec![nats.pid()],
+        client: std::process::id(),
+    });
+
+    let single = Topology::Single;
+    if selection.wants_any(&["append_c1", "raw_cas_c1", "http_floor_c1"]) {
+        appends::one_at_a_time(&gateway, &jetstream, single, scale, report).await;
     }
     if selection.wants("append_c64") {
-        appends::append_c64(&gateway, scale, &mut report).await;
+        appends::append_c64(&gateway, scale, report).await;
     }
     if selection.wants("raw_publish_c64") {
-        appends::raw_publish_c64(&jetstream, scale, &mut report).await;
+        appends::raw_publish_c64(&jetstream, scale, report).await;
     }
     if selection.wants("append_hot_c64") {
-        appends::append_hot_c64(&gateway, scale, &mut report).await;
+        appends::append_hot_c64(&gateway, single, scale, report).await;
     }
     if selection.wants("raw_batch_64") {
-        appends::raw_batch_64(&jetstream, scale, &mut report).await;
+        appends::raw_batch_64(&jetstream, single, scale, report).await;
     }
     if selection.wants("tail_1") {
-        tails::tail_1(&gateway, scale, &mut report).await;
+        tails::tail_1(&gateway, scale, report).await;
     }
     if selection.wants("tail_1000") {
-        tails::tail_1000(&gateway, scale, &mut report).await;
+        tails::tail_1000(&gateway, scale, report).await;
     }
 
     let long_session_scenarios = ["replay_100k", "raw_replay_100k", "cold_append_100k"];
     let mut long = None;
-    if long_session_scenarios
-        .iter()
-        .any(|name| selection.wants(name))
-    {
+    if selection.wants_any(&long_session_scenarios) {
         let id = create_session(&gateway).await;
         let length = scale.pick(100_000, 5_000);
         appends::fill(&gateway, &id, length).await;
         assert_eq!(harness::last_seq(&gateway, &id).await, length);
         tails::warm_up_replay(&jetstream, &id, length).await;
         if selection.wants("replay_100k") || selection.wants("raw_replay_100k") {
-            tails::replays(&gateway, &jetstream, &id, length, &mut report).await;
+            tails::replays(&gateway, &jetstream, &id, length, report).await;
         }
         long = Some(id);
     }
     if selection.wants("idle_tailers_10k") {
-        tails::idle_tailers(&gateway, &jetstream, scale, &mut report).await;
+        tails::idle_tailers(&gateway, &jetstream, scale, report).await;
     }
     // Last: it restarts the gateway.
     if let Some(long) = long.filter(|_| selection.wants("cold_append_100k")) {
-        tails::cold_append(&mut gateway, &long, scale, &mut report).await;
+        tails::cold_append(&mut gateway, &long, scale, report).await;
     }
-    report
 }
 
 /// Each target of `docs/performance.md`, as met or missed in this run.
@@ -125,6 +156,12 @@ fn targets(report: &Report) {
             "append_c1.p50_us <= 2 x raw_cas_c1.p50_us",
             figure("append_c1", "p50_us"),
             2.0 * figure("raw_cas_c1", "p50_us"),
+            true,
+        ),
+        (
+            "append_c1_r3.p50_us <= 2 x raw_cas_c1_r3.p50_us",
+            figure("append_c1_r3", "p50_us"),
+            2.0 * figure("raw_cas_c1_r3", "p50_us"),
             true,
         ),
         (

@@ -39,18 +39,38 @@ impl TestCluster {
     /// between distant sites: a client of one node hears that node itself long before any
     /// other.
     pub async fn start_with(size: usize, latency: Duration) -> TestCluster {
+        TestCluster::launch(size, Some(latency)).await
+    }
+
+    /// Three nodes routed to each other directly, with no link in between: for the bench, where
+    /// links (copied in its own process) would be measured with the cluster.
+    pub async fn start_direct() -> TestCluster {
+        TestCluster::launch(3, None).await
+    }
+
+    /// Nodes linked through a proxy delaying every byte by `latency`, or directly for `None`.
+    async fn launch(size: usize, latency: Option<Duration>) -> TestCluster {
         let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         // Each node is reached, by the routes it is given and by those it advertises to the
-        // others, through a link of its own.
+        // others, through a link of its own (if any).
         let mut links = Vec::new();
-        for port in &route_ports {
-            links.push(TcpProxy::start_with_latency(&format!("127.0.0.1:{port}"), latency).await);
+        if let Some(latency) = latency {
+            for port in &route_ports {
+                let target = format!("127.0.0.1:{port}");
+                links.push(TcpProxy::start_with_latency(&target, latency).await);
+            }
         }
-        let link_addresses: Vec<String> = links
-            .iter()
-            .map(|link| link.url.trim_start_matches("nats://").to_owned())
-            .collect();
+        let link_addresses: Vec<String> = match latency {
+            Some(_) => links
+                .iter()
+                .map(|link| link.url.trim_start_matches("nats://").to_owned())
+                .collect(),
+            None => route_ports
+                .iter()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect(),
+        };
         let routes = link_addresses
             .iter()
             .map(|address| format!("nats-route://{address}"))
