@@ -36,6 +36,10 @@ pub struct HealthApi {
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
     /// The process is up.
+    ///
+    /// Always 200 `{"status": "ok"}` while the process answers HTTP. It does not look at NATS, so
+    /// use it as a liveness probe (restart the process when it fails), not to decide where to send
+    /// traffic: that is `/health/ready`. Never authenticated.
     #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
     async fn live(&self) -> Json<HealthStatus> {
         Json(HealthStatus {
@@ -45,6 +49,14 @@ impl HealthApi {
     }
 
     /// The gateway can serve: NATS is reachable and the stream usable.
+    ///
+    /// 200 `{"status": "ok"}` once NATS is connected, the events stream and the sessions bucket are
+    /// in place and the session catalog is loaded. Otherwise 503 `{"status": "starting", "reason":
+    /// …}`, the reason being `nats_unavailable`, `stream_missing` (a stream or bucket was deleted
+    /// and is being created again) or `catalog_loading`; meanwhile requests to `/v1` may be
+    /// answered 503 too. Send traffic to a gateway only while it answers 200. The answer comes from
+    /// the gateway's own state, without a call to NATS, so polling it often costs nothing. Never
+    /// authenticated.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
         let reason = if let TopologyHealth::Missing(_) = self.store.topology_health() {

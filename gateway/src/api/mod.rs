@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Route};
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
 use crate::figures::Figures;
@@ -61,11 +61,18 @@ pub struct ApiState {
 type Apis = (SessionsApi, LifecycleApi, HealthApi);
 
 fn service(apis: Apis) -> OpenApiService<Apis, ()> {
-    OpenApiService::new(apis, "Starcite", env!("CARGO_PKG_VERSION")).description(
-        "The durable session log for multi-agent AI: append events with gapless per-session \
-         seqs, then read them from any cursor, replay and live on one WebSocket. Every error \
-         is `{\"error\": \"<code>\", \"message\": \"...\"}`.",
-    )
+    OpenApiService::new(apis, "Starcite", env!("CARGO_PKG_VERSION"))
+        .description(
+            "The durable session log for multi-agent AI: append events with gapless per-session \
+             seqs, then read them from any cursor, replay and live on one WebSocket. Every error \
+             is `{\"error\": \"<code>\", \"message\": \"...\"}`.",
+        )
+        // Every gateway serves this spec at its own root, behind whatever address it is reached
+        // by: a relative URL names that gateway, wherever it runs, and keeps the served spec
+        // identical to the committed one.
+        .server(ServerObject::new("/").description(
+            "The gateway serving this document (`make run` listens on http://127.0.0.1:4000)",
+        ))
 }
 
 /// The routes: the API, its spec at `/openapi.json` and interactive docs at `/docs`.

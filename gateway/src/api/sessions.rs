@@ -314,6 +314,18 @@ impl SessionsApi {
 #[OpenApi(tag = "ApiTags::Sessions")]
 impl SessionsApi {
     /// Create a session.
+    ///
+    /// Every field is optional: `id` (any non-empty string up to 256 bytes; a `ses_…` id is
+    /// generated when absent), `title` (up to 4 KiB) and `metadata` (a JSON object up to 16 KiB and
+    /// 32 levels deep). The reply is the new session at `version` 1 with `last_seq` 0; it is in
+    /// every gateway's lists from then on.
+    ///
+    /// An id already taken answers 409 `session_exists` and leaves that session as it was; invalid
+    /// input answers 400 and creates nothing. To retry safely after a 503 or a lost answer, choose
+    /// the id yourself and send the same request again: 409 `session_exists` then means the first
+    /// attempt created it. Without an id, a retry may create a second session. With authentication
+    /// on, it needs scope `session:create`, the session belongs to the token's tenant, and a token
+    /// pinned to one session creates that one (403 `forbidden_session` for another id).
     #[oai(
         path = "/v1/sessions",
         method = "post",
@@ -338,6 +350,12 @@ impl SessionsApi {
     }
 
     /// Get a session's header and `last_seq`.
+    ///
+    /// `last_seq` counts every append acknowledged before this request arrived, through any
+    /// gateway; `version` counts header changes (PATCH), and archived sessions are returned like
+    /// any other. An unknown id, and with authentication on another tenant's session, answers 404
+    /// `session_not_found`. Reading changes nothing, so any failure can be retried as is. Needs
+    /// scope `session:read`.
     #[oai(
         path = "/v1/sessions/:id",
         method = "get",
@@ -352,7 +370,27 @@ impl SessionsApi {
         Ok(Json(self.log.get(&id).await?.into()))
     }
 
-    /// Append one event. It is committed to JetStream before this returns; `seq` is gapless.
+    /// Append one event.
+    ///
+    /// The event is committed to JetStream before this returns. Its `seq` is its place in the
+    /// session: strictly increasing, gapless and starting at 1, whichever gateway is asked.
+    /// `(producer_id, producer_seq)` makes retries safe: a producer's `producer_seq` must be its
+    /// previous one plus 1 (a producer the session has not seen may start anywhere), and sending
+    /// its latest request again answers 201 with `deduped: true` and the original `seq`, appending
+    /// nothing. The same `producer_seq` with other content is 409 `producer_replay_conflict`; any
+    /// other `producer_seq` is 409 `producer_seq_conflict`. `expected_seq` appends only if the
+    /// session's `last_seq` equals it (409 `expected_seq_conflict` otherwise); it is checked before
+    /// dedupe, so a retry that carries it answers that 409 when the first attempt was committed.
+    ///
+    /// After a 503 (with `nats_timeout` the outcome is unknown), a 500 or no answer at all, send
+    /// the same request again (after `Retry-After` seconds for a 503): the event is stored once.
+    /// Every 4xx means nothing was written: 400 for an invalid event (checked before the session is
+    /// looked up), 404 `session_not_found`, 413 for a body over the gateway's limit or an event
+    /// over NATS's message size, 429 `rate_limited` when the tenant's append rate is spent (retry
+    /// after `Retry-After`). Archived sessions accept appends. Each session remembers its 10,000
+    /// most recently active producers: one dropped from them counts as new again, so a retry of its
+    /// last request would be appended a second time. Needs scope `session:append`; with
+    /// authentication on, `actor` defaults to the token's `sub` and must equal it when given.
     #[oai(
         path = "/v1/sessions/:id/append",
         method = "post",
@@ -376,9 +414,20 @@ impl SessionsApi {
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 
-    /// Append up to 1,000 events (1 MiB) in one request, all or none, in order. Each event is
-    /// deduplicated and checked (`producer_seq`, `expected_seq`) as if appended alone right
-    /// after the one before it; one rejection rejects the batch and nothing is written.
+    /// Append up to 1,000 events (1 MiB) in one request, all or none, in order.
+    ///
+    /// Each event is deduplicated and checked (`producer_seq`, `expected_seq`) as if appended alone
+    /// right after the one before it, and answered as a single append would be, in order; the
+    /// events are committed to JetStream as one atomic batch before this returns. One rejected
+    /// event rejects the batch (400 or 409, the message naming `events[i]`) and nothing is written;
+    /// an empty batch or one over 1,000 events is 400 `invalid_event`.
+    ///
+    /// Retrying after a 503, a 500 or no answer: only each producer's latest request is retry-safe,
+    /// so a batch whose events come from distinct producers is answered with the original seqs
+    /// (`deduped: true`), while one carrying several events of one producer answers 409
+    /// `producer_seq_conflict` if the first attempt was committed; send that producer's last event
+    /// alone to learn its seq. Errors, rate limits (each event counts) and the scope needed are
+    /// those of a single append.
     #[oai(
         path = "/v1/sessions/:id/append_batch",
         method = "post",
@@ -400,9 +449,18 @@ impl SessionsApi {
         })))
     }
 
-    /// List sessions sorted by id. Filter by metadata with `metadata[key]=value` or
-    /// `metadata.key=value` (repeatable, ANDed, exact match on string values); `archived` is
-    /// `false` (default), `true` or `all`; `cursor` is the `next_cursor` of the previous page.
+    /// List sessions sorted by id, a page at a time.
+    ///
+    /// Filter by metadata with `metadata[key]=value` or `metadata.key=value` (repeatable, ANDed,
+    /// exact match on string values only); `archived` is `false` (default), `true` or `all`;
+    /// `limit` is 1..1000 (default 100); `cursor` is the `next_cursor` of the previous page (ids
+    /// after it are listed). Continue until `next_cursor` is `null`. A page includes every change
+    /// made before the request arrived, through any gateway.
+    ///
+    /// Bad parameters answer 400 (`invalid_limit`, `invalid_cursor`, `invalid_list_query`,
+    /// `invalid_metadata`). Reading changes nothing, so any failure can be retried as is. With
+    /// authentication on, it needs scope `session:read` and lists only the caller's tenant (a token
+    /// pinned to one session sees that one).
     #[oai(path = "/v1/sessions", method = "get", operation_id = "list_sessions")]
     async fn list(
         &self,
@@ -428,8 +486,20 @@ impl SessionsApi {
         }))
     }
 
-    /// Rename, retag (shallow metadata merge) or both; `expected_version` makes it a
-    /// compare-and-set (409 `expected_version_conflict` with `current_version`).
+    /// Rename, retag (shallow metadata merge) or both.
+    ///
+    /// `title` replaces the title (`null` clears it); `metadata` keys overwrite those of the same
+    /// name and leave the others (no key is removed). The body must change something (400
+    /// `invalid_session` otherwise). Each PATCH adds 1 to `version` and emits a `session.updated`
+    /// lifecycle event; the session's events are untouched.
+    ///
+    /// `expected_version` makes it a compare-and-set: when the session's `version` differs, 409
+    /// `expected_version_conflict` with `current_version` and nothing changes; without it the last
+    /// writer wins. To retry after a 503 or a lost answer, send the same request with
+    /// `expected_version`: a 409 whose `current_version` is one more than yours means your first
+    /// attempt was applied (unless someone else's landed in between). Without it a retry is applied
+    /// again, which gives the same header but another `version`. 404 `session_not_found` for an
+    /// unknown (or another tenant's) session. Needs scope `session:create`.
     #[oai(
         path = "/v1/sessions/:id",
         method = "patch",
@@ -449,7 +519,13 @@ impl SessionsApi {
         Ok(Json(self.catalog.patch(&id, patch).await?.into()))
     }
 
-    /// Hide a session from default lists. Idempotent; events stay readable and appendable.
+    /// Hide a session from default lists.
+    ///
+    /// The session is then listed only with `archived=true` or `all`; its events stay readable,
+    /// tailable and appendable. Answers the session with `archived: true`. Archiving an archived
+    /// session changes nothing and emits no lifecycle event, so any failure can be retried as is.
+    /// `version` does not change; `updated_at` does on a real change. 404 `session_not_found` for
+    /// an unknown (or another tenant's) session. Needs scope `session:create`; the body is ignored.
     #[oai(
         path = "/v1/sessions/:id/archive",
         method = "post",
@@ -463,7 +539,12 @@ impl SessionsApi {
         self.set_archived(&principal, &id, true).await
     }
 
-    /// Show an archived session in default lists again. Idempotent.
+    /// Show an archived session in default lists again.
+    ///
+    /// Answers the session with `archived: false`. Unarchiving an active session changes nothing
+    /// and emits no lifecycle event, so any failure can be retried as is. `version` does not
+    /// change; `updated_at` does on a real change. 404 `session_not_found` for an unknown (or
+    /// another tenant's) session. Needs scope `session:create`; the body is ignored.
     #[oai(
         path = "/v1/sessions/:id/unarchive",
         method = "post",
@@ -477,14 +558,25 @@ impl SessionsApi {
         self.set_archived(&principal, &id, false).await
     }
 
-    /// Tail a session: every event with `seq > cursor` (default 0), in order, then new ones
-    /// live. Over a WebSocket: one JSON event per text frame (a JSON array of up to
-    /// `batch_size` events when `batch_size` > 1), pings while idle. With `Accept:
-    /// text/event-stream`: Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`,
-    /// and `: keep-alive` comments. A `gap` object comes first when the reader cannot continue
-    /// right after its cursor. Closes: 1001 the gateway is going away, 1011 storage failed, 4001
-    /// the token expired, 4002 the reader fell too far behind. Always reconnect with the last
-    /// seq you processed (a fresh token after 4001).
+    /// Tail a session: every event with `seq > cursor`, in order, then new ones live.
+    ///
+    /// Replay and live are one stream, with no gap and no duplicate between them; `cursor` defaults
+    /// to 0. Over a WebSocket: one JSON event per text frame (a JSON array of up to `batch_size`
+    /// events when `batch_size` > 1), pings while idle. With `Accept: text/event-stream`:
+    /// Server-Sent Events with `id: <seq>`, resumable with `Last-Event-ID`, and `: keep-alive`
+    /// comments. A `gap` object comes first when the reader cannot continue right after its cursor:
+    /// `cursor_expired` when retention dropped those events, `resume_invalidated` when the cursor
+    /// is past the head; delivery goes on from its `next_cursor`.
+    ///
+    /// Closes: 1001 the gateway is going away, 1011 storage failed, 4001 the token expired, 4002
+    /// the reader fell too far behind (SSE: a last `going_away`, `storage_error`, `token_expired`
+    /// or `overflow` event). Always reconnect, to any gateway, with the last seq you processed (a
+    /// fresh token after 4001): nothing is lost or repeated. Before the stream starts: 400
+    /// `invalid_websocket_upgrade` for a request that is neither a WebSocket upgrade nor accepts
+    /// `text/event-stream`, 400 `invalid_cursor` or `invalid_tail_batch_size`, 404
+    /// `session_not_found`, and with authentication on 429 `too_many_tails` beyond the token's
+    /// quota of live streams. Needs scope `session:read`; browsers may pass the token as
+    /// `access_token` in the query.
     #[oai(
         path = "/v1/sessions/:id/tail",
         method = "get",
@@ -520,9 +612,17 @@ impl SessionsApi {
         self.live.respond(transport, start.entries, reader)
     }
 
-    /// Read a page of events with `seq > cursor` (default 0), at most `limit` (1..1000,
-    /// default 100). Continue with `next_cursor` until `caught_up`. With `wait` (seconds, up
-    /// to 60), a request that would return no events waits for the first one.
+    /// Read a page of events with `seq > cursor`, oldest first.
+    ///
+    /// `cursor` defaults to 0 and `limit` (1..1000) to 100. Continue with `next_cursor` until
+    /// `caught_up`. With `wait` (seconds, up to 60), a request that would return no events waits
+    /// for the first one and answers an empty page if none comes. A `gap` field says the page does
+    /// not continue right after `cursor` (`cursor_expired`: retention dropped those events;
+    /// `resume_invalidated`: the cursor is past the head). Events have the shape a tail delivers.
+    ///
+    /// Bad parameters answer 400 (`invalid_cursor`, `invalid_limit`, `invalid_wait`); an unknown
+    /// (or another tenant's) session 404 `session_not_found`. Reading changes nothing, so any
+    /// failure can be retried as is. Needs scope `session:read`.
     #[oai(
         path = "/v1/sessions/:id/events",
         method = "get",
