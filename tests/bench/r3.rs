@@ -32,7 +32,7 @@ const RAW_STREAM: &str = "BENCH_RAW";
 
 /// Starts the cluster and a gateway on it, runs the scenarios `selection` wants, and stops both.
 pub async fn run(scale: Scale, selection: &Selection, report: &mut Report) {
-    let cluster = TestCluster::start_direct().await;
+    let cluster = TestCluster::start().await;
     let urls = cluster.urls().join(",");
     let gateway = harness::start_gateway(&urls, &[("STARCITE_STREAM_REPLICAS", "3")]).await;
     let events = gateway::config::Config::default().stream;

@@ -5,6 +5,8 @@
 //! killed at once). Afterwards every session is read back and held to the promise: each
 //! acknowledged `(producer_id, producer_seq)` stored exactly once at its acknowledged seq,
 //! seqs exactly 1..N, every tailer saw exactly the log, no 500, no stale answer.
+// The figures are the test's report (`.config/nextest.toml` shows them on success too).
+#![allow(clippy::print_stdout)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -226,9 +228,11 @@ fn reached(stop_at: &Mutex<Option<u64>>, seqs: &[u64]) -> bool {
     stop_at.lock().unwrap().is_some_and(|end| last >= end)
 }
 
-/// Every event of a session, read back in pages.
+/// Every event of a session, read back in pages; a 503 (the cluster still settling) is
+/// retried like a client would.
 async fn read_back(chaos: &Chaos, session: &str) -> Vec<Value> {
     let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let url = format!(
             "{}/v1/sessions/{}/events?cursor={}&limit=1000",
@@ -236,15 +240,14 @@ async fn read_back(chaos: &Chaos, session: &str) -> Vec<Value> {
             path_segment(session),
             events.len()
         );
-        let page: Value = chaos
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = chaos.http.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let page: Value = response.json().await.unwrap();
+        if status == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "reading {session} back: {page}");
         let batch = page["events"].as_array().unwrap().clone();
         if batch.is_empty() {
             return events;
@@ -300,7 +303,7 @@ async fn start_gateway(urls: &str) -> GatewayProcess {
 async fn acknowledged_events_survive_every_fault_exactly_once() {
     let mut cluster = TestCluster::start().await;
     let urls = cluster.urls().join(",");
-    let mut gateways = vec![start_gateway(&urls).await, start_gateway(&urls).await];
+    let mut gateways = [start_gateway(&urls).await, start_gateway(&urls).await];
     let chaos = Arc::new(Chaos {
         gateways: RwLock::new(gateways.iter().map(|g| g.base_url.clone()).collect()),
         http: reqwest::Client::builder().timeout(HANG).build().unwrap(),

@@ -30,9 +30,10 @@ struct Node {
 }
 
 impl TestCluster {
-    /// A three-node cluster whose JetStream is ready to create replicated streams.
+    /// A three-node cluster whose JetStream is ready to create replicated streams, its nodes
+    /// routed to each other directly.
     pub async fn start() -> TestCluster {
-        TestCluster::start_with(3, Duration::ZERO).await
+        TestCluster::launch(3, None).await
     }
 
     /// `size` nodes whose links to each other delay every byte by `latency` each way, as
@@ -40,12 +41,6 @@ impl TestCluster {
     /// other.
     pub async fn start_with(size: usize, latency: Duration) -> TestCluster {
         TestCluster::launch(size, Some(latency)).await
-    }
-
-    /// Three nodes routed to each other directly, with no link in between: for the bench, where
-    /// links (copied in its own process) would be measured with the cluster.
-    pub async fn start_direct() -> TestCluster {
-        TestCluster::launch(3, None).await
     }
 
     /// Nodes linked through a proxy delaying every byte by `latency`, or directly for `None`.

@@ -46,6 +46,10 @@ impl TcpProxy {
                         let Ok(mut server) = TcpStream::connect(&target).await else {
                             return;
                         };
+                        // Forwarded as it comes: Nagle's algorithm would hold back the tail of
+                        // each message for the peer's delayed ACK.
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
                         if latency.is_zero() {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                             return;
