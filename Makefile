@@ -17,6 +17,7 @@ TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest r
 
 test: tools browser clients
 	scripts/lint-openapi.sh
+	scripts/check-prometheus.sh
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
