@@ -1,7 +1,8 @@
 //! The deployment files, checked without a Docker engine: docker-compose accepts the compose
-//! file with and without the `cluster` profile, nats-server's configuration test accepts every
-//! NATS command line in it and every node of `deploy/nats-cluster`, and the gateway accepts
-//! every gateway's environment.
+//! file with each profile, nats-server's configuration test accepts every NATS command line in
+//! it and every node of `deploy/nats-cluster`, the gateway accepts every gateway's environment,
+//! the `observability` profile's Prometheus scrapes every compose gateway and Grafana reads
+//! `deploy/grafana`, and every published port is on loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,9 +10,100 @@ use std::process::Command;
 use gateway::config::{Config, Invocation};
 
 #[test]
-fn docker_compose_accepts_both_profiles() {
+fn docker_compose_accepts_every_profile() {
     compose(&["config", "-q"]);
     compose(&["--profile", "cluster", "config", "-q"]);
+    compose(&["--profile", "observability", "config", "-q"]);
+}
+
+#[test]
+fn every_published_port_is_on_loopback() {
+    let services = services();
+    let published: Vec<(&str, &str)> = services
+        .iter()
+        .flat_map(|service| {
+            service
+                .ports
+                .iter()
+                .map(|port| (service.name.as_str(), port.as_str()))
+        })
+        .collect();
+    assert!(published.len() >= 6, "{published:?}");
+    for (name, port) in published {
+        assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port}");
+    }
+}
+
+/// The observability profile's Prometheus reads `deploy/prometheus/prometheus.yml` (alerts.yml
+/// beside it) and scrapes exactly the compose gateways, each on the port it listens on; Grafana
+/// reads `deploy/grafana`'s provisioning, whose dashboard folder is where the dashboards are
+/// mounted and whose data source is that Prometheus.
+#[test]
+fn the_observability_profile_scrapes_every_compose_gateway() {
+    let services = services();
+    let service = |name: &str| -> &Service {
+        services
+            .iter()
+            .find(|service| service.name == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    };
+
+    let prometheus = service("prometheus");
+    assert!(prometheus.image.starts_with("prom/prometheus:"));
+    let config = prometheus
+        .command
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--config.file="))
+        .expect("prometheus has no --config.file");
+    let config = host_path(prometheus, config);
+    assert_eq!(config, repo().join("deploy/prometheus/prometheus.yml"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut targets = scrape_targets(&text);
+    targets.sort();
+    let mut gateways: Vec<String> = services
+        .iter()
+        .filter_map(|service| {
+            let listen = service
+                .environment
+                .iter()
+                .find(|(name, _)| name == "STARCITE_LISTEN")?;
+            let port = listen.1.rsplit(':').next().unwrap();
+            Some(format!("{}:{port}", service.name))
+        })
+        .collect();
+    gateways.sort();
+    assert_eq!(targets, gateways, "scrape targets in {}", config.display());
+
+    let grafana = service("grafana");
+    assert!(grafana.image.starts_with("grafana/grafana:"));
+    assert_eq!(
+        host_path(grafana, "/etc/grafana/provisioning"),
+        repo().join("deploy/grafana/provisioning")
+    );
+    let provider =
+        std::fs::read_to_string(repo().join("deploy/grafana/provisioning/dashboards/starcite.yml"))
+            .unwrap();
+    let dashboards = yaml_value(&provider, "path").expect("no dashboard path");
+    assert_eq!(
+        host_path(grafana, &dashboards),
+        repo().join("deploy/grafana/dashboards")
+    );
+    assert!(
+        repo()
+            .join("deploy/grafana/dashboards/starcite.json")
+            .exists()
+    );
+    let datasource = std::fs::read_to_string(
+        repo().join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    )
+    .unwrap();
+    let url = yaml_value(&datasource, "url").expect("no data source url");
+    let port = prometheus
+        .ports
+        .iter()
+        .find_map(|port| port.split('/').next()?.rsplit(':').next())
+        .expect("prometheus publishes no port");
+    assert_eq!(url, format!("http://prometheus:{port}"));
 }
 
 #[test]
@@ -110,14 +202,21 @@ struct Service {
     image: String,
     command: Vec<String>,
     volumes: Vec<String>,
+    ports: Vec<String>,
     environment: Vec<(String, String)>,
 }
 
-/// Every service of the cluster profile (which includes the default ones), read from the
+/// Every service of every profile (the default ones included), read from the
 /// normalized YAML docker-compose prints: services at two spaces, their keys at four, list
 /// items and environment entries below those (list items may also sit at four spaces).
 fn services() -> Vec<Service> {
-    let text = compose(&["--profile", "cluster", "config"]);
+    let text = compose(&[
+        "--profile",
+        "cluster",
+        "--profile",
+        "observability",
+        "config",
+    ]);
     let mut services: Vec<Service> = Vec::new();
     let mut in_services = false;
     let mut key = String::new();
@@ -148,6 +247,7 @@ fn services() -> Vec<Service> {
             match key.as_str() {
                 "command" => service.command.push(unquote(item)),
                 "volumes" => service.volumes.push(unquote(item)),
+                "ports" => service.ports.push(unquote(item)),
                 _ => {}
             }
         } else if indent == 4 {
@@ -163,7 +263,7 @@ fn services() -> Vec<Service> {
         }
     }
     assert!(
-        services.len() >= 7,
+        services.len() >= 9,
         "unexpected `docker-compose config` output:\n{text}"
     );
     services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -184,7 +284,54 @@ fn unquote(value: &str) -> String {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Where `path` inside `service`'s container comes from in the repository, through its bind
+/// mounts.
+fn host_path(service: &Service, path: &str) -> PathBuf {
+    service
+        .volumes
+        .iter()
+        .find_map(|volume| {
+            let mut parts = volume.split(':');
+            let (host, container) = (parts.next()?, parts.next()?);
+            let rest = path.strip_prefix(container)?;
+            (host.starts_with('/') && (rest.is_empty() || rest.starts_with('/')))
+                .then(|| PathBuf::from(format!("{host}{rest}")))
+        })
+        .unwrap_or_else(|| panic!("{}: nothing mounted at {path}", service.name))
+}
+
+/// Every `targets: [...]` entry of a Prometheus configuration (comments skipped).
+fn scrape_targets(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|line| line.split_once("targets:").map(|(_, list)| list))
+        .flat_map(|list| {
+            list.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split(',')
+                .map(unquote)
+                .filter(|target| !target.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The value of the first `key: value` line of a YAML file (comments skipped).
+fn yaml_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.trim().trim_start_matches("- ").split_once(':')?;
+            (name == key).then(|| unquote(value))
+        })
 }
 
 /// Runs docker-compose in the repository and returns its output, failing on an error.
