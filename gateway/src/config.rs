@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct Config {
     /// Address the HTTP and WebSocket API listens on.
     pub listen: SocketAddr,
+    /// Address of the operator's endpoints (`/metrics`, `/health/*`), which are then not served
+    /// on `listen`; `None` serves them on `listen`.
+    pub ops_listen: Option<SocketAddr>,
     /// NATS servers to connect to; several for a cluster.
     pub nats_urls: Vec<String>,
     /// A NATS credentials file (user JWT and nkey seed) for servers that require one.
@@ -81,6 +84,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            ops_listen: None,
             nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
             nats_creds: None,
             nats_tls_ca: None,
@@ -147,6 +151,25 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |config| config.listen.to_string(),
+    },
+    Setting {
+        variable: "STARCITE_OPS_LISTEN",
+        flag: "--ops-listen",
+        apply: |config, raw| {
+            config.ops_listen = if raw.is_empty() || raw.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(raw.parse().map_err(|err| format!("{err}: `{raw}`"))?)
+            };
+            Ok(())
+        },
+        show: |config| {
+            config
+                .ops_listen
+                .map_or("off (served on --listen)".into(), |address| {
+                    address.to_string()
+                })
+        },
     },
     Setting {
         variable: "STARCITE_NATS_URL",
@@ -553,11 +576,24 @@ impl Config {
         }
         config.check_auth()?;
         config.check_retention()?;
+        config.check_ops_listen()?;
         Ok(Invocation::Run(Box::new(config)))
     }
 }
 
 impl Config {
+    /// The operator's endpoints need an address of their own (port 0 picks a free one each).
+    fn check_ops_listen(&self) -> Result<(), ConfigError> {
+        match self.ops_listen {
+            Some(ops) if ops == self.listen && ops.port() != 0 => Err(ConfigError::Invalid {
+                variable: "STARCITE_OPS_LISTEN",
+                flag: "--ops-listen",
+                reason: format!("must differ from STARCITE_LISTEN ({})", self.listen),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// JWT mode cannot start half-configured: name the first missing variable.
     /// JetStream refuses a stream whose duplicate window outlasts its retention age.
     fn check_retention(&self) -> Result<(), ConfigError> {
@@ -781,6 +817,50 @@ mod tests {
         );
         let err = config(&[], &[("STARCITE_STREAM", "a.b")]).unwrap_err();
         assert!(err.to_string().contains("STARCITE_STREAM"), "{err}");
+    }
+
+    #[test]
+    fn the_ops_listener_is_an_address_of_its_own() {
+        let Ok(Invocation::Run(unset)) = config(&[], &[]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(unset.ops_listen, None);
+        let Ok(Invocation::Run(set)) = config(&[], &[("STARCITE_OPS_LISTEN", " 0.0.0.0:9090 ")])
+        else {
+            panic!("expected a config");
+        };
+        assert_eq!(set.ops_listen, Some(SocketAddr::from(([0, 0, 0, 0], 9090))));
+        let Ok(Invocation::Run(flag)) = config(
+            &["--ops-listen=[::1]:9091"],
+            &[("STARCITE_OPS_LISTEN", "127.0.0.1:9090")],
+        ) else {
+            panic!("expected a config");
+        };
+        assert_eq!(flag.ops_listen, Some("[::1]:9091".parse().unwrap()));
+        for off in ["", "off", "OFF"] {
+            let Ok(Invocation::Run(off)) = config(&[], &[("STARCITE_OPS_LISTEN", off)]) else {
+                panic!("expected a config");
+            };
+            assert_eq!(off.ops_listen, None);
+        }
+        let err = config(&[], &[("STARCITE_OPS_LISTEN", "localhost:9090")]).unwrap_err();
+        assert!(err.to_string().starts_with("STARCITE_OPS_LISTEN"), "{err}");
+        let err = config(&[], &[("STARCITE_OPS_LISTEN", "9090")]).unwrap_err();
+        assert!(err.to_string().contains("--ops-listen"), "{err}");
+        let err = config(
+            &["--listen", "127.0.0.1:4000"],
+            &[("STARCITE_OPS_LISTEN", "127.0.0.1:4000")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
+        // Two free ports picked by the system never clash.
+        assert!(
+            config(
+                &["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"],
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

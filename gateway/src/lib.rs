@@ -23,6 +23,8 @@ pub mod shutdown;
 
 pub mod figures;
 
+pub mod metrics;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use tracing::{info, warn};
 use catalog::Catalog;
 use config::Config;
 use figures::Figures;
+use metrics::Metrics;
 use nats::{Store, StoreError};
 use sessions::SessionLog;
 use shutdown::Shutdown;
@@ -45,6 +48,7 @@ pub struct Gateway {
     log: Arc<SessionLog>,
     catalog: Arc<Catalog>,
     figures: Arc<Figures>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -54,7 +58,12 @@ impl Gateway {
         let store = Arc::new(Store::connect(&config).await?);
         let maintainer = store.clone();
         tokio::spawn(async move { maintainer.maintain_topology().await });
-        let log = Arc::new(SessionLog::new(store.clone(), config.session_cache_size));
+        let metrics = Arc::new(Metrics::new());
+        let log = Arc::new(SessionLog::new(
+            store.clone(),
+            config.session_cache_size,
+            metrics.clone(),
+        ));
         let catalog = Arc::new(Catalog::new(store.clone(), config.nats_timeout));
         let follower = catalog.clone();
         tokio::spawn(async move { follower.keep_current().await });
@@ -64,14 +73,31 @@ impl Gateway {
             log,
             catalog,
             figures: Arc::default(),
+            metrics,
         })
     }
 
-    /// Serves on `listener` until `stop` resolves, then closes every tail with "going away"
-    /// and waits up to the shutdown timeout for open requests.
+    /// Serves on `listener` (and on `STARCITE_OPS_LISTEN` when set) until `stop` resolves,
+    /// then closes every tail with "going away" and waits up to the shutdown timeout for open
+    /// requests.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let ops = match self.config.ops_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+            None => None,
+        };
+        self.serve_on(listener, ops, stop).await
+    }
+
+    /// Like `serve`, on listeners bound by the caller: with `ops`, `/metrics` and `/health/*`
+    /// are served there and not on `listener`.
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        ops: Option<tokio::net::TcpListener>,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, shutdown) = Shutdown::new();
@@ -102,10 +128,13 @@ impl Gateway {
             figures: self.figures.clone(),
             sign_in,
         });
+        let ops_stop = shutdown.clone();
         let routes = api::routes(api::ApiState {
             verifier,
             admin,
             figures: self.figures,
+            metrics: self.metrics,
+            ops_elsewhere: ops.is_some(),
             log: self.log,
             catalog: self.catalog,
             store: self.store,
@@ -128,6 +157,20 @@ impl Gateway {
         {
             info!(http.address = %address, "listening on http://{address}");
         }
+        let ops = match (ops, routes.ops) {
+            (Some(listener), Some(ops_routes)) => {
+                let acceptor = TcpAcceptor::from_tokio(listener)?;
+                if let Some(address) = acceptor
+                    .local_addr()
+                    .first()
+                    .and_then(|addr| addr.as_socket_addr().copied())
+                {
+                    info!(ops.address = %address, "metrics and health probes on http://{address}");
+                }
+                Some((acceptor, ops_routes))
+            }
+            _ => None,
+        };
         let (stopped, stop_seen) = tokio::sync::oneshot::channel();
         let stop = async move {
             stop.await;
@@ -136,9 +179,26 @@ impl Gateway {
             let _ = stopped.send(trigger);
         };
         let timeout = self.config.shutdown_timeout;
-        poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, stop, Some(timeout))
-            .await?;
+        let public = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            routes.public,
+            stop,
+            Some(timeout),
+        );
+        match ops {
+            Some((acceptor, ops_routes)) => {
+                let mut ops_stop = ops_stop;
+                let ops = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                    ops_routes,
+                    async move { ops_stop.wait().await },
+                    Some(timeout),
+                );
+                tokio::try_join!(public, ops)?;
+            }
+            None => {
+                drop(ops_stop);
+                public.await?;
+            }
+        }
         // Tails live in upgraded connections the server no longer tracks: wait for each to
         // write its "going away" close before the process exits.
         if let Ok(trigger) = stop_seen.await

@@ -32,6 +32,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ops = match config.ops_listen {
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                error!("cannot listen on {address} (STARCITE_OPS_LISTEN): {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let gateway = match Gateway::start(config).await {
         Ok(gateway) => gateway,
         Err(err) => {
@@ -39,7 +49,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match gateway.serve(listener, stop_signal()).await {
+    match gateway.serve_on(listener, ops, stop_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("server failed: {err}");

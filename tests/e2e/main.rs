@@ -16,6 +16,7 @@ mod fuzz;
 mod hazards;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod multi_gateway;
 mod nats_tls;
 mod reading;

@@ -13,7 +13,7 @@ use poem::web::{Data, Form, Path, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use serde::Deserialize;
 
-use crate::api::stream::{Live, Reader, Transport, gap_json};
+use crate::api::stream::{Feed, Live, Reader, Transport};
 use crate::catalog::Catalog;
 use crate::figures::Figures;
 use crate::nats::Store;
@@ -352,8 +352,9 @@ async fn live_feed(
         Err(err) => return crate::api::error::ApiError::from(err).into_response(),
     };
     let reader = Reader {
+        feed: Feed::Session,
         cursor: start.cursor,
-        gap: start.gap.as_ref().map(gap_json),
+        gap: start.gap,
         batch_size: 1,
         contiguous: true,
         expires_at: None,

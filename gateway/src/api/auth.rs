@@ -10,17 +10,22 @@ use std::sync::Arc;
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use super::Templates;
 use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::ops::RouteTemplate;
 use crate::auth::{AuthFailure, Principal, Scope, Verifier};
+use crate::metrics::{self, Metrics};
 use crate::sessions::SessionLog;
 use crate::sessions::model::SessionId;
 
 /// Puts the caller's `Principal` on the request, or answers 401 with the contract's
-/// `WWW-Authenticate`.
+/// `WWW-Authenticate` (counted by reason, under the documented route the path fits).
 pub async fn authenticate<E: Endpoint>(
     endpoint: E,
     mut request: Request,
     verifier: Option<Arc<Verifier>>,
+    metrics: Arc<Metrics>,
+    templates: Templates,
 ) -> poem::Result<Response> {
     let principal = match verifier {
         Some(verifier) if request.uri().path().starts_with("/v1/") => {
@@ -30,7 +35,18 @@ pub async fn authenticate<E: Endpoint>(
             };
             match verified {
                 Ok(principal) => principal,
-                Err(failure) => return Ok(unauthorized(&failure)),
+                Err(failure) => {
+                    metrics.auth_failed(match failure {
+                        AuthFailure::Missing => metrics::AuthFailure::Missing,
+                        AuthFailure::Malformed => metrics::AuthFailure::Malformed,
+                        AuthFailure::Invalid(_) => metrics::AuthFailure::Invalid,
+                    });
+                    let mut response = unauthorized(&failure);
+                    if let Some(template) = templates.template(request.uri().path()) {
+                        response.set_data(RouteTemplate(template));
+                    }
+                    return Ok(response);
+                }
             }
         }
         _ => Principal::local(),

@@ -59,21 +59,28 @@ impl HealthApi {
     /// authenticated.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
-        let reason = if let TopologyHealth::Missing(_) = self.store.topology_health() {
-            "stream_missing"
-        } else if !self.store.is_ready() {
-            "nats_unavailable"
-        } else if !self.catalog.is_loaded() {
-            "catalog_loading"
-        } else {
-            return ReadyResponse::Ready(Json(HealthStatus {
+        match readiness(&self.store, &self.catalog) {
+            Ok(()) => ReadyResponse::Ready(Json(HealthStatus {
                 status: "ok".to_owned(),
                 reason: None,
-            }));
-        };
-        ReadyResponse::NotReady(Json(HealthStatus {
-            status: "starting".to_owned(),
-            reason: Some(reason.to_owned()),
-        }))
+            })),
+            Err(reason) => ReadyResponse::NotReady(Json(HealthStatus {
+                status: "starting".to_owned(),
+                reason: Some(reason.to_owned()),
+            })),
+        }
+    }
+}
+
+/// Whether the gateway can serve, or why not; from its own state, without a call to NATS.
+pub fn readiness(store: &Store, catalog: &Catalog) -> Result<(), &'static str> {
+    if let TopologyHealth::Missing(_) = store.topology_health() {
+        Err("stream_missing")
+    } else if !store.is_ready() {
+        Err("nats_unavailable")
+    } else if !catalog.is_loaded() {
+        Err("catalog_loading")
+    } else {
+        Ok(())
     }
 }

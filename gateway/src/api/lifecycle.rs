@@ -11,7 +11,7 @@ use super::ApiTags;
 use super::auth::{authorize, holder};
 use super::error::{ApiError, ErrorCode};
 use super::lenient::{Position, Raw};
-use super::stream::{Live, LiveResponse, Reader, Transport};
+use super::stream::{Feed, Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 
@@ -68,6 +68,7 @@ impl LifecycleApi {
         let tenant = principal.authenticated.then(|| principal.tenant.clone());
         let changes = self.catalog.lifecycle(cursor, tenant).await?;
         let reader = Reader {
+            feed: Feed::Lifecycle,
             cursor,
             gap: None,
             batch_size: 1,

@@ -6,18 +6,21 @@ mod health;
 mod lenient;
 mod lifecycle;
 mod limits;
+mod ops;
 mod sessions;
 pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::error::NotFoundError;
 use poem::http::{StatusCode, header};
-use poem::{Endpoint, EndpointExt, IntoResponse, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
 use crate::figures::Figures;
+use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
@@ -44,6 +47,10 @@ pub struct ApiState {
     /// The admin console's routes, nested at `/admin` when it is enabled.
     pub admin: Option<crate::admin::Admin>,
     pub figures: Arc<Figures>,
+    pub metrics: Arc<Metrics>,
+    /// Serve `/metrics` and `/health/*` on a listener of their own (`ops_routes`), and answer
+    /// 404 for them here.
+    pub ops_elsewhere: bool,
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
@@ -75,15 +82,35 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
         ))
 }
 
-/// The routes: the API, its spec at `/openapi.json` and interactive docs at `/docs`.
-pub fn routes(state: ApiState) -> impl Endpoint {
+/// What a gateway serves: the public routes, and the operator's routes when they have a
+/// listener of their own.
+pub struct Routes {
+    pub public: poem::endpoint::BoxEndpoint<'static>,
+    pub ops: Option<poem::endpoint::BoxEndpoint<'static>>,
+}
+
+/// The routes: the API, its spec at `/openapi.json`, interactive docs at `/docs`, `/metrics`
+/// and the health probes (on the ops routes instead when `ops_elsewhere`), the console.
+pub fn routes(state: ApiState) -> Routes {
     let live = Live {
         figures: state.figures.clone(),
+        metrics: state.metrics.clone(),
         tail_quota: Arc::new(limits::TailQuota::new(state.tails_per_token)),
         ping_interval: state.tail_ping_interval,
         buffer: state.tail_buffer,
         stall_timeout: state.tail_stall_timeout,
         shutdown: state.shutdown,
+    };
+    let health = || HealthApi {
+        store: state.store.clone(),
+        catalog: state.catalog.clone(),
+    };
+    let scrape = || {
+        poem::get(ops::Scrape {
+            metrics: state.metrics.clone(),
+            store: state.store.clone(),
+            catalog: state.catalog.clone(),
+        })
     };
     let service = service((
         SessionsApi {
@@ -98,52 +125,124 @@ pub fn routes(state: ApiState) -> impl Endpoint {
             catalog: state.catalog.clone(),
             live: live.clone(),
         },
-        HealthApi {
-            store: state.store,
-            catalog: state.catalog,
-        },
+        health(),
     ));
-    let allowed = AllowedMethods::from_spec(&service.spec());
-    let verifier = state.verifier;
+    let templates = Templates::from_spec(&service.spec());
+    let labels = ops::RouteLabels::new(templates.clone());
+    let ops_elsewhere = state.ops_elsewhere;
     let mut routes = Route::new();
     if let Some(admin) = state.admin {
         routes = routes.nest("/admin", crate::admin::routes(admin, live.clone()));
     }
-    routes
+    if !ops_elsewhere {
+        routes = routes.at("/metrics", scrape());
+    }
+    let verifier = state.verifier;
+    let (metrics, auth_templates) = (state.metrics.clone(), templates.clone());
+    let public = routes
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
         .data(BodyLimit(state.max_body_bytes))
-        .around(move |endpoint, request| auth::authenticate(endpoint, request, verifier.clone()))
-        .around(move |endpoint, request| {
-            let allowed = allowed.clone();
-            async move {
-                let path = request.uri().path().to_owned();
-                match endpoint.call(request).await {
-                    Ok(response) => Ok(response),
-                    Err(err) if err.is_from_response() => Ok(err.into_response()),
-                    Err(err) => {
-                        let mut response = error::from_poem_error(&err).into_response();
-                        if response.status() == StatusCode::METHOD_NOT_ALLOWED
-                            && let Ok(methods) = allowed.methods(&path).join(", ").parse()
-                        {
-                            response.headers_mut().insert(header::ALLOW, methods);
-                        }
-                        Ok(response)
-                    }
-                }
+        .around(move |endpoint, request| async move {
+            // Not routed at all, so they count as `unmatched`.
+            if ops_elsewhere && ops_path(request.uri().path()) {
+                return Err(NotFoundError.into());
             }
+            endpoint
+                .call(request)
+                .await
+                .map(IntoResponse::into_response)
         })
+        .around(move |endpoint, request| {
+            auth::authenticate(
+                endpoint,
+                request,
+                verifier.clone(),
+                metrics.clone(),
+                auth_templates.clone(),
+            )
+        });
+    let ops = ops_elsewhere.then(|| {
+        let service =
+            OpenApiService::new(health(), "Starcite operations", env!("CARGO_PKG_VERSION"));
+        let routes = Route::new().at("/metrics", scrape()).nest("/", service);
+        finish(
+            routes,
+            templates.clone(),
+            state.metrics.clone(),
+            labels.clone(),
+        )
+    });
+    Routes {
+        public: finish(public, templates, state.metrics, labels),
+        ops,
+    }
 }
 
-/// Which methods each documented path template takes, for the `Allow` header of a 405.
+/// Whether a path is one of the operator's, served on their own listener when there is one.
+fn ops_path(path: &str) -> bool {
+    path == "/metrics" || path.starts_with("/health/")
+}
+
+/// Gives every error the API's JSON shape (and a 405 its `Allow`), then counts the request.
+fn finish(
+    routes: impl Endpoint + 'static,
+    templates: Templates,
+    metrics: Arc<Metrics>,
+    labels: ops::RouteLabels,
+) -> poem::endpoint::BoxEndpoint<'static> {
+    routes
+        .around(move |endpoint, request| answer_errors(endpoint, request, templates.clone()))
+        .around(move |endpoint, request| {
+            ops::observe(endpoint, request, metrics.clone(), labels.clone())
+        })
+        .boxed()
+}
+
+async fn answer_errors<E: Endpoint>(
+    endpoint: E,
+    request: Request,
+    templates: Templates,
+) -> poem::Result<Response> {
+    let path = request.uri().path().to_owned();
+    match endpoint.call(request).await {
+        Ok(response) => Ok(response.into_response()),
+        Err(err) if err.is_from_response() => Ok(err.into_response()),
+        Err(err) => {
+            let mut response = error::from_poem_error(&err).into_response();
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                && let Ok(methods) = templates.methods(&path).join(", ").parse()
+            {
+                response.headers_mut().insert(header::ALLOW, methods);
+            }
+            // The route it matched, for the request's metrics; a path no route takes gets the
+            // pattern of the nest it fell into, which is not its route.
+            if !err.is::<NotFoundError>()
+                && let Some(pattern) = err.data::<poem::PathPattern>()
+            {
+                response.set_data(pattern.clone());
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// The documented path templates: which methods each takes (for the `Allow` header of a 405)
+/// and, for requests answered before routing, which one a path fits.
 #[derive(Clone)]
-struct AllowedMethods {
-    paths: Arc<Vec<(Vec<String>, Vec<String>)>>,
+pub(crate) struct Templates {
+    paths: Arc<Vec<Template>>,
 }
 
-impl AllowedMethods {
-    fn from_spec(spec: &str) -> AllowedMethods {
+struct Template {
+    segments: Vec<String>,
+    methods: Vec<String>,
+    label: &'static str,
+}
+
+impl Templates {
+    pub(crate) fn from_spec(spec: &str) -> Templates {
         let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
         let paths = spec["paths"]
             .as_object()
@@ -152,6 +251,8 @@ impl AllowedMethods {
                     .iter()
                     .map(|(template, operations)| {
                         let segments = template.split('/').map(str::to_owned).collect();
+                        // Made once per documented path, when the gateway starts.
+                        let label: &'static str = Box::leak(template.clone().into_boxed_str());
                         let methods = operations
                             .as_object()
                             .map(|operations| {
@@ -161,27 +262,67 @@ impl AllowedMethods {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        (segments, methods)
+                        Template {
+                            segments,
+                            methods,
+                            label,
+                        }
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        AllowedMethods {
+        let mut paths = paths;
+        paths.push(Template {
+            segments: vec![String::new(), "metrics".to_owned()],
+            methods: vec!["GET".to_owned()],
+            label: "/metrics",
+        });
+        Templates {
             paths: Arc::new(paths),
         }
     }
 
-    fn methods(&self, path: &str) -> Vec<String> {
+    fn find(&self, path: &str) -> Option<&Template> {
         let segments: Vec<&str> = path.split('/').collect();
-        self.paths
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template.iter().zip(&segments).all(|(expected, actual)| {
+        self.paths.iter().find(|template| {
+            template.segments.len() == segments.len()
+                && template
+                    .segments
+                    .iter()
+                    .zip(&segments)
+                    .all(|(expected, actual)| {
                         (expected.starts_with('{') && !actual.is_empty()) || expected == actual
                     })
-            })
-            .map(|(_, methods)| methods.clone())
+        })
+    }
+
+    fn methods(&self, path: &str) -> Vec<String> {
+        self.find(path)
+            .map(|template| template.methods.clone())
             .unwrap_or_default()
+    }
+
+    /// The documented template a router pattern (`/v1/sessions/:param0`) stands for, if any.
+    pub(crate) fn of_pattern(&self, pattern: &str) -> Option<&'static str> {
+        let segments: Vec<&str> = pattern.split('/').collect();
+        self.paths
+            .iter()
+            .find(|template| {
+                template.segments.len() == segments.len()
+                    && template
+                        .segments
+                        .iter()
+                        .zip(&segments)
+                        .all(|(expected, actual)| {
+                            let parameter = actual.starts_with([':', '*']);
+                            (expected.starts_with('{') && parameter) || expected == actual
+                        })
+            })
+            .map(|template| template.label)
+    }
+
+    /// The documented template `path` fits, if any.
+    pub(crate) fn template(&self, path: &str) -> Option<&'static str> {
+        self.find(path).map(|template| template.label)
     }
 }

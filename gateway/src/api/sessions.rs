@@ -19,10 +19,11 @@ use super::lenient::{
     WaitSeconds,
 };
 use super::limits::AppendRate;
-use super::stream::{Live, LiveResponse, Reader, Transport, gap_json};
+use super::stream::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
+use crate::metrics::Limit;
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
@@ -279,9 +280,10 @@ impl SessionsApi {
     /// Charges `events` appends to the caller's tenant, when appends are rate limited.
     fn take_appends(&self, principal: &Principal, events: usize) -> Result<(), ApiError> {
         match &self.append_rate {
-            Some(rate) => rate
-                .take(&principal.tenant, events)
-                .map_err(ApiError::rate_limited),
+            Some(rate) => rate.take(&principal.tenant, events).map_err(|wait| {
+                self.live.metrics.limited(Limit::AppendRate);
+                ApiError::rate_limited(wait)
+            }),
             None => Ok(()),
         }
     }
@@ -600,10 +602,10 @@ impl SessionsApi {
         )?;
         let id = self.session_for(&principal, &id, Scope::Read).await?;
         let start = self.log.open_tail(&id, cursor).await?;
-        let gap = start.gap.map(|gap| gap_json(&gap));
         let reader = Reader {
+            feed: Feed::Session,
             cursor: start.cursor,
-            gap,
+            gap: start.gap,
             batch_size: batch_size as usize,
             contiguous: true,
             expires_at: principal.expires_at,
@@ -640,10 +642,18 @@ impl SessionsApi {
         let limit = input::bounded(Raw::raw(&limit), 1..=MAX_BATCH, 100, InvalidInput::Limit)?;
         let wait = input::bounded(Raw::raw(&wait), 0..=MAX_WAIT_SECONDS, 0, InvalidInput::Wait)?;
         let id = self.session_for(&principal, &id, Scope::Read).await?;
+        let metrics = &self.live.metrics;
+        let long_poll = (wait > 0).then(|| metrics.long_poll());
         let page = self
             .log
             .read_page_waiting(&id, cursor, limit as usize, Duration::from_secs(wait))
             .await?;
+        if let Some(long_poll) = long_poll {
+            long_poll.sent(page.events.len());
+        }
+        if let Some(gap) = &page.gap {
+            metrics.gap(gap_reason(gap.reason));
+        }
         let events = page
             .events
             .iter()

@@ -18,9 +18,11 @@ use tracing::{debug, warn};
 use super::error::{ApiError, ErrorCode};
 use super::limits::{TailPermit, TailQuota};
 use crate::figures::{Figures, OpenTail};
+use crate::metrics::{self, Disconnect, Limit, LiveStream, Metrics};
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input;
+use crate::sessions::model::{Gap, GapReason};
 use crate::shutdown::Shutdown;
 use crate::tail::{Follow, Positioned, TailItem};
 
@@ -118,14 +120,20 @@ impl Transport {
             }
             Transport::ServerSentEvents => {
                 let (frames, queued) = mpsc::channel(options.buffer + 1);
+                let sent = holder.stream.clone();
                 tokio::spawn(async move {
-                    produce(items, frames, options.stall_timeout, sse_frames).await;
+                    let stream = &holder.stream;
+                    produce(items, frames, options.stall_timeout, sse_frames, stream).await;
                     drop(holder);
                 });
-                let body = futures::stream::unfold(queued, |mut queued| async move {
-                    let frame = queued.recv().await?;
-                    Some((Ok::<_, std::io::Error>(frame), queued))
-                });
+                // The body counts what it hands to the connection; it ends after the producer's
+                // last frame, or is dropped when the client goes away.
+                let body =
+                    futures::stream::unfold((queued, sent), |(mut queued, sent)| async move {
+                        let (frame, events) = queued.recv().await?;
+                        sent.sent(events);
+                        Some((Ok::<_, std::io::Error>(frame), (queued, sent)))
+                    });
                 LiveResponse(
                     Response::builder()
                         .content_type("text/event-stream")
@@ -142,6 +150,7 @@ impl Transport {
 #[derive(Clone)]
 pub struct Live {
     pub figures: Arc<Figures>,
+    pub metrics: Arc<Metrics>,
     pub tail_quota: Arc<TailQuota>,
     pub ping_interval: std::time::Duration,
     pub buffer: usize,
@@ -161,6 +170,7 @@ impl Live {
         S: Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
     {
         let Reader {
+            feed,
             cursor,
             gap,
             batch_size,
@@ -170,6 +180,7 @@ impl Live {
         } = reader;
         let permit = match holder {
             Some(holder) => Some(self.tail_quota.acquire(&holder).ok_or_else(|| {
+                self.metrics.limited(Limit::TailsPerToken);
                 ApiError::new(
                     ErrorCode::TooManyTails,
                     "This token holds as many live streams as it may; close one first",
@@ -177,6 +188,12 @@ impl Live {
             })?),
             None => None,
         };
+        let transport_label = match (feed, &transport) {
+            (Feed::Lifecycle, _) => metrics::Transport::Lifecycle,
+            (Feed::Session, Transport::WebSocket(_)) => metrics::Transport::WebSocket,
+            (Feed::Session, Transport::ServerSentEvents) => metrics::Transport::Sse,
+        };
+        let gap = gap.map(|gap| (gap.reason, gap_json(&gap)));
         // The token's expiry as a deadline on this process's clock.
         let expires_at = expires_at.map(|at| {
             let left = at
@@ -201,6 +218,7 @@ impl Live {
             stall_timeout: self.stall_timeout,
         };
         let holder = Holder {
+            stream: Arc::new(self.metrics.live_stream(transport_label)),
             _shutdown: self.shutdown.clone(),
             _open: self.figures.tail_opened(),
             _permit: permit,
@@ -209,12 +227,22 @@ impl Live {
     }
 }
 
+/// Which log a reader follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// A session's events.
+    Session,
+    /// The lifecycle feed.
+    Lifecycle,
+}
+
 /// Where and how one reader follows a log.
 pub struct Reader {
+    pub feed: Feed,
     /// Deliver entries after this position.
     pub cursor: u64,
     /// Announced before any entry.
-    pub gap: Option<Bytes>,
+    pub gap: Option<Gap>,
     pub batch_size: usize,
     /// Positions are consecutive, so a jump is announced as a gap.
     pub contiguous: bool,
@@ -224,9 +252,10 @@ pub struct Reader {
     pub holder: Option<String>,
 }
 
-/// Held by a live connection until its last frame is written: shutdown waits for it, and the
-/// system page counts it.
+/// Held by a live connection until its last frame is written: shutdown waits for it, the
+/// system page and the metrics count it.
 struct Holder {
+    stream: Arc<LiveStream>,
     _shutdown: Shutdown,
     _open: OpenTail,
     _permit: Option<TailPermit>,
@@ -243,16 +272,17 @@ pub struct LiveOptions {
     pub stall_timeout: std::time::Duration,
 }
 
-/// What one tail item becomes on the wire, and whether it is the last.
+/// What one tail item becomes on the wire (each frame with the number of events it carries),
+/// and whether it is the last.
 struct Frames<F> {
-    frames: Vec<F>,
+    frames: Vec<(F, usize)>,
     last: bool,
 }
 
 impl<F> Frames<F> {
     fn one(frame: F, last: bool) -> Frames<F> {
         Frames {
-            frames: vec![frame],
+            frames: vec![(frame, 0)],
             last,
         }
     }
@@ -268,9 +298,10 @@ enum Outcome {
 /// frame needs two free slots, so the slot for that last frame is always there.
 async fn produce<S, F>(
     items: S,
-    queue: mpsc::Sender<F>,
+    queue: mpsc::Sender<(F, usize)>,
     stall_timeout: std::time::Duration,
     render: impl Fn(Outcome) -> Frames<F>,
+    stream: &LiveStream,
 ) where
     S: Stream<Item = Result<TailItem, StoreError>>,
 {
@@ -282,6 +313,13 @@ async fn produce<S, F>(
             () = queue.closed() => return,
         };
         let Some(item) = item else { return };
+        match &item {
+            Ok(TailItem::Gap(reason, _)) => stream.gap(gap_reason(*reason)),
+            Ok(TailItem::TokenExpired) => stream.ends(Disconnect::TokenExpired),
+            Ok(TailItem::ShuttingDown) => stream.ends(Disconnect::Shutdown),
+            Err(_) => stream.ends(Disconnect::StorageError),
+            Ok(TailItem::Entries(_) | TailItem::Heartbeat) => {}
+        }
         let rendered = render(Outcome::Item(item));
         for frame in rendered.frames {
             // A queue with room takes the frame at once, without arming the stall timer.
@@ -300,6 +338,7 @@ async fn produce<S, F>(
                 }
                 Ok(Err(_)) => return, // The reader is gone.
                 Err(_) => {
+                    stream.ends(Disconnect::SlowReader);
                     for overflow in render(Outcome::TooSlow).frames {
                         let _ = queue.try_send(overflow);
                     }
@@ -315,13 +354,13 @@ async fn produce<S, F>(
 
 fn sse_frames(outcome: Outcome) -> Frames<String> {
     match outcome {
-        Outcome::Item(Ok(TailItem::Gap(gap))) => {
+        Outcome::Item(Ok(TailItem::Gap(_, gap))) => {
             Frames::one(format!("event: gap\ndata: {}\n\n", String::from_utf8_lossy(&gap)), false)
         }
         Outcome::Item(Ok(TailItem::Entries(entries))) => Frames {
             frames: entries
                 .iter()
-                .map(|entry| format!("id: {}\ndata: {}\n\n", entry.position, String::from_utf8_lossy(&entry.json)))
+                .map(|entry| (format!("id: {}\ndata: {}\n\n", entry.position, String::from_utf8_lossy(&entry.json)), 1))
                 .collect(),
             last: false,
         },
@@ -356,7 +395,7 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
         Frames::one(Message::close_with(CloseCode::from(code), reason), true)
     };
     match outcome {
-        Outcome::Item(Ok(TailItem::Gap(gap))) => Frames::one(text(gap.to_vec()), false),
+        Outcome::Item(Ok(TailItem::Gap(_, gap))) => Frames::one(text(gap.to_vec()), false),
         Outcome::Item(Ok(TailItem::Entries(entries))) if arrays => {
             let mut array = Vec::with_capacity(
                 entries
@@ -373,12 +412,15 @@ fn websocket_frames(outcome: Outcome, arrays: bool) -> Frames<Message> {
                 array.extend_from_slice(&entry.json);
             }
             array.push(b']');
-            Frames::one(text(array), false)
+            Frames {
+                frames: vec![(text(array), entries.len())],
+                last: false,
+            }
         }
         Outcome::Item(Ok(TailItem::Entries(entries))) => Frames {
             frames: entries
                 .iter()
-                .map(|entry| text(entry.json.to_vec()))
+                .map(|entry| (text(entry.json.to_vec()), 1))
                 .collect(),
             last: false,
         },
@@ -416,18 +458,17 @@ async fn serve_websocket(
     socket: WebSocketStream,
     items: impl Stream<Item = Result<TailItem, StoreError>> + Send + 'static,
     options: LiveOptions,
-    _holder: Holder,
+    holder: Holder,
 ) {
     let (frames, mut queued) = mpsc::channel(options.buffer + 1);
+    let stream = holder.stream.clone();
     // The producer, the writer and the watcher of the client's side are tasks of their own, so
     // that each event wakes only the producer and then the writer, and sending a frame never
     // polls the socket's read side; one task for all of them re-polled every part per frame.
-    let producer = tokio::spawn(produce(
-        items,
-        frames,
-        options.stall_timeout,
-        move |outcome| websocket_frames(outcome, options.arrays),
-    ));
+    let producer = tokio::spawn(async move {
+        let render = move |outcome| websocket_frames(outcome, options.arrays);
+        produce(items, frames, options.stall_timeout, render, &stream).await;
+    });
     let _stop_producing = AbortOnDrop(producer);
     let (mut outgoing, incoming) = socket.split();
     let (went_away, mut gone) = oneshot::channel();
@@ -439,7 +480,7 @@ async fn serve_websocket(
     loop {
         tokio::select! {
             frame = queued.recv() => {
-                let Some(frame) = frame else { return };
+                let Some((frame, events)) = frame else { return };
                 let closing = matches!(frame, Message::Close(_));
                 // A reader that takes nothing for this long is gone; dropping the connection
                 // frees what it holds. Most writes complete at once; only one that waits
@@ -450,8 +491,15 @@ async fn serve_websocket(
                     None => tokio::time::timeout(WRITE_TIMEOUT, sending).await,
                 };
                 match sent {
-                    Ok(Ok(())) if !closing => {}
-                    _ => return,
+                    Ok(Ok(())) => holder.stream.sent(events),
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        holder.stream.ends(Disconnect::SlowReader);
+                        return;
+                    }
+                }
+                if closing {
+                    return;
                 }
             }
             _ = &mut gone => {
@@ -478,8 +526,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The metrics' name for a gap's reason.
+pub(crate) fn gap_reason(reason: GapReason) -> metrics::GapReason {
+    match reason {
+        GapReason::CursorExpired => metrics::GapReason::CursorExpired,
+        GapReason::ResumeInvalidated => metrics::GapReason::ResumeInvalidated,
+    }
+}
+
 /// A gap as its own frame: `{"type": "gap", "reason": …, …}`.
-pub(crate) fn gap_json(gap: &crate::sessions::model::Gap) -> Bytes {
+pub(crate) fn gap_json(gap: &Gap) -> Bytes {
     // Plain numbers and strings always serialize.
     serde_json::to_vec(gap).unwrap_or_default().into()
 }

@@ -25,7 +25,7 @@ pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, Re
 pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
-pub use system::{ServerFigures, StreamFigures};
+pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
 /// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes

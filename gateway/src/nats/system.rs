@@ -15,6 +15,18 @@ pub struct ServerFigures {
     pub peers: Vec<String>,
 }
 
+/// The NATS connection's state and what went through it, since the gateway started.
+#[derive(Debug, Clone, Copy)]
+pub struct Traffic {
+    pub connected: bool,
+    /// Connections made, the first included.
+    pub connects: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub sent_messages: u64,
+    pub received_messages: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamFigures {
     pub name: String,
@@ -36,6 +48,20 @@ impl Store {
             version: info.version,
             address: format!("{}:{}", info.host, info.port),
             peers: info.connect_urls,
+        }
+    }
+
+    /// Read from the client's own counters: no call to NATS.
+    pub fn traffic(&self) -> Traffic {
+        let statistics = self.client.statistics();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        Traffic {
+            connected: self.client.connection_state() == State::Connected,
+            connects: statistics.connects.load(relaxed),
+            sent_bytes: statistics.out_bytes.load(relaxed),
+            received_bytes: statistics.in_bytes.load(relaxed),
+            sent_messages: statistics.out_messages.load(relaxed),
+            received_messages: statistics.in_messages.load(relaxed),
         }
     }
 

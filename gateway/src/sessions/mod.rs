@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use lru::LruCache;
 
+use crate::metrics::{AppendOutcome, Metrics};
 use crate::nats::{CreateSessionFailure, Head, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
@@ -79,10 +80,12 @@ pub struct SessionLog {
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
     fanout: Arc<Fanout>,
+    /// Appends by outcome, and what the writers count: commits, their sizes, retries.
+    metrics: Arc<Metrics>,
 }
 
 impl SessionLog {
-    pub fn new(store: Arc<Store>, cache_size: usize) -> SessionLog {
+    pub fn new(store: Arc<Store>, cache_size: usize, metrics: Arc<Metrics>) -> SessionLog {
         let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
         let store_incarnation = store.incarnation();
         SessionLog {
@@ -91,6 +94,7 @@ impl SessionLog {
             states: Mutex::new(LruCache::new(capacity)),
             owners: Mutex::new(LruCache::new(capacity)),
             cached_incarnation: AtomicU64::new(store_incarnation),
+            metrics,
         }
     }
 
@@ -171,10 +175,21 @@ impl SessionLog {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Appended>, AppendError> {
         let writer = self.writer(id);
-        let appended = writer.append(&self.store, id, events).await;
+        let count = events.len();
+        let appended = writer.append(&self.store, &self.metrics, id, events).await;
         if let Err(AppendError::SessionNotFound(_)) = appended {
             // Unknown ids must not crowd real sessions out of the cache.
             self.forget(id);
+        }
+        match &appended {
+            Ok(answers) => {
+                let deduped = answers.iter().filter(|answer| answer.deduped).count();
+                self.metrics.appends(AppendOutcome::Deduped, deduped);
+                self.metrics
+                    .appends(AppendOutcome::Appended, answers.len() - deduped);
+            }
+            Err(AppendError::Store(_)) => self.metrics.appends(AppendOutcome::Failed, count),
+            Err(_) => self.metrics.appends(AppendOutcome::Rejected, count),
         }
         appended
     }

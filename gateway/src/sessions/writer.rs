@@ -23,6 +23,7 @@ use super::error::AppendError;
 use super::lock;
 use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
 use super::state::{Decision, Discontinuity, Overlay, Rejection, SessionState, Snapshot};
+use crate::metrics::{Metrics, Retry};
 use crate::nats::{AppendFailure, Head, OpenBatch, PendingAppend, Store, StoreError, StoredEvent};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
@@ -84,6 +85,7 @@ impl Writer {
     pub async fn append(
         self: &Arc<Self>,
         store: &Arc<Store>,
+        metrics: &Arc<Metrics>,
         id: &SessionId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Appended>, AppendError> {
@@ -105,6 +107,7 @@ impl Writer {
             let handoff = Handoff(Some(Committer {
                 writer: self.clone(),
                 store: store.clone(),
+                metrics: metrics.clone(),
                 id: id.clone(),
             }));
             if let Some(committer) = &handoff.0 {
@@ -122,6 +125,7 @@ impl Writer {
 struct Committer {
     writer: Arc<Writer>,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     id: SessionId,
 }
 
@@ -315,6 +319,8 @@ impl Committer {
         match committed {
             Ok(last_stream_seq) => {
                 let answered = group.len();
+                let events = group.iter().flat_map(appended).count();
+                self.metrics.committed(events, committing.elapsed());
                 let waiting = self.committed(state, last_stream_seq, group);
                 Gathering::after(answered, waiting, committing)
             }
@@ -334,9 +340,12 @@ impl Committer {
             Err(failure) => {
                 debug!(session.id = %self.id, "a streamed batch to {} failed: {failure}", self.id);
                 requeue(group, &mut lock(&self.writer.queue).requests);
+                let before = state.stream_seq();
                 if let Err(err) = catch_up(&self.store, &self.id, state).await {
                     debug!(session.id = %self.id, "could not catch up with {}: {err}", self.id);
                 }
+                self.metrics
+                    .retried(retry_reason(&failure, before, state.stream_seq()));
                 Gathering::default()
             }
         }
@@ -394,9 +403,11 @@ impl Committer {
                     requeue(group, &mut pending);
                     attempt += 1;
                     let before = state.stream_seq();
+                    let duplicate = matches!(failure, AppendFailure::Duplicate { .. });
                     match failure {
                         AppendFailure::TooLarge if grouped => {
                             // Only the request too large for NATS is refused.
+                            self.metrics.retried(Retry::TooLarge);
                             singly = true;
                             continue;
                         }
@@ -421,6 +432,11 @@ impl Committer {
                         return Err((err.into(), pending));
                     }
                     fresh = true;
+                    self.metrics.retried(match duplicate {
+                        true => Retry::Timeout,
+                        false if state.stream_seq() != before => Retry::LostRace,
+                        false => Retry::Transient,
+                    });
                     if state.stream_seq() == before {
                         // Nothing new: not a lost race but a transient refusal (a replica
                         // behind, or JetStream holding too many open batches on the stream).
@@ -550,6 +566,7 @@ impl Committer {
                 appends.push(append?);
             }
         }
+        let sending = Instant::now();
         let last_stream_seq = match appends.as_slice() {
             // A duplicate means this very decision was stored before (a retry after a
             // timeout): the catch-up that follows finds it and answers from it.
@@ -557,6 +574,7 @@ impl Committer {
             batch => self.store.append_batch(&self.id, batch).await?,
         };
         let count = appends.len();
+        self.metrics.committed(count, sending.elapsed());
         debug!(session.id = %self.id, events = count, "appended {count} events to session {}", self.id);
         Ok(last_stream_seq)
     }
@@ -584,6 +602,17 @@ impl Committer {
             let _ = decided.request.reply.send(Ok(decided.answers));
         }
         waiting
+    }
+}
+
+/// Why a commit refused with `failure` is decided again, given the state's stream sequence
+/// before and after the catch-up that followed.
+fn retry_reason(failure: &AppendFailure, before: u64, after: u64) -> Retry {
+    match failure {
+        AppendFailure::TooLarge => Retry::TooLarge,
+        AppendFailure::Duplicate { .. } => Retry::Timeout,
+        AppendFailure::Stale | AppendFailure::Store(_) if after != before => Retry::LostRace,
+        AppendFailure::Stale | AppendFailure::Store(_) => Retry::Transient,
     }
 }
 

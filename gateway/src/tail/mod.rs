@@ -11,6 +11,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::nats::StoreError;
+use crate::sessions::model::GapReason;
 use crate::shutdown::Shutdown;
 
 /// One entry of a log, as a reader receives it: its position (the cursor to resume after)
@@ -23,8 +24,8 @@ pub struct Positioned {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TailItem {
-    /// The reader does not continue right after its cursor (a `gap` JSON object); first, if at all.
-    Gap(Bytes),
+    /// The reader does not continue right after its cursor: why, and the `gap` JSON object.
+    Gap(GapReason, Bytes),
     /// One to `batch_size` entries that were ready together, in order.
     Entries(Vec<Positioned>),
     /// Nothing happened for a ping interval: a chance to check the connection is alive.
@@ -39,8 +40,8 @@ pub enum TailItem {
 pub struct Follow {
     /// Deliver entries after this position.
     pub cursor: u64,
-    /// Announced before any entry.
-    pub gap: Option<Bytes>,
+    /// Announced before any entry: why, and the `gap` JSON object.
+    pub gap: Option<(GapReason, Bytes)>,
     /// Positions are consecutive (a session's seqs), so a jump means retention dropped
     /// entries the reader never got, and it is told with a `gap`. Lifecycle positions are
     /// sparse by nature.
@@ -97,7 +98,11 @@ where
         before_gap: None,
         after_gap: None,
     };
-    let gap = follower.follow.gap.take().map(|gap| Ok(TailItem::Gap(gap)));
+    let gap = follower
+        .follow
+        .gap
+        .take()
+        .map(|(reason, gap)| Ok(TailItem::Gap(reason, gap)));
     let items = futures::stream::unfold(follower, |mut follower| async move {
         if follower.finished {
             return None;
@@ -105,7 +110,7 @@ where
         let item = follower.next_item().await;
         follower.finished = !matches!(
             item,
-            Ok(TailItem::Entries(_) | TailItem::Heartbeat | TailItem::Gap(_))
+            Ok(TailItem::Entries(_) | TailItem::Heartbeat | TailItem::Gap(..))
         );
         Some((item, follower))
     });
@@ -121,7 +126,7 @@ where
             let gap = self.gap_before(&entry);
             self.after_gap = Some(entry);
             if let Some(gap) = gap {
-                return Ok(TailItem::Gap(gap));
+                return Ok(TailItem::Gap(GapReason::CursorExpired, gap));
             }
         }
         if let Some(entry) = self.after_gap.take() {
@@ -141,7 +146,7 @@ where
                     self.quiet_since = Instant::now();
                     if let Some(gap) = self.gap_before(&first) {
                         self.after_gap = Some(first);
-                        return Ok(TailItem::Gap(gap));
+                        return Ok(TailItem::Gap(GapReason::CursorExpired, gap));
                     }
                     return self.batch_from(first);
                 }
@@ -233,7 +238,12 @@ mod tests {
         let (trigger, shutdown) = Shutdown::new();
         let follow = Follow {
             cursor,
-            gap: gap.map(|gap| Bytes::from_static(gap.as_bytes())),
+            gap: gap.map(|gap| {
+                (
+                    GapReason::ResumeInvalidated,
+                    Bytes::from_static(gap.as_bytes()),
+                )
+            }),
             batch_size,
             contiguous: true,
             idle: Duration::from_secs(3600),
@@ -266,7 +276,7 @@ mod tests {
         let (options, _trigger) = follow_from(0, 10, None);
         let mut items = Box::pin(follow(entries(&[1, 2, 6, 7]), options));
         assert_eq!(positions(&items.next().await.unwrap().unwrap()), vec![1, 2]);
-        let Some(Ok(TailItem::Gap(gap))) = items.next().await else {
+        let Some(Ok(TailItem::Gap(GapReason::CursorExpired, gap))) = items.next().await else {
             panic!("expected a gap")
         };
         let gap: serde_json::Value = serde_json::from_slice(&gap).unwrap();
@@ -281,7 +291,7 @@ mod tests {
     async fn the_gap_comes_first_and_shutdown_ends_the_stream() {
         let (options, trigger) = follow_from(0, 1, Some("{\"type\":\"gap\"}"));
         let mut items = Box::pin(follow(entries(&[1]), options));
-        assert!(matches!(items.next().await, Some(Ok(TailItem::Gap(_)))));
+        assert!(matches!(items.next().await, Some(Ok(TailItem::Gap(..)))));
         assert_eq!(positions(&items.next().await.unwrap().unwrap()), vec![1]);
         trigger.trigger();
         assert!(matches!(
