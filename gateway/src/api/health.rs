@@ -39,7 +39,8 @@ impl HealthApi {
     ///
     /// Always 200 `{"status": "ok"}` while the process answers HTTP. It does not look at NATS, so
     /// use it as a liveness probe (restart the process when it fails), not to decide where to send
-    /// traffic: that is `/health/ready`. Never authenticated.
+    /// traffic: that is `/health/ready`. Never authenticated. With `STARCITE_OPS_LISTEN` set it is
+    /// served on that address only, beside `/metrics`, and this address answers 404.
     #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
     async fn live(&self) -> Json<HealthStatus> {
         Json(HealthStatus {
@@ -56,7 +57,8 @@ impl HealthApi {
     /// and is being created again) or `catalog_loading`; meanwhile requests to `/v1` may be
     /// answered 503 too. Send traffic to a gateway only while it answers 200. The answer comes from
     /// the gateway's own state, without a call to NATS, so polling it often costs nothing. Never
-    /// authenticated.
+    /// authenticated. With `STARCITE_OPS_LISTEN` set it is served on that address only, beside
+    /// `/metrics`, and this address answers 404.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self) -> ReadyResponse {
         match readiness(&self.store, &self.catalog) {
