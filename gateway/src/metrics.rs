@@ -521,6 +521,12 @@ pub struct StreamState {
     pub bytes: u64,
     pub subjects: u64,
     pub consumers: u64,
+    /// Replicas configured.
+    pub replicas: u64,
+    /// Replicas caught up with the leader, the leader included.
+    pub current_replicas: u64,
+    /// Each follower's server name and how many operations it is behind the leader.
+    pub follower_lag: Vec<(String, u64)>,
 }
 
 /// Writes one unlabelled metric.
@@ -598,7 +604,7 @@ impl Collector for State {
             return Ok(());
         }
         type Figure = fn(&StreamState) -> u64;
-        let figures: [(&str, &str, Figure); 4] = [
+        let figures: [(&str, &str, Figure); 6] = [
             (
                 "starcite_stream_messages",
                 "Messages stored in the stream (`events`: events; `sessions`: header versions).",
@@ -619,6 +625,16 @@ impl Collector for State {
                 "Consumers on the stream (replays in progress, catalog followers).",
                 |stream| stream.consumers,
             ),
+            (
+                "starcite_stream_replicas",
+                "Replicas the stream is configured with.",
+                |stream| stream.replicas,
+            ),
+            (
+                "starcite_stream_current_replicas",
+                "Replicas caught up with the stream's leader, the leader included (0: no leader).",
+                |stream| stream.current_replicas,
+            ),
         ];
         for (name, help, figure) in figures {
             let mut metric_encoder = encoder.encode_descriptor(
@@ -630,6 +646,19 @@ impl Collector for State {
             for (role, stream) in &self.storage {
                 let labels = [(StreamRole::NAME, role.value())];
                 gauge(figure(stream)).encode(metric_encoder.encode_family(&labels)?)?;
+            }
+        }
+        let mut metric_encoder = encoder.encode_descriptor(
+            "starcite_stream_follower_lag",
+            "Operations a follower replica is behind the stream's leader, by server (clustered \
+             streams only).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (role, stream) in &self.storage {
+            for (peer, lag) in &stream.follower_lag {
+                let labels = [(StreamRole::NAME, role.value()), ("peer", peer.as_str())];
+                gauge(*lag).encode(metric_encoder.encode_family(&labels)?)?;
             }
         }
         Ok(())
@@ -880,6 +909,9 @@ mod tests {
                     bytes: 2048,
                     subjects: 2,
                     consumers: 0,
+                    replicas: 3,
+                    current_replicas: 2,
+                    follower_lag: vec![("n2".into(), 0), ("n3".into(), 17)],
                 },
             )],
         };
@@ -891,6 +923,9 @@ mod tests {
             "starcite_catalog_sessions 7",
             "starcite_stream_messages{stream=\"events\"} 10",
             "starcite_stream_bytes{stream=\"events\"} 2048",
+            "starcite_stream_replicas{stream=\"events\"} 3",
+            "starcite_stream_current_replicas{stream=\"events\"} 2",
+            "starcite_stream_follower_lag{stream=\"events\",peer=\"n3\"} 17",
         ] {
             assert!(
                 text.lines().any(|got| got == line),

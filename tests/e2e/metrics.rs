@@ -12,7 +12,7 @@ use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricFamily, MetricsExposition, PrometheusType, PrometheusValue};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
-use starcite_tests::{TailFrame, TestGateway, TestNats, event};
+use starcite_tests::{TailFrame, TestCluster, TestGateway, TestNats, event};
 use tokio::sync::oneshot;
 
 /// One scrape, parsed.
@@ -326,6 +326,16 @@ async fn counters_move_by_exactly_what_was_done() {
         after.value("starcite_stream_subjects", &[("stream", "events")]),
         2.0
     );
+    for stream in ["events", "sessions"] {
+        assert_eq!(
+            after.value("starcite_stream_replicas", &[("stream", stream)]),
+            1.0
+        );
+        assert_eq!(
+            after.value("starcite_stream_current_replicas", &[("stream", stream)]),
+            1.0
+        );
+    }
     assert!(after.value("process_resident_memory_bytes", &[]) > 0.0);
     assert!(after.value("process_open_fds", &[]) > 0.0);
 
@@ -369,6 +379,9 @@ async fn every_documented_metric_is_exported_with_its_type() {
         ("starcite_stream_bytes", "gauge"),
         ("starcite_stream_subjects", "gauge"),
         ("starcite_stream_consumers", "gauge"),
+        ("starcite_stream_replicas", "gauge"),
+        ("starcite_stream_current_replicas", "gauge"),
+        ("starcite_stream_follower_lag", "gauge"),
         ("starcite_build_info", "gauge"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_virtual_memory_bytes", "gauge"),
@@ -502,4 +515,62 @@ async fn with_an_ops_listener_metrics_and_health_move_there() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_streams_replicas_and_followers_are_reported() {
+    let cluster = TestCluster::start().await;
+    let gateway = TestGateway::start_with(Config {
+        nats_urls: cluster.urls(),
+        stream_replicas: 3,
+        nats_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+    .await;
+    let id = gateway.create_session().await;
+    gateway.append_ok(&id, event("p", 1)).await;
+    cluster.wait_until_replicated("STARCITE_EVENTS").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = Metrics::scrape(&gateway.client, &gateway.base_url).await;
+        if metrics.value("starcite_stream_current_replicas", &[("stream", "events")]) == 3.0 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never all caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for stream in ["events", "sessions"] {
+        assert_eq!(
+            metrics.value("starcite_stream_replicas", &[("stream", stream)]),
+            3.0
+        );
+    }
+    let peers: Vec<String> = metrics
+        .0
+        .families
+        .get("starcite_stream_follower_lag")
+        .unwrap()
+        .iter_samples()
+        .filter_map(|sample| {
+            let labels = sample.get_labelset().unwrap();
+            (labels.get_label_value("stream") == Some("events"))
+                .then(|| labels.get_label_value("peer").unwrap().to_owned())
+        })
+        .collect();
+    // The followers, named as the servers are.
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    let leader = cluster.stream_leader("STARCITE_EVENTS").await;
+    for peer in &peers {
+        assert_ne!(cluster.node_named(peer), leader, "{peer}");
+        assert_eq!(
+            metrics.value(
+                "starcite_stream_follower_lag",
+                &[("stream", "events"), ("peer", peer)]
+            ),
+            0.0
+        );
+    }
 }

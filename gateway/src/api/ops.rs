@@ -168,11 +168,28 @@ impl Endpoint for Scrape {
 }
 
 fn stream_state(figures: &StreamFigures) -> StreamState {
+    let followers = &figures.followers;
+    let current_followers = followers
+        .iter()
+        .filter(|follower| follower.current && !follower.offline)
+        .count();
+    // A stream on one server has no cluster to report: its one replica is the leader.
+    let leader = figures.leader.is_some() || figures.replicas <= 1;
     StreamState {
         messages: figures.messages,
         bytes: figures.bytes,
         subjects: figures.subjects,
         consumers: figures.consumers as u64,
+        replicas: figures.replicas as u64,
+        current_replicas: if leader {
+            1 + current_followers as u64
+        } else {
+            0
+        },
+        follower_lag: followers
+            .iter()
+            .map(|follower| (follower.name.clone(), follower.lag))
+            .collect(),
     }
 }
 

@@ -37,6 +37,20 @@ pub struct StreamFigures {
     pub replicas: usize,
     pub leader: Option<String>,
     pub cluster_peers: Vec<String>,
+    /// The replicas other than the leader, as the leader sees them.
+    pub followers: Vec<FollowerFigures>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FollowerFigures {
+    /// The server's name.
+    pub name: String,
+    /// Caught up with the leader.
+    pub current: bool,
+    /// Considered offline by the group.
+    pub offline: bool,
+    /// Operations it is behind the leader.
+    pub lag: u64,
 }
 
 impl Store {
@@ -84,6 +98,20 @@ fn figures(info: stream::Info) -> StreamFigures {
         consumers: info.state.consumer_count,
         replicas: info.config.num_replicas,
         leader: cluster.leader,
-        cluster_peers: cluster.replicas.into_iter().map(|peer| peer.name).collect(),
+        cluster_peers: cluster
+            .replicas
+            .iter()
+            .map(|peer| peer.name.clone())
+            .collect(),
+        followers: cluster
+            .replicas
+            .into_iter()
+            .map(|peer| FollowerFigures {
+                name: peer.name,
+                current: peer.current,
+                offline: peer.offline,
+                lag: peer.lag.unwrap_or_default(),
+            })
+            .collect(),
     }
 }
