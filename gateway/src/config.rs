@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::telemetry::LogFormat;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP and WebSocket API listens on.
@@ -57,6 +59,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// A `tracing` filter such as `info` or `gateway=debug,info`.
     pub log: String,
+    /// Log lines as text or JSON.
+    pub log_format: LogFormat,
     /// Serve the admin console at `/admin`.
     pub admin: bool,
     /// Signs console logins (with authentication on); every gateway needs the same one. Without
@@ -106,6 +110,7 @@ impl Default for Config {
             session_cache_size: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
             admin: true,
             admin_secret: None,
             auth_mode: AuthMode::None,
@@ -525,6 +530,22 @@ const SETTINGS: &[Setting] = &[
         },
         show: |config| config.log.clone(),
     },
+    Setting {
+        variable: "STARCITE_LOG_FORMAT",
+        flag: "--log-format",
+        apply: |config, raw| {
+            config.log_format = match raw {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(format!("expected `text` or `json`, got `{raw}`")),
+            };
+            Ok(())
+        },
+        show: |config| match config.log_format {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        },
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -910,6 +931,16 @@ mod tests {
         );
         let err = config(&[], &[("STARCITE_AUTH_MODE", "sometimes")]).unwrap_err();
         assert!(err.to_string().contains("STARCITE_AUTH_MODE"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let Ok(Invocation::Run(json)) = config(&[], &[("STARCITE_LOG_FORMAT", "json")]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(json.log_format, LogFormat::Json);
+        let err = config(&[], &[("STARCITE_LOG_FORMAT", "yaml")]).unwrap_err();
+        assert!(err.to_string().contains("STARCITE_LOG_FORMAT"), "{err}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    gateway::telemetry::init(&config.log);
+    let telemetry = gateway::telemetry::init(&config.log, config.log_format);
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -49,7 +49,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match gateway.serve_on(listener, ops, stop_signal()).await {
+    let served = gateway.serve_on(listener, ops, stop_signal()).await;
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("server failed: {err}");

@@ -118,7 +118,7 @@ async fn load_time(count: usize) {
 pub async fn run() {
     // Each gateway here outlives its NATS server, and would log every reconnect attempt over
     // the figures; errors still show (the first subscriber installed wins).
-    gateway::telemetry::init("error");
+    gateway::telemetry::init("error", gateway::telemetry::LogFormat::Text);
     for count in [100_000, 1_000_000] {
         index_memory(count);
     }

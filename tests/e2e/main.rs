@@ -24,3 +24,4 @@ mod reading;
 mod sessions;
 mod tail;
 mod topology;
+mod traces;

@@ -41,7 +41,7 @@ impl TestGateway {
 
     /// Starts without waiting for readiness (for tests of NATS being down).
     pub async fn spawn(config: Config) -> TestGateway {
-        gateway::telemetry::init("warn");
+        gateway::telemetry::init("warn", gateway::telemetry::LogFormat::Text);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         // The gateway's reqwest speaks TLS through rustls, whose crypto provider is installed

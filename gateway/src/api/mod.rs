@@ -9,6 +9,7 @@ mod limits;
 mod ops;
 mod sessions;
 pub(crate) mod stream;
+mod traces;
 
 use std::sync::Arc;
 use std::time::Duration;

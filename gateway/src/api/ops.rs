@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use tracing::Instrument;
 
 use super::Templates;
 use super::health::readiness;
+use super::traces;
 use crate::catalog::Catalog;
 use crate::metrics::{self, HttpLabels, Metrics, NatsState, StreamRole, StreamState};
 use crate::nats::{Store, StreamFigures};
@@ -98,7 +100,7 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Counts one request when its response is ready: by the route template the router matched
+/// Counts and traces one request when its response is ready: by the route template the router matched
 /// (or a 401 named before routing), else `unmatched`.
 pub async fn observe<E: Endpoint>(
     endpoint: E,
@@ -108,7 +110,8 @@ pub async fn observe<E: Endpoint>(
 ) -> Result<Response> {
     let started = Instant::now();
     let method = method_label(request.method());
-    let response = match endpoint.call(request).await {
+    let span = traces::request_span(&request);
+    let response = match endpoint.call(request).instrument(span.clone()).await {
         Ok(response) => response.into_response(),
         Err(err) => err.into_response(),
     };
@@ -125,6 +128,7 @@ pub async fn observe<E: Endpoint>(
         status: response.status().as_u16(),
     };
     metrics.http_request(&labels, started.elapsed());
+    traces::finish(&span, method, route, labels.status);
     Ok(response)
 }
 

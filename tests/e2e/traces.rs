@@ -1,0 +1,76 @@
+//! Traces: with an OTLP endpoint configured, the real gateway process sends one span per
+//! request to a collector, parented by the caller's `traceparent`.
+
+use std::path::Path;
+
+use serde_json::json;
+use starcite_tests::{GatewayProcess, TestCollector, TestNats, event, span_attribute};
+
+/// The caller's trace and span, as W3C Trace Context writes them.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[tokio::test]
+async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
+    let nats = TestNats::start();
+    let collector = TestCollector::start().await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_starcite-e2e"));
+    let gateway = GatewayProcess::start(
+        binary,
+        &nats,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/sessions", gateway.base_url))
+        .json(&json!({"id": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let appended = http
+        .post(format!("{}/v1/sessions/traced/append", gateway.base_url))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .json(&event("p", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 201);
+
+    let span = collector
+        .span("append request", |span| {
+            span_attribute(span, "http.route").as_deref() == Some("/v1/sessions/{id}/append")
+        })
+        .await;
+    assert_eq!(hex(&span.trace_id), TRACE_ID);
+    assert_eq!(hex(&span.parent_span_id), PARENT_SPAN_ID);
+    assert_eq!(span.name, "POST /v1/sessions/{id}/append");
+    assert_eq!(
+        span_attribute(&span, "starcite.session_id").as_deref(),
+        Some("traced")
+    );
+    assert_eq!(
+        span_attribute(&span, "http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        span_attribute(&span, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    // A request without a traceparent starts a trace of its own.
+    let create = collector
+        .span("create request", |span| {
+            span_attribute(span, "http.route").as_deref() == Some("/v1/sessions")
+        })
+        .await;
+    assert_ne!(hex(&create.trace_id), TRACE_ID);
+    assert!(create.parent_span_id.is_empty());
+}
