@@ -8,11 +8,14 @@
 //! `TRACE_TARGET`: with no collector and text logs nothing is interested in it, so they are
 //! never even created.
 
+use std::collections::HashMap;
+
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::prelude::*;
 
@@ -96,6 +99,40 @@ pub fn init(filter: &str, format: LogFormat) -> Telemetry {
         ]));
     }
     Telemetry { traces }
+}
+
+/// The W3C `traceparent` of `span` when it is traced: it rides with what the span stores, so
+/// that whoever reads it later can link back.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier);
+    });
+    carrier.remove("traceparent")
+}
+
+/// A span for handing one stored event to a live reader, linked to the span that stored it
+/// (`stored_by`, its `traceparent`): one trace shows an event from its producer to its readers.
+pub fn delivery_span(stored_by: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(target: TRACE_TARGET, "tail delivery", otel.kind = "consumer");
+    let Some(stored_by) = stored_by.filter(|_| !span.is_disabled()) else {
+        return span;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), stored_by.to_owned())]);
+    let context =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+    span
 }
 
 /// Whether the standard variables name an OTLP endpoint.

@@ -1,10 +1,11 @@
 //! Traces: with an OTLP endpoint configured, the real gateway process sends one span per
-//! request to a collector, parented by the caller's `traceparent`.
+//! request to a collector, parented by the caller's `traceparent`, a child span per JetStream
+//! commit, and a span per delivery to a live reader linked to the request that stored it.
 
 use std::path::Path;
 
 use serde_json::json;
-use starcite_tests::{GatewayProcess, TestCollector, TestNats, event, span_attribute};
+use starcite_tests::{GatewayProcess, TailClient, TestCollector, TestNats, event, span_attribute};
 
 /// The caller's trace and span, as W3C Trace Context writes them.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -36,6 +37,11 @@ async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    let tail_url = format!(
+        "{}/v1/sessions/traced/tail?cursor=0",
+        gateway.base_url.replacen("http", "ws", 1)
+    );
+    let mut tail = TailClient::connect(&tail_url).await;
     let appended = http
         .post(format!("{}/v1/sessions/traced/append", gateway.base_url))
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
@@ -65,6 +71,27 @@ async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
         span_attribute(&span, "http.response.status_code").as_deref(),
         Some("201")
     );
+    // The commit is a child of the request; the delivery to the tailer links back to it.
+    assert_eq!(tail.seqs(1).await, vec![1]);
+    let commit = collector
+        .span("commit", |span| span.name == "jetstream commit")
+        .await;
+    assert_eq!(hex(&commit.trace_id), TRACE_ID);
+    assert_eq!(commit.parent_span_id, span.span_id);
+    let delivery = collector
+        .span("delivery", |span| span.name == "tail delivery")
+        .await;
+    assert_ne!(
+        hex(&delivery.trace_id),
+        TRACE_ID,
+        "a delivery is a trace of its own"
+    );
+    let links: Vec<(String, String)> = delivery
+        .links
+        .iter()
+        .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+        .collect();
+    assert_eq!(links, vec![(TRACE_ID.to_owned(), hex(&span.span_id))]);
     // A request without a traceparent starts a trace of its own.
     let create = collector
         .span("create request", |span| {

@@ -25,6 +25,7 @@ use crate::sessions::input;
 use crate::sessions::model::{Gap, GapReason};
 use crate::shutdown::Shutdown;
 use crate::tail::{Follow, Positioned, TailItem};
+use crate::telemetry;
 
 /// The gateway is going away: reconnect, to any gateway, with the last position you processed.
 const GOING_AWAY: u16 = 1001;
@@ -318,7 +319,13 @@ async fn produce<S, F>(
             Ok(TailItem::TokenExpired) => stream.ends(Disconnect::TokenExpired),
             Ok(TailItem::ShuttingDown) => stream.ends(Disconnect::Shutdown),
             Err(_) => stream.ends(Disconnect::StorageError),
-            Ok(TailItem::Entries(_) | TailItem::Heartbeat) => {}
+            Ok(TailItem::Entries(entries)) => {
+                for entry in entries {
+                    // Closed at once: what it records is the hand-over and its link.
+                    drop(telemetry::delivery_span(entry.trace.as_deref()));
+                }
+            }
+            Ok(TailItem::Heartbeat) => {}
         }
         let rendered = render(Outcome::Item(item));
         for frame in rendered.frames {

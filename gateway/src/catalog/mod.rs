@@ -311,6 +311,7 @@ impl Catalog {
             .map_ok(|change| Positioned {
                 position: change.revision,
                 json: lifecycle_json(&change),
+                trace: None,
             });
         Ok(Box::pin(entries))
     }

@@ -1,5 +1,6 @@
 //! Session events on the stream: conditional appends, heads, catch-up reads and live feeds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -20,6 +21,8 @@ use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, Sessio
 const SEQ_HEADER: &str = "Starcite-Seq";
 /// The event's content hash, so a gateway rebuilding producer cursors need not recompute it.
 const HASH_HEADER: &str = "Starcite-Content-Hash";
+/// The W3C trace context of the request that stored the event, when it was traced.
+const TRACE_HEADER: &str = "traceparent";
 /// The header with a message's stream sequence, on Direct Get replies and republished copies.
 pub(super) const STREAM_SEQ_HEADER: &str = "Nats-Sequence";
 
@@ -38,6 +41,8 @@ pub struct PendingAppend<'a> {
     pub hash: &'a ContentHash,
     /// The event JSON exactly as tailers will receive it.
     pub body: Bytes,
+    /// The storing request's `traceparent`, when it is traced.
+    pub trace: Option<&'a str>,
 }
 
 /// An atomic batch being sent: each staged event goes out at once, so JetStream prepares the
@@ -124,6 +129,8 @@ pub struct StoredEvent {
     hash: ContentHash,
     /// The event JSON, byte for byte as stored.
     pub body: Bytes,
+    /// The `traceparent` of the request that stored it, if it was traced.
+    pub trace: Option<Arc<str>>,
 }
 
 /// The producer fields of a stored body; serde skips the rest.
@@ -153,11 +160,15 @@ impl StoredEvent {
             ))
         })?;
         let hash = ContentHash::from_hex(header(HASH_HEADER)?);
+        let trace = headers
+            .and_then(|headers| headers.get(TRACE_HEADER))
+            .map(|value| Arc::from(value.as_str()));
         Ok(StoredEvent {
             stream_seq,
             seq,
             hash,
             body,
+            trace,
         })
     }
 
@@ -566,6 +577,9 @@ fn event_headers(append: &PendingAppend<'_>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(SEQ_HEADER, append.seq.to_string().as_str());
     headers.insert(HASH_HEADER, append.hash.as_str());
+    if let Some(trace) = append.trace {
+        headers.insert(TRACE_HEADER, trace);
+    }
     headers
 }
 

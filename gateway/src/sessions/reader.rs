@@ -157,6 +157,7 @@ impl Reader {
         Some(Positioned {
             position: event.seq,
             json: event.body.clone(),
+            trace: event.trace.clone(),
         })
     }
 }

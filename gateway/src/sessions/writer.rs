@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::Appended;
 use super::error::AppendError;
@@ -25,6 +25,7 @@ use super::model::{self, ContentHash, Event, EventRecord, NewEvent, SessionId};
 use super::state::{Decision, Discontinuity, Overlay, Rejection, SessionState, Snapshot};
 use crate::metrics::{Metrics, Retry};
 use crate::nats::{AppendFailure, Head, OpenBatch, PendingAppend, Store, StoreError, StoredEvent};
+use crate::telemetry::{self, TRACE_TARGET};
 
 /// How many times one group re-decides after losing a race before giving up with a 503.
 const MAX_APPEND_ATTEMPTS: u32 = 32;
@@ -57,6 +58,10 @@ struct Request {
     events: Vec<NewEvent>,
     hashes: Vec<ContentHash>,
     reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+    /// The caller's span: commits of the request are its children.
+    span: tracing::Span,
+    /// The caller's `traceparent`, stored with each event, when it is traced.
+    trace: Option<String>,
 }
 
 #[derive(Default)]
@@ -96,10 +101,14 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = lock(&self.queue);
+            let span = tracing::Span::current();
+            let trace = telemetry::traceparent(&span);
             queue.requests.push_back(Request {
                 events,
                 hashes,
                 reply,
+                span,
+                trace,
             });
             !std::mem::replace(&mut queue.draining, true)
         };
@@ -244,7 +253,11 @@ impl Committer {
         };
         let answered = pending.len();
         let started = Instant::now();
-        match self.commit(&mut state, pending).await {
+        // A group's catch-ups and commits are traced under its first request.
+        let span = pending
+            .front()
+            .map_or_else(tracing::Span::none, |request| request.span.clone());
+        match self.commit(&mut state, pending).instrument(span).await {
             Ok(waiting) => Some(Gathering::after(answered, waiting, started)),
             Err((err, mut pending)) => {
                 // NATS did not answer: what queued meanwhile would only wait as long again.
@@ -307,15 +320,20 @@ impl Committer {
             return Gathering::default();
         };
         let committing = Instant::now();
-        let committed = match staging {
-            Err(failure) => Err(failure),
-            Ok(()) => match append_of(newest, expected_stream_seq, &model::timestamp_now()) {
-                Err(err) => Err(err.into()),
-                // One request alone is cheaper as a single conditional append.
-                Ok(append) if batch.staged() == 0 => self.store.append(&self.id, &append).await,
-                Ok(append) => batch.commit(&append).await,
-            },
-        };
+        let span = commit_span(&group, group.len());
+        let committed = async {
+            match staging {
+                Err(failure) => Err(failure),
+                Ok(()) => match append_of(newest, expected_stream_seq, &model::timestamp_now()) {
+                    Err(err) => Err(err.into()),
+                    // One request alone is cheaper as a single conditional append.
+                    Ok(append) if batch.staged() == 0 => self.store.append(&self.id, &append).await,
+                    Ok(append) => batch.commit(&append).await,
+                },
+            }
+        }
+        .instrument(span)
+        .await;
         match committed {
             Ok(last_stream_seq) => {
                 let answered = group.len();
@@ -567,11 +585,17 @@ impl Committer {
             }
         }
         let sending = Instant::now();
+        let span = commit_span(group, appends.len());
         let last_stream_seq = match appends.as_slice() {
             // A duplicate means this very decision was stored before (a retry after a
             // timeout): the catch-up that follows finds it and answers from it.
-            [single] => self.store.append(&self.id, single).await?,
-            batch => self.store.append_batch(&self.id, batch).await?,
+            [single] => self.store.append(&self.id, single).instrument(span).await?,
+            batch => {
+                self.store
+                    .append_batch(&self.id, batch)
+                    .instrument(span)
+                    .await?
+            }
         };
         let count = appends.len();
         self.metrics.committed(count, sending.elapsed());
@@ -614,6 +638,24 @@ fn retry_reason(failure: &AppendFailure, before: u64, after: u64) -> Retry {
         AppendFailure::Stale | AppendFailure::Store(_) if after != before => Retry::LostRace,
         AppendFailure::Stale | AppendFailure::Store(_) => Retry::Transient,
     }
+}
+
+/// The span of one JetStream commit: a child of the group's first request, following from
+/// the others.
+fn commit_span(group: &[Decided], events: usize) -> tracing::Span {
+    let Some((first, others)) = group.split_first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        parent: &first.request.span,
+        "jetstream commit",
+        events
+    );
+    for decided in others {
+        span.follows_from(&decided.request.span);
+    }
+    span
 }
 
 /// Puts a group that was not stored back at the front of `queue`, in order, to be decided
@@ -667,6 +709,7 @@ fn appends_of<'a>(
             content: &event.content,
             hash,
             body: body.into(),
+            trace: decided.request.trace.as_deref(),
         })
     })
 }
@@ -803,6 +846,15 @@ fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> {
 /// Brings the state to the stream leader's head of the session: afterwards it is exactly the
 /// fold of the log the stream holds now, or the catch-up fails.
 async fn catch_up(
+    store: &Store,
+    id: &SessionId,
+    state: &mut SessionState,
+) -> Result<(), StoreError> {
+    let span = tracing::info_span!(target: TRACE_TARGET, "jetstream catch-up");
+    follow_the_stream(store, id, state).instrument(span).await
+}
+
+async fn follow_the_stream(
     store: &Store,
     id: &SessionId,
     state: &mut SessionState,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use crate::shutdown::Shutdown;
 pub struct Positioned {
     pub position: u64,
     pub json: Bytes,
+    /// The `traceparent` of the request that stored the entry, when it was traced.
+    pub trace: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +227,7 @@ mod tests {
                 Ok(Positioned {
                     position,
                     json: Bytes::from(position.to_string()),
+                    trace: None,
                 })
             })
             .collect();
