@@ -115,3 +115,29 @@ document.addEventListener("DOMContentLoaded", () => {
 
   connect();
 });
+
+// The system page's charts: every few seconds fetch the fragment the gateway renders (askama
+// escapes everything in it) and swap it in; parsing it with DOMParser runs no script.
+document.addEventListener("DOMContentLoaded", () => {
+  const first = document.getElementById("charts");
+  if (!first) return;
+  const seconds = Math.max(1, Number(first.dataset.refreshSeconds) || 5);
+  const url = first.dataset.refreshUrl;
+  let busy = false;
+  setInterval(async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.getElementById("charts");
+      const current = document.getElementById("charts");
+      if (fresh && current) current.replaceWith(document.importNode(fresh, true));
+    } catch (error) {
+      console.warn("starcite: could not refresh the charts", error);
+    } finally {
+      busy = false;
+    }
+  }, seconds * 1000);
+});

@@ -139,6 +139,10 @@ pub struct SystemPage {
     pub events_stream: Vec<Figure>,
     pub sessions_bucket: Vec<Figure>,
     pub gateway: Vec<Figure>,
+    /// The last minutes' charts; the script swaps in `SystemCharts` from `charts.refresh_url`.
+    pub charts: Charts,
+    /// On a cluster: the events stream's and the sessions bucket's replicas.
+    pub nodes: Vec<NodeTable>,
 }
 
 impl SystemPage {
@@ -163,4 +167,248 @@ impl SystemPage {
 pub struct Figure {
     pub label: String,
     pub value: String,
+}
+
+/// The system page's charts alone, the fragment the page's script fetches to refresh them.
+#[derive(Debug, Clone, Template)]
+#[template(source = "{% include \"charts.html\" %}", ext = "html")]
+pub struct SystemCharts {
+    pub charts: Charts,
+}
+
+/// Charts over one time window, sampled every `interval_seconds`.
+#[derive(Debug, Clone)]
+pub struct Charts {
+    /// Where the script fetches a fresh `SystemCharts`.
+    pub refresh_url: String,
+    /// How often the script refreshes them.
+    pub refresh_seconds: u64,
+    /// When the newest sample was taken (Unix seconds), or 0 before the first.
+    pub sampled_at: u64,
+    pub window_label: String,
+    pub charts: Vec<Chart>,
+}
+
+/// One chart's series over a time window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    /// `(Unix seconds, value)`; `None` where there was nothing to measure (no line drawn).
+    pub values: Vec<(u64, Option<f64>)>,
+}
+
+/// One chart, laid out as an SVG: everything is computed here, the template only places it.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub id: String,
+    pub title: String,
+    pub unit: String,
+    /// No sample at all yet: the chart shows "no data yet" instead of lines.
+    pub empty: bool,
+    pub lines: Vec<Line>,
+    /// Value gridlines, bottom to top.
+    pub y_ticks: Vec<Tick>,
+    /// Time labels, oldest to now.
+    pub x_ticks: Vec<Tick>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub name: String,
+    /// Picks the series' colour: `series-0`, `series-1`, …
+    pub class: String,
+    /// Each run of two or more measured values as SVG polyline points, `x,y x,y …`.
+    pub segments: Vec<String>,
+    /// Each measured value alone between holes, drawn as a dot.
+    pub dots: Vec<Point>,
+    /// The newest value with its unit, or `—`.
+    pub latest: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub x: String,
+    pub y: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// The x or y coordinate in the chart's view box.
+    pub at: String,
+    pub label: String,
+}
+
+/// The chart's view box and its plot area inside it.
+pub const CHART_WIDTH: f64 = 600.0;
+pub const CHART_HEIGHT: f64 = 160.0;
+const PLOT_LEFT: f64 = 48.0;
+const PLOT_RIGHT: f64 = 592.0;
+const PLOT_TOP: f64 = 8.0;
+const PLOT_BOTTOM: f64 = 140.0;
+
+impl Chart {
+    /// Lays out `series` over the `window_seconds` before `now` (Unix seconds): time runs left
+    /// to right, values from 0 at the bottom to a round maximum at the top.
+    pub fn plot(
+        id: &str,
+        title: &str,
+        unit: &str,
+        now: u64,
+        window_seconds: u64,
+        series: Vec<Series>,
+    ) -> Chart {
+        let window = window_seconds.max(1) as f64;
+        let start = now.saturating_sub(window_seconds);
+        let empty = series.iter().all(|series| series.values.is_empty());
+        let highest = series
+            .iter()
+            .flat_map(|series| series.values.iter().filter_map(|(_, value)| *value))
+            .fold(0.0_f64, f64::max);
+        let top = round_up(highest);
+        let x = |at: u64| {
+            let offset = at.saturating_sub(start).min(window_seconds) as f64;
+            PLOT_LEFT + offset / window * (PLOT_RIGHT - PLOT_LEFT)
+        };
+        let y = |value: f64| PLOT_BOTTOM - value.clamp(0.0, top) / top * (PLOT_BOTTOM - PLOT_TOP);
+        let lines = series
+            .into_iter()
+            .enumerate()
+            .map(|(index, series)| {
+                let mut runs: Vec<Vec<Point>> = Vec::new();
+                let mut run = Vec::new();
+                for (at, value) in &series.values {
+                    match value {
+                        Some(value) if *at >= start => run.push(Point {
+                            x: format!("{:.1}", x(*at)),
+                            y: format!("{:.1}", y(*value)),
+                        }),
+                        _ => runs.push(std::mem::take(&mut run)),
+                    }
+                }
+                runs.push(run);
+                let mut segments = Vec::new();
+                let mut dots = Vec::new();
+                for mut run in runs {
+                    match run.len() {
+                        0 => {}
+                        1 => dots.append(&mut run),
+                        _ => segments.push(
+                            run.iter()
+                                .map(|point| format!("{},{}", point.x, point.y))
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        ),
+                    }
+                }
+                let latest = match series.values.last() {
+                    Some((_, Some(value))) => format!("{} {unit}", number(*value)),
+                    _ => "—".to_owned(),
+                };
+                Line {
+                    name: series.name,
+                    class: format!("series-{index}"),
+                    segments,
+                    dots,
+                    latest,
+                }
+            })
+            .collect();
+        let y_ticks = [0.0, 0.5, 1.0]
+            .into_iter()
+            .map(|share| Tick {
+                at: format!("{:.1}", y(top * share)),
+                label: number(top * share),
+            })
+            .collect();
+        let minutes = window_seconds / 60;
+        let x_ticks = (0..=3)
+            .map(|quarter| {
+                let ago = window_seconds - window_seconds * quarter / 3;
+                Tick {
+                    at: format!("{:.1}", x(now - ago.min(now))),
+                    label: if ago == 0 {
+                        "now".to_owned()
+                    } else if minutes > 0 {
+                        format!("−{} min", ago / 60)
+                    } else {
+                        format!("−{ago} s")
+                    },
+                }
+            })
+            .collect();
+        Chart {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            unit: unit.to_owned(),
+            empty,
+            lines,
+            y_ticks,
+            x_ticks,
+        }
+    }
+
+    pub fn width(&self) -> f64 {
+        CHART_WIDTH
+    }
+
+    pub fn height(&self) -> f64 {
+        CHART_HEIGHT
+    }
+
+    pub fn plot_left(&self) -> f64 {
+        PLOT_LEFT
+    }
+
+    pub fn plot_right(&self) -> f64 {
+        PLOT_RIGHT
+    }
+
+    pub fn label_y(&self) -> f64 {
+        CHART_HEIGHT - 4.0
+    }
+}
+
+/// The smallest 1, 2 or 5 times a power of ten at or above `value` (1 for nothing).
+fn round_up(value: f64) -> f64 {
+    if value <= 0.0 || !value.is_finite() {
+        return 1.0;
+    }
+    let power = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|step| step * power)
+        .find(|candidate| *candidate >= value * (1.0 - 1e-9))
+        .unwrap_or(10.0 * power)
+}
+
+/// A value for a label: whole numbers as such, others with up to three significant decimals.
+fn number(value: f64) -> String {
+    if value == value.trunc() && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        let decimals = if value.abs() >= 1.0 { 2 } else { 3 };
+        let text = format!("{value:.decimals$}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// A replicated stream's nodes as its leader sees them.
+#[derive(Debug, Clone)]
+pub struct NodeTable {
+    pub id: String,
+    pub title: String,
+    pub rows: Vec<NodeRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub name: String,
+    /// `leader` or `follower`.
+    pub role: String,
+    pub current: bool,
+    /// Operations behind the leader.
+    pub lag: u64,
+    pub offline: bool,
 }

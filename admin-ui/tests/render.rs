@@ -3,8 +3,8 @@
 //! right elements, and that the console needs nothing from the network.
 
 use admin_ui::{
-    EventRow, Figure, LiveFeed, SCRIPT, STYLESHEET, SessionPage, SessionRow, SessionsPage,
-    SystemPage,
+    Chart, Charts, EventRow, Figure, LiveFeed, NodeRow, NodeTable, Point, SCRIPT, STYLESHEET,
+    Series, SessionPage, SessionRow, SessionsPage, SystemCharts, SystemPage,
 };
 use askama::Template;
 
@@ -134,7 +134,59 @@ fn system_page() -> SystemPage {
         events_stream: figures("messages"),
         sessions_bucket: figures("keys"),
         gateway: figures("uptime"),
+        charts: charts(vec![known_chart()]),
+        nodes: vec![NodeTable {
+            id: "events-nodes".to_owned(),
+            title: "Events stream nodes".to_owned(),
+            rows: vec![
+                NodeRow {
+                    name: hostile("n1"),
+                    role: "leader".to_owned(),
+                    current: true,
+                    lag: 0,
+                    offline: false,
+                },
+                NodeRow {
+                    name: "n2".to_owned(),
+                    role: "follower".to_owned(),
+                    current: false,
+                    lag: 42,
+                    offline: true,
+                },
+            ],
+        }],
     }
+}
+
+fn charts(charts: Vec<Chart>) -> Charts {
+    Charts {
+        refresh_url: "/admin/system/charts".to_owned(),
+        refresh_seconds: 5,
+        sampled_at: 1_000,
+        window_label: "15m".to_owned(),
+        charts,
+    }
+}
+
+/// 10 appends/s at the window's start, 20/s half-way, 5/s now, with a hole before now; the
+/// window is 900 s ending at 1,000, so x runs 48..592 over 100..1,000 and y 140..8 over 0..20.
+fn known_chart() -> Chart {
+    Chart::plot(
+        "appends",
+        "Appends",
+        "events/s",
+        1_000,
+        900,
+        vec![Series {
+            name: "appended".to_owned(),
+            values: vec![
+                (100, Some(10.0)),
+                (550, Some(20.0)),
+                (775, None),
+                (1_000, Some(5.0)),
+            ],
+        }],
+    )
 }
 
 /// The text between the first `open` and the `close` after it.
@@ -377,7 +429,7 @@ fn script_builds_rows_like_the_template() {
 #[test]
 fn system_page_escapes_figures_and_marks_empty_sections() {
     let html = system_page().render().unwrap();
-    assert_inert(&html, 0);
+    assert_inert(&html, 1);
     for heading in ["NATS", "Events stream", "Sessions bucket", "Gateway"] {
         assert!(html.contains(&format!("-heading\">{heading}</h2>")));
     }
@@ -388,9 +440,135 @@ fn system_page_escapes_figures_and_marks_empty_sections() {
         events_stream: Vec::new(),
         sessions_bucket: figures("keys"),
         gateway: Vec::new(),
+        charts: charts(Vec::new()),
+        nodes: Vec::new(),
     };
     let html = page.render().unwrap();
     assert_eq!(html.matches("<p class=\"muted\">—</p>").count(), 3);
+    assert!(!html.contains("<table"), "no node table off a cluster");
+}
+
+#[test]
+fn a_known_series_gives_its_polyline_points_and_axis_labels() {
+    let chart = known_chart();
+    assert!(!chart.empty);
+    let line = &chart.lines[0];
+    // The hole splits the line: a run of two points, then one alone, drawn as a dot.
+    assert_eq!(
+        line.segments,
+        ["48.0,74.0 320.0,8.0"],
+        "points of {chart:?}"
+    );
+    assert_eq!(
+        line.dots,
+        [Point {
+            x: "592.0".to_owned(),
+            y: "107.0".to_owned()
+        }]
+    );
+    assert_eq!(line.latest, "5 events/s");
+    let y: Vec<(&str, &str)> = chart
+        .y_ticks
+        .iter()
+        .map(|tick| (tick.at.as_str(), tick.label.as_str()))
+        .collect();
+    assert_eq!(y, [("140.0", "0"), ("74.0", "10"), ("8.0", "20")]);
+    let x: Vec<(&str, &str)> = chart
+        .x_ticks
+        .iter()
+        .map(|tick| (tick.at.as_str(), tick.label.as_str()))
+        .collect();
+    assert_eq!(
+        x,
+        [
+            ("48.0", "−15 min"),
+            ("229.3", "−10 min"),
+            ("410.7", "−5 min"),
+            ("592.0", "now")
+        ]
+    );
+
+    let html = SystemCharts {
+        charts: charts(vec![chart]),
+    }
+    .render()
+    .unwrap();
+    assert!(html.starts_with("<section id=\"charts\""), "{html}");
+    assert!(html.contains("data-refresh-url=\"/admin/system/charts\""));
+    assert!(html.contains("<svg class=\"chart-svg\" viewBox=\"0 0 600 160\""));
+    assert!(html.contains("points=\"48.0,74.0 320.0,8.0\""));
+    assert!(html.contains("<circle class=\"dot series-0\" cx=\"592.0\" cy=\"107.0\""));
+    assert_eq!(html.matches("<polyline").count(), 1);
+    assert!(html.contains(">−15 min</text>"));
+    assert!(html.contains(">now</text>"));
+    assert!(html.contains(">20</text>"));
+    assert!(!html.contains("No data yet"));
+    assert_offline(&html);
+}
+
+#[test]
+fn an_empty_history_says_no_data_yet() {
+    let chart = Chart::plot(
+        "latency",
+        "Append latency",
+        "ms",
+        1_000,
+        900,
+        vec![
+            Series {
+                name: "p50".to_owned(),
+                values: Vec::new(),
+            },
+            Series {
+                name: "p99".to_owned(),
+                values: Vec::new(),
+            },
+        ],
+    );
+    assert!(chart.empty);
+    assert_eq!(chart.lines[0].latest, "—");
+    let html = SystemCharts {
+        charts: charts(vec![chart]),
+    }
+    .render()
+    .unwrap();
+    assert!(html.contains("No data yet"), "{html}");
+    assert!(!html.contains("<svg"));
+    assert!(!html.contains("<polyline"));
+}
+
+#[test]
+fn large_and_small_values_get_round_axes() {
+    let plot = |value: f64| {
+        Chart::plot(
+            "c",
+            "C",
+            "u",
+            10,
+            10,
+            vec![Series {
+                name: "s".to_owned(),
+                values: vec![(10, Some(value))],
+            }],
+        )
+    };
+    let top = |value| plot(value).y_ticks.last().unwrap().label.clone();
+    assert_eq!(top(0.0), "1");
+    assert_eq!(top(0.37), "0.5");
+    assert_eq!(top(3.0), "5");
+    assert_eq!(top(1234.0), "2000");
+    assert_eq!(plot(0.37).y_ticks[1].label, "0.25");
+}
+
+#[test]
+fn the_node_table_shows_leader_lag_and_offline_escaped() {
+    let html = system_page().render().unwrap();
+    let table = between(&html, "id=\"events-nodes\"", "</section>");
+    assert!(table.contains("Events stream nodes"));
+    assert_eq!(table.matches("<tr class=\"node\">").count(), 2);
+    assert!(table.contains("<td>leader</td><td>yes</td><td>0</td><td>online</td>"));
+    assert!(table.contains("<td>follower</td><td>no</td><td>42</td><td><span class=\"badge offline\">offline</span></td>"));
+    assert!(!table.contains("<script>alert(1)"));
 }
 
 #[test]

@@ -126,6 +126,7 @@ impl Gateway {
             catalog: self.catalog.clone(),
             store: self.store.clone(),
             figures: self.figures.clone(),
+            history: admin::History::start(self.metrics.clone()),
             sign_in,
         });
         let ops_stop = shutdown.clone();

@@ -248,6 +248,9 @@ pub struct Metrics {
     disconnects: ByLabel<Disconnect, Counter>,
     auth_failures: ByLabel<AuthFailure, Counter>,
     limited: ByLabel<Limit, Counter>,
+    /// Shares the append route's latency histogram and the request counters, encoded only
+    /// when the console's sampler asks for `totals` (never on a request's path).
+    sampled: Registry,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -343,6 +346,16 @@ impl Metrics {
             build,
         );
         registry.register_collector(Box::new(ProcessCollector));
+        let mut sampled = Registry::default();
+        sampled.register(
+            SAMPLED_LATENCY,
+            "",
+            http_duration.get_or_create_owned(&RouteLabels {
+                route: APPEND_ROUTE,
+                method: "POST",
+            }),
+        );
+        sampled.register(SAMPLED_REQUESTS, "", http_requests.clone());
         Metrics {
             registry,
             http_requests,
@@ -357,7 +370,52 @@ impl Metrics {
             disconnects,
             auth_failures,
             limited,
+            sampled,
         }
+    }
+
+    /// Every counter the console's charts follow, as totals since the gateway started; the
+    /// sampler turns two of them into rates.
+    pub fn totals(&self) -> Totals {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.sampled);
+        let mut live = [0; 4];
+        for (slot, transport) in live.iter_mut().zip(Transport::ALL) {
+            *slot = u64::try_from(self.live_streams.get(*transport).get()).unwrap_or_default();
+        }
+        let mut totals = Totals {
+            appended: self.appends.get(AppendOutcome::Appended).get(),
+            delivered: Transport::ALL
+                .iter()
+                .map(|transport| self.events_sent.get(*transport).get())
+                .sum(),
+            live,
+            ..Totals::default()
+        };
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if series.starts_with(SAMPLED_REQUESTS) && series.contains("status=\"5") {
+                totals.server_errors += value as u64;
+            } else if let Some(bound) = series
+                .strip_prefix(SAMPLED_LATENCY)
+                .and_then(|rest| rest.strip_prefix("_bucket{le=\""))
+                .and_then(|rest| rest.strip_suffix("\"}"))
+            {
+                let bound = if bound == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    bound.parse().unwrap_or(f64::INFINITY)
+                };
+                totals.append_latency.push((bound, value as u64));
+            }
+        }
+        totals
     }
 
     /// One HTTP request answered with `labels.status` after `elapsed`.
@@ -418,6 +476,26 @@ impl Metrics {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &scraped);
         text
     }
+}
+
+const APPEND_ROUTE: &str = "/v1/sessions/{id}/append";
+const SAMPLED_LATENCY: &str = "append_latency";
+const SAMPLED_REQUESTS: &str = "requests";
+
+/// Totals since the gateway started, read by the console's sampler (`admin::history`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// Events committed with a new seq.
+    pub appended: u64,
+    /// Events written to live readers, every transport.
+    pub delivered: u64,
+    /// Live readers open now, by transport (indexed as `Transport::ALL`).
+    pub live: [u64; 4],
+    /// HTTP responses with a 5xx status.
+    pub server_errors: u64,
+    /// The append route's latency histogram: `(upper bound in seconds, cumulative count)`,
+    /// ascending, the last bound infinite.
+    pub append_latency: Vec<(f64, u64)>,
 }
 
 impl Metrics {

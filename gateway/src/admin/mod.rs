@@ -1,6 +1,7 @@
 //! The admin console at `/admin`: domain -> `admin_ui` view models -> HTML. Pages that change
 //! state take a POST with a CSRF token (double-submit cookie, so any gateway can check it).
 
+pub mod history;
 mod login;
 mod pages;
 
@@ -18,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::figures::Figures;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
+pub use history::History;
 pub use login::SignIn;
 
 /// What the console reads from the rest of the gateway.
@@ -26,6 +28,8 @@ pub struct Admin {
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
     pub figures: Arc<Figures>,
+    /// The last minutes of the metrics, for the system page's charts.
+    pub history: Arc<History>,
     /// Present when the gateway requires tokens: the console then requires a sign-in.
     pub sign_in: Option<SignIn>,
 }
@@ -46,6 +50,7 @@ pub fn routes(admin: Admin, live: Live) -> BoxEndpoint<'static, Response> {
         .at("/sessions/:id/rename", post(rename))
         .at("/sessions/:id/:action", post(archive_action))
         .at("/system", get(system_page))
+        .at("/system/charts", get(system_charts))
         .at("/sessions/:id/live", get(live_feed))
         .around(move |endpoint, mut request| {
             let gate = gate.clone();
@@ -371,6 +376,15 @@ async fn system_page(request: &Request, admin: Data<&Arc<Admin>>) -> Response {
     let (token, new_token) = csrf_token(request);
     match pages::system(&admin).await {
         Ok(page) => html(page, &token, new_token),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The system page's charts alone, which its script fetches to refresh them.
+#[handler]
+fn system_charts(admin: Data<&Arc<Admin>>) -> Response {
+    match pages::system_charts(&admin) {
+        Ok(fragment) => html(fragment, "", false),
         Err(err) => err.into_response(),
     }
 }

@@ -1,8 +1,14 @@
 //! Reads what a page shows from the domain and fills its `admin_ui` view model.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use admin_ui::{EventRow, Figure, LiveFeed, SessionPage, SessionRow, SessionsPage, SystemPage};
+use admin_ui::{
+    Chart, Charts, EventRow, Figure, LiveFeed, NodeRow, NodeTable, Series, SessionPage, SessionRow,
+    SessionsPage, SystemCharts, SystemPage,
+};
+
+use super::history;
+use crate::metrics::{Label, Transport};
 use askama::Template;
 use poem::http::{StatusCode, header};
 use poem::{IntoResponse, Response};
@@ -445,8 +451,17 @@ pub async fn system(admin: &Admin) -> Result<String, PageError> {
             ),
         ]
     };
+    let mut nodes = Vec::new();
     let (events_stream, sessions_bucket) = match admin.store.storage().await {
-        Ok((events, sessions)) => (stream_figures(events), stream_figures(sessions)),
+        Ok((events, sessions)) => {
+            nodes.extend(node_table("events-nodes", "Events stream nodes", &events));
+            nodes.extend(node_table(
+                "sessions-nodes",
+                "Sessions bucket nodes",
+                &sessions,
+            ));
+            (stream_figures(events), stream_figures(sessions))
+        }
         Err(err) => {
             let unavailable = vec![figure("Status", format!("unavailable: {err}"))];
             (unavailable.clone(), unavailable)
@@ -468,6 +483,118 @@ pub async fn system(admin: &Admin) -> Result<String, PageError> {
         events_stream,
         sessions_bucket,
         gateway,
+        charts: charts(&admin.history.samples()),
+        nodes,
     }
     .render()?)
+}
+
+/// The charts alone, for the system page's script.
+pub fn system_charts(admin: &Admin) -> Result<String, PageError> {
+    Ok(SystemCharts {
+        charts: charts(&admin.history.samples()),
+    }
+    .render()?)
+}
+
+/// A replicated stream's leader and followers; nothing for a single replica.
+fn node_table(id: &str, title: &str, stream: &crate::nats::StreamFigures) -> Option<NodeTable> {
+    if stream.replicas <= 1 && stream.followers.is_empty() {
+        return None;
+    }
+    let leader = stream.leader.iter().map(|leader| NodeRow {
+        name: leader.clone(),
+        role: "leader".to_owned(),
+        current: true,
+        lag: 0,
+        offline: false,
+    });
+    let followers = stream.followers.iter().map(|follower| NodeRow {
+        name: follower.name.clone(),
+        role: "follower".to_owned(),
+        current: follower.current,
+        lag: follower.lag,
+        offline: follower.offline,
+    });
+    Some(NodeTable {
+        id: id.to_owned(),
+        title: title.to_owned(),
+        rows: leader.chain(followers).collect(),
+    })
+}
+
+/// The system page's charts from the sampled history (oldest first).
+fn charts(samples: &[history::Sample]) -> Charts {
+    let now = samples.last().map_or_else(
+        || history::unix_seconds(SystemTime::now()),
+        |sample| sample.at,
+    );
+    let window = history::WINDOW.as_secs();
+    let series = |name: &str, value: &dyn Fn(&history::Sample) -> Option<f64>| Series {
+        name: name.to_owned(),
+        values: samples
+            .iter()
+            .map(|sample| (sample.at, value(sample)))
+            .collect(),
+    };
+    let milliseconds = |seconds: Option<f64>| seconds.map(|seconds| seconds * 1000.0);
+    let live = Transport::ALL
+        .iter()
+        .enumerate()
+        .map(|(index, transport)| {
+            series(transport.value(), &|sample: &history::Sample| {
+                Some(sample.live[index] as f64)
+            })
+        })
+        .collect();
+    Charts {
+        refresh_url: "/admin/system/charts".to_owned(),
+        refresh_seconds: history::INTERVAL.as_secs(),
+        sampled_at: samples.last().map_or(0, |sample| sample.at),
+        window_label: format!("{} minutes", history::WINDOW.as_secs() / 60),
+        charts: vec![
+            Chart::plot(
+                "appends",
+                "Appends",
+                "events/s",
+                now,
+                window,
+                vec![series("appended", &|sample| {
+                    Some(sample.appends_per_second)
+                })],
+            ),
+            Chart::plot(
+                "deliveries",
+                "Deliveries to live readers",
+                "events/s",
+                now,
+                window,
+                vec![series("delivered", &|sample| {
+                    Some(sample.deliveries_per_second)
+                })],
+            ),
+            Chart::plot(
+                "append-latency",
+                "Append latency",
+                "ms",
+                now,
+                window,
+                vec![
+                    series("p50", &|sample| milliseconds(sample.append_p50)),
+                    series("p99", &|sample| milliseconds(sample.append_p99)),
+                ],
+            ),
+            Chart::plot("live-streams", "Live streams", "open", now, window, live),
+            Chart::plot(
+                "server-errors",
+                "Server errors (5xx)",
+                "responses/s",
+                now,
+                window,
+                vec![series("5xx", &|sample| {
+                    Some(sample.server_errors_per_second)
+                })],
+            ),
+        ],
+    }
 }
