@@ -970,6 +970,54 @@ mod tests {
     }
 
     #[test]
+    fn totals_read_what_the_charts_follow() {
+        let metrics = Arc::new(Metrics::new());
+        let empty = metrics.totals();
+        assert_eq!(empty.appended, 0);
+        assert_eq!(empty.append_latency.len(), LATENCY_BUCKETS.len() + 1);
+        assert!(empty.append_latency.iter().all(|(_, count)| *count == 0));
+
+        metrics.appends(AppendOutcome::Appended, 3);
+        metrics.appends(AppendOutcome::Deduped, 1);
+        let append = |status| HttpLabels {
+            route: APPEND_ROUTE,
+            method: "POST",
+            status,
+        };
+        metrics.http_request(&append(201), Duration::from_micros(200));
+        metrics.http_request(&append(503), Duration::from_millis(30));
+        let ready = HttpLabels {
+            route: "/health/ready",
+            method: "GET",
+            status: 503,
+        };
+        metrics.http_request(&ready, Duration::from_micros(50));
+        let stream = metrics.live_stream(Transport::Sse);
+        stream.sent(4);
+        metrics.long_poll().sent(2);
+
+        let totals = metrics.totals();
+        assert_eq!(totals.appended, 3);
+        assert_eq!(totals.delivered, 6);
+        assert_eq!(totals.live, [0, 1, 0, 0]);
+        assert_eq!(totals.server_errors, 2);
+        let cumulative = |bound: f64| {
+            totals
+                .append_latency
+                .iter()
+                .find(|(le, _)| *le == bound)
+                .map(|(_, count)| *count)
+        };
+        assert_eq!(cumulative(0.0001), Some(0));
+        assert_eq!(cumulative(0.00025), Some(1));
+        assert_eq!(cumulative(0.025), Some(1));
+        assert_eq!(cumulative(0.05), Some(2));
+        assert_eq!(cumulative(f64::INFINITY), Some(2));
+        drop(stream);
+        assert_eq!(metrics.totals().live, [0; 4]);
+    }
+
+    #[test]
     fn state_is_rendered_when_scraped() {
         let metrics = Metrics::new();
         let state = State {
