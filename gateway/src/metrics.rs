@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::nats::Traffic;
+
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// A label whose values are a fixed set: the variants of an enum.
@@ -576,21 +578,10 @@ impl Drop for LiveStream {
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub ready: bool,
-    pub nats: NatsState,
+    pub nats: Traffic,
     pub catalog_sessions: u64,
     /// The events stream's and the sessions bucket's figures, when NATS answered in time.
     pub storage: Vec<(StreamRole, StreamState)>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct NatsState {
-    pub connected: bool,
-    /// Connections made, the first included.
-    pub connects: u64,
-    pub sent_bytes: u64,
-    pub received_bytes: u64,
-    pub sent_messages: u64,
-    pub received_messages: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -1022,10 +1013,10 @@ mod tests {
         let metrics = Metrics::new();
         let state = State {
             ready: true,
-            nats: NatsState {
+            nats: Traffic {
                 connected: true,
                 connects: 3,
-                ..NatsState::default()
+                ..Traffic::default()
             },
             catalog_sessions: 7,
             storage: vec![(

@@ -284,6 +284,12 @@ impl Templates {
     }
 
     fn find(&self, path: &str) -> Option<&Template> {
+        self.matching(path, |segment| !segment.is_empty())
+    }
+
+    /// The template whose segments are `path`'s, a `{parameter}` standing for any segment
+    /// `fills_parameter` accepts.
+    fn matching(&self, path: &str, fills_parameter: impl Fn(&str) -> bool) -> Option<&Template> {
         let segments: Vec<&str> = path.split('/').collect();
         self.paths.iter().find(|template| {
             template.segments.len() == segments.len()
@@ -292,7 +298,7 @@ impl Templates {
                     .iter()
                     .zip(&segments)
                     .all(|(expected, actual)| {
-                        (expected.starts_with('{') && !actual.is_empty()) || expected == actual
+                        (expected.starts_with('{') && fills_parameter(actual)) || expected == actual
                     })
         })
     }
@@ -305,20 +311,7 @@ impl Templates {
 
     /// The documented template a router pattern (`/v1/sessions/:param0`) stands for, if any.
     pub(crate) fn of_pattern(&self, pattern: &str) -> Option<&'static str> {
-        let segments: Vec<&str> = pattern.split('/').collect();
-        self.paths
-            .iter()
-            .find(|template| {
-                template.segments.len() == segments.len()
-                    && template
-                        .segments
-                        .iter()
-                        .zip(&segments)
-                        .all(|(expected, actual)| {
-                            let parameter = actual.starts_with([':', '*']);
-                            (expected.starts_with('{') && parameter) || expected == actual
-                        })
-            })
+        self.matching(pattern, |segment| segment.starts_with([':', '*']))
             .map(|template| template.label)
     }
 

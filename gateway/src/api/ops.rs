@@ -13,7 +13,7 @@ use super::Templates;
 use super::health::readiness;
 use super::traces;
 use crate::catalog::Catalog;
-use crate::metrics::{self, HttpLabels, Metrics, NatsState, StreamRole, StreamState};
+use crate::metrics::{self, HttpLabels, Metrics, StreamRole, StreamState};
 use crate::nats::{Store, StreamFigures};
 
 /// The route label of a request that matched no route. Never the raw path: label values must
@@ -143,7 +143,6 @@ impl Endpoint for Scrape {
     type Output = Response;
 
     async fn call(&self, _request: Request) -> Result<Response> {
-        let traffic = self.store.traffic();
         let storage = match tokio::time::timeout(STORAGE_WAIT, self.store.storage()).await {
             Ok(Ok((events, sessions))) => vec![
                 (StreamRole::Events, stream_state(&events)),
@@ -153,14 +152,7 @@ impl Endpoint for Scrape {
         };
         let state = metrics::State {
             ready: readiness(&self.store, &self.catalog).is_ok(),
-            nats: NatsState {
-                connected: traffic.connected,
-                connects: traffic.connects,
-                sent_bytes: traffic.sent_bytes,
-                received_bytes: traffic.received_bytes,
-                sent_messages: traffic.sent_messages,
-                received_messages: traffic.received_messages,
-            },
+            nats: self.store.traffic(),
             catalog_sessions: self.catalog.session_count() as u64,
             storage,
         };

@@ -16,7 +16,7 @@ pub struct ServerFigures {
 }
 
 /// The NATS connection's state and what went through it, since the gateway started.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Traffic {
     pub connected: bool,
     /// Connections made, the first included.
