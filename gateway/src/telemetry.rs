@@ -93,11 +93,11 @@ pub fn init(filter: &str, format: LogFormat) -> Telemetry {
     if !installed {
         return Telemetry { traces: None };
     }
-    if traces.is_some() {
-        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-        ]));
-    }
+    // W3C Trace Context in and out: callers' `traceparent` headers, and the one stored with
+    // each event.
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+    ]));
     Telemetry { traces }
 }
 

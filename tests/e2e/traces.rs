@@ -101,3 +101,49 @@ async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
     assert_ne!(hex(&create.trace_id), TRACE_ID);
     assert!(create.parent_span_id.is_empty());
 }
+
+/// JSON logs without a collector: each line of a request carries the caller's trace id.
+#[tokio::test]
+async fn json_log_lines_carry_the_callers_trace_id() {
+    let nats = TestNats::start();
+    let binary = Path::new(env!("CARGO_BIN_EXE_starcite-e2e"));
+    let mut gateway = GatewayProcess::start(
+        binary,
+        &nats,
+        &[
+            ("STARCITE_LOG_FORMAT", "json"),
+            ("STARCITE_LOG", "gateway::sessions=debug,info"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    http.post(format!("{}/v1/sessions", gateway.base_url))
+        .json(&json!({"id": "logged"}))
+        .send()
+        .await
+        .unwrap();
+    let appended = http
+        .post(format!("{}/v1/sessions/logged/append", gateway.base_url))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .json(&event("p", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 201);
+    gateway.kill();
+    let log = gateway.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let appended_line = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("appended 1 events to session logged"))
+        })
+        .unwrap_or_else(|| panic!("no log line of the append in {log}"));
+    assert_eq!(appended_line["span"]["trace_id"], TRACE_ID);
+    assert_eq!(appended_line["span"]["starcite.session_id"], "logged");
+}

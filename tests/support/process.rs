@@ -49,7 +49,11 @@ impl GatewayProcess {
             let mut lines = Vec::new();
             for line in stderr.lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or_default();
+                    // Text or JSON lines: the address is what follows, up to its last digit.
+                    let address = rest
+                        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                        .next()
+                        .unwrap_or_default();
                     let _ = found.send(address.to_owned());
                 }
                 lines.push(line);

@@ -29,10 +29,18 @@ pub fn request_span(request: &Request) -> tracing::Span {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&RequestHeaders(request.headers()))
     });
+    let callers = parent.span().span_context().clone();
     // Without a valid parent the span starts a trace of its own.
     let _ = span.set_parent(parent);
-    let trace_id = span.context().span().span_context().trace_id();
-    span.record("trace_id", tracing::field::display(trace_id));
+    // Without trace export (JSON logs only) the span has no trace of its own: the caller's
+    // trace id, if it sent one, still ties the log lines to its trace.
+    let own = span.context().span().span_context().clone();
+    if let Some(trace) = [own, callers]
+        .into_iter()
+        .find(|context| context.is_valid())
+    {
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+    }
     if let Some(id) = session_id(request.uri().path()) {
         span.record("starcite.session_id", id.as_str());
     }
