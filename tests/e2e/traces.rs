@@ -15,6 +15,28 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+async fn create(http: &reqwest::Client, gateway: &GatewayProcess, id: &str) -> reqwest::Response {
+    http.post(format!("{}/v1/sessions", gateway.base_url))
+        .json(&json!({ "id": id }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Appends producer `p`'s first event as part of the caller's trace.
+async fn append_in_callers_trace(
+    http: &reqwest::Client,
+    gateway: &GatewayProcess,
+    id: &str,
+) -> reqwest::Response {
+    http.post(format!("{}/v1/sessions/{id}/append", gateway.base_url))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .json(&event("p", 1))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
     let nats = TestNats::start();
@@ -30,25 +52,14 @@ async fn an_append_is_a_span_of_the_callers_trace_with_its_route_and_session() {
     )
     .await;
     let http = reqwest::Client::new();
-    let created = http
-        .post(format!("{}/v1/sessions", gateway.base_url))
-        .json(&json!({"id": "traced"}))
-        .send()
-        .await
-        .unwrap();
+    let created = create(&http, &gateway, "traced").await;
     assert_eq!(created.status(), 201);
     let tail_url = format!(
         "{}/v1/sessions/traced/tail?cursor=0",
         gateway.base_url.replacen("http", "ws", 1)
     );
     let mut tail = TailClient::connect(&tail_url).await;
-    let appended = http
-        .post(format!("{}/v1/sessions/traced/append", gateway.base_url))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
-        .json(&event("p", 1))
-        .send()
-        .await
-        .unwrap();
+    let appended = append_in_callers_trace(&http, &gateway, "traced").await;
     assert_eq!(appended.status(), 201);
 
     let span = collector
@@ -117,18 +128,8 @@ async fn json_log_lines_carry_the_callers_trace_id() {
     )
     .await;
     let http = reqwest::Client::new();
-    http.post(format!("{}/v1/sessions", gateway.base_url))
-        .json(&json!({"id": "logged"}))
-        .send()
-        .await
-        .unwrap();
-    let appended = http
-        .post(format!("{}/v1/sessions/logged/append", gateway.base_url))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
-        .json(&event("p", 1))
-        .send()
-        .await
-        .unwrap();
+    create(&http, &gateway, "logged").await;
+    let appended = append_in_callers_trace(&http, &gateway, "logged").await;
     assert_eq!(appended.status(), 201);
     gateway.kill();
     let log = gateway.log();

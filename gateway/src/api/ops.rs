@@ -100,8 +100,8 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Counts and traces one request when its response is ready: by the route template the router matched
-/// (or a 401 named before routing), else `unmatched`.
+/// Counts and traces one request when its response is ready: by the route template the router
+/// matched (or a 401 named before routing), else `unmatched`.
 pub async fn observe<E: Endpoint>(
     endpoint: E,
     request: Request,

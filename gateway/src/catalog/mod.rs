@@ -102,7 +102,8 @@ impl Catalog {
     }
 
     async fn follow_bucket(&self) -> Result<(), StoreError> {
-        let incarnation = self.store.incarnation();
+        let mut incarnations = self.store.incarnations();
+        let incarnation = *incarnations.borrow();
         if self.indexed_incarnation.swap(incarnation, Ordering::AcqRel) != incarnation {
             // The bucket was created anew: its revisions start over, and its sessions are
             // only those written since.
@@ -122,7 +123,7 @@ impl Catalog {
         loop {
             let change = tokio::select! {
                 change = changes.next() => change,
-                () = self.store.incarnation_changed(incarnation) => {
+                _ = incarnations.changed() => {
                     return Err(StoreError::Unavailable("the sessions bucket was created anew".into()));
                 }
             };

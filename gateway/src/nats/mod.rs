@@ -113,8 +113,6 @@ pub struct Store {
     topology_health: watch::Sender<TopologyHealth>,
     /// Bumped when the stream or a bucket turns out to have been created anew.
     incarnation: watch::Sender<u64>,
-    /// The creation times of the stream and buckets last seen.
-    identity: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Store {
@@ -218,7 +216,6 @@ impl Store {
             live_checks,
             topology_health: watch::Sender::new(TopologyHealth::Starting),
             incarnation: watch::Sender::new(0),
-            identity: std::sync::Mutex::default(),
         })
     }
 
@@ -328,13 +325,6 @@ impl Store {
             StoreError::Unavailable("the JetStream stream is not set up yet".to_owned())
         })
     }
-}
-
-/// A poisoned lock only means another thread panicked holding it; what it guards stays usable.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Bounds a NATS exchange that has no deadline of its own: a send into the client's command

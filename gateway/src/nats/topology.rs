@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{Store, StoreError};
@@ -44,12 +45,19 @@ impl Store {
                 }
             }
         }
+        // The creation times of the stream and buckets last seen.
+        let mut known = None;
         loop {
             match self.identity().await {
-                Ok(identity) => self.observe(identity),
+                Ok(identity) => self.observe(&mut known, identity),
                 Err(CheckFailure::Missing(what)) => {
                     warn!("{what} is missing; creating it again");
-                    self.forget_identity();
+                    // What was cached is of a log that is gone: a new incarnation begins,
+                    // whatever is created next.
+                    if known.take().is_some() {
+                        self.incarnation
+                            .send_modify(|incarnation| *incarnation += 1);
+                    }
                     self.topology_health
                         .send_replace(TopologyHealth::Missing(what));
                     if let Err(err) = self.ensure_topology().await {
@@ -75,35 +83,23 @@ impl Store {
         *self.incarnation.borrow()
     }
 
-    /// Resolves when the incarnation is no longer `seen`.
-    pub async fn incarnation_changed(&self, seen: u64) {
-        let mut incarnation = self.incarnation.subscribe();
-        let _ = incarnation.wait_for(|current| *current != seen).await;
+    /// Tells of each new incarnation from now on (`changed`).
+    pub fn incarnations(&self) -> watch::Receiver<u64> {
+        self.incarnation.subscribe()
     }
 
-    /// Records the streams' creation times; a change from those recorded before is a new
-    /// incarnation (one missing in between was already counted as one).
-    fn observe(&self, identity: Vec<String>) {
-        let mut known = super::lock(&self.identity);
+    /// Records the streams' creation times in `known`; a change from those recorded before is
+    /// a new incarnation (one missing in between was already counted as one).
+    fn observe(&self, known: &mut Option<Vec<String>>, identity: Vec<String>) {
         if known.as_ref().is_some_and(|known| *known != identity) {
             warn!("the stream or a bucket was created anew; cached session states are dropped");
             self.incarnation
                 .send_modify(|incarnation| *incarnation += 1);
         }
         *known = Some(identity);
-        drop(known);
         if self.topology_health() != TopologyHealth::Ready {
             info!("JetStream stream and buckets are in place");
             self.topology_health.send_replace(TopologyHealth::Ready);
-        }
-    }
-
-    /// What was cached of the log is of one that is gone: a new incarnation begins, whatever
-    /// is created next.
-    fn forget_identity(&self) {
-        if super::lock(&self.identity).take().is_some() {
-            self.incarnation
-                .send_modify(|incarnation| *incarnation += 1);
         }
     }
 

@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OnceCell, broadcast};
 use tracing::debug;
 
-use super::lock;
 use super::model::SessionId;
+use super::{Backoff, lock};
 use crate::nats::{Head, LiveEvents, Store, StoreError, StoredEvent};
 
 /// Events a reader may fall behind a feed before it re-reads from the stream instead.
@@ -107,26 +106,22 @@ struct Running {
     feed: Arc<Feed>,
 }
 
-/// The first wait after a storage error; it doubles up to `MAX_RETRY_DELAY` while errors last.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-
 impl Running {
     async fn run(self, mut live: LiveEvents) {
-        let mut retry_delay = FIRST_RETRY_DELAY;
-        let incarnation = self.store.incarnation();
+        let mut backoff = Backoff::default();
+        let mut incarnations = self.store.incarnations();
         loop {
             tokio::select! {
                 // The stream was created anew: readers must not go on from positions in the
                 // old one.
-                () = self.store.incarnation_changed(incarnation) => {
+                _ = incarnations.changed() => {
                     debug!(session.id = %self.id, "live feed of {} ended with its stream", self.id);
                     forget(&mut lock(&self.slots), &self.id, &self.slot);
                     return;
                 }
                 event = live.next(&self.store) => match event {
                     Ok(event) => {
-                        retry_delay = FIRST_RETRY_DELAY;
+                        backoff = Backoff::default();
                         let mut last = lock(&self.feed.last);
                         *last = Head { stream_seq: event.stream_seq, seq: event.seq };
                         // No receivers is not an error: the last one may be leaving.
@@ -136,8 +131,7 @@ impl Running {
                     // from where it was once the stream answers again.
                     Err(err) if err.is_transient() && !live.ended() => {
                         debug!(session.id = %self.id, "live feed of {} interrupted: {err}", self.id);
-                        tokio::time::sleep(retry_delay).await;
-                        retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
+                        backoff.wait().await;
                     }
                     Err(err) => {
                         // Dropping the sender ends every reader's stream; they resume from

@@ -349,7 +349,10 @@ impl SessionLog {
     /// and owners that no longer exist.
     fn drop_other_incarnations(&self) {
         let current = self.store.incarnation();
-        if self.cached_incarnation.swap(current, Ordering::AcqRel) != current {
+        // A load on every call, a write only when the incarnation changed.
+        if self.cached_incarnation.load(Ordering::Acquire) != current
+            && self.cached_incarnation.swap(current, Ordering::AcqRel) != current
+        {
             lock(&self.states).clear();
             lock(&self.owners).clear();
         }
@@ -357,6 +360,28 @@ impl SessionLog {
 
     fn forget(&self, id: &SessionId) {
         lock(&self.states).pop(id);
+    }
+}
+
+/// The waits between tries while storage errors last (a leader election takes seconds): from
+/// 50 ms, doubling up to 2 s.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::Backoff;
 use super::fanout::Fanout;
 use super::model::SessionId;
 use crate::nats::{EventFeed, Store, StoreError, StoredEvent};
@@ -32,10 +33,6 @@ enum Phase {
 /// seconds) before it gives up, and its client resumes from its cursor.
 const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
 
-/// The wait before starting over after an error; it doubles up to `MAX_REJOIN_DELAY`.
-const FIRST_REJOIN_DELAY: Duration = Duration::from_millis(50);
-const MAX_REJOIN_DELAY: Duration = Duration::from_secs(2);
-
 pub struct Reader {
     id: SessionId,
     store: Arc<Store>,
@@ -44,7 +41,7 @@ pub struct Reader {
     next_stream_seq: u64,
     phase: Phase,
     /// When the errors without an event in between began, and the wait before the next try.
-    failing: Option<(Instant, Duration)>,
+    failing: Option<(Instant, Backoff)>,
     /// The store's incarnation the reader's position belongs to.
     incarnation: u64,
 }
@@ -111,15 +108,14 @@ impl Reader {
                 }
                 Ok(None) => {}
                 Err(err) if err.is_transient() => {
-                    let (since, delay) = *self
+                    let (since, backoff) = self
                         .failing
-                        .get_or_insert((Instant::now(), FIRST_REJOIN_DELAY));
+                        .get_or_insert_with(|| (Instant::now(), Backoff::default()));
                     if since.elapsed() >= REJOIN_PATIENCE {
                         return Some(Err(err));
                     }
                     debug!(session.id = %self.id, "reader of {} starts over: {err}", self.id);
-                    tokio::time::sleep(delay).await;
-                    self.failing = Some((since, (delay * 2).min(MAX_REJOIN_DELAY)));
+                    backoff.wait().await;
                     self.phase = Phase::Joining;
                 }
                 Err(err) => return Some(Err(err)),

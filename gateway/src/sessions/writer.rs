@@ -99,10 +99,10 @@ impl Writer {
             .map(|event| ContentHash::of(&event.content))
             .collect();
         let (reply, answer) = oneshot::channel();
+        let span = tracing::Span::current();
+        let trace = telemetry::traceparent(&span);
         let start = {
             let mut queue = lock(&self.queue);
-            let span = tracing::Span::current();
-            let trace = telemetry::traceparent(&span);
             queue.requests.push_back(Request {
                 events,
                 hashes,
@@ -421,8 +421,7 @@ impl Committer {
                     requeue(group, &mut pending);
                     attempt += 1;
                     let before = state.stream_seq();
-                    let duplicate = matches!(failure, AppendFailure::Duplicate { .. });
-                    match failure {
+                    match &failure {
                         AppendFailure::TooLarge if grouped => {
                             // Only the request too large for NATS is refused.
                             self.metrics.retried(Retry::TooLarge);
@@ -444,17 +443,14 @@ impl Committer {
                             ));
                             return Err((err.into(), pending));
                         }
-                        AppendFailure::Store(err) => return Err((err.into(), pending)),
+                        AppendFailure::Store(err) => return Err((err.clone().into(), pending)),
                     }
                     if let Err(err) = catch_up(&self.store, &self.id, state).await {
                         return Err((err.into(), pending));
                     }
                     fresh = true;
-                    self.metrics.retried(match duplicate {
-                        true => Retry::Timeout,
-                        false if state.stream_seq() != before => Retry::LostRace,
-                        false => Retry::Transient,
-                    });
+                    self.metrics
+                        .retried(retry_reason(&failure, before, state.stream_seq()));
                     if state.stream_seq() == before {
                         // Nothing new: not a lost race but a transient refusal (a replica
                         // behind, or JetStream holding too many open batches on the stream).
