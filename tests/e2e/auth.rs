@@ -67,7 +67,7 @@ async fn challenge(response: Response) -> String {
 }
 
 #[tokio::test]
-async fn every_bad_token_gets_its_contract_answer_and_good_ones_pass() {
+async fn every_bad_token_gets_its_401_challenge_and_good_ones_pass() {
     let nats = TestNats::start();
     let jwks = TestJwks::start().await;
     let gateway = TestGateway::start_with(jwks.config(&nats)).await;

@@ -253,8 +253,8 @@ async fn a_warm_and_a_fresh_gateway_decide_alike_once_retention_dropped_a_produc
     }
 
     // The same request to the same log, once through each gateway: p is unknown to the log,
-    // and the contract lets an unknown producer start at any producer_seq (CONTRACT: "an
-    // unknown producer may start at any producer_seq", as after an LRU eviction).
+    // and an unknown producer may start at any producer_seq (as after an LRU eviction; see
+    // docs/api.md).
     let far_ahead = event("p", 10);
     let replayed = event("p", 3);
     for (request, [through_warm, through_fresh]) in [

@@ -198,7 +198,7 @@ async fn a_client_close_is_answered_with_a_close() {
 }
 
 #[tokio::test]
-async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
+async fn pre_upgrade_errors_are_plain_http_upgrade_then_cursor_then_session() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
     let id = gateway.create_session().await;

@@ -9,7 +9,7 @@ use crate::catalog::EditError;
 use crate::nats::StoreError;
 use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
 
-/// A stable, machine-readable error code; the contract lists when each is used.
+/// A stable, machine-readable error code; docs/api.md lists when each is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ErrorCode {

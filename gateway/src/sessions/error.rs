@@ -4,7 +4,7 @@ use super::model::{Seq, SessionId};
 use super::state::Rejection;
 use crate::nats::StoreError;
 
-/// Client input that breaks a rule of the contract; nothing has been written. The texts are
+/// Client input that breaks a rule of docs/api.md; nothing has been written. The texts are
 /// the messages clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {

@@ -200,7 +200,7 @@ pub struct Discontinuity {
     next_seq: Seq,
 }
 
-/// The contract's order: `expected_seq` first, then the producer's cursor.
+/// The documented order: `expected_seq` first, then the producer's cursor.
 fn decide(
     last_seq: Seq,
     cursor: Option<&ProducerCursor>,
