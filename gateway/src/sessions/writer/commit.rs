@@ -401,3 +401,58 @@ fn append_of<'a>(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(failure: AppendFailure, grouped: bool, attempt: u32) -> Result<Refused, String> {
+        let id = SessionId::parse("ses_a").unwrap();
+        after_refusal(&failure, grouped, attempt, &id).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn an_event_too_large_splits_its_group_and_then_fails_alone() {
+        assert_eq!(
+            refused(AppendFailure::TooLarge, true, 1),
+            Ok(Refused::Split)
+        );
+        assert_eq!(
+            refused(AppendFailure::TooLarge, false, 2),
+            Ok(Refused::TooLarge)
+        );
+    }
+
+    #[test]
+    fn a_lost_race_is_decided_again_until_the_attempts_run_out() {
+        let duplicate = || AppendFailure::Duplicate { stream_seq: 7 };
+        for attempt in [1, MAX_APPEND_ATTEMPTS - 1] {
+            assert_eq!(
+                refused(AppendFailure::Stale, true, attempt),
+                Ok(Refused::CatchUp)
+            );
+            assert_eq!(refused(duplicate(), false, attempt), Ok(Refused::CatchUp));
+        }
+        let contended = "session `ses_a` kept changing during 32 attempts";
+        assert_eq!(
+            refused(AppendFailure::Stale, false, MAX_APPEND_ATTEMPTS),
+            Err(contended.to_owned())
+        );
+        assert_eq!(
+            refused(duplicate(), true, MAX_APPEND_ATTEMPTS),
+            Err(contended.to_owned())
+        );
+    }
+
+    #[test]
+    fn a_retry_is_a_lost_race_only_when_the_catch_up_found_something_new() {
+        assert_eq!(retry_reason(&AppendFailure::Stale, 4, 9), Retry::LostRace);
+        assert_eq!(retry_reason(&AppendFailure::Stale, 4, 4), Retry::Transient);
+        let duplicate = AppendFailure::Duplicate { stream_seq: 9 };
+        assert_eq!(retry_reason(&duplicate, 4, 9), Retry::Timeout);
+        assert_eq!(
+            retry_reason(&AppendFailure::TooLarge, 4, 4),
+            Retry::TooLarge
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Which queued requests commit together, how each is decided on the provisional state the
 //! ones before it leave, and how a stored group folds into the state. Pure: no NATS, no waits.
+//! Half of the file is its unit tests, which drive these rules with no NATS at all.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -251,4 +252,266 @@ pub(super) fn fold(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::sessions::error::AppendError;
+    use crate::sessions::model::{EventContent, Seq};
+
+    type Answer = oneshot::Receiver<Result<Vec<Appended>, AppendError>>;
+
+    /// A request of one event per `(producer, producer_seq, expected_seq)`, and where its
+    /// answer arrives.
+    fn request(events: &[(&str, u64, Option<Seq>)]) -> (Request, Answer) {
+        let events: Vec<NewEvent> = events
+            .iter()
+            .map(|(producer_id, producer_seq, expected_seq)| NewEvent {
+                content: EventContent::message(producer_id, *producer_seq, "x"),
+                expected_seq: *expected_seq,
+            })
+            .collect();
+        let hashes = events
+            .iter()
+            .map(|event| ContentHash::of(&event.content))
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            events,
+            hashes,
+            reply,
+            span: tracing::Span::none(),
+            trace: None,
+        };
+        (request, answer)
+    }
+
+    /// `count` single-event requests, one producer each, and their answers.
+    fn singles(count: usize) -> (VecDeque<Request>, Vec<Answer>) {
+        (0..count)
+            .map(|producer| request(&[(&producer.to_string(), 1, None)]))
+            .unzip()
+    }
+
+    /// A state holding one event of each producer, at stream sequences 1, 2, ...
+    fn state_of(producers: &[&str]) -> SessionState {
+        let mut state = SessionState::default();
+        for (seq, producer_id) in (1..).zip(producers) {
+            let content = EventContent::message(producer_id, 1, "x");
+            let record = EventRecord {
+                stream_seq: seq,
+                seq,
+                producer_id: content.producer_id.clone(),
+                producer_seq: 1,
+                hash: ContentHash::of(&content),
+            };
+            assert_eq!(state.apply(record), Ok(()));
+        }
+        state
+    }
+
+    fn seqs(group: &[Decided]) -> Vec<Vec<(Seq, Seq, bool)>> {
+        group
+            .iter()
+            .map(|decided| {
+                let answers = decided.answers.iter();
+                answers
+                    .map(|answer| (answer.seq, answer.last_seq, answer.deduped))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn singles_group_up_to_the_limit_and_a_larger_request_goes_alone() {
+        let (mut requests, _answers) = singles(MAX_GROUP + 1);
+        assert_eq!(take_group(&mut requests).len(), MAX_GROUP);
+        assert_eq!(requests.len(), 1);
+
+        let (mut requests, _answers) = singles(2);
+        let (batch, _batch_answer) = request(&[("b", 1, None), ("b", 2, None)]);
+        requests.push_back(batch);
+        requests.extend(singles(1).0);
+        // The batch ends the group of singles before it, and takes no single after it.
+        assert_eq!(take_group(&mut requests).len(), 2);
+        let alone = take_group(&mut requests);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone.front().map(|request| request.events.len()), Some(2));
+        assert_eq!(take_group(&mut requests).len(), 1);
+        assert!(take_group(&mut requests).is_empty());
+    }
+
+    #[test]
+    fn only_a_queue_of_one_single_event_is_committed_by_its_caller() {
+        let (mut requests, _answers) = singles(1);
+        assert!(is_lone_single(&requests));
+        requests.extend(singles(1).0);
+        assert!(!is_lone_single(&requests));
+        let (batch, _answer) = request(&[("b", 1, None), ("b", 2, None)]);
+        assert!(!is_lone_single(&VecDeque::from([batch])));
+    }
+
+    #[test]
+    fn a_few_requests_are_decided_one_at_a_time_and_many_together() {
+        let state = SessionState::default();
+        let (mut few, _answers) = singles(BATCH_PAYS_FROM - 1);
+        let group = decide_group(&state, &mut few, false, false);
+        assert_eq!(
+            group.map(|group| seqs(&group)),
+            Ok(vec![vec![(1, 1, false)]])
+        );
+
+        let (mut many, _answers) = singles(BATCH_PAYS_FROM);
+        let group = decide_group(&state, &mut many, false, false).unwrap();
+        // Each is decided on the state the ones before it leave.
+        let expected: Vec<_> = (1..=BATCH_PAYS_FROM as Seq)
+            .map(|seq| vec![(seq, seq, false)])
+            .collect();
+        assert_eq!(seqs(&group), expected);
+        assert!(many.is_empty());
+
+        let (mut many, _answers) = singles(BATCH_PAYS_FROM);
+        let group = decide_group(&state, &mut many, false, true).unwrap();
+        assert_eq!(group.len(), 1);
+    }
+
+    #[test]
+    fn a_dedupe_or_a_rejection_is_answered_only_from_a_fresh_state() {
+        let state = state_of(&["a"]);
+        let (retry, mut retry_answer) = request(&[("a", 1, None)]);
+        let (append, _append_answer) = request(&[("b", 1, None)]);
+        let mut pending = VecDeque::from([retry, append]);
+        assert_eq!(
+            decide_group(&state, &mut pending, false, false).map(|group| group.len()),
+            Err(Stale)
+        );
+        assert_eq!(pending.len(), 2);
+
+        let group = decide_group(&state, &mut pending, true, false).unwrap();
+        let deduped = Appended {
+            seq: 1,
+            last_seq: 1,
+            deduped: true,
+        };
+        let answer = retry_answer.try_recv().unwrap();
+        assert_eq!(answer.unwrap(), vec![deduped]);
+        assert_eq!(seqs(&group), vec![vec![(2, 2, false)]]);
+    }
+
+    #[test]
+    fn a_rejection_after_appends_ends_the_group_and_waits_for_a_fresh_state() {
+        let state = SessionState::default();
+        let (mut pending, _answers) = singles(BATCH_PAYS_FROM);
+        let (conflict, mut conflict_answer) = request(&[("z", 1, Some(5))]);
+        pending.insert(2, conflict);
+        let group = decide_group(&state, &mut pending, true, false).unwrap();
+        assert_eq!(seqs(&group), vec![vec![(1, 1, false)], vec![(2, 2, false)]]);
+        assert_eq!(pending.len(), BATCH_PAYS_FROM - 1);
+        assert!(conflict_answer.try_recv().is_err());
+
+        // First in line on a fresh state, it is rejected against the committed state only.
+        let group = decide_group(&state, &mut pending, true, false).unwrap();
+        let rejected = conflict_answer.try_recv().ok();
+        assert!(matches!(
+            rejected,
+            Some(Err(AppendError::ExpectedSeqConflict { .. }))
+        ));
+        assert_eq!(seqs(&group).first(), Some(&vec![(1, 1, false)]));
+    }
+
+    #[test]
+    fn a_request_answers_with_the_last_seq_its_own_events_reach() {
+        let state = state_of(&["a"]);
+        let (batch, _answer) = request(&[("a", 1, None), ("a", 2, None), ("a", 3, None)]);
+        let mut pending = VecDeque::from([batch]);
+        let group = decide_group(&state, &mut pending, true, false).unwrap();
+        // The retry of the stored event is deduped, and the request still appends the rest.
+        assert_eq!(
+            seqs(&group),
+            vec![vec![(1, 3, true), (2, 3, false), (3, 3, false)]]
+        );
+    }
+
+    #[test]
+    fn a_streamed_batch_takes_appends_until_one_needs_more() {
+        let state = state_of(&["a"]);
+        let gathering = Gathering {
+            expected: 8,
+            patience: Duration::ZERO,
+        };
+        let mut overlay = Overlay::new(&state);
+        let mut group = Vec::new();
+        let (mut requests, _answers) = singles(2);
+        assert!(!take_appends(
+            &mut requests,
+            &mut overlay,
+            &mut group,
+            gathering
+        ));
+        assert_eq!(group.len(), 2);
+
+        let (retry, _retry_answer) = request(&[("a", 1, None)]);
+        requests.push_back(retry);
+        requests.extend(singles(1).0);
+        // A dedupe needs a fresh state: it stays queued, and so does what follows it.
+        assert!(take_appends(
+            &mut requests,
+            &mut overlay,
+            &mut group,
+            gathering
+        ));
+        assert_eq!((group.len(), requests.len()), (2, 2));
+
+        let mut group = Vec::new();
+        let (mut requests, _answers) = singles(3);
+        let two = Gathering {
+            expected: 2,
+            ..gathering
+        };
+        let mut overlay = Overlay::new(&state);
+        assert!(take_appends(&mut requests, &mut overlay, &mut group, two));
+        assert_eq!(seqs(&group), vec![vec![(2, 2, false)], vec![(3, 3, false)]]);
+    }
+
+    #[test]
+    fn a_stored_group_folds_its_appends_at_consecutive_stream_sequences() {
+        let mut state = state_of(&["a"]);
+        let (retry_and_more, _answer) = request(&[("a", 1, None), ("a", 2, None)]);
+        let (mut pending, _answers) = singles(BATCH_PAYS_FROM);
+        pending.push_front(retry_and_more);
+        let group = decide_group(&state, &mut pending, true, false).unwrap();
+        assert_eq!(group.len(), 1);
+        let mut others = decide_group(&state, &mut pending, true, false).unwrap();
+        assert_eq!(others.len(), BATCH_PAYS_FROM);
+        // The dedupe stores nothing: one append, at stream sequence 40.
+        assert_eq!(fold(&mut state, 40, &group), Ok(()));
+        assert_eq!((state.last_seq(), state.stream_seq()), (2, 40));
+        // Decided on the state before that commit, the others no longer continue it.
+        assert!(fold(&mut state, 100, &others).is_err());
+
+        let mut fresh = state_of(&["a"]);
+        fold(&mut fresh, 40, &group).unwrap();
+        requeue(std::mem::take(&mut others), &mut pending);
+        let others = decide_group(&fresh, &mut pending, true, false).unwrap();
+        let last_stream_seq = 40 + BATCH_PAYS_FROM as u64;
+        assert_eq!(fold(&mut fresh, last_stream_seq, &others), Ok(()));
+        let last_seq = 2 + BATCH_PAYS_FROM as Seq;
+        assert_eq!(
+            (fresh.last_seq(), fresh.stream_seq()),
+            (last_seq, last_stream_seq)
+        );
+    }
+
+    #[test]
+    fn the_next_round_waits_for_the_callers_just_answered_at_most_as_long_as_a_commit() {
+        let quick = Gathering::after(3, 2, Duration::from_micros(300));
+        assert_eq!(quick.expected, 5);
+        assert_eq!(quick.patience, Duration::from_micros(300));
+        let slow = Gathering::after(MAX_GROUP, 10, Duration::from_secs(1));
+        assert_eq!(slow.expected, MAX_GROUP);
+        assert_eq!(slow.patience, MAX_PATIENCE);
+    }
 }
