@@ -76,7 +76,7 @@ pub enum AppendError {
     /// request was stored.
     #[error("session `{id}` kept changing during {attempts} attempts")]
     Contended { id: SessionId, attempts: u32 },
-    /// The request's committer went away before answering (the gateway is stopping).
+    /// The request's committer went away before answering it (its task was stopped).
     #[error("the append was abandoned before it was answered")]
     Abandoned,
     /// A rule the writer relies on did not hold: the stream's events do not lead to its head,
