@@ -22,6 +22,13 @@ struct ProducerCursor {
     hash: ContentHash,
 }
 
+/// Where a producer stands in a session: its latest stored request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerPosition {
+    pub producer_seq: u64,
+    pub seq: Seq,
+}
+
 /// A session's state after folding in every event up to `stream_seq`.
 #[derive(Debug)]
 pub struct SessionState {
@@ -98,6 +105,16 @@ impl Default for SessionState {
 impl SessionState {
     pub fn last_seq(&self) -> Seq {
         self.last_seq
+    }
+
+    /// Where `producer_id` stands, if the session remembers it.
+    pub fn position(&self, producer_id: &str) -> Option<ProducerPosition> {
+        self.producers
+            .peek(producer_id)
+            .map(|cursor| ProducerPosition {
+                producer_seq: cursor.producer_seq,
+                seq: cursor.seq,
+            })
     }
 
     pub fn stream_seq(&self) -> u64 {

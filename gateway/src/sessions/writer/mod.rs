@@ -29,10 +29,11 @@ use super::Appended;
 use super::error::AppendError;
 use super::lock;
 use super::model::{ContentHash, NewEvent, SessionId};
-use super::state::SessionState;
+use super::state::{ProducerPosition, SessionState};
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::telemetry;
+use catch_up::catch_up;
 use group::{BATCH_PAYS_FROM, Gathering, is_lone_single, take_group};
 
 /// One request: its events are appended together or not at all.
@@ -64,11 +65,6 @@ pub struct Writer {
 
 impl Writer {
     /// Queues `events` as one request and waits for its answer.
-    ///
-    /// A single event that finds its session idle commits itself, in its own task, which saves
-    /// two task hand-offs on the common path. It only ever commits itself: if others queued in
-    /// the meantime, or once it is answered (or its caller goes away), the queue goes to a
-    /// committer task of its own, so no request depends on another's caller.
     pub async fn append(
         self: &Arc<Self>,
         store: &Arc<Store>,
@@ -76,6 +72,23 @@ impl Writer {
         id: &SessionId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Appended>, AppendError> {
+        self.enqueue(store, metrics, id, events).answer().await
+    }
+
+    /// Queues `events` as one request, behind every request queued before this call returns:
+    /// a caller that enqueues several before awaiting any has them decided in that order.
+    ///
+    /// A single event that finds its session idle commits itself, in its caller's task once
+    /// awaited, which saves two task hand-offs on the common path. It only ever commits itself:
+    /// if others queued in the meantime, or once it is answered (or its caller goes away), the
+    /// queue goes to a committer task of its own, so no request depends on another's caller.
+    pub fn enqueue(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        metrics: &Arc<Metrics>,
+        id: &SessionId,
+        events: Vec<NewEvent>,
+    ) -> Queued {
         let hashes = events
             .iter()
             .map(|event| ContentHash::of(&event.content))
@@ -94,20 +107,64 @@ impl Writer {
             });
             !std::mem::replace(&mut queue.draining, true)
         };
-        if start {
-            let handoff = Handoff(Some(Committer {
+        let handoff = if start {
+            Some(Handoff(Some(Committer {
                 writer: self.clone(),
                 store: store.clone(),
                 metrics: metrics.clone(),
                 id: id.clone(),
-            }));
-            if let Some(committer) = &handoff.0 {
-                committer.round(Alone::Required, Gathering::default()).await;
-            }
+            })))
         } else {
             self.arrivals.notify_one();
+            None
+        };
+        Queued { answer, handoff }
+    }
+
+    /// The latest `(producer_seq, seq)` the session holds for `producer_id`, read from a state
+    /// brought to the stream leader's head, so it counts every append acknowledged anywhere.
+    pub async fn position(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        metrics: &Arc<Metrics>,
+        id: &SessionId,
+        producer_id: &str,
+    ) -> Result<Option<ProducerPosition>, AppendError> {
+        let mut state = self.state.lock().await;
+        let state = match state.as_mut() {
+            Some(state) => {
+                catch_up(store, id, state).await?;
+                state
+            }
+            None => {
+                let committer = Committer {
+                    writer: self.clone(),
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    id: id.clone(),
+                };
+                state.insert(committer.load().await?)
+            }
+        };
+        Ok(state.position(producer_id))
+    }
+}
+
+/// A request in its session's queue.
+pub struct Queued {
+    answer: oneshot::Receiver<Result<Vec<Appended>, AppendError>>,
+    /// Set when this request found the queue idle: it starts the committing.
+    handoff: Option<Handoff>,
+}
+
+impl Queued {
+    /// Waits for the request's answer. Dropped unawaited, a request is still committed.
+    pub async fn answer(self) -> Result<Vec<Appended>, AppendError> {
+        if let Some(Handoff(Some(committer))) = &self.handoff {
+            committer.round(Alone::Required, Gathering::default()).await;
         }
-        answer.await.unwrap_or(Err(AppendError::Abandoned))
+        drop(self.handoff);
+        self.answer.await.unwrap_or(Err(AppendError::Abandoned))
     }
 }
 
