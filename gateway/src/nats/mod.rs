@@ -3,10 +3,15 @@
 //! One file-backed stream holds every session's events, one subject per session; one
 //! key-value bucket holds the session headers. Everything else a gateway knows is a cache.
 
+mod append;
+mod batch;
 mod catalog;
 mod events;
 mod feed;
 mod live;
+mod read;
+mod replay;
+mod search;
 mod snapshots;
 pub mod subjects;
 mod system;
@@ -21,10 +26,13 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
+pub use append::AppendFailure;
+pub use batch::OpenBatch;
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
-pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, StoredEvent};
+pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
+pub use replay::EventFeed;
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
