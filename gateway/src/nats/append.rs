@@ -31,7 +31,7 @@ impl Store {
         id: &SessionId,
         append: &PendingAppend<'_>,
     ) -> Result<u64, AppendFailure> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let mut headers = event_headers(append);
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());

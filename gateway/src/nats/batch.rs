@@ -96,7 +96,7 @@ impl Store {
 
     /// Starts an atomic batch whose events are sent as they are decided.
     pub fn open_batch(&self, id: &SessionId) -> Result<OpenBatch, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         Ok(OpenBatch {
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),

@@ -324,8 +324,15 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// Fails fast while disconnected, instead of letting a request wait for its timeout.
-    fn sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
+    /// Fails fast while NATS is disconnected or the stream and buckets are not set up yet,
+    /// instead of letting a request wait for its timeout.
+    fn require_usable(&self) -> Result<(), StoreError> {
+        self.usable_sessions_bucket().map(|_| ())
+    }
+
+    /// The sessions bucket, once NATS is connected and the topology is set up; fails fast
+    /// otherwise, like `require_usable`.
+    fn usable_sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
         if self.client.connection_state() != State::Connected {
             return Err(StoreError::Unavailable("not connected to NATS".to_owned()));
         }

@@ -23,7 +23,7 @@ impl Store {
 
     /// The session's newest event, read from the stream leader.
     pub async fn newest_event(&self, id: &SessionId) -> Result<Option<StoredEvent>, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         match self
             .events
             .get_last_raw_message_by_subject(&self.subject(id))
@@ -67,7 +67,7 @@ impl Store {
     /// Each session's newest seq (0 for none), read concurrently from any replica: figures for
     /// lists and pages, which may lag the leader by a moment, never for a decision.
     pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let lookups: Vec<_> = ids.iter().map(|id| self.last_seq(id)).collect();
         futures::stream::iter(lookups)
             .buffered(32)

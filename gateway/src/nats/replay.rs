@@ -19,7 +19,7 @@ impl Store {
         id: &SessionId,
         from_stream_seq: u64,
     ) -> Result<EventFeed, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let config = pull::OrderedConfig {
             filter_subject: self.subject(id),
             deliver_policy: DeliverPolicy::ByStartSequence {
