@@ -1,9 +1,10 @@
-//! Inputs the spec types strictly but the handler receives raw, and a nullable string.
+//! Inputs the spec types strictly but the handler receives raw, for the domain to validate.
 //!
 //! poem-openapi rejects a body or parameter that does not match its type before the handler
 //! runs, with its own wording. The contract instead names which field failed first and with
 //! which code, and accepts more than a typed schema says (decimal strings, `null` for absent).
-//! So these types document the strict shape for generated clients, and the domain validates.
+//! So these types document the strict shape for generated clients, and the domain validates;
+//! every bound they document is the domain's own constant (`sessions::limits`).
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -11,12 +12,12 @@ use std::marker::PhantomData;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::types::{
-    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
-};
+use poem_openapi::types::{ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
-use crate::sessions::input::MAX_INTEGER;
+use crate::sessions::input::{INTEGER_REFS, STRING_REFS};
+use crate::sessions::limits::{MAX_INTEGER, MAX_PAGE_SIZE, MAX_WAIT_SECONDS};
+use crate::sessions::model::MAX_SESSION_ID_BYTES;
 
 /// The most bytes a request body may have; set once on the route.
 #[derive(Debug, Clone, Copy)]
@@ -161,21 +162,21 @@ impl ParamSchema for Position {
     }
 }
 
-/// A page size or batch size: 1 to 1000.
-pub struct Batch;
-impl ParamSchema for Batch {
+/// A page size or a tail's batch size.
+pub struct PageSize;
+impl ParamSchema for PageSize {
     const NAME: &'static str = "batch";
     fn schema() -> MetaSchema {
-        integer(1, Some(1000))
+        integer(1, Some(MAX_PAGE_SIZE))
     }
 }
 
-/// A long-poll wait in seconds: 0 to 60.
+/// A long-poll wait in seconds.
 pub struct WaitSeconds;
 impl ParamSchema for WaitSeconds {
     const NAME: &'static str = "wait_seconds";
     fn schema() -> MetaSchema {
-        integer(0, Some(60))
+        integer(0, Some(MAX_WAIT_SECONDS))
     }
 }
 
@@ -224,14 +225,15 @@ fn string(min_length: usize) -> MetaSchema {
     }
 }
 
-/// A session id in a create body. Ids may hold 256 bytes of UTF-8; the spec says 64
-/// characters, which always fit, so a generated client never sends one the gateway refuses.
+/// A session id in a create body. Ids may hold `MAX_SESSION_ID_BYTES` of UTF-8; the spec says
+/// a quarter as many characters (a character takes at most 4 bytes), which always fit, so a
+/// generated client never sends one the gateway refuses.
 pub struct NewSessionId;
 impl ParamSchema for NewSessionId {
     const NAME: &'static str = "new_session_id";
     fn schema() -> MetaSchema {
         nullable(MetaSchema {
-            max_length: Some(64),
+            max_length: Some(MAX_SESSION_ID_BYTES / 4),
             ..string(1)
         })
     }
@@ -279,13 +281,10 @@ impl ParamSchema for Refs {
     const NAME: &'static str = "refs";
     fn schema() -> MetaSchema {
         let inline = |schema| MetaSchemaRef::Inline(Box::new(schema));
+        let integers = INTEGER_REFS.map(|key| (key, inline(integer(0, None))));
+        let strings = STRING_REFS.map(|key| (key, inline(string(0))));
         MetaSchema {
-            properties: vec![
-                ("to_seq", inline(integer(0, None))),
-                ("step", inline(integer(0, None))),
-                ("request_id", inline(string(0))),
-                ("sequence_id", inline(string(0))),
-            ],
+            properties: integers.into_iter().chain(strings).collect(),
             ..nullable(object())
         }
     }
@@ -312,66 +311,6 @@ impl ParamSchema for SessionPatchBody {
                 ("expected_version", inline(nullable(integer(1, None)))),
             ],
             ..MetaSchema::new("object")
-        }
-    }
-}
-
-/// A value that may be `null`, and says so in the spec (the contract treats `null` as absent
-/// in requests and sends it for absent values in replies).
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Nullable<T>(pub Option<T>);
-
-impl<T: Type> Type for Nullable<T> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        format!("nullable_{}", T::name()).into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        match T::schema_ref() {
-            MetaSchemaRef::Inline(mut schema) => {
-                schema.nullable = true;
-                MetaSchemaRef::Inline(schema)
-            }
-            reference => reference,
-        }
-    }
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
-
-impl<T: ToJSON> ToJSON for Nullable<T> {
-    fn to_json(&self) -> Option<Value> {
-        Some(
-            self.0
-                .as_ref()
-                .and_then(ToJSON::to_json)
-                .unwrap_or(Value::Null),
-        )
-    }
-}
-
-impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            None | Some(Value::Null) => Ok(Nullable(None)),
-            Some(value) => T::parse_from_json(Some(value))
-                .map(|value| Nullable(Some(value)))
-                .map_err(ParseError::propagate),
         }
     }
 }
