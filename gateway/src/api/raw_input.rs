@@ -314,3 +314,82 @@ impl ParamSchema for SessionPatchBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::OpenApi;
+    use poem_openapi::registry::MetaOperation;
+
+    use super::*;
+    use crate::api::sessions::SessionsApi;
+    use crate::sessions::limits::{
+        DEFAULT_PAGE_SIZE, MAX_BATCH_EVENTS, MAX_DEPTH, MAX_METADATA_BYTES, MAX_TITLE_BYTES,
+    };
+
+    fn operation(id: &str) -> MetaOperation {
+        SessionsApi::meta()
+            .into_iter()
+            .flat_map(|api| api.paths)
+            .flat_map(|path| path.operations)
+            .find(|operation| operation.operation_id == Some(id))
+            .unwrap()
+    }
+
+    /// The operation's summary and description on one line, without thousands separators.
+    fn prose(id: &str) -> String {
+        let operation = operation(id);
+        let text = [operation.summary, operation.description];
+        let text = text.into_iter().flatten().collect::<Vec<_>>().join(" ");
+        text.replace('\n', " ").replace(',', "")
+    }
+
+    fn property(schema: &MetaSchema, name: &str) -> MetaSchema {
+        let found = schema
+            .properties
+            .iter()
+            .find(|(property, _)| *property == name);
+        match found.map(|(_, schema)| schema) {
+            Some(MetaSchemaRef::Inline(schema)) => (**schema).clone(),
+            _ => panic!("no inline property {name}"),
+        }
+    }
+
+    /// Attribute values and doc comments must be literals, so they restate the domain's limits:
+    /// this holds them to the constants.
+    #[test]
+    fn the_spec_states_the_domains_limits() {
+        let mut registry = Registry::new();
+        SessionsApi::register(&mut registry);
+        let append = &registry.schemas["AppendRequest"];
+        assert_eq!(
+            property(append, "producer_seq").maximum,
+            Some(MAX_INTEGER as f64)
+        );
+        let batch = &registry.schemas["AppendBatchRequest"];
+        let events = property(batch, "events").description.unwrap_or_default();
+        assert!(
+            events
+                .replace(',', "")
+                .contains(&format!("1 to {MAX_BATCH_EVENTS} events"))
+        );
+        let append_events = prose("append_events");
+        assert!(append_events.contains(&format!("up to {MAX_BATCH_EVENTS} events")));
+        assert!(append_events.contains(&format!("over {MAX_BATCH_EVENTS} events")));
+        let list = prose("list_sessions");
+        assert!(list.contains(&format!(
+            "`limit` is 1..{MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})"
+        )));
+        let page = prose("list_events");
+        assert!(page.contains(&format!(
+            "`limit` (1..{MAX_PAGE_SIZE}) to {DEFAULT_PAGE_SIZE}"
+        )));
+        assert!(page.contains(&format!("(seconds up to {MAX_WAIT_SECONDS})")));
+        let create = prose("create_session");
+        assert!(create.contains(&format!("up to {MAX_SESSION_ID_BYTES} bytes")));
+        assert!(create.contains(&format!("(up to {} KiB)", MAX_TITLE_BYTES / 1024)));
+        assert!(create.contains(&format!(
+            "up to {} KiB and {MAX_DEPTH} levels deep",
+            MAX_METADATA_BYTES / 1024
+        )));
+    }
+}

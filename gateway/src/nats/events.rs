@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::message::StreamMessage;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -87,6 +88,11 @@ impl StoredEvent {
             body,
             trace,
         })
+    }
+
+    /// A message read from the stream by sequence or by subject.
+    pub(super) fn from_stream(message: StreamMessage) -> Result<StoredEvent, StoreError> {
+        StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
     }
 
     /// Where this event is.

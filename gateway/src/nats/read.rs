@@ -29,10 +29,7 @@ impl Store {
             .get_last_raw_message_by_subject(&self.subject(id))
             .await
         {
-            Ok(message) => {
-                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
-                    .map(Some)
-            }
+            Ok(message) => StoredEvent::from_stream(message).map(Some),
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(unavailable(err)),
         }
@@ -46,8 +43,7 @@ impl Store {
     ) -> Result<Option<StoredEvent>, StoreError> {
         match self.events.direct_get(stream_seq).await {
             Ok(message) if message.subject.as_str() == self.subject(id) => {
-                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
-                    .map(Some)
+                StoredEvent::from_stream(message).map(Some)
             }
             Ok(_) => Ok(None),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
@@ -81,10 +77,7 @@ impl Store {
             .direct_get_last_for_subject(self.subject(id))
             .await
         {
-            Ok(message) => {
-                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
-                    .map(|event| event.seq)
-            }
+            Ok(message) => StoredEvent::from_stream(message).map(|event| event.seq),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(0),
             Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
                 Err(StoreError::Timeout(err.to_string()))
@@ -242,10 +235,7 @@ impl Store {
             .get_first_raw_message_by_subject(subject, stream_seq)
             .await
         {
-            Ok(message) => {
-                StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
-                    .map(Some)
-            }
+            Ok(message) => StoredEvent::from_stream(message).map(Some),
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(unavailable(err)),
         }
