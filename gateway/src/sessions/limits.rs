@@ -150,4 +150,44 @@ mod tests {
         assert_eq!(wait(Some("60")), Ok(Duration::from_secs(60)));
         assert_eq!(wait(Some("61")), Err(InvalidInput::Wait));
     }
+
+    /// Clients may match on these texts: stating the bounds through constants keeps them.
+    #[test]
+    fn messages_state_the_bounds_as_before() {
+        let messages = [
+            (
+                InvalidInput::Limit,
+                "Invalid limit value: an integer from 1 to 1000",
+            ),
+            (
+                InvalidInput::BatchSize,
+                "Invalid batch size: an integer from 1 to 1000",
+            ),
+            (
+                InvalidInput::Wait,
+                "Invalid wait: whole seconds from 0 to 60",
+            ),
+            (
+                InvalidInput::SessionId,
+                "Invalid session id: a non-empty string of at most 256 bytes",
+            ),
+            (
+                InvalidInput::TooDeep {
+                    field: Field::Payload,
+                    max_depth: MAX_DEPTH,
+                },
+                "Invalid payload: nested deeper than 32 levels",
+            ),
+            (
+                InvalidInput::TooLarge {
+                    field: Field::Title,
+                    max_bytes: MAX_TITLE_BYTES,
+                },
+                "Invalid title: larger than 4096 bytes",
+            ),
+        ];
+        for (error, message) in messages {
+            assert_eq!(error.to_string(), message);
+        }
+    }
 }
