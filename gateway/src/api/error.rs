@@ -7,7 +7,7 @@ use tracing::{error, warn};
 
 use crate::catalog::EditError;
 use crate::nats::StoreError;
-use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
+use crate::sessions::error::{AppendError, CreateError, Field, InvalidInput, ReadError};
 
 /// A stable, machine-readable error code; docs/api.md lists when each is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -200,12 +200,13 @@ impl From<InvalidInput> for ApiError {
             InvalidInput::ListQuery(_) => ErrorCode::InvalidListQuery,
             InvalidInput::BatchSize => ErrorCode::InvalidTailBatchSize,
             InvalidInput::Wait => ErrorCode::InvalidWait,
+            // Exhaustive on purpose: a new bounded field won't compile until it has a code.
             InvalidInput::TooDeep { field, .. } | InvalidInput::TooLarge { field, .. } => {
-                match *field {
-                    "metadata" => ErrorCode::InvalidMetadata,
-                    "refs" => ErrorCode::InvalidRefs,
-                    "title" => ErrorCode::InvalidSession,
-                    _ => ErrorCode::InvalidEvent,
+                match field {
+                    Field::Payload => ErrorCode::InvalidEvent,
+                    Field::Metadata => ErrorCode::InvalidMetadata,
+                    Field::Refs => ErrorCode::InvalidRefs,
+                    Field::Title => ErrorCode::InvalidSession,
                 }
             }
         };

@@ -3,10 +3,11 @@
 mod auth;
 pub mod error;
 mod health;
-mod lenient;
 mod lifecycle;
 mod limits;
+mod nullable;
 mod ops;
+mod raw_input;
 mod sessions;
 pub(crate) mod stream;
 mod traces;
@@ -26,8 +27,8 @@ use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
 use health::HealthApi;
-use lenient::BodyLimit;
 use lifecycle::LifecycleApi;
+use raw_input::BodyLimit;
 use sessions::SessionsApi;
 use stream::Live;
 

@@ -3,10 +3,15 @@
 //! One file-backed stream holds every session's events, one subject per session; one
 //! key-value bucket holds the session headers. Everything else a gateway knows is a cache.
 
+mod append;
+mod batch;
 mod catalog;
 mod events;
 mod feed;
 mod live;
+mod read;
+mod replay;
+mod search;
 mod snapshots;
 pub mod subjects;
 mod system;
@@ -21,10 +26,13 @@ use tracing::{info, warn};
 
 use crate::config::NatsConfig;
 
+pub use append::AppendFailure;
+pub use batch::OpenBatch;
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
-pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, StoredEvent};
+pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
+pub use replay::EventFeed;
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
@@ -316,8 +324,15 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// Fails fast while disconnected, instead of letting a request wait for its timeout.
-    fn sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
+    /// Fails fast while NATS is disconnected or the stream and buckets are not set up yet,
+    /// instead of letting a request wait for its timeout.
+    fn require_usable(&self) -> Result<(), StoreError> {
+        self.usable_sessions_bucket().map(|_| ())
+    }
+
+    /// The sessions bucket, once NATS is connected and the topology is set up; fails fast
+    /// otherwise, like `require_usable`.
+    fn usable_sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
         if self.client.connection_state() != State::Connected {
             return Err(StoreError::Unavailable("not connected to NATS".to_owned()));
         }

@@ -8,6 +8,7 @@
 pub mod error;
 mod fanout;
 pub mod input;
+pub mod limits;
 pub mod model;
 mod reader;
 mod state;
