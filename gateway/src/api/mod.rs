@@ -8,28 +8,27 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod sessions;
-pub(crate) mod stream;
 mod traces;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::error::NotFoundError;
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
-use poem_openapi::{OpenApiService, ServerObject, Tags};
+use poem_openapi::registry::{
+    MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::{ApiResponse, OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
-use crate::figures::Figures;
+use crate::live::{Live, LiveResponse};
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
-use crate::shutdown::Shutdown;
 use health::HealthApi;
 use lenient::BodyLimit;
 use lifecycle::LifecycleApi;
 use sessions::SessionsApi;
-use stream::Live;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -45,9 +44,6 @@ enum ApiTags {
 pub struct ApiState {
     /// Checks bearer tokens on `/v1` (authentication on), or `None` (off).
     pub verifier: Option<Arc<crate::auth::Verifier>>,
-    /// The admin console's routes, nested at `/admin` when it is enabled.
-    pub admin: Option<crate::admin::Admin>,
-    pub figures: Arc<Figures>,
     pub metrics: Arc<Metrics>,
     /// Serve `/metrics` and `/health/*` on a listener of their own (`ops_routes`), and answer
     /// 404 for them here.
@@ -55,15 +51,11 @@ pub struct ApiState {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
-    pub tail_ping_interval: Duration,
-    pub tail_buffer: usize,
-    /// Live streams one token holder may have open at once, per gateway.
-    pub tails_per_token: usize,
-    pub tail_stall_timeout: Duration,
+    /// Tails and the lifecycle feed answer with live responses.
+    pub live: Live,
     pub max_body_bytes: usize,
     /// Appends per second per tenant, and the burst above it.
     pub append_rate: Option<(u32, u32)>,
-    pub shutdown: Shutdown,
 }
 
 type Apis = (SessionsApi, LifecycleApi, HealthApi);
@@ -83,6 +75,35 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
         ))
 }
 
+/// How the spec documents a live response.
+impl ApiResponse for LiveResponse {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![
+                MetaResponse {
+                    description: "WebSocket upgrade: one JSON object per text frame",
+                    status: Some(101),
+                    status_range: None,
+                    content: vec![],
+                    headers: vec![],
+                },
+                MetaResponse {
+                    description: "Server-Sent Events (with `Accept: text/event-stream`): `id:` is the position, `data:` the JSON",
+                    status: Some(200),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "text/event-stream",
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                    }],
+                    headers: vec![],
+                },
+            ],
+        }
+    }
+
+    fn register(_registry: &mut Registry) {}
+}
+
 /// What a gateway serves: the public routes, and the operator's routes when they have a
 /// listener of their own.
 pub struct Routes {
@@ -91,17 +112,11 @@ pub struct Routes {
 }
 
 /// The routes: the API, its spec at `/openapi.json`, interactive docs at `/docs`, `/metrics`
-/// and the health probes (on the ops routes instead when `ops_elsewhere`), the console.
-pub fn routes(state: ApiState) -> Routes {
-    let live = Live {
-        figures: state.figures.clone(),
-        metrics: state.metrics.clone(),
-        tail_quota: Arc::new(limits::TailQuota::new(state.tails_per_token)),
-        ping_interval: state.tail_ping_interval,
-        buffer: state.tail_buffer,
-        stall_timeout: state.tail_stall_timeout,
-        shutdown: state.shutdown,
-    };
+/// and the health probes (on the ops routes instead when `ops_elsewhere`), and `beside` (routes
+/// of the rest of the gateway, such as the console), which get the same error shape, request
+/// counting and authentication layer as the API's own.
+pub fn routes(state: ApiState, beside: Route) -> Routes {
+    let live = state.live;
     let health = || HealthApi {
         store: state.store.clone(),
         catalog: state.catalog.clone(),
@@ -124,17 +139,14 @@ pub fn routes(state: ApiState) -> Routes {
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
-            live: live.clone(),
+            live,
         },
         health(),
     ));
     let templates = Templates::from_spec(&service.spec());
     let labels = ops::RouteLabels::new(templates.clone());
     let ops_elsewhere = state.ops_elsewhere;
-    let mut routes = Route::new();
-    if let Some(admin) = state.admin {
-        routes = routes.nest("/admin", crate::admin::routes(admin, live.clone()));
-    }
+    let mut routes = beside;
     if !ops_elsewhere {
         routes = routes.at("/metrics", scrape());
     }

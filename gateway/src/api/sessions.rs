@@ -19,10 +19,10 @@ use super::lenient::{
     WaitSeconds,
 };
 use super::limits::AppendRate;
-use super::stream::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
+use crate::live::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::metrics::Limit;
 use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
@@ -609,9 +609,9 @@ impl SessionsApi {
             batch_size: batch_size as usize,
             contiguous: true,
             expires_at: principal.expires_at,
-            holder: holder(&principal),
+            permit: self.live.admit(holder(&principal))?,
         };
-        self.live.respond(transport, start.entries, reader)
+        Ok(self.live.respond(transport, start.entries, reader))
     }
 
     /// Read a page of events with `seq > cursor`, oldest first.
