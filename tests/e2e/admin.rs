@@ -402,13 +402,11 @@ async fn the_system_page_charts_the_appends_it_sampled() {
 async fn on_a_cluster_the_system_page_lists_each_streams_nodes() {
     use starcite_tests::TestCluster;
     let cluster = TestCluster::start().await;
-    let gateway = TestGateway::start_with(Config {
-        nats_urls: cluster.urls(),
-        stream_replicas: 3,
-        nats_timeout: std::time::Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await;
+    let mut config = Config::default();
+    config.nats.urls = cluster.urls();
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = std::time::Duration::from_secs(2);
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;
@@ -448,11 +446,9 @@ async fn on_a_cluster_the_system_page_lists_each_streams_nodes() {
 #[tokio::test]
 async fn the_console_can_be_switched_off() {
     let nats = TestNats::start();
-    let gateway = TestGateway::start_with(Config {
-        admin: false,
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.admin.enabled = false;
+    let gateway = TestGateway::start_with(config).await;
     let response = gateway.request(Method::GET, "/admin", None).await;
     assert_eq!(response.status(), 404);
 }

@@ -132,11 +132,9 @@ const APPEND: &str = "/v1/sessions/{id}/append";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_what_was_done() {
     let nats = TestNats::start();
-    let config = Config {
-        tail_buffer: 4,
-        tail_stall_timeout: Duration::from_millis(500),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.tail.buffer = 4;
+    config.tail.stall_timeout = Duration::from_millis(500);
     let gateway = TestGateway::start_with(config).await;
     let (client, url) = (&gateway.client, gateway.base_url.as_str());
     let id = gateway.create_session().await;
@@ -520,13 +518,11 @@ async fn with_an_ops_listener_metrics_and_health_move_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_streams_replicas_and_followers_are_reported() {
     let cluster = TestCluster::start().await;
-    let gateway = TestGateway::start_with(Config {
-        nats_urls: cluster.urls(),
-        stream_replicas: 3,
-        nats_timeout: Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await;
+    let mut config = Config::default();
+    config.nats.urls = cluster.urls();
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = Duration::from_secs(2);
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;

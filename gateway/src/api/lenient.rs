@@ -1,7 +1,7 @@
 //! Inputs the spec types strictly but the handler receives raw, and a nullable string.
 //!
 //! poem-openapi rejects a body or parameter that does not match its type before the handler
-//! runs, with its own wording. The contract instead names which field failed first and with
+//! runs, with its own wording. The API instead names which field failed first and with
 //! which code, and accepts more than a typed schema says (decimal strings, `null` for absent).
 //! So these types document the strict shape for generated clients, and the domain validates.
 
@@ -316,7 +316,7 @@ impl ParamSchema for SessionPatchBody {
     }
 }
 
-/// A value that may be `null`, and says so in the spec (the contract treats `null` as absent
+/// A value that may be `null`, and says so in the spec (the API treats `null` as absent
 /// in requests and sends it for absent values in replies).
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(transparent)]

@@ -21,6 +21,7 @@ use poem_openapi::registry::{
 use poem_openapi::{ApiResponse, OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
+use crate::config::LimitsConfig;
 use crate::live::{Live, LiveResponse};
 use crate::metrics::Metrics;
 use crate::nats::Store;
@@ -53,9 +54,7 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// Tails and the lifecycle feed answer with live responses.
     pub live: Live,
-    pub max_body_bytes: usize,
-    /// Appends per second per tenant, and the burst above it.
-    pub append_rate: Option<(u32, u32)>,
+    pub limits: LimitsConfig,
 }
 
 type Apis = (SessionsApi, LifecycleApi, HealthApi);
@@ -133,9 +132,9 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
             log: state.log,
             catalog: state.catalog.clone(),
             live: live.clone(),
-            append_rate: state
-                .append_rate
-                .map(|(rate, burst)| limits::AppendRate::new(rate, burst)),
+            append_rate: state.limits.append_rate.map(|rate| {
+                limits::AppendRate::new(rate, state.limits.append_burst.unwrap_or(rate))
+            }),
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
@@ -156,7 +155,7 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
-        .data(BodyLimit(state.max_body_bytes))
+        .data(BodyLimit(state.limits.max_body_bytes))
         .around(move |endpoint, request| async move {
             // Not routed at all, so they count as `unmatched`.
             if ops_elsewhere && ops_path(request.uri().path()) {

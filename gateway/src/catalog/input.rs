@@ -1,4 +1,4 @@
-//! Validation of list queries and header patches, in the contract's order and with its codes.
+//! Validation of list queries and header patches, in docs/api.md's order and with its codes.
 
 use serde_json::Value;
 
@@ -148,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn list_rejects_what_the_contract_rejects() {
+    fn list_rejects_bad_limits_cursors_filters_and_archived_values() {
         for limit in ["0", "-1", "1001", "abc", "1.5", ""] {
             assert_eq!(
                 list_query(&pairs(&[("limit", limit)])),

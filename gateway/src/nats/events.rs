@@ -599,7 +599,7 @@ pub type EventFeed = Feed<StoredEvent>;
 /// state (after a timeout, or from another gateway just as stale) is deduplicated by
 /// JetStream; one decided on a newer state finds the original in the catch-up instead. A
 /// producer the log has forgotten (evicted, or its events expired) may then start again, as
-/// the contract says, without JetStream's memory of the old request refusing it.
+/// docs/api.md says, without JetStream's memory of the old request refusing it.
 /// Hashed because producer ids are unbounded client strings that a header cannot always hold.
 fn message_id(id: &SessionId, content: &EventContent, expected_stream_seq: u64) -> String {
     // The JSON array `[session, producer_id, producer_seq, expected_stream_seq]`, written
@@ -632,7 +632,7 @@ fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendF
 mod tests {
     use super::*;
 
-    /// The id is part of the stored data's contract: gateways of different versions, running
+    /// The id is part of the stored data's format: gateways of different versions, running
     /// side by side in a rolling deploy, must give a retry decided on the same state the same
     /// id, or JetStream would store it twice.
     #[test]

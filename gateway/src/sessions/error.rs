@@ -4,7 +4,7 @@ use super::model::{Seq, SessionId};
 use super::state::Rejection;
 use crate::nats::StoreError;
 
-/// Client input that breaks a rule of the contract; nothing has been written. The texts are
+/// Client input that breaks a rule of docs/api.md; nothing has been written. The texts are
 /// the messages clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
@@ -72,8 +72,37 @@ pub enum AppendError {
     ProducerReplayConflict,
     #[error("The event is larger than the storage accepts")]
     EventTooLarge,
+    /// The session's appends lost the race to other writers on every attempt; nothing of the
+    /// request was stored.
+    #[error("session `{id}` kept changing during {attempts} attempts")]
+    Contended { id: SessionId, attempts: u32 },
+    /// The request's committer went away before answering it (its task was stopped).
+    #[error("the append was abandoned before it was answered")]
+    Abandoned,
+    /// A rule the writer relies on did not hold: the stream's events do not lead to its head,
+    /// or the gateway broke one of its own (a committer failed). Not the client's doing.
+    #[error("the session log is inconsistent: {0}")]
+    Inconsistent(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AppendError {
+    /// Whether the gateway or its storage failed rather than the request being refused; the
+    /// same request may succeed when retried.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            AppendError::Contended { .. }
+            | AppendError::Abandoned
+            | AppendError::Inconsistent(_)
+            | AppendError::Store(_) => true,
+            AppendError::SessionNotFound(_)
+            | AppendError::ExpectedSeqConflict { .. }
+            | AppendError::ProducerSeqConflict { .. }
+            | AppendError::ProducerReplayConflict
+            | AppendError::EventTooLarge => false,
+        }
+    }
 }
 
 impl From<Rejection> for AppendError {

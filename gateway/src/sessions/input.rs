@@ -1,6 +1,6 @@
-//! Validation of client input into domain values, in the contract's order and with its codes.
+//! Validation of client input into domain values, in docs/api.md's order and with its codes.
 //!
-//! Bodies arrive as loose JSON because the contract accepts more than a typed schema would
+//! Bodies arrive as loose JSON because the API accepts more than a typed schema would
 //! (decimal strings for integers, `null` for absent) and names which field failed first.
 
 use serde_json::Value;
@@ -87,7 +87,7 @@ pub fn new_events(
         .collect()
 }
 
-/// Reads an append body. Field order follows the contract: the first failure wins. With a
+/// Reads an append body. Fields go in docs/api.md's order: the first failure wins. With a
 /// `subject` (an authenticated caller), `actor` defaults to it and may not differ from it.
 pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent, InvalidInput> {
     let Some(Value::Object(mut body)) = body else {
@@ -243,7 +243,7 @@ fn check_depth(field: &'static str, object: &JsonObject) -> Result<(), InvalidIn
     Ok(())
 }
 
-/// A field that is there and not `null`: the contract treats `null` as absent everywhere.
+/// A field that is there and not `null`: the API treats `null` as absent everywhere.
 pub(crate) fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|value| !value.is_null())
 }

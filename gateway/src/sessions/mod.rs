@@ -198,7 +198,7 @@ impl SessionLog {
                 self.metrics
                     .appends(AppendOutcome::Appended, answers.len() - deduped);
             }
-            Err(AppendError::Store(_)) => self.metrics.appends(AppendOutcome::Failed, count),
+            Err(err) if err.is_failure() => self.metrics.appends(AppendOutcome::Failed, count),
             Err(_) => self.metrics.appends(AppendOutcome::Rejected, count),
         }
         appended

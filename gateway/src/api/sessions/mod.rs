@@ -28,7 +28,6 @@ use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
 use crate::live::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::metrics::Limit;
-use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
 use crate::sessions::model::{NewEvent, SessionId};
@@ -211,7 +210,7 @@ impl SessionsApi {
             .await?;
         let appended = appended
             .pop()
-            .ok_or_else(|| StoreError::Corrupt("an append went unanswered".into()))?;
+            .ok_or_else(|| ApiError::internal(&"an append went unanswered"))?;
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 
@@ -458,7 +457,7 @@ impl SessionsApi {
             .iter()
             .map(|json| serde_json::from_slice(json))
             .collect::<Result<Vec<EventBody>, _>>()
-            .map_err(|err| ApiError::from(StoreError::Corrupt(err.to_string())))?;
+            .map_err(|err| ApiError::internal(&err))?;
         Ok(Json(EventPageBody {
             events,
             next_cursor: page.next_cursor,
