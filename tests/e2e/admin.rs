@@ -272,6 +272,43 @@ async fn state_changes_need_the_csrf_token_and_renames_respect_versions() {
     assert_eq!(missing.status(), 404);
 }
 
+#[tokio::test]
+async fn every_console_page_of_a_missing_session_is_not_found() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}/admin/sessions/nobody{path}", gateway.base_url);
+    for path in ["", "?before=10&actor=a", "/live?cursor=0"] {
+        let page = client.get(url(path)).send().await.unwrap();
+        assert_eq!(page.status(), 404, "GET {path}");
+        assert_eq!(page.text().await.unwrap(), "no such session", "GET {path}");
+    }
+    let token = "ab".repeat(16);
+    let cookie = format!("starcite_csrf={token}");
+    for (path, form) in [
+        ("/rename", vec![("csrf", token.as_str()), ("title", "New")]),
+        ("/archive", vec![("csrf", token.as_str())]),
+        ("/unarchive", vec![("csrf", token.as_str())]),
+    ] {
+        let action = client
+            .post(url(path))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(action.status(), 404, "POST {path}");
+        assert_eq!(
+            action.text().await.unwrap(),
+            "no such session",
+            "POST {path}"
+        );
+    }
+}
+
 /// The text between the first `open` and the `close` after it.
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
     let start = text
