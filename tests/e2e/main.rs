@@ -19,6 +19,7 @@ mod limits;
 mod metrics;
 mod multi_gateway;
 mod nats_tls;
+mod produce;
 mod prometheus;
 mod reading;
 mod sessions;

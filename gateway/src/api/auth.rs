@@ -2,7 +2,7 @@
 //!
 //! Every `/v1` request carries exactly one `Authorization: Bearer <jwt>`; browsers, which
 //! cannot set headers on a WebSocket or `EventSource`, may pass `access_token` in the query of
-//! a live stream instead (it is never logged). With authentication off every caller is the
+//! a live stream or a producer socket instead (it is never logged). With authentication off every caller is the
 //! local principal.
 
 use std::sync::Arc;
@@ -83,10 +83,10 @@ fn bearer_token(request: &Request) -> Result<String, AuthFailure> {
     }
 }
 
-/// `access_token` from the query, accepted on live streams only.
+/// `access_token` from the query, accepted on live streams and producer sockets only.
 fn live_stream_token(request: &Request) -> Option<String> {
     let path = request.uri().path();
-    if !(path.ends_with("/tail") || path == "/v1/lifecycle") {
+    if !(path.ends_with("/tail") || path.ends_with("/produce") || path == "/v1/lifecycle") {
         return None;
     }
     let pairs: Vec<(String, String)> =

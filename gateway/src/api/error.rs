@@ -172,6 +172,24 @@ impl ApiError {
         ApiError::new(ErrorCode::SessionNotFound, "Session was not found")
     }
 
+    /// The body and, for a 429 or a 503, the seconds to wait before retrying: what a
+    /// WebSocket frame carries where an HTTP reply would have a status and headers.
+    pub fn into_body(self) -> (ErrorBody, Option<u64>) {
+        match self {
+            ApiError::TooManyRequests(Json(body), retry_after)
+            | ApiError::Unavailable(Json(body), retry_after) => (body, Some(retry_after)),
+            ApiError::Unauthorized(Json(body), _)
+            | ApiError::BadRequest(Json(body))
+            | ApiError::Forbidden(Json(body))
+            | ApiError::NotFound(Json(body))
+            | ApiError::MethodNotAllowed(Json(body))
+            | ApiError::Conflict(Json(body))
+            | ApiError::PayloadTooLarge(Json(body))
+            | ApiError::UnsupportedMediaType(Json(body))
+            | ApiError::Internal(Json(body)) => (body, None),
+        }
+    }
+
     /// A 503 for storage that is out of reach; the cause is logged here, never sent.
     fn storage_unavailable(cause: &dyn std::fmt::Display) -> ApiError {
         warn!(error = %cause, "answering 503: {cause}");

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::error::ApiError;
+use crate::metrics::{Limit, Metrics};
+
 /// Keeps at most this many buckets; a full bucket is the same as none, so those go first.
 const MAX_BUCKETS: usize = 100_000;
 
@@ -51,6 +54,23 @@ impl AppendRate {
             return Ok(());
         }
         Err(Duration::from_secs_f64((cost - tokens) / self.per_second))
+    }
+}
+
+/// Charges `events` appends to `tenant`, when appends are rate limited (`rate`), and counts
+/// a refusal.
+pub fn take_appends(
+    rate: Option<&AppendRate>,
+    metrics: &Metrics,
+    tenant: &str,
+    events: usize,
+) -> Result<(), ApiError> {
+    match rate {
+        Some(rate) => rate.take(tenant, events).map_err(|wait| {
+            metrics.limited(Limit::AppendRate);
+            ApiError::rate_limited(wait)
+        }),
+        None => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@ mod lifecycle;
 mod limits;
 mod nullable;
 mod ops;
+mod produce;
 mod raw_input;
 mod sessions;
 mod traces;
@@ -128,14 +129,26 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
             catalog: state.catalog.clone(),
         })
     };
+    let append_rate = state.limits.append_rate.map(|rate| {
+        Arc::new(limits::AppendRate::new(
+            rate,
+            state.limits.append_burst.unwrap_or(rate),
+        ))
+    });
+    let producers = Arc::new(produce::Producers {
+        log: state.log.clone(),
+        live: live.clone(),
+        append_rate: append_rate.clone(),
+        window: state.limits.produce_window,
+        max_frame_bytes: state.limits.max_body_bytes,
+    });
     let service = service((
         SessionsApi {
             log: state.log,
             catalog: state.catalog.clone(),
             live: live.clone(),
-            append_rate: state.limits.append_rate.map(|rate| {
-                limits::AppendRate::new(rate, state.limits.append_burst.unwrap_or(rate))
-            }),
+            append_rate,
+            producers,
         },
         LifecycleApi {
             catalog: state.catalog.clone(),

@@ -8,6 +8,9 @@ pub struct LimitsConfig {
     pub append_rate: Option<u32>,
     /// How many appends a tenant may make at once above its rate (defaults to the rate).
     pub append_burst: Option<u32>,
+    /// How many requests one producer socket may have unanswered before the gateway stops
+    /// reading it.
+    pub produce_window: usize,
 }
 
 impl Default for LimitsConfig {
@@ -16,6 +19,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             append_rate: None,
             append_burst: None,
+            produce_window: 256,
         }
     }
 }

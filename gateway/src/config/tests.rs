@@ -189,6 +189,7 @@ fn every_setting_reaches_its_field() {
             ("STARCITE_ADMIN_SECRET", "0123456789abcdef0123456789abcdef"),
             ("STARCITE_APPEND_RATE", "10"),
             ("STARCITE_APPEND_BURST", "OFF"),
+            ("STARCITE_PRODUCE_WINDOW", "32"),
             ("STARCITE_AUTH_MODE", "jwt"),
             ("STARCITE_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks"),
             ("STARCITE_AUTH_KEY_FILE", "/run/key.pem"),
@@ -227,6 +228,7 @@ fn every_setting_reaches_its_field() {
             max_body_bytes: 4096,
             append_rate: Some(10),
             append_burst: None,
+            produce_window: 32,
         },
         auth: AuthConfig {
             mode: AuthMode::Jwt,
@@ -287,6 +289,7 @@ fn help_shows_every_default() {
             ("--admin-secret", "none"),
             ("--append-rate", "off"),
             ("--append-burst", "the rate"),
+            ("--produce-window", "256"),
             ("--auth-mode", "none"),
             ("--auth-jwks-url", "none"),
             ("--auth-key-file", "none"),

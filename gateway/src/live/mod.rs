@@ -60,14 +60,7 @@ impl Transport {
         if accepts("text/event-stream") {
             return Ok(Transport::ServerSentEvents);
         }
-        let upgrade = request.headers().get(header::UPGRADE);
-        if !upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket")) {
-            return Err(LiveError::UpgradeRequired);
-        }
-        let websocket = <WebSocket as poem::FromRequest>::from_request_without_body(request)
-            .await
-            .map_err(|err| LiveError::UpgradeFailed(err.to_string()))?;
-        Ok(Transport::WebSocket(websocket))
+        Ok(Transport::WebSocket(websocket_upgrade(request).await?))
     }
 
     /// The cursor to resume after: an SSE reconnect's `Last-Event-ID` wins over the query.
@@ -104,6 +97,17 @@ impl Transport {
             Transport::ServerSentEvents => sse::respond(items, options, holder),
         })
     }
+}
+
+/// The request's WebSocket upgrade, if it is one.
+pub async fn websocket_upgrade(request: &Request) -> Result<WebSocket, LiveError> {
+    let upgrade = request.headers().get(header::UPGRADE);
+    if !upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+        return Err(LiveError::UpgradeRequired);
+    }
+    <WebSocket as poem::FromRequest>::from_request_without_body(request)
+        .await
+        .map_err(|err| LiveError::UpgradeFailed(err.to_string()))
 }
 
 /// What every live response shares: heartbeat period, per-reader bound, and shutdown.

@@ -17,10 +17,25 @@ impl Metrics {
         }
     }
 
+    /// Counts one producer socket while the returned handle lives.
+    pub fn producer_socket(self: &Arc<Self>) -> ProducerSocketOpen {
+        self.producer_sockets.inc();
+        ProducerSocketOpen(self.clone())
+    }
+
     /// Counts one long-poll (a page request that may wait) while the returned handle lives.
     pub fn long_poll(self: &Arc<Self>) -> LongPoll {
         self.live_streams.get(Transport::LongPoll).inc();
         LongPoll(self.clone())
+    }
+}
+
+/// One open producer socket.
+pub struct ProducerSocketOpen(Arc<Metrics>);
+
+impl Drop for ProducerSocketOpen {
+    fn drop(&mut self) {
+        self.0.producer_sockets.dec();
     }
 }
 

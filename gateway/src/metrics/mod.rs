@@ -25,7 +25,7 @@ pub use labels::{
     Transport,
 };
 use labels::{OneLabel, counters, gauges};
-pub use live::{LiveStream, LongPoll};
+pub use live::{LiveStream, LongPoll, ProducerSocketOpen};
 use process::ProcessCollector;
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 pub use state::{State, StreamState};
@@ -65,6 +65,7 @@ pub struct Metrics {
     group_commit_events: Histogram,
     retries: ByLabel<Retry, Counter>,
     live_streams: ByLabel<Transport, Gauge>,
+    producer_sockets: Gauge,
     events_sent: ByLabel<Transport, Counter>,
     gaps: ByLabel<GapReason, Counter>,
     disconnects: ByLabel<Disconnect, Counter>,
@@ -133,6 +134,12 @@ impl Metrics {
             "starcite_live_streams",
             "Live readers open now, by transport",
         );
+        let producer_sockets = Gauge::default();
+        registry.register(
+            "starcite_producer_sockets",
+            "Producer sockets open now",
+            producer_sockets.clone(),
+        );
         let events_sent = counters(
             &mut registry,
             "starcite_tail_events_sent",
@@ -187,6 +194,7 @@ impl Metrics {
             group_commit_events,
             retries,
             live_streams,
+            producer_sockets,
             events_sent,
             gaps,
             disconnects,

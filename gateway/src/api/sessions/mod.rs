@@ -6,6 +6,8 @@
 
 mod bodies;
 
+pub(crate) use bodies::AppendReply;
+
 use std::sync::Arc;
 
 use poem::Request;
@@ -17,8 +19,9 @@ use serde_json::Value;
 use super::ApiTags;
 use super::auth::{authorize, holder, own};
 use super::error::ApiError;
-use super::limits::AppendRate;
+use super::limits::{AppendRate, take_appends};
 use super::nullable::Nullable;
+use super::produce::{ProducerSocket, ProducerStart, Producers, producer_upgrade};
 use super::raw_input::{
     ArchivedChoice, IdCursor, JsonBody, PageSize, Position, Raw, SessionPatchBody, WaitSeconds,
 };
@@ -26,21 +29,21 @@ use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
 use crate::live::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
-use crate::metrics::Limit;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::model::{NewEvent, SessionId};
 use crate::sessions::{Appended, SessionLog, input, limits};
 use bodies::{
-    AppendBatchReply, AppendBatchRequest, AppendReply, AppendRequest, AppendedEvent,
-    AppendedEvents, CreateSessionRequest, CreatedSession, EventBody, EventPageBody, GapBody,
-    SessionBody, SessionPage,
+    AppendBatchReply, AppendBatchRequest, AppendRequest, AppendedEvent, AppendedEvents,
+    CreateSessionRequest, CreatedSession, EventBody, EventPageBody, GapBody, SessionBody,
+    SessionPage,
 };
 
 pub struct SessionsApi {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub live: Live,
-    pub append_rate: Option<AppendRate>,
+    pub append_rate: Option<Arc<AppendRate>>,
+    pub producers: Arc<Producers>,
 }
 
 pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
@@ -66,22 +69,12 @@ impl SessionsApi {
             .then_some(principal.subject.as_str());
         let events = parse(body, subject)?;
         own(&self.log, principal, &id).await?;
-        self.take_appends(principal, events.len())?;
+        let rate = self.append_rate.as_deref();
+        take_appends(rate, &self.live.metrics, &principal.tenant, events.len())?;
         let appended = self.log.append_all(&id, events).await?;
         let written = appended.iter().filter(|event| !event.deduped).count();
         self.live.figures.appended(written);
         Ok(appended)
-    }
-
-    /// Charges `events` appends to the caller's tenant, when appends are rate limited.
-    fn take_appends(&self, principal: &Principal, events: usize) -> Result<(), ApiError> {
-        match &self.append_rate {
-            Some(rate) => rate.take(&principal.tenant, events).map_err(|wait| {
-                self.live.metrics.limited(Limit::AppendRate);
-                ApiError::rate_limited(wait)
-            }),
-            None => Ok(()),
-        }
     }
 
     /// The session a request names, if the caller may `scope` it: its scope and pin first,
@@ -403,6 +396,64 @@ impl SessionsApi {
             permit: self.live.admit(holder(&principal))?,
         };
         Ok(self.live.respond(transport, start.entries, reader))
+    }
+
+    /// Append over a producer socket: pipelined requests, each answered in order.
+    ///
+    /// A WebSocket for a producer streaming many small events (a model's tokens): send requests
+    /// without waiting for answers, and get for each, in the order sent, exactly what `POST
+    /// /append` would answer. Each text frame is one append body, or a JSON array of them
+    /// (`append_batch` rules: all or none). Each answer is a text frame: the append's reply (or
+    /// the batch's) plus `producer_id` and `producer_seq`, or `{"error", "message",
+    /// "producer_id", "producer_seq"}` (with `retry_after` seconds where HTTP would send
+    /// `Retry-After`) with the codes of `POST /append`. A malformed frame is answered with an
+    /// error and the socket goes on. Past the gateway's window of unanswered requests (256 by
+    /// default) it stops reading the socket until answers are read; nothing is dropped.
+    ///
+    /// The first frame is `{"type": "ready", "producer_id", "producer_seq", "seq"}`: the latest
+    /// request stored for `producer_id` in this session (nulls when none). After a drop,
+    /// reconnect and send again only the requests after that `producer_seq`; those at or below
+    /// it were stored, and their seqs can be read with `GET /events`. Close codes: 1001 the
+    /// gateway is going away, 4001 the token expired, 1009 a frame over the body limit. Before the
+    /// upgrade: 400 `invalid_websocket_upgrade` or `invalid_event` (an empty `producer_id`),
+    /// 404 `session_not_found`, 429 `too_many_tails` beyond the token's quota of live streams.
+    /// Needs scope `session:append`; browsers may pass the token as `access_token`. Rate limits
+    /// apply to each event.
+    #[oai(
+        path = "/v1/sessions/:id/produce",
+        method = "get",
+        operation_id = "produce_events"
+    )]
+    async fn produce(
+        &self,
+        principal: Data<&Principal>,
+        request: &Request,
+        id: Path<String>,
+        producer_id: Query<Option<String>>,
+    ) -> Result<ProducerSocket, ApiError> {
+        let websocket = producer_upgrade(request).await?;
+        let producer_id = match producer_id.0 {
+            Some(producer_id) if producer_id.is_empty() => {
+                let refusal = "`producer_id` must be a non-empty string";
+                return Err(InvalidInput::Event(refusal.into()).into());
+            }
+            producer_id => producer_id,
+        };
+        let id = self.session_for(&principal, &id, Scope::Append).await?;
+        let producer = match producer_id {
+            Some(producer_id) => {
+                let position = self.log.producer_position(&id, &producer_id).await?;
+                Some((producer_id, position))
+            }
+            None => None,
+        };
+        let start = ProducerStart {
+            session: id,
+            principal: principal.0.clone(),
+            producer,
+            permit: self.live.admit(holder(&principal))?,
+        };
+        Ok(self.producers.respond(websocket, start))
     }
 
     /// Read a page of events with `seq > cursor`, oldest first.
