@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, event};
+use starcite_tests::{TestGateway, TestNats, error_of, event};
 
 async fn list(gateway: &TestGateway, query: &str) -> Value {
     gateway
@@ -24,12 +24,6 @@ fn ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body["error"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -185,11 +179,7 @@ async fn every_bad_list_query_is_a_400_with_its_code() {
         let response = gateway
             .request(Method::GET, &format!("/v1/sessions{query}"), None)
             .await;
-        assert_eq!(
-            error_code(response).await,
-            (400, code.to_owned()),
-            "{query}"
-        );
+        assert_eq!(error_of(response).await, (400, code.to_owned()), "{query}");
     }
 }
 
@@ -285,7 +275,7 @@ async fn bad_patches_are_400s_and_unknown_sessions_404() {
         let response = gateway
             .request(Method::PATCH, "/v1/sessions/p", Some(body.clone()))
             .await;
-        assert_eq!(error_code(response).await, (400, code.to_owned()), "{body}");
+        assert_eq!(error_of(response).await, (400, code.to_owned()), "{body}");
     }
     let session: Value = gateway.session("p").await.json().await.unwrap();
     assert_eq!(session["version"], 1);
@@ -296,18 +286,12 @@ async fn bad_patches_are_400s_and_unknown_sessions_404() {
             Some(json!({"title": "t"})),
         )
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (404, "session_not_found".into())
-    );
+    assert_eq!(error_of(response).await, (404, "session_not_found".into()));
     for action in ["archive", "unarchive"] {
         let response = gateway
             .request(Method::POST, &format!("/v1/sessions/nobody/{action}"), None)
             .await;
-        assert_eq!(
-            error_code(response).await,
-            (404, "session_not_found".into())
-        );
+        assert_eq!(error_of(response).await, (404, "session_not_found".into()));
     }
 }
 

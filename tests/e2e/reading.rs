@@ -278,15 +278,11 @@ async fn a_reader_that_stops_reading_is_cut_off_while_a_fast_one_gets_everything
     assert_eq!(fast_seqs, (1..=total).collect::<Vec<_>>());
 
     // The slow reader now reads what was queued for it, then the close that cut it off.
-    let mut received = Vec::new();
-    let code = loop {
-        match slow.frame(Duration::from_secs(10)).await {
-            TailFrame::Event(event) => received.push(event["seq"].as_u64().unwrap()),
-            TailFrame::Ping => continue,
-            TailFrame::Closed(code) => break code,
-            TailFrame::TimedOut => panic!("the slow reader was never cut off"),
-        }
-    };
+    let (received, code) = slow.until_closed(Duration::from_secs(10)).await;
+    let received: Vec<u64> = received
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(code, Some(4002));
     assert!(
         (received.len() as u64) < total,

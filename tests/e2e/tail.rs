@@ -5,7 +5,7 @@ use std::time::Duration;
 use gateway::config::Config;
 use reqwest::Method;
 use serde_json::Value;
-use starcite_tests::{TailFrame, TestGateway, TestNats, event, path_segment};
+use starcite_tests::{TailFrame, TestGateway, TestNats, error_of, event, path_segment};
 
 async fn append_n(
     gateway: &TestGateway,
@@ -212,22 +212,20 @@ async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
             .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
             .send()
     };
-    let code = |response: reqwest::Response| async move {
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        (status, body["error"].as_str().unwrap().to_owned())
-    };
     // A plain GET, even on an unknown session, is an upgrade error first.
     let plain = gateway
         .request(Method::GET, "/v1/sessions/nobody/tail", None)
         .await;
-    assert_eq!(code(plain).await, (400, "invalid_websocket_upgrade".into()));
+    assert_eq!(
+        error_of(plain).await,
+        (400, "invalid_websocket_upgrade".into())
+    );
     for bad in ["bad", "-1", "1.5", "", "1x"] {
         let response = upgrade_get(format!("/v1/sessions/nobody/tail?cursor={bad}"))
             .await
             .unwrap();
         assert_eq!(
-            code(response).await,
+            error_of(response).await,
             (400, "invalid_cursor".into()),
             "cursor {bad:?}"
         );
@@ -235,7 +233,7 @@ async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
     let response = upgrade_get("/v1/sessions/nobody/tail?cursor=0".into())
         .await
         .unwrap();
-    assert_eq!(code(response).await, (404, "session_not_found".into()));
+    assert_eq!(error_of(response).await, (404, "session_not_found".into()));
     let response = upgrade_get(format!("/v1/sessions/{}/tail", path_segment(&id)))
         .await
         .unwrap();
