@@ -87,27 +87,31 @@ async fn long_poll_returns_early_when_an_event_arrives_and_on_time_when_none_doe
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
 
-    let started = Instant::now();
-    let quiet = page(&gateway, &id, "?cursor=1&wait=1").await;
-    let waited = started.elapsed();
-    assert!(seqs(&quiet).is_empty());
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
-
+    // The append is made only once the poll has subscribed to the session's live events,
+    // which it does after its first read came back empty: the event can reach it only by
+    // waking it. Were the wake-up broken, the poll would answer nothing after 30 s.
     let started = Instant::now();
     let waiting = page(&gateway, &id, "?cursor=1&wait=30");
     let writer = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.wait_for_subscription(&format!("starcite.events_live.{id}"))
+            .await;
         gateway.append_ok(&id, event("p", 2)).await;
     };
     let (arrived, ()) = tokio::join!(waiting, writer);
     assert_eq!(seqs(&arrived), vec![2]);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(20),
         "{:?}",
         started.elapsed()
+    );
+
+    let started = Instant::now();
+    let quiet = page(&gateway, &id, "?cursor=2&wait=1").await;
+    let waited = started.elapsed();
+    assert!(seqs(&quiet).is_empty());
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
     );
 }
 
