@@ -138,6 +138,12 @@ impl TestGateway {
         response.json().await.unwrap()
     }
 
+    /// Creates a session with `body` as the holder of `token`; the reply may be a refusal.
+    pub async fn create_session_as(&self, token: &str, body: Value) -> Response {
+        self.request_as(token, Method::POST, "/v1/sessions", Some(body))
+            .await
+    }
+
     /// Creates a session with a generated id and returns its id.
     pub async fn create_session(&self) -> String {
         let session = self.create_session_with(json!({})).await;
