@@ -316,6 +316,13 @@ async fn concurrent_patches_with_one_expected_version_across_two_gateways_have_o
     assert_eq!(session["version"], 11);
 }
 
+/// Archives or unarchives (`action`) a session, asserting a 200; returns the header.
+async fn set_archived(gateway: &TestGateway, id: &str, action: &str) -> Value {
+    let path = format!("/v1/sessions/{id}/{action}");
+    let response = gateway.request(Method::POST, &path, None).await;
+    gateway.expect(response, 200).await
+}
+
 #[tokio::test]
 async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable() {
     let nats = TestNats::start();
@@ -324,27 +331,13 @@ async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable()
     let created = gateway.create_session_with(json!({"id": "old"})).await;
     gateway.append_ok("old", event("p", 1)).await;
 
-    let archived = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/archive", None)
-                .await,
-            200,
-        )
-        .await;
+    let archived = set_archived(&gateway, "old", "archive").await;
     assert_eq!(
         (archived["archived"].as_bool(), archived["version"].as_u64()),
         (Some(true), Some(1))
     );
     assert!(archived["updated_at"].as_str() > created["updated_at"].as_str());
-    let again = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/archive", None)
-                .await,
-            200,
-        )
-        .await;
+    let again = set_archived(&gateway, "old", "archive").await;
     assert_eq!(
         again["updated_at"], archived["updated_at"],
         "re-archiving changes nothing"
@@ -364,14 +357,7 @@ async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable()
     let mut tail = gateway.tail("old", 0).await;
     assert_eq!(tail.seqs(2).await, vec![1, 2]);
 
-    let restored = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/unarchive", None)
-                .await,
-            200,
-        )
-        .await;
+    let restored = set_archived(&gateway, "old", "unarchive").await;
     assert_eq!(restored["archived"], false);
     assert_eq!(restored["last_seq"], 2);
     assert_eq!(ids(&list(&gateway, "").await), vec!["keep", "old"]);
