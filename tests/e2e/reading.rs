@@ -140,7 +140,7 @@ async fn sse_replays_then_streams_live_and_resumes_from_last_event_id() {
     assert_eq!(stream.event().await.0, "4");
     // Idle: comment heartbeats keep proxies from closing the stream.
     assert!(matches!(
-        stream.frame(Duration::from_secs(2)).await,
+        stream.frame(Duration::from_secs(5)).await,
         SseFrame::Comment(_)
     ));
     drop(stream);

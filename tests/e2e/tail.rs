@@ -174,7 +174,7 @@ async fn idle_tails_get_ping_frames_and_client_frames_are_ignored() {
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let mut tail = gateway.tail(&id, 0).await;
-    assert_eq!(tail.frame(Duration::from_secs(2)).await, TailFrame::Ping);
+    assert_eq!(tail.frame(Duration::from_secs(5)).await, TailFrame::Ping);
     tail.send_text("hello?").await;
     append_n(&gateway, &id, "p", 1..=1).await;
     assert_eq!(tail.seqs(1).await, vec![1]);

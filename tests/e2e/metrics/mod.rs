@@ -3,6 +3,7 @@
 //! every metric the operations guide lists is there with its type; labels never carry a path
 //! or a session; and with `STARCITE_OPS_LISTEN` the operator's endpoints move to their own
 //! address.
+//!
 //! `Metrics` reads a scrape; `counters` and `exposition` hold the tests.
 
 mod counters;
