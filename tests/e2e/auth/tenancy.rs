@@ -8,6 +8,12 @@ use starcite_tests::{SseClient, TestGateway, TestNats, error_of, event};
 
 use super::everything;
 
+/// GETs `path` as the holder of `token`, asserting a 200, and returns the body.
+async fn read_as(gateway: &TestGateway, token: &str, path: &str) -> Value {
+    let response = gateway.request_as(token, Method::GET, path, None).await;
+    gateway.expect(response, 200).await
+}
+
 #[tokio::test]
 async fn scopes_and_session_pins_limit_each_operation() {
     let nats = TestNats::start();
@@ -109,12 +115,7 @@ async fn scopes_and_session_pins_limit_each_operation() {
         error_of(read_other).await,
         (403, "forbidden_session".into())
     );
-    let listed: Value = gateway
-        .request_as(&pinned, Method::GET, "/v1/sessions", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = read_as(&gateway, &pinned, "/v1/sessions").await;
     let ids: Vec<&str> = listed["sessions"]
         .as_array()
         .unwrap()
@@ -179,19 +180,9 @@ async fn a_tenant_never_reaches_another_tenants_sessions() {
         .event_stream_as(&globex, "/v1/sessions/secret/tail")
         .await;
     assert_eq!(error_of(tail).await, (404, "session_not_found".into()));
-    let listed: Value = gateway
-        .request_as(&globex, Method::GET, "/v1/sessions?archived=all", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = read_as(&gateway, &globex, "/v1/sessions?archived=all").await;
     assert_eq!(listed["sessions"], json!([]));
-    let listed: Value = gateway
-        .request_as(&acme, Method::GET, "/v1/sessions", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = read_as(&gateway, &acme, "/v1/sessions").await;
     assert_eq!(listed["sessions"][0]["id"], "secret");
 
     // globex's feed shows globex's own session, never acme's.
@@ -200,12 +191,7 @@ async fn a_tenant_never_reaches_another_tenants_sessions() {
         .await;
     let (_, frame) = globex_feed.event().await;
     assert_eq!(frame["event"]["session_id"], "public");
-    let session: Value = gateway
-        .request_as(&acme, Method::GET, "/v1/sessions/secret", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session = read_as(&gateway, &acme, "/v1/sessions/secret").await;
     assert_eq!(
         session["title"],
         Value::Null,
@@ -247,11 +233,6 @@ async fn the_actor_is_the_token_subject() {
         )
         .await;
     assert_eq!(error_of(refused).await, (400, "invalid_event".into()));
-    let page: Value = gateway
-        .request_as(&token, Method::GET, "/v1/sessions/s/events", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page = read_as(&gateway, &token, "/v1/sessions/s/events").await;
     assert_eq!(page["events"][0]["actor"], "agent:drafter");
 }
