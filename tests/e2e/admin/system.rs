@@ -19,15 +19,20 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
     &text[start..end]
 }
 
+/// The charts fragment the page's script swaps in, asserting a 200.
+async fn charts(gateway: &TestGateway) -> String {
+    let response = gateway
+        .request(Method::GET, "/admin/system/charts", None)
+        .await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn the_system_page_charts_the_appends_it_sampled() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
-    let page = gateway
-        .request(Method::GET, "/admin/system/charts", None)
-        .await;
-    assert_eq!(page.status(), 200);
-    let before = page.text().await.unwrap();
+    let before = charts(&gateway).await;
     // Nothing sampled until the sampler's first interval ends.
     assert!(before.contains("No data yet"), "{before}");
     assert!(!before.contains("<polyline"));
@@ -83,11 +88,7 @@ async fn the_system_page_charts_the_appends_it_sampled() {
     // A single node: no table of replicas.
     assert!(!html.contains("Events stream nodes"));
 
-    let fragment = gateway
-        .request(Method::GET, "/admin/system/charts", None)
-        .await;
-    assert_eq!(fragment.status(), 200);
-    let fragment = fragment.text().await.unwrap();
+    let fragment = charts(&gateway).await;
     assert!(fragment.starts_with("<section id=\"charts\""), "{fragment}");
     assert!(fragment.contains("<polyline") || fragment.contains("<circle"));
 }
