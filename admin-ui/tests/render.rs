@@ -1,6 +1,9 @@
 //! Renders every admin page the way the gateway does, with hostile session data, and checks
 //! that nothing from a session can become markup, that empty states and live mode show the
 //! right elements, and that the console needs nothing from the network.
+//!
+//! One file above the usual length on purpose: every page's tests share the hostile-data
+//! builders and the inertness checks at the top, and one binary links once.
 
 use admin_ui::{
     Chart, Charts, EventRow, Figure, LiveFeed, NodeRow, NodeTable, Point, SCRIPT, STYLESHEET,

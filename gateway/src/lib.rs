@@ -55,7 +55,7 @@ impl Gateway {
     /// Connects to NATS in the background and sets up the stream and bucket as soon as NATS
     /// answers; until then `/health/ready` says 503 and requests get `nats_unavailable`.
     pub async fn start(config: Config) -> Result<Gateway, StoreError> {
-        let store = Arc::new(Store::connect(&config).await?);
+        let store = Arc::new(Store::connect(&config.nats).await?);
         let maintainer = store.clone();
         tokio::spawn(async move { maintainer.maintain_topology().await });
         let metrics = Arc::new(Metrics::new());
@@ -64,7 +64,7 @@ impl Gateway {
             config.session_cache_size,
             metrics.clone(),
         ));
-        let catalog = Arc::new(Catalog::new(store.clone(), config.nats_timeout));
+        let catalog = Arc::new(Catalog::new(store.clone(), config.nats.timeout));
         let follower = catalog.clone();
         tokio::spawn(async move { follower.keep_current().await });
         Ok(Gateway {
@@ -101,27 +101,20 @@ impl Gateway {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, shutdown) = Shutdown::new();
-        let verifier = match self.config.auth_mode {
+        let verifier = match self.config.auth.mode {
             config::AuthMode::None => None,
             config::AuthMode::Jwt => Some(Arc::new(
-                auth::Verifier::new(auth::AuthSettings {
-                    jwks_url: self.config.auth_jwks_url.as_deref(),
-                    key_file: self.config.auth_key_file.as_deref(),
-                    issuer: self.config.auth_jwt_issuer.as_deref().unwrap_or_default(),
-                    audience: self.config.auth_jwt_audience.as_deref().unwrap_or_default(),
-                    leeway_seconds: self.config.auth_jwt_leeway_seconds,
-                })
-                .map_err(std::io::Error::other)?,
+                auth::Verifier::new(&self.config.auth).map_err(std::io::Error::other)?,
             )),
         };
         // With tokens required everywhere else, the console requires a sign-in too.
         let sign_in = verifier
             .clone()
-            .map(|verifier| admin::SignIn::new(verifier, self.config.admin_secret.as_deref()));
-        if sign_in.is_some() && self.config.admin_secret.is_none() && self.config.admin {
+            .map(|verifier| admin::SignIn::new(verifier, self.config.admin.secret.as_deref()));
+        if sign_in.is_some() && self.config.admin.secret.is_none() && self.config.admin.enabled {
             warn!("STARCITE_ADMIN_SECRET is not set: console sign-ins hold on this gateway only");
         }
-        let admin = self.config.admin.then(|| admin::Admin {
+        let admin = self.config.admin.enabled.then(|| admin::Admin {
             log: self.log.clone(),
             catalog: self.catalog.clone(),
             store: self.store.clone(),
@@ -139,15 +132,8 @@ impl Gateway {
             log: self.log,
             catalog: self.catalog,
             store: self.store,
-            tail_ping_interval: self.config.tail_ping_interval,
-            tail_buffer: self.config.tail_buffer,
-            tails_per_token: self.config.tails_per_token,
-            tail_stall_timeout: self.config.tail_stall_timeout,
-            max_body_bytes: self.config.max_body_bytes,
-            append_rate: self
-                .config
-                .append_rate
-                .map(|rate| (rate, self.config.append_burst.unwrap_or(rate))),
+            tail: self.config.tail,
+            limits: self.config.limits,
             shutdown,
         });
         let acceptor = NoDelay(TcpAcceptor::from_tokio(listener)?);

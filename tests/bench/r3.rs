@@ -35,7 +35,7 @@ pub async fn run(scale: Scale, selection: &Selection, report: &mut Report) {
     let cluster = TestCluster::start().await;
     let urls = cluster.urls().join(",");
     let gateway = harness::start_gateway(&urls, &[("STARCITE_STREAM_REPLICAS", "3")]).await;
-    let events = gateway::config::Config::default().stream;
+    let events = gateway::config::Config::default().nats.stream;
     assert_eq!(
         cluster.stream_nodes(&events).await.len(),
         3,

@@ -236,7 +236,7 @@ pub async fn warm_up_replay(jetstream: &jetstream::Context, id: &str, count: u64
 }
 
 async fn raw_replay_rate(jetstream: &jetstream::Context, id: &str, count: u64) -> f64 {
-    let defaults = gateway::config::Config::default();
+    let defaults = gateway::config::NatsConfig::default();
     let session = gateway::sessions::model::SessionId::parse(id).expect("a valid id");
     let subject = gateway::nats::subjects::events_subject(&defaults.subject_prefix, &session);
     let stream = jetstream
@@ -271,7 +271,7 @@ async fn raw_replay_rate(jetstream: &jetstream::Context, id: &str, count: u64) -
 
 /// Events the gateway's stream has consumers for right now.
 async fn consumer_count(jetstream: &jetstream::Context) -> u64 {
-    let defaults = gateway::config::Config::default();
+    let defaults = gateway::config::NatsConfig::default();
     let mut stream = jetstream
         .get_stream(&defaults.stream)
         .await

@@ -13,13 +13,11 @@ const SESSIONS: &str = "KV_starcite_sessions";
 
 /// A gateway on a replicated topology, connected to `urls` only.
 async fn gateway_on(urls: Vec<String>) -> TestGateway {
-    TestGateway::start_with(Config {
-        nats_urls: urls,
-        stream_replicas: 3,
-        nats_timeout: Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await
+    let mut config = Config::default();
+    config.nats.urls = urls;
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = Duration::from_secs(2);
+    TestGateway::start_with(config).await
 }
 
 /// Four nodes 10 ms apart, the streams on three of them. Gateway `a` is on every node;

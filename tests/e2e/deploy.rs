@@ -189,8 +189,8 @@ fn every_gateway_environment_in_the_compose_file_is_a_valid_configuration() {
             panic!("{}: {parsed:?}", service.name);
         };
         if service.name.starts_with("cluster-") {
-            assert_eq!(config.stream_replicas, 3, "{}", service.name);
-            assert_eq!(config.nats_urls.len(), 3, "{}", service.name);
+            assert_eq!(config.nats.stream_replicas, 3, "{}", service.name);
+            assert_eq!(config.nats.urls.len(), 3, "{}", service.name);
         }
     }
 }

@@ -56,10 +56,8 @@ async fn a_gateway_started_before_nats_becomes_ready_when_nats_arrives() {
 #[tokio::test]
 async fn a_timed_out_append_resolves_to_its_original_seq_on_retry() {
     let nats = TestNats::start();
-    let config = Config {
-        nats_timeout: Duration::from_millis(500),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.nats.timeout = Duration::from_millis(500);
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
@@ -94,11 +92,9 @@ async fn a_timed_out_append_resolves_to_its_original_seq_on_retry() {
 async fn a_live_tail_misses_nothing_while_its_gateway_is_cut_off() {
     let nats = TestNats::start();
     let proxy = TcpProxy::start(nats.url.trim_start_matches("nats://")).await;
-    let reader = TestGateway::start_with(Config {
-        nats_urls: vec![proxy.url.clone()],
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.urls = vec![proxy.url.clone()];
+    let reader = TestGateway::start_with(config).await;
     let writer = TestGateway::start(&nats).await;
     let id = writer.create_session().await;
     let mut tail = reader.tail(&id, 0).await;
@@ -141,7 +137,7 @@ async fn a_lost_live_copy_is_read_back_when_the_next_one_arrives() {
     assert_eq!(tail.seqs(1).await, vec![1]);
 
     let jetstream = nats.jetstream().await;
-    let name = Config::default().stream;
+    let name = Config::default().nats.stream;
     let mut stream = jetstream.get_stream(&name).await.unwrap();
     let live = stream.info().await.unwrap().config.clone();
     let mut elsewhere = live.clone();
@@ -168,11 +164,9 @@ async fn a_lost_live_copy_is_read_back_when_the_next_one_arrives() {
 async fn batches_sent_to_a_frozen_server_end_with_503_within_the_timeout() {
     let nats = TestNats::start();
     let timeout = Duration::from_secs(1);
-    let gateway = TestGateway::start_with(Config {
-        nats_timeout: timeout,
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.timeout = timeout;
+    let gateway = TestGateway::start_with(config).await;
     let mut ids = Vec::new();
     for _ in 0..24 {
         let id = gateway.create_session().await;

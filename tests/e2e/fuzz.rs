@@ -28,7 +28,7 @@ async fn the_spec_holds_under_generated_requests() {
             "--seed",
             "1",
         ])
-        // The contract accepts more than the spec promises (decimal strings for integers, ids of
+        // The API accepts more than the spec promises (decimal strings for integers, ids of
         // 256 bytes where the spec says 64 characters), and some rules are only in words (a
         // PATCH needs a title or metadata): whether a request is refused is the e2e tests' job.
         .args([

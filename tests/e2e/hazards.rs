@@ -110,11 +110,9 @@ async fn stored_log(gateway: &TestGateway, id: &str) -> Vec<(u64, String, u64)> 
 async fn a_streamed_batch_that_timed_out_never_answers_a_first_attempt_deduped() {
     let nats = TestNats::start();
     let nats_timeout = Duration::from_millis(500);
-    let gateway = TestGateway::start_with(Config {
-        nats_timeout,
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.timeout = nats_timeout;
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let (acks, acked) = tokio::sync::watch::channel(0usize);
@@ -218,10 +216,8 @@ async fn decision(gateway: &TestGateway, id: &str, body: Value) -> (u16, Value, 
 #[tokio::test]
 async fn a_warm_and_a_fresh_gateway_decide_alike_once_retention_dropped_a_producer() {
     let nats = TestNats::start();
-    let config = Config {
-        retention_max_events_per_session: Some(4),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.nats.retention_max_events_per_session = Some(4);
     let warm = TestGateway::start_with(config.clone()).await;
     let fresh = TestGateway::start_with(config).await;
     // Four sessions alike, all written through `warm`: p's three events, then four of q's,
@@ -253,8 +249,8 @@ async fn a_warm_and_a_fresh_gateway_decide_alike_once_retention_dropped_a_produc
     }
 
     // The same request to the same log, once through each gateway: p is unknown to the log,
-    // and the contract lets an unknown producer start at any producer_seq (CONTRACT: "an
-    // unknown producer may start at any producer_seq", as after an LRU eviction).
+    // and an unknown producer may start at any producer_seq (as after an LRU eviction; see
+    // docs/api.md).
     let far_ahead = event("p", 10);
     let replayed = event("p", 3);
     for (request, [through_warm, through_fresh]) in [
@@ -349,13 +345,11 @@ async fn a_leader_change_never_closes_a_live_tail() {
     for url in cluster.urls() {
         links.push(TcpProxy::start(url.trim_start_matches("nats://")).await);
     }
-    let gateway = TestGateway::start_with(Config {
-        nats_urls: links.iter().map(|link| link.url.clone()).collect(),
-        stream_replicas: 3,
-        nats_timeout: Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await;
+    let mut config = Config::default();
+    config.nats.urls = links.iter().map(|link| link.url.clone()).collect();
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = Duration::from_secs(2);
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let mut tail = gateway.tail(&id, 0).await;
     append_all(&gateway, &id, 1..=3).await;

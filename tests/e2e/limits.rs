@@ -1,6 +1,5 @@
 //! Limits on hostile input: each answers with its own 4xx and leaves the session unchanged.
 
-use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value, json};
 use starcite_tests::{TestGateway, TestNats, error_of, event};
@@ -69,11 +68,9 @@ async fn deep_or_large_input_is_refused_and_nothing_changes() {
 #[tokio::test]
 async fn a_tenant_over_its_append_rate_gets_429_with_retry_after() {
     let nats = TestNats::start();
-    let config = Config {
-        append_rate: Some(1),
-        append_burst: Some(3),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.limits.append_rate = Some(1);
+    config.limits.append_burst = Some(3);
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     for producer_seq in 1..=3 {

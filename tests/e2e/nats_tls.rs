@@ -14,11 +14,9 @@ use tempfile::TempDir;
 async fn a_gateway_trusting_the_servers_ca_becomes_ready_and_appends_over_tls() {
     let pki = Pki::new();
     let nats = TestNats::start_with_config(&pki.server_config());
-    let gateway = TestGateway::start_with(Config {
-        nats_tls_ca: Some(pki.ca.clone()),
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.tls_ca = Some(pki.ca.clone());
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let reply = gateway.append_ok(&id, event("tls", 1)).await;
     assert_eq!(reply["seq"], 1);
@@ -32,11 +30,9 @@ async fn a_gateway_that_cannot_verify_the_server_never_becomes_ready() {
     let nats = TestNats::start_with_config(&pki.server_config());
     // Without a CA the system's roots are used; another CA's certificate proves nothing either.
     let without_ca = TestGateway::spawn(TestGateway::config(&nats)).await;
-    let other_ca = TestGateway::spawn(Config {
-        nats_tls_ca: Some(stranger.ca.clone()),
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.tls_ca = Some(stranger.ca.clone());
+    let other_ca = TestGateway::spawn(config).await;
     stays_unready(&[&without_ca, &other_ca]).await;
 }
 
@@ -44,11 +40,9 @@ async fn a_gateway_that_cannot_verify_the_server_never_becomes_ready() {
 async fn a_tls_ca_refuses_a_server_without_tls() {
     let pki = Pki::new();
     let nats = TestNats::start();
-    let gateway = TestGateway::spawn(Config {
-        nats_tls_ca: Some(pki.ca.clone()),
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.tls_ca = Some(pki.ca.clone());
+    let gateway = TestGateway::spawn(config).await;
     stays_unready(&[&gateway]).await;
 }
 
@@ -66,12 +60,10 @@ async fn unusable_credentials_or_ca_files_stop_start_up_naming_the_variable() {
     ];
     for (creds, ca, variable) in cases {
         // Nothing listens here: the files are refused before any connection is tried.
-        let config = Config {
-            nats_urls: vec!["nats://127.0.0.1:1".to_owned()],
-            nats_creds: creds.cloned(),
-            nats_tls_ca: ca.cloned(),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.nats.urls = vec!["nats://127.0.0.1:1".to_owned()];
+        config.nats.creds = creds.cloned();
+        config.nats.tls_ca = ca.cloned();
         let Err(err) = Gateway::start(config).await else {
             panic!("{variable}: a gateway started with an unusable file");
         };

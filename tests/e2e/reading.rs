@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value, json};
 use starcite_tests::{
@@ -118,10 +117,8 @@ async fn long_poll_returns_early_when_an_event_arrives_and_on_time_when_none_doe
 #[tokio::test]
 async fn sse_replays_then_streams_live_and_resumes_from_last_event_id() {
     let nats = TestNats::start();
-    let config = Config {
-        tail_ping_interval: Duration::from_millis(200),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.tail.ping_interval = Duration::from_millis(200);
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     for producer_seq in 1..=3 {
@@ -210,10 +207,8 @@ async fn batch_size_makes_frames_arrays_and_is_validated() {
 #[tokio::test]
 async fn expired_cursors_get_a_gap_then_the_retained_events() {
     let nats = TestNats::start();
-    let config = Config {
-        retention_max_events_per_session: Some(5),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.nats.retention_max_events_per_session = Some(5);
     let gateway = TestGateway::start_with(config.clone()).await;
     let id = gateway.create_session().await;
     for producer_seq in 1..=12 {
@@ -259,11 +254,9 @@ async fn expired_cursors_get_a_gap_then_the_retained_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_cut_off_while_a_fast_one_gets_everything() {
     let nats = TestNats::start();
-    let config = Config {
-        tail_buffer: 256,
-        tail_stall_timeout: Duration::from_millis(1500),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.tail.buffer = 256;
+    config.tail.stall_timeout = Duration::from_millis(1500);
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let mut slow = gateway.tail(&id, 0).await;
@@ -356,10 +349,8 @@ async fn sigterm_closes_tails_with_going_away_and_the_process_exits() {
 #[tokio::test]
 async fn retention_never_stalls_appends() {
     let nats = TestNats::start();
-    let config = Config {
-        retention_max_events_per_session: Some(3),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.nats.retention_max_events_per_session = Some(3);
     let first = TestGateway::start_with(config.clone()).await;
     let id = first.create_session().await;
     first.append_ok(&id, event("p", 1)).await;

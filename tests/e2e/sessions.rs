@@ -95,7 +95,7 @@ async fn concurrent_creates_of_one_id_across_gateways_have_one_winner() {
 }
 
 #[tokio::test]
-async fn create_validation_follows_the_contract() {
+async fn create_refuses_bad_fields_in_id_title_metadata_order_and_creates_nothing() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
     let cases = [

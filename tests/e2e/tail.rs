@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use gateway::config::Config;
 use reqwest::Method;
 use serde_json::Value;
 use starcite_tests::{TailFrame, TestGateway, TestNats, error_of, event, eventually, path_segment};
@@ -167,10 +166,8 @@ async fn several_tailers_see_the_identical_order() {
 #[tokio::test]
 async fn idle_tails_get_ping_frames_and_client_frames_are_ignored() {
     let nats = TestNats::start();
-    let config = Config {
-        tail_ping_interval: Duration::from_millis(150),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.tail.ping_interval = Duration::from_millis(150);
     let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     let mut tail = gateway.tail(&id, 0).await;
@@ -198,7 +195,7 @@ async fn a_client_close_is_answered_with_a_close() {
 }
 
 #[tokio::test]
-async fn pre_upgrade_errors_are_plain_http_in_the_contract_order() {
+async fn pre_upgrade_errors_are_plain_http_upgrade_then_cursor_then_session() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
     let id = gateway.create_session().await;

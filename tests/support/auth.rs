@@ -110,13 +110,12 @@ impl TestJwks {
 
     /// Gateway settings that require tokens from this JWKS.
     pub fn config(&self, nats: &TestNats) -> Config {
-        Config {
-            auth_mode: AuthMode::Jwt,
-            auth_jwks_url: Some(self.url.clone()),
-            auth_jwt_issuer: Some(ISSUER.to_owned()),
-            auth_jwt_audience: Some(AUDIENCE.to_owned()),
-            ..crate::TestGateway::config(nats)
-        }
+        let mut config = crate::TestGateway::config(nats);
+        config.auth.mode = AuthMode::Jwt;
+        config.auth.jwks_url = Some(self.url.clone());
+        config.auth.issuer = Some(ISSUER.to_owned());
+        config.auth.audience = Some(AUDIENCE.to_owned());
+        config
     }
 }
 

@@ -26,11 +26,10 @@ impl TestGateway {
 
     /// The settings `start` uses, to adjust before `start_with`.
     pub fn config(nats: &TestNats) -> Config {
-        Config {
-            nats_urls: vec![nats.url.clone()],
-            nats_timeout: Duration::from_secs(2),
-            ..Config::default()
-        }
+        let mut config = Config::default();
+        config.nats.urls = vec![nats.url.clone()];
+        config.nats.timeout = Duration::from_secs(2);
+        config
     }
 
     pub async fn start_with(config: Config) -> TestGateway {

@@ -18,7 +18,7 @@ use crate::metrics::{self, Metrics};
 use crate::sessions::SessionLog;
 use crate::sessions::model::SessionId;
 
-/// Puts the caller's `Principal` on the request, or answers 401 with the contract's
+/// Puts the caller's `Principal` on the request, or answers 401 with the documented
 /// `WWW-Authenticate` (counted by reason, under the documented route the path fits).
 pub async fn authenticate<E: Endpoint>(
     endpoint: E,

@@ -7,9 +7,9 @@ use tracing::{error, warn};
 
 use crate::catalog::EditError;
 use crate::nats::StoreError;
-use crate::sessions::error::{AppendError, CreateError, InvalidInput, ReadError};
+use crate::sessions::error::{AppendError, CreateError, Field, InvalidInput, ReadError};
 
-/// A stable, machine-readable error code; the contract lists when each is used.
+/// A stable, machine-readable error code; docs/api.md lists when each is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -170,6 +170,21 @@ impl ApiError {
     pub fn session_not_found() -> ApiError {
         ApiError::new(ErrorCode::SessionNotFound, "Session was not found")
     }
+
+    /// A 503 for storage that is out of reach; the cause is logged here, never sent.
+    fn storage_unavailable(cause: &dyn std::fmt::Display) -> ApiError {
+        warn!(error = %cause, "answering 503: {cause}");
+        ApiError::new(
+            ErrorCode::NatsUnavailable,
+            "Storage is unavailable; retry the request",
+        )
+    }
+
+    /// A 500 for a failure inside the gateway; the cause is logged here, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        error!(error = %cause, "answering 500: {cause}");
+        ApiError::new(ErrorCode::InternalError, "Internal server error")
+    }
 }
 
 impl From<InvalidInput> for ApiError {
@@ -185,12 +200,13 @@ impl From<InvalidInput> for ApiError {
             InvalidInput::ListQuery(_) => ErrorCode::InvalidListQuery,
             InvalidInput::BatchSize => ErrorCode::InvalidTailBatchSize,
             InvalidInput::Wait => ErrorCode::InvalidWait,
+            // Exhaustive on purpose: a new bounded field won't compile until it has a code.
             InvalidInput::TooDeep { field, .. } | InvalidInput::TooLarge { field, .. } => {
-                match *field {
-                    "metadata" => ErrorCode::InvalidMetadata,
-                    "refs" => ErrorCode::InvalidRefs,
-                    "title" => ErrorCode::InvalidSession,
-                    _ => ErrorCode::InvalidEvent,
+                match field {
+                    Field::Payload => ErrorCode::InvalidEvent,
+                    Field::Metadata => ErrorCode::InvalidMetadata,
+                    Field::Refs => ErrorCode::InvalidRefs,
+                    Field::Title => ErrorCode::InvalidSession,
                 }
             }
         };
@@ -220,13 +236,7 @@ impl From<EditError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {
-            StoreError::Unavailable(_) => {
-                warn!(error = %err, "answering 503: {err}");
-                ApiError::new(
-                    ErrorCode::NatsUnavailable,
-                    "Storage is unavailable; retry the request",
-                )
-            }
+            StoreError::Unavailable(_) => ApiError::storage_unavailable(&err),
             StoreError::Timeout(_) => {
                 warn!(error = %err, "answering 503: {err}");
                 ApiError::new(
@@ -236,10 +246,7 @@ impl From<StoreError> for ApiError {
                      same id answers session_exists if the first one landed",
                 )
             }
-            StoreError::Corrupt(_) => {
-                error!(error = %err, "answering 500: {err}");
-                ApiError::new(ErrorCode::InternalError, "Internal server error")
-            }
+            StoreError::Corrupt(_) => ApiError::internal(&err),
         }
     }
 }
@@ -270,6 +277,10 @@ impl From<AppendError> for ApiError {
         let code = match err {
             AppendError::Store(err) => return err.into(),
             AppendError::SessionNotFound(_) => return ApiError::session_not_found(),
+            AppendError::Contended { .. } | AppendError::Abandoned => {
+                return ApiError::storage_unavailable(&err);
+            }
+            AppendError::Inconsistent(_) => return ApiError::internal(&err),
             AppendError::ExpectedSeqConflict { .. } => ErrorCode::ExpectedSeqConflict,
             AppendError::ProducerSeqConflict { .. } => ErrorCode::ProducerSeqConflict,
             AppendError::ProducerReplayConflict => ErrorCode::ProducerReplayConflict,

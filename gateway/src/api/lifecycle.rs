@@ -10,7 +10,7 @@ use poem_openapi::param::Query;
 use super::ApiTags;
 use super::auth::{authorize, holder};
 use super::error::{ApiError, ErrorCode};
-use super::lenient::{Position, Raw};
+use super::raw_input::{Position, Raw};
 use super::stream::{Feed, Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;

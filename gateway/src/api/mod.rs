@@ -3,16 +3,16 @@
 mod auth;
 pub mod error;
 mod health;
-mod lenient;
 mod lifecycle;
 mod limits;
+mod nullable;
 mod ops;
+mod raw_input;
 mod sessions;
 pub(crate) mod stream;
 mod traces;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::error::NotFoundError;
 use poem::http::{StatusCode, header};
@@ -20,14 +20,15 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
+use crate::config::{LimitsConfig, TailConfig};
 use crate::figures::Figures;
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 use crate::shutdown::Shutdown;
 use health::HealthApi;
-use lenient::BodyLimit;
 use lifecycle::LifecycleApi;
+use raw_input::BodyLimit;
 use sessions::SessionsApi;
 use stream::Live;
 
@@ -55,14 +56,8 @@ pub struct ApiState {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
-    pub tail_ping_interval: Duration,
-    pub tail_buffer: usize,
-    /// Live streams one token holder may have open at once, per gateway.
-    pub tails_per_token: usize,
-    pub tail_stall_timeout: Duration,
-    pub max_body_bytes: usize,
-    /// Appends per second per tenant, and the burst above it.
-    pub append_rate: Option<(u32, u32)>,
+    pub tail: TailConfig,
+    pub limits: LimitsConfig,
     pub shutdown: Shutdown,
 }
 
@@ -96,10 +91,10 @@ pub fn routes(state: ApiState) -> Routes {
     let live = Live {
         figures: state.figures.clone(),
         metrics: state.metrics.clone(),
-        tail_quota: Arc::new(limits::TailQuota::new(state.tails_per_token)),
-        ping_interval: state.tail_ping_interval,
-        buffer: state.tail_buffer,
-        stall_timeout: state.tail_stall_timeout,
+        tail_quota: Arc::new(limits::TailQuota::new(state.tail.tails_per_token)),
+        ping_interval: state.tail.ping_interval,
+        buffer: state.tail.buffer,
+        stall_timeout: state.tail.stall_timeout,
         shutdown: state.shutdown,
     };
     let health = || HealthApi {
@@ -118,9 +113,9 @@ pub fn routes(state: ApiState) -> Routes {
             log: state.log,
             catalog: state.catalog.clone(),
             live: live.clone(),
-            append_rate: state
-                .append_rate
-                .map(|(rate, burst)| limits::AppendRate::new(rate, burst)),
+            append_rate: state.limits.append_rate.map(|rate| {
+                limits::AppendRate::new(rate, state.limits.append_burst.unwrap_or(rate))
+            }),
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
@@ -144,7 +139,7 @@ pub fn routes(state: ApiState) -> Routes {
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
-        .data(BodyLimit(state.max_body_bytes))
+        .data(BodyLimit(state.limits.max_body_bytes))
         .around(move |endpoint, request| async move {
             // Not routed at all, so they count as `unmatched`.
             if ops_elsewhere && ops_path(request.uri().path()) {

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::Request;
 use poem::web::Data;
@@ -13,22 +12,20 @@ use serde_json::Value;
 use super::ApiTags;
 use super::auth::{authorize, holder, own};
 use super::error::ApiError;
-use super::lenient::{
-    ArchivedChoice, Batch, IdCursor, JsonBody, NewSessionId, Nullable, OptionalName,
-    OptionalObject, OptionalPosition, OptionalText, Position, Raw, Refs, SessionPatchBody,
-    WaitSeconds,
-};
 use super::limits::AppendRate;
+use super::nullable::Nullable;
+use super::raw_input::{
+    ArchivedChoice, IdCursor, JsonBody, NewSessionId, OptionalName, OptionalObject,
+    OptionalPosition, OptionalText, PageSize, Position, Raw, Refs, SessionPatchBody, WaitSeconds,
+};
 use super::stream::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
 use crate::metrics::Limit;
-use crate::nats::StoreError;
 use crate::sessions::error::InvalidInput;
-use crate::sessions::input::{MAX_BATCH, MAX_WAIT_SECONDS};
 use crate::sessions::model::{Gap, GapReason, NewEvent, SessionId, SessionSummary};
-use crate::sessions::{Appended, SessionLog, input};
+use crate::sessions::{Appended, SessionLog, input, limits};
 
 /// Body of `POST /v1/sessions`. Every field is optional; `null` means absent.
 #[derive(Debug, Object)]
@@ -412,7 +409,7 @@ impl SessionsApi {
             .await?;
         let appended = appended
             .pop()
-            .ok_or_else(|| StoreError::Corrupt("an append went unanswered".into()))?;
+            .ok_or_else(|| ApiError::internal(&"an append went unanswered"))?;
         Ok(AppendedEvent::Created(Json(appended.into())))
     }
 
@@ -468,7 +465,7 @@ impl SessionsApi {
         &self,
         principal: Data<&Principal>,
         request: &Request,
-        #[oai(name = "limit")] _limit: Query<Option<Raw<Batch>>>,
+        #[oai(name = "limit")] _limit: Query<Option<Raw<PageSize>>>,
         #[oai(name = "cursor")] _cursor: Query<Option<Raw<IdCursor>>>,
         #[oai(name = "archived")] _archived: Query<Option<Raw<ArchivedChoice>>>,
     ) -> Result<Json<SessionPage>, ApiError> {
@@ -590,23 +587,18 @@ impl SessionsApi {
         request: &Request,
         id: Path<String>,
         cursor: Query<Option<Raw<Position>>>,
-        batch_size: Query<Option<Raw<Batch>>>,
+        batch_size: Query<Option<Raw<PageSize>>>,
     ) -> Result<LiveResponse, ApiError> {
         let transport = Transport::of(request).await?;
         let cursor = transport.cursor(request, Raw::raw(&cursor))?;
-        let batch_size = input::bounded(
-            Raw::raw(&batch_size),
-            1..=MAX_BATCH,
-            1,
-            InvalidInput::BatchSize,
-        )?;
+        let batch_size = limits::tail_batch_size(Raw::raw(&batch_size))?;
         let id = self.session_for(&principal, &id, Scope::Read).await?;
         let start = self.log.open_tail(&id, cursor).await?;
         let reader = Reader {
             feed: Feed::Session,
             cursor: start.cursor,
             gap: start.gap,
-            batch_size: batch_size as usize,
+            batch_size,
             contiguous: true,
             expires_at: principal.expires_at,
             holder: holder(&principal),
@@ -635,19 +627,16 @@ impl SessionsApi {
         principal: Data<&Principal>,
         id: Path<String>,
         cursor: Query<Option<Raw<Position>>>,
-        limit: Query<Option<Raw<Batch>>>,
+        limit: Query<Option<Raw<PageSize>>>,
         wait: Query<Option<Raw<WaitSeconds>>>,
     ) -> Result<Json<EventPageBody>, ApiError> {
         let cursor = input::cursor(Raw::raw(&cursor))?;
-        let limit = input::bounded(Raw::raw(&limit), 1..=MAX_BATCH, 100, InvalidInput::Limit)?;
-        let wait = input::bounded(Raw::raw(&wait), 0..=MAX_WAIT_SECONDS, 0, InvalidInput::Wait)?;
+        let limit = limits::page_size(Raw::raw(&limit))?;
+        let wait = limits::wait(Raw::raw(&wait))?;
         let id = self.session_for(&principal, &id, Scope::Read).await?;
         let metrics = &self.live.metrics;
-        let long_poll = (wait > 0).then(|| metrics.long_poll());
-        let page = self
-            .log
-            .read_page_waiting(&id, cursor, limit as usize, Duration::from_secs(wait))
-            .await?;
+        let long_poll = (!wait.is_zero()).then(|| metrics.long_poll());
+        let page = self.log.read_page_waiting(&id, cursor, limit, wait).await?;
         if let Some(long_poll) = long_poll {
             long_poll.sent(page.events.len());
         }
@@ -659,7 +648,7 @@ impl SessionsApi {
             .iter()
             .map(|json| serde_json::from_slice(json))
             .collect::<Result<Vec<EventBody>, _>>()
-            .map_err(|err| ApiError::from(StoreError::Corrupt(err.to_string())))?;
+            .map_err(|err| ApiError::internal(&err))?;
         Ok(Json(EventPageBody {
             events,
             next_cursor: page.next_cursor,

@@ -3,7 +3,6 @@
 //! every caller is the one local principal.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -12,6 +11,7 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 use tracing::warn;
 
+use crate::config::AuthConfig;
 use crate::sessions::model::SessionId;
 
 /// The tenant every session belongs to while authentication is off.
@@ -87,15 +87,6 @@ pub enum AuthFailure {
     Invalid(String),
 }
 
-/// How tokens are checked, from the configuration.
-pub struct AuthSettings<'a> {
-    pub jwks_url: Option<&'a str>,
-    pub key_file: Option<&'a Path>,
-    pub issuer: &'a str,
-    pub audience: &'a str,
-    pub leeway_seconds: u64,
-}
-
 pub struct Verifier {
     validation: Validation,
     keys: Keys,
@@ -131,14 +122,14 @@ struct Claims {
 }
 
 impl Verifier {
-    pub fn new(settings: AuthSettings<'_>) -> Result<Verifier, String> {
+    pub fn new(settings: &AuthConfig) -> Result<Verifier, String> {
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[settings.issuer]);
-        validation.set_audience(&[settings.audience]);
+        validation.set_issuer(&[settings.issuer.as_deref().unwrap_or_default()]);
+        validation.set_audience(&[settings.audience.as_deref().unwrap_or_default()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = settings.leeway_seconds;
-        let keys = match (settings.key_file, settings.jwks_url) {
+        let keys = match (&settings.key_file, &settings.jwks_url) {
             (Some(path), _) => {
                 let pem =
                     std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
@@ -151,7 +142,7 @@ impl Verifier {
                 Keys::File { key, algorithm }
             }
             (None, Some(url)) => Keys::Jwks {
-                url: url.to_owned(),
+                url: url.clone(),
                 http: jwks_client()?,
                 cache: RwLock::new(JwksCache::default()),
             },

@@ -26,7 +26,7 @@ pub enum ArchivedFilter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
-    /// 1..=1000.
+    /// 1 to `sessions::limits::MAX_PAGE_SIZE`.
     pub limit: usize,
     /// Only ids strictly greater than this.
     pub after: Option<String>,

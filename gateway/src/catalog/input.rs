@@ -1,14 +1,12 @@
-//! Validation of list queries and header patches, in the contract's order and with its codes.
+//! Validation of list queries and header patches, in docs/api.md's order and with its codes.
 
 use serde_json::Value;
 
 use super::index::{ArchivedFilter, ListQuery};
-use crate::sessions::error::InvalidInput;
-use crate::sessions::input::{bounded, check_metadata, check_title, integer, present};
+use crate::sessions::error::{Field, InvalidInput};
+use crate::sessions::input::present;
+use crate::sessions::limits::{DEFAULT_PAGE_SIZE, check_metadata, check_title, integer, page_size};
 use crate::sessions::model::JsonObject;
-
-const DEFAULT_LIST_LIMIT: usize = 100;
-const MAX_LIST_LIMIT: u64 = 1000;
 
 /// A change to a session header: `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +21,7 @@ pub struct SessionPatch {
 /// Reads a list query from its decoded `(name, value)` pairs; unknown names are ignored.
 pub fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, InvalidInput> {
     let mut query = ListQuery {
-        limit: DEFAULT_LIST_LIMIT,
+        limit: DEFAULT_PAGE_SIZE as usize,
         after: None,
         metadata: Vec::new(),
         archived: ArchivedFilter::Active,
@@ -33,10 +31,7 @@ pub fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, InvalidInput>
     };
     for (name, value) in pairs {
         match name.as_str() {
-            "limit" => {
-                query.limit =
-                    bounded(Some(value), 1..=MAX_LIST_LIMIT, 0, InvalidInput::Limit)? as usize;
-            }
+            "limit" => query.limit = page_size(Some(value))?,
             "cursor" if value.is_empty() => return Err(InvalidInput::Cursor),
             "cursor" => query.after = Some(value.clone()),
             "archived" => {
@@ -101,7 +96,7 @@ pub fn session_patch(body: Option<Value>) -> Result<SessionPatch, InvalidInput> 
     };
     check_title(title.as_ref().and_then(Option::as_deref))?;
     if let Some(metadata) = &metadata {
-        check_metadata("metadata", metadata)?;
+        check_metadata(Field::Metadata, metadata)?;
     }
     let expected_version =
         match present(&body, "expected_version") {
@@ -148,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn list_rejects_what_the_contract_rejects() {
+    fn list_rejects_bad_limits_cursors_filters_and_archived_values() {
         for limit in ["0", "-1", "1001", "abc", "1.5", ""] {
             assert_eq!(
                 list_query(&pairs(&[("limit", limit)])),

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::nats::{CatalogChange, ReplaceSessionFailure, Store, StoreError};
-use crate::sessions::error::InvalidInput;
-use crate::sessions::input::check_metadata;
+use crate::sessions::error::{Field, InvalidInput};
+use crate::sessions::limits::check_metadata;
 use crate::sessions::model::{
     Change, Session, SessionId, SessionRecord, SessionSummary, timestamp_now,
 };
@@ -216,7 +216,7 @@ impl Catalog {
                 session.metadata.insert(key.clone(), value.clone());
             }
             // Each patch is bounded, but merges add up: bound the result too.
-            check_metadata("metadata", &session.metadata)?;
+            check_metadata(Field::Metadata, &session.metadata)?;
             session.version += 1;
             session.updated_at = timestamp_now();
             Ok(Some(Change::Updated))

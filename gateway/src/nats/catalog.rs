@@ -65,7 +65,7 @@ impl Store {
         &self,
         record: &SessionRecord,
     ) -> Result<u64, CreateSessionFailure> {
-        let bucket = self.sessions_bucket()?;
+        let bucket = self.usable_sessions_bucket()?;
         match bucket
             .create(subjects::token(&record.session.id), encode(record))
             .await
@@ -85,7 +85,7 @@ impl Store {
     /// The session's header, read from the bucket stream's leader: a session created through
     /// any gateway is found at once, where a follower's copy may not hold it yet.
     pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
-        let bucket = self.sessions_bucket()?;
+        let bucket = self.usable_sessions_bucket()?;
         let key = format!("$KV.{}.{}", bucket.name, subjects::token(id));
         let message = match self
             .sessions_stream
@@ -113,7 +113,7 @@ impl Store {
         record: &SessionRecord,
         revision: u64,
     ) -> Result<u64, ReplaceSessionFailure> {
-        let bucket = self.sessions_bucket()?;
+        let bucket = self.usable_sessions_bucket()?;
         match bucket
             .update(
                 subjects::token(&record.session.id),
@@ -135,7 +135,7 @@ impl Store {
 
     /// The bucket's newest revision: a catalog that has seen it has seen every write so far.
     pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         // `kv::Store::status` answers from a cache; the bucket's stream info is fresh.
         let info = self.sessions_stream.get_info().await.map_err(unavailable)?;
         Ok(info.state.last_sequence)
@@ -148,7 +148,7 @@ impl Store {
         after_revision: u64,
         latest_only: bool,
     ) -> Result<Feed<CatalogChange>, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let deliver_policy = if latest_only {
             DeliverPolicy::LastPerSubject
         } else {

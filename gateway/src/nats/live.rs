@@ -49,7 +49,7 @@ impl Store {
     /// Follows the session's commits from its current head on. The subscription is in place
     /// on the server before the head is read, so nothing falls between the two.
     pub async fn live(&self, id: &SessionId) -> Result<LiveEvents, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let subscribe = self.client.subscribe(self.live_subject(id));
         let subscriber = within(self.timeout, "subscribing to a session", subscribe)
             .await?

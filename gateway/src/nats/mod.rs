@@ -3,10 +3,15 @@
 //! One file-backed stream holds every session's events, one subject per session; one
 //! key-value bucket holds the session headers. Everything else a gateway knows is a cache.
 
+mod append;
+mod batch;
 mod catalog;
 mod events;
 mod feed;
 mod live;
+mod read;
+mod replay;
+mod search;
 mod snapshots;
 pub mod subjects;
 mod system;
@@ -19,12 +24,15 @@ use async_nats::jetstream::{self, kv, stream};
 use tokio::sync::{OnceCell, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::NatsConfig;
 
+pub use append::AppendFailure;
+pub use batch::OpenBatch;
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
-pub use events::{AppendFailure, EventFeed, Head, OpenBatch, PendingAppend, StoredEvent};
+pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
+pub use replay::EventFeed;
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
@@ -118,9 +126,9 @@ pub struct Store {
 impl Store {
     /// Starts connecting in the background: a gateway comes up, and says it is not ready,
     /// while NATS is still down.
-    pub async fn connect(config: &Config) -> Result<Store, StoreError> {
+    pub async fn connect(config: &NatsConfig) -> Result<Store, StoreError> {
         let addresses = config
-            .nats_urls
+            .urls
             .iter()
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
@@ -133,8 +141,8 @@ impl Store {
             .max_reconnects(None)
             // Notice a silent network partition in seconds, not the default two minutes.
             .ping_interval(Duration::from_secs(10))
-            .connection_timeout(config.nats_timeout)
-            .request_timeout(Some(config.nats_timeout))
+            .connection_timeout(config.timeout)
+            .request_timeout(Some(config.timeout))
             .event_callback(move |event| {
                 let lost_messages = lost_messages.clone();
                 async move {
@@ -156,12 +164,12 @@ impl Store {
             });
         // Both files are read now, so a wrong path stops start-up with its name instead of
         // failing every reconnect in the background.
-        if let Some(path) = &config.nats_creds {
+        if let Some(path) = &config.creds {
             options = options.credentials_file(path).await.map_err(|err| {
                 StoreError::Unavailable(format!("STARCITE_NATS_CREDS (or --nats-creds): {err}"))
             })?;
         }
-        if let Some(path) = &config.nats_tls_ca {
+        if let Some(path) = &config.tls_ca {
             let unusable = |reason: String| {
                 StoreError::Unavailable(format!(
                     "STARCITE_NATS_TLS_CA (or --nats-tls-ca): `{}`: {reason}",
@@ -182,7 +190,7 @@ impl Store {
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
         let jetstream = jetstream::ContextBuilder::new()
-            .timeout(config.nats_timeout)
+            .timeout(config.timeout)
             .build(client.clone());
         let events = jetstream
             .get_stream_no_info(&config.stream)
@@ -212,7 +220,7 @@ impl Store {
             sessions: OnceCell::new(),
             snapshots: OnceCell::new(),
             topology,
-            timeout: config.nats_timeout,
+            timeout: config.timeout,
             live_checks,
             topology_health: watch::Sender::new(TopologyHealth::Starting),
             incarnation: watch::Sender::new(0),
@@ -316,8 +324,15 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// Fails fast while disconnected, instead of letting a request wait for its timeout.
-    fn sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
+    /// Fails fast while NATS is disconnected or the stream and buckets are not set up yet,
+    /// instead of letting a request wait for its timeout.
+    fn require_usable(&self) -> Result<(), StoreError> {
+        self.usable_sessions_bucket().map(|_| ())
+    }
+
+    /// The sessions bucket, once NATS is connected and the topology is set up; fails fast
+    /// otherwise, like `require_usable`.
+    fn usable_sessions_bucket(&self) -> Result<&kv::Store, StoreError> {
         if self.client.connection_state() != State::Connected {
             return Err(StoreError::Unavailable("not connected to NATS".to_owned()));
         }

@@ -23,7 +23,7 @@ impl Store {
     }
 
     fn snapshots_bucket(&self) -> Result<&kv::Store, StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         self.snapshots.get().ok_or_else(|| {
             StoreError::Unavailable("the snapshots bucket is not set up yet".to_owned())
         })

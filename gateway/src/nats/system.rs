@@ -81,7 +81,7 @@ impl Store {
 
     /// The events stream's and the sessions bucket's figures.
     pub async fn storage(&self) -> Result<(StreamFigures, StreamFigures), StoreError> {
-        self.sessions_bucket()?;
+        self.require_usable()?;
         let events = self.events.get_info().await.map_err(unavailable)?;
         let sessions = self.sessions_stream.get_info().await.map_err(unavailable)?;
         Ok((figures(events), figures(sessions)))

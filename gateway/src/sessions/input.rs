@@ -1,11 +1,12 @@
-//! Validation of client input into domain values, in the contract's order and with its codes.
+//! Validation of client input into domain values, in the order docs/api.md gives and with its codes.
 //!
-//! Bodies arrive as loose JSON because the contract accepts more than a typed schema would
+//! Bodies arrive as loose JSON because the API accepts more than a typed schema would
 //! (decimal strings for integers, `null` for absent) and names which field failed first.
 
 use serde_json::Value;
 
-use super::error::InvalidInput;
+use super::error::{Field, InvalidInput};
+use super::limits::{MAX_BATCH_EVENTS, check_depth, check_metadata, check_title, decimal, integer};
 use super::model::{EventContent, JsonObject, NewEvent, NewSession, Seq, SessionId};
 
 /// Reads a create-session body; an empty body means "all defaults".
@@ -43,16 +44,13 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
     };
     check_title(title.as_deref())?;
     let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
-    check_metadata("metadata", &metadata)?;
+    check_metadata(Field::Metadata, &metadata)?;
     Ok(NewSession {
         id,
         title,
         metadata,
     })
 }
-
-/// The most events one batch append may carry (JetStream's atomic batch limit).
-pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Reads a batch append body, `{"events": [...]}`: 1 to 1,000 events, each read like a
 /// single append's body (an event's own failure names its index).
@@ -87,7 +85,7 @@ pub fn new_events(
         .collect()
 }
 
-/// Reads an append body. Field order follows the contract: the first failure wins. With a
+/// Reads an append body. Field order follows docs/api.md: the first failure wins. With a
 /// `subject` (an authenticated caller), `actor` defaults to it and may not differ from it.
 pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent, InvalidInput> {
     let Some(Value::Object(mut body)) = body else {
@@ -132,11 +130,11 @@ pub fn new_event(body: Option<Value>, subject: Option<&str>) -> Result<NewEvent,
         .ok_or_else(|| InvalidInput::Event("`producer_seq` must be an integer >= 1".into()))?;
     let source = optional_non_empty_string(&body, "source")?;
     let metadata = optional_object(&body, "metadata").ok_or(InvalidInput::Metadata)?;
-    check_metadata("metadata", &metadata)?;
+    check_metadata(Field::Metadata, &metadata)?;
     let refs = optional_object(&body, "refs").ok_or(InvalidInput::Refs)?;
-    check_metadata("refs", &refs)?;
+    check_metadata(Field::Refs, &refs)?;
     let refs = validate_refs(refs)?;
-    check_depth("payload", &payload)?;
+    check_depth(Field::Payload, &payload)?;
     let idempotency_key = optional_non_empty_string(&body, "idempotency_key")?;
     let expected_seq =
         match present(&body, "expected_seq") {
@@ -169,81 +167,7 @@ pub fn cursor(raw: Option<&str>) -> Result<Seq, InvalidInput> {
     }
 }
 
-/// How deep payloads, metadata and refs may nest: deeper JSON is hostile, not data.
-pub const MAX_DEPTH: usize = 32;
-/// The largest metadata or refs object, serialized. Session metadata lives in every gateway's
-/// memory, so it stays small; payloads are bounded by the request body limit.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
-/// The longest title, in bytes.
-pub const MAX_TITLE_BYTES: usize = 4096;
-
-/// The most events a tail frame carries and a page holds.
-pub const MAX_BATCH: u64 = 1000;
-/// The longest an events page waits for a first event.
-pub const MAX_WAIT_SECONDS: u64 = 60;
-
-/// A whole number within `range`, from an optional raw parameter (`None`: `default`).
-pub fn bounded(
-    raw: Option<&str>,
-    range: std::ops::RangeInclusive<u64>,
-    default: u64,
-    invalid: InvalidInput,
-) -> Result<u64, InvalidInput> {
-    match raw {
-        None => Ok(default),
-        Some(raw) => decimal(raw)
-            .filter(|value| range.contains(value))
-            .ok_or(invalid),
-    }
-}
-
-/// Titles are free text, but not unbounded.
-pub(crate) fn check_title(title: Option<&str>) -> Result<(), InvalidInput> {
-    match title {
-        Some(title) if title.len() > MAX_TITLE_BYTES => Err(InvalidInput::TooLarge {
-            field: "title",
-            max_bytes: MAX_TITLE_BYTES,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Metadata-like objects: bounded in depth and in size.
-pub(crate) fn check_metadata(field: &'static str, object: &JsonObject) -> Result<(), InvalidInput> {
-    check_depth(field, object)?;
-    // Serializing plain JSON values cannot fail.
-    let bytes = serde_json::to_vec(object).map_or(0, |bytes| bytes.len());
-    if bytes > MAX_METADATA_BYTES {
-        return Err(InvalidInput::TooLarge {
-            field,
-            max_bytes: MAX_METADATA_BYTES,
-        });
-    }
-    Ok(())
-}
-
-fn check_depth(field: &'static str, object: &JsonObject) -> Result<(), InvalidInput> {
-    // Iterative, so hostile nesting cannot exhaust the stack here either.
-    let mut pending: Vec<(&Value, usize)> = object.values().map(|value| (value, 2)).collect();
-    while let Some((value, depth)) = pending.pop() {
-        if depth > MAX_DEPTH {
-            return Err(InvalidInput::TooDeep {
-                field,
-                max_depth: MAX_DEPTH,
-            });
-        }
-        match value {
-            Value::Object(object) => {
-                pending.extend(object.values().map(|value| (value, depth + 1)))
-            }
-            Value::Array(items) => pending.extend(items.iter().map(|value| (value, depth + 1))),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// A field that is there and not `null`: the contract treats `null` as absent everywhere.
+/// A field that is there and not `null`: the API treats `null` as absent everywhere.
 pub(crate) fn present<'a>(body: &'a JsonObject, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|value| !value.is_null())
 }
@@ -273,9 +197,14 @@ fn optional_object(body: &JsonObject, key: &str) -> Option<JsonObject> {
     }
 }
 
+/// The `refs` keys whose values are integers >= 0.
+pub const INTEGER_REFS: [&str; 2] = ["to_seq", "step"];
+/// The `refs` keys whose values are strings.
+pub const STRING_REFS: [&str; 2] = ["request_id", "sequence_id"];
+
 /// Known `refs` keys are checked and their integers normalised; unknown keys stay verbatim.
 fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
-    for key in ["to_seq", "step"] {
+    for key in INTEGER_REFS {
         if let Some(value) = refs.get_mut(key) {
             let number = integer(value).ok_or_else(|| {
                 InvalidInput::Event(format!("`refs.{key}` must be an integer >= 0"))
@@ -283,7 +212,7 @@ fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
             *value = Value::from(number);
         }
     }
-    for key in ["request_id", "sequence_id"] {
+    for key in STRING_REFS {
         if refs.get(key).is_some_and(|value| !value.is_string()) {
             return Err(InvalidInput::Event(format!(
                 "`refs.{key}` must be a string"
@@ -293,30 +222,10 @@ fn validate_refs(mut refs: JsonObject) -> Result<JsonObject, InvalidInput> {
     Ok(refs)
 }
 
-/// A non-negative integer given as a JSON integer or a decimal string.
-pub(crate) fn integer(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(number) => number.as_u64().filter(|number| *number <= MAX_INTEGER),
-        Value::String(text) => decimal(text),
-        _ => None,
-    }
-}
-
-/// The largest integer the API takes anywhere (2^53 - 1): every JSON client can hold it exactly.
-pub const MAX_INTEGER: u64 = (1 << 53) - 1;
-
-/// A whole-string decimal with an optional `+`, like Elixir's `Integer.parse` with no rest.
-pub(crate) fn decimal(text: &str) -> Option<u64> {
-    let digits = text.strip_prefix('+').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|number| *number <= MAX_INTEGER)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sessions::limits::{MAX_DEPTH, MAX_INTEGER, MAX_METADATA_BYTES, MAX_TITLE_BYTES};
     use serde_json::json;
 
     fn parse(body: Option<Value>) -> Result<NewEvent, InvalidInput> {
@@ -462,7 +371,7 @@ mod tests {
         assert_eq!(
             refused,
             Err(InvalidInput::TooDeep {
-                field: "payload",
+                field: Field::Payload,
                 max_depth: MAX_DEPTH
             })
         );
@@ -470,7 +379,7 @@ mod tests {
         assert_eq!(
             refused,
             Err(InvalidInput::TooDeep {
-                field: "metadata",
+                field: Field::Metadata,
                 max_depth: MAX_DEPTH
             })
         );
@@ -483,18 +392,24 @@ mod tests {
         assert!(matches!(
             parse(with("metadata", big.clone())),
             Err(InvalidInput::TooLarge {
-                field: "metadata",
+                field: Field::Metadata,
                 ..
             })
         ));
         assert!(matches!(
             parse(with("refs", big)),
-            Err(InvalidInput::TooLarge { field: "refs", .. })
+            Err(InvalidInput::TooLarge {
+                field: Field::Refs,
+                ..
+            })
         ));
         let title = "t".repeat(MAX_TITLE_BYTES + 1);
         assert!(matches!(
             new_session(Some(json!({"title": title}))),
-            Err(InvalidInput::TooLarge { field: "title", .. })
+            Err(InvalidInput::TooLarge {
+                field: Field::Title,
+                ..
+            })
         ));
     }
 

@@ -8,6 +8,7 @@
 pub mod error;
 mod fanout;
 pub mod input;
+pub mod limits;
 pub mod model;
 mod reader;
 mod state;
@@ -31,6 +32,7 @@ use model::{
     SessionSummary,
 };
 use reader::Reader;
+pub use state::ProducerPosition;
 use writer::Writer;
 
 /// The outcome of an accepted append.
@@ -174,9 +176,54 @@ impl SessionLog {
         id: &SessionId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Appended>, AppendError> {
-        let writer = self.writer(id);
         let count = events.len();
-        let appended = writer.append(&self.store, &self.metrics, id, events).await;
+        let appended = self
+            .writer(id)
+            .append(&self.store, &self.metrics, id, events)
+            .await;
+        self.answered(id, count, appended)
+    }
+
+    /// Like `append_all`, but queued before this returns: requests submitted one after another
+    /// are decided in that order, however their answers are awaited. A producer pipelines this
+    /// way, with many requests unanswered.
+    pub fn submit(
+        self: &Arc<Self>,
+        id: &SessionId,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<Appended>, AppendError>> + Send + 'static {
+        let count = events.len();
+        let queued = self
+            .writer(id)
+            .enqueue(&self.store, &self.metrics, id, events);
+        let (log, id) = (self.clone(), id.clone());
+        async move { log.answered(&id, count, queued.answer().await) }
+    }
+
+    /// The latest `(producer_seq, seq)` the session holds for `producer_id`: what a producer
+    /// resuming after a drop need not send again.
+    pub async fn producer_position(
+        &self,
+        id: &SessionId,
+        producer_id: &str,
+    ) -> Result<Option<ProducerPosition>, AppendError> {
+        let position = self
+            .writer(id)
+            .position(&self.store, &self.metrics, id, producer_id)
+            .await;
+        if let Err(AppendError::SessionNotFound(_)) = position {
+            self.forget(id);
+        }
+        position
+    }
+
+    /// Counts an append's outcome.
+    fn answered(
+        &self,
+        id: &SessionId,
+        count: usize,
+        appended: Result<Vec<Appended>, AppendError>,
+    ) -> Result<Vec<Appended>, AppendError> {
         if let Err(AppendError::SessionNotFound(_)) = appended {
             // Unknown ids must not crowd real sessions out of the cache.
             self.forget(id);
@@ -188,7 +235,7 @@ impl SessionLog {
                 self.metrics
                     .appends(AppendOutcome::Appended, answers.len() - deduped);
             }
-            Err(AppendError::Store(_)) => self.metrics.appends(AppendOutcome::Failed, count),
+            Err(err) if err.is_failure() => self.metrics.appends(AppendOutcome::Failed, count),
             Err(_) => self.metrics.appends(AppendOutcome::Rejected, count),
         }
         appended

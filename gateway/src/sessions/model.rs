@@ -255,6 +255,26 @@ pub fn timestamp_now() -> String {
 }
 
 #[cfg(test)]
+impl EventContent {
+    /// A plain message from `producer_id` at `producer_seq`, for tests of what is decided on it.
+    pub fn message(producer_id: &str, producer_seq: u64, text: &str) -> EventContent {
+        let mut payload = JsonObject::new();
+        payload.insert("text".into(), text.into());
+        EventContent {
+            kind: "message".into(),
+            payload,
+            actor: "agent:a".into(),
+            producer_id: producer_id.into(),
+            producer_seq,
+            source: None,
+            metadata: JsonObject::new(),
+            refs: JsonObject::new(),
+            idempotency_key: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

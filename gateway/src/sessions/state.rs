@@ -2,6 +2,7 @@
 //!
 //! The state is a pure function of the log, so every gateway that has read the same prefix
 //! decides the same way; that is what lets any gateway hold it as a mere cache.
+//! The file is long for its tests: the decision rules are pure, and tested here beside them.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,13 @@ struct ProducerCursor {
     producer_seq: u64,
     seq: Seq,
     hash: ContentHash,
+}
+
+/// Where a producer stands in a session: its latest stored request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerPosition {
+    pub producer_seq: u64,
+    pub seq: Seq,
 }
 
 /// A session's state after folding in every event up to `stream_seq`.
@@ -97,6 +105,16 @@ impl Default for SessionState {
 impl SessionState {
     pub fn last_seq(&self) -> Seq {
         self.last_seq
+    }
+
+    /// Where `producer_id` stands, if the session remembers it.
+    pub fn position(&self, producer_id: &str) -> Option<ProducerPosition> {
+        self.producers
+            .peek(producer_id)
+            .map(|cursor| ProducerPosition {
+                producer_seq: cursor.producer_seq,
+                seq: cursor.seq,
+            })
     }
 
     pub fn stream_seq(&self) -> u64 {
@@ -200,7 +218,7 @@ pub struct Discontinuity {
     next_seq: Seq,
 }
 
-/// The contract's order: `expected_seq` first, then the producer's cursor.
+/// The documented order: `expected_seq` first, then the producer's cursor.
 fn decide(
     last_seq: Seq,
     cursor: Option<&ProducerCursor>,
@@ -283,22 +301,9 @@ impl<'a> Overlay<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::model::JsonObject;
 
     fn content(producer_id: &str, producer_seq: u64, text: &str) -> EventContent {
-        let mut payload = JsonObject::new();
-        payload.insert("text".into(), text.into());
-        EventContent {
-            kind: "message".into(),
-            payload,
-            actor: "agent:a".into(),
-            producer_id: producer_id.into(),
-            producer_seq,
-            source: None,
-            metadata: JsonObject::new(),
-            refs: JsonObject::new(),
-            idempotency_key: None,
-        }
+        EventContent::message(producer_id, producer_seq, text)
     }
 
     /// Decides and, when the decision is an append, commits it at the next stream sequence.

@@ -1,7 +1,6 @@
 //! The console's guards: CSRF tokens on state changes, versions on renames, the switch that
 //! turns it off, and the admin sign-in that limits it to one tenant.
 
-use gateway::config::Config;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use starcite_tests::{TestGateway, TestNats};
@@ -111,11 +110,9 @@ impl Console<'_> {
 #[tokio::test]
 async fn the_console_can_be_switched_off() {
     let nats = TestNats::start();
-    let gateway = TestGateway::start_with(Config {
-        admin: false,
-        ..TestGateway::config(&nats)
-    })
-    .await;
+    let mut config = TestGateway::config(&nats);
+    config.admin.enabled = false;
+    let gateway = TestGateway::start_with(config).await;
     let response = gateway.request(Method::GET, "/admin", None).await;
     assert_eq!(response.status(), 404);
 }

@@ -97,13 +97,11 @@ async fn the_system_page_charts_the_appends_it_sampled() {
 async fn on_a_cluster_the_system_page_lists_each_streams_nodes() {
     use starcite_tests::TestCluster;
     let cluster = TestCluster::start().await;
-    let gateway = TestGateway::start_with(Config {
-        nats_urls: cluster.urls(),
-        stream_replicas: 3,
-        nats_timeout: Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await;
+    let mut config = Config::default();
+    config.nats.urls = cluster.urls();
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = Duration::from_secs(2);
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use gateway::config::Config;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use starcite_tests::auth::{SigningKey, TestJwks, claims, mint, now};
@@ -30,7 +29,7 @@ async fn challenge(response: Response) -> String {
 }
 
 #[tokio::test]
-async fn every_bad_token_gets_its_contract_answer_and_good_ones_pass() {
+async fn every_bad_token_gets_its_401_challenge_and_good_ones_pass() {
     let nats = TestNats::start();
     let jwks = TestJwks::start().await;
     let gateway = TestGateway::start_with(jwks.config(&nats)).await;
@@ -149,10 +148,8 @@ async fn every_bad_token_gets_its_contract_answer_and_good_ones_pass() {
 async fn a_live_tail_closes_with_4001_when_its_token_expires() {
     let nats = TestNats::start();
     let jwks = TestJwks::start().await;
-    let config = Config {
-        auth_jwt_leeway_seconds: 0,
-        ..jwks.config(&nats)
-    };
+    let mut config = jwks.config(&nats);
+    config.auth.leeway_seconds = 0;
     let gateway = TestGateway::start_with(config).await;
     let admin = everything("acme");
     gateway.create_session_as(&admin, json!({"id": "s"})).await;
@@ -176,13 +173,11 @@ async fn a_key_file_replaces_the_jwks() {
     let nats = TestNats::start();
     let key_file =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys/rsa.pub.pem");
-    let config = Config {
-        auth_mode: gateway::config::AuthMode::Jwt,
-        auth_key_file: Some(key_file),
-        auth_jwt_issuer: Some(starcite_tests::auth::ISSUER.into()),
-        auth_jwt_audience: Some(starcite_tests::auth::AUDIENCE.into()),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.auth.mode = gateway::config::AuthMode::Jwt;
+    config.auth.key_file = Some(key_file);
+    config.auth.issuer = Some(starcite_tests::auth::ISSUER.into());
+    config.auth.audience = Some(starcite_tests::auth::AUDIENCE.into());
     let gateway = TestGateway::start_with(config).await;
     let good = everything("acme");
     assert_eq!(
@@ -200,10 +195,8 @@ async fn a_key_file_replaces_the_jwks() {
 async fn a_token_holds_a_bounded_number_of_live_streams() {
     let nats = TestNats::start();
     let jwks = TestJwks::start().await;
-    let config = Config {
-        tails_per_token: 2,
-        ..jwks.config(&nats)
-    };
+    let mut config = jwks.config(&nats);
+    config.tail.tails_per_token = 2;
     let gateway = TestGateway::start_with(config).await;
     let token = everything("acme");
     gateway.create_session_as(&token, json!({"id": "s"})).await;

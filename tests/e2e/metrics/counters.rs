@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use gateway::config::Config;
 use reqwest::Method;
 use serde_json::json;
 use starcite_tests::{TailFrame, TestGateway, TestNats, event, eventually};
@@ -13,11 +12,9 @@ use super::{APPEND, Metrics, moved};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_what_was_done() {
     let nats = TestNats::start();
-    let config = Config {
-        tail_buffer: 4,
-        tail_stall_timeout: Duration::from_millis(500),
-        ..TestGateway::config(&nats)
-    };
+    let mut config = TestGateway::config(&nats);
+    config.tail.buffer = 4;
+    config.tail.stall_timeout = Duration::from_millis(500);
     let gateway = TestGateway::start_with(config).await;
     let (client, url) = (&gateway.client, gateway.base_url.as_str());
     let id = gateway.create_session().await;

@@ -183,13 +183,11 @@ async fn with_an_ops_listener_metrics_and_health_move_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_streams_replicas_and_followers_are_reported() {
     let cluster = TestCluster::start().await;
-    let gateway = TestGateway::start_with(Config {
-        nats_urls: cluster.urls(),
-        stream_replicas: 3,
-        nats_timeout: Duration::from_secs(2),
-        ..Config::default()
-    })
-    .await;
+    let mut config = Config::default();
+    config.nats.urls = cluster.urls();
+    config.nats.stream_replicas = 3;
+    config.nats.timeout = Duration::from_secs(2);
+    let gateway = TestGateway::start_with(config).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;

@@ -1,14 +1,22 @@
 //! `tail`: prints a session's events from a cursor, one JSON line each, then follows live.
 //!
-//! cargo run -q -p starcite-tests --bin tail -- <session id> [cursor] [gateway url]
+//! cargo run -q -p starcite-examples --bin tail -- <session id> [cursor] [gateway url]
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
 
 use futures::StreamExt;
-use starcite_tests::path_segment;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
+
+/// A session id may hold any character, `/` and `?` included, so it goes into the path
+/// percent-encoded; only the unreserved characters of RFC 3986 stay as they are.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,7 +30,7 @@ async fn main() -> ExitCode {
     let url = format!(
         "{}/v1/sessions/{}/tail?cursor={cursor}",
         base.replacen("http", "ws", 1),
-        path_segment(session_id)
+        utf8_percent_encode(session_id, PATH_SEGMENT)
     );
     let mut socket = match connect_async(url.as_str()).await {
         Ok((socket, _)) => socket,

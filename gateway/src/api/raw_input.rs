@@ -1,9 +1,10 @@
-//! Inputs the spec types strictly but the handler receives raw, and a nullable string.
+//! Inputs the spec types strictly but the handler receives raw, for the domain to validate.
 //!
 //! poem-openapi rejects a body or parameter that does not match its type before the handler
-//! runs, with its own wording. The contract instead names which field failed first and with
+//! runs, with its own wording. docs/api.md instead names which field fails first and with
 //! which code, and accepts more than a typed schema says (decimal strings, `null` for absent).
-//! So these types document the strict shape for generated clients, and the domain validates.
+//! So these types document the strict shape for generated clients, and the domain validates;
+//! every bound they document is the domain's own constant (`sessions::limits`).
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -11,12 +12,12 @@ use std::marker::PhantomData;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::types::{
-    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
-};
+use poem_openapi::types::{ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
-use crate::sessions::input::MAX_INTEGER;
+use crate::sessions::input::{INTEGER_REFS, STRING_REFS};
+use crate::sessions::limits::{MAX_INTEGER, MAX_PAGE_SIZE, MAX_WAIT_SECONDS};
+use crate::sessions::model::MAX_SESSION_ID_BYTES;
 
 /// The most bytes a request body may have; set once on the route.
 #[derive(Debug, Clone, Copy)]
@@ -161,21 +162,21 @@ impl ParamSchema for Position {
     }
 }
 
-/// A page size or batch size: 1 to 1000.
-pub struct Batch;
-impl ParamSchema for Batch {
+/// A page size or a tail's batch size.
+pub struct PageSize;
+impl ParamSchema for PageSize {
     const NAME: &'static str = "batch";
     fn schema() -> MetaSchema {
-        integer(1, Some(1000))
+        integer(1, Some(MAX_PAGE_SIZE))
     }
 }
 
-/// A long-poll wait in seconds: 0 to 60.
+/// A long-poll wait in seconds.
 pub struct WaitSeconds;
 impl ParamSchema for WaitSeconds {
     const NAME: &'static str = "wait_seconds";
     fn schema() -> MetaSchema {
-        integer(0, Some(60))
+        integer(0, Some(MAX_WAIT_SECONDS))
     }
 }
 
@@ -224,14 +225,15 @@ fn string(min_length: usize) -> MetaSchema {
     }
 }
 
-/// A session id in a create body. Ids may hold 256 bytes of UTF-8; the spec says 64
-/// characters, which always fit, so a generated client never sends one the gateway refuses.
+/// A session id in a create body. Ids may hold `MAX_SESSION_ID_BYTES` of UTF-8; the spec says
+/// a quarter as many characters (a character takes at most 4 bytes), which always fit, so a
+/// generated client never sends one the gateway refuses.
 pub struct NewSessionId;
 impl ParamSchema for NewSessionId {
     const NAME: &'static str = "new_session_id";
     fn schema() -> MetaSchema {
         nullable(MetaSchema {
-            max_length: Some(64),
+            max_length: Some(MAX_SESSION_ID_BYTES / 4),
             ..string(1)
         })
     }
@@ -279,13 +281,10 @@ impl ParamSchema for Refs {
     const NAME: &'static str = "refs";
     fn schema() -> MetaSchema {
         let inline = |schema| MetaSchemaRef::Inline(Box::new(schema));
+        let integers = INTEGER_REFS.map(|key| (key, inline(integer(0, None))));
+        let strings = STRING_REFS.map(|key| (key, inline(string(0))));
         MetaSchema {
-            properties: vec![
-                ("to_seq", inline(integer(0, None))),
-                ("step", inline(integer(0, None))),
-                ("request_id", inline(string(0))),
-                ("sequence_id", inline(string(0))),
-            ],
+            properties: integers.into_iter().chain(strings).collect(),
             ..nullable(object())
         }
     }
@@ -316,62 +315,81 @@ impl ParamSchema for SessionPatchBody {
     }
 }
 
-/// A value that may be `null`, and says so in the spec (the contract treats `null` as absent
-/// in requests and sends it for absent values in replies).
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Nullable<T>(pub Option<T>);
+#[cfg(test)]
+mod tests {
+    use poem_openapi::OpenApi;
+    use poem_openapi::registry::MetaOperation;
 
-impl<T: Type> Type for Nullable<T> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
+    use super::*;
+    use crate::api::sessions::SessionsApi;
+    use crate::sessions::limits::{
+        DEFAULT_PAGE_SIZE, MAX_BATCH_EVENTS, MAX_DEPTH, MAX_METADATA_BYTES, MAX_TITLE_BYTES,
+    };
 
-    fn name() -> Cow<'static, str> {
-        format!("nullable_{}", T::name()).into()
+    fn operation(id: &str) -> MetaOperation {
+        SessionsApi::meta()
+            .into_iter()
+            .flat_map(|api| api.paths)
+            .flat_map(|path| path.operations)
+            .find(|operation| operation.operation_id == Some(id))
+            .unwrap()
     }
 
-    fn schema_ref() -> MetaSchemaRef {
-        match T::schema_ref() {
-            MetaSchemaRef::Inline(mut schema) => {
-                schema.nullable = true;
-                MetaSchemaRef::Inline(schema)
-            }
-            reference => reference,
+    /// The operation's summary and description on one line, without thousands separators.
+    fn prose(id: &str) -> String {
+        let operation = operation(id);
+        let text = [operation.summary, operation.description];
+        let text = text.into_iter().flatten().collect::<Vec<_>>().join(" ");
+        text.replace('\n', " ").replace(',', "")
+    }
+
+    fn property(schema: &MetaSchema, name: &str) -> MetaSchema {
+        let found = schema
+            .properties
+            .iter()
+            .find(|(property, _)| *property == name);
+        match found.map(|(_, schema)| schema) {
+            Some(MetaSchemaRef::Inline(schema)) => (**schema).clone(),
+            _ => panic!("no inline property {name}"),
         }
     }
 
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
-
-impl<T: ToJSON> ToJSON for Nullable<T> {
-    fn to_json(&self) -> Option<Value> {
-        Some(
-            self.0
-                .as_ref()
-                .and_then(ToJSON::to_json)
-                .unwrap_or(Value::Null),
-        )
-    }
-}
-
-impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            None | Some(Value::Null) => Ok(Nullable(None)),
-            Some(value) => T::parse_from_json(Some(value))
-                .map(|value| Nullable(Some(value)))
-                .map_err(ParseError::propagate),
-        }
+    /// Attribute values and doc comments must be literals, so they restate the domain's limits:
+    /// this holds them to the constants.
+    #[test]
+    fn the_spec_states_the_domains_limits() {
+        let mut registry = Registry::new();
+        SessionsApi::register(&mut registry);
+        let append = &registry.schemas["AppendRequest"];
+        assert_eq!(
+            property(append, "producer_seq").maximum,
+            Some(MAX_INTEGER as f64)
+        );
+        let batch = &registry.schemas["AppendBatchRequest"];
+        let events = property(batch, "events").description.unwrap_or_default();
+        assert!(
+            events
+                .replace(',', "")
+                .contains(&format!("1 to {MAX_BATCH_EVENTS} events"))
+        );
+        let append_events = prose("append_events");
+        assert!(append_events.contains(&format!("up to {MAX_BATCH_EVENTS} events")));
+        assert!(append_events.contains(&format!("over {MAX_BATCH_EVENTS} events")));
+        let list = prose("list_sessions");
+        assert!(list.contains(&format!(
+            "`limit` is 1..{MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})"
+        )));
+        let page = prose("list_events");
+        assert!(page.contains(&format!(
+            "`limit` (1..{MAX_PAGE_SIZE}) to {DEFAULT_PAGE_SIZE}"
+        )));
+        assert!(page.contains(&format!("(seconds up to {MAX_WAIT_SECONDS})")));
+        let create = prose("create_session");
+        assert!(create.contains(&format!("up to {MAX_SESSION_ID_BYTES} bytes")));
+        assert!(create.contains(&format!("(up to {} KiB)", MAX_TITLE_BYTES / 1024)));
+        assert!(create.contains(&format!(
+            "up to {} KiB and {MAX_DEPTH} levels deep",
+            MAX_METADATA_BYTES / 1024
+        )));
     }
 }

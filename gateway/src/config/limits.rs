@@ -1,0 +1,21 @@
+//! What one request, and one tenant's stream of appends, may cost a gateway.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Appends per second one tenant may make through this gateway (`None`: unlimited).
+    pub append_rate: Option<u32>,
+    /// How many appends a tenant may make at once above its rate (defaults to the rate).
+    pub append_burst: Option<u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: 1024 * 1024,
+            append_rate: None,
+            append_burst: None,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! What describes the gateway's state (readiness, NATS, the catalog, storage), read when
+//! scraped instead of kept up to date.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::{Label, StreamRole};
+use crate::nats::Traffic;
+
+/// What the gateway's state is when scraped.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub ready: bool,
+    pub nats: Traffic,
+    pub catalog_sessions: u64,
+    /// The events stream's and the sessions bucket's figures, when NATS answered in time.
+    pub storage: Vec<(StreamRole, StreamState)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    pub messages: u64,
+    pub bytes: u64,
+    pub subjects: u64,
+    pub consumers: u64,
+    /// Replicas configured.
+    pub replicas: u64,
+    /// Replicas caught up with the leader, the leader included.
+    pub current_replicas: u64,
+    /// Each follower's server name and how many operations it is behind the leader.
+    pub follower_lag: Vec<(String, u64)>,
+}
+
+/// Writes one unlabelled metric.
+pub(super) fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> std::fmt::Result {
+    let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+fn flag(value: bool) -> ConstGauge<i64> {
+    ConstGauge::new(i64::from(value))
+}
+
+pub(super) fn gauge(value: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+impl Collector for State {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        encode_one(
+            &mut encoder,
+            "starcite_ready",
+            "1 while /health/ready answers 200 (NATS connected, stream and buckets in place, \
+             catalog loaded), else 0.",
+            &flag(self.ready),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_sessions",
+            "Sessions in this gateway's catalog index.",
+            &gauge(self.catalog_sessions),
+        )?;
+        let nats = &self.nats;
+        encode_one(
+            &mut encoder,
+            "starcite_nats_connected",
+            "1 while connected to a NATS server, else 0.",
+            &flag(nats.connected),
+        )?;
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "starcite_nats_reconnects",
+                "Connections to NATS made again after the first.",
+                nats.connects.saturating_sub(1),
+            ),
+            (
+                "starcite_nats_sent_bytes",
+                "Payload bytes sent to NATS.",
+                nats.sent_bytes,
+            ),
+            (
+                "starcite_nats_received_bytes",
+                "Payload bytes received from NATS.",
+                nats.received_bytes,
+            ),
+            (
+                "starcite_nats_sent_messages",
+                "Messages sent to NATS.",
+                nats.sent_messages,
+            ),
+            (
+                "starcite_nats_received_messages",
+                "Messages received from NATS.",
+                nats.received_messages,
+            ),
+        ];
+        for (name, help, value) in counters {
+            encode_one(&mut encoder, name, help, &ConstCounter::new(value))?;
+        }
+        if self.storage.is_empty() {
+            return Ok(());
+        }
+        type Figure = fn(&StreamState) -> u64;
+        let figures: [(&str, &str, Figure); 6] = [
+            (
+                "starcite_stream_messages",
+                "Messages stored in the stream (`events`: events; `sessions`: header versions).",
+                |stream| stream.messages,
+            ),
+            (
+                "starcite_stream_bytes",
+                "Bytes stored in the stream.",
+                |stream| stream.bytes,
+            ),
+            (
+                "starcite_stream_subjects",
+                "Subjects in the stream (`events`: sessions with events).",
+                |stream| stream.subjects,
+            ),
+            (
+                "starcite_stream_consumers",
+                "Consumers on the stream (replays in progress, catalog followers).",
+                |stream| stream.consumers,
+            ),
+            (
+                "starcite_stream_replicas",
+                "Replicas the stream is configured with.",
+                |stream| stream.replicas,
+            ),
+            (
+                "starcite_stream_current_replicas",
+                "Replicas caught up with the stream's leader, the leader included (0: no leader).",
+                |stream| stream.current_replicas,
+            ),
+        ];
+        for (name, help, figure) in figures {
+            let mut metric_encoder = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (role, stream) in &self.storage {
+                let labels = [(StreamRole::NAME, role.value())];
+                gauge(figure(stream)).encode(metric_encoder.encode_family(&labels)?)?;
+            }
+        }
+        let mut metric_encoder = encoder.encode_descriptor(
+            "starcite_stream_follower_lag",
+            "Operations a follower replica is behind the stream's leader, by server (clustered \
+             streams only).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (role, stream) in &self.storage {
+            for (peer, lag) in &stream.follower_lag {
+                let labels = [(StreamRole::NAME, role.value()), ("peer", peer.as_str())];
+                gauge(*lag).encode(metric_encoder.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn state_is_rendered_when_scraped() {
+        let metrics = Metrics::new();
+        let state = State {
+            ready: true,
+            nats: Traffic {
+                connected: true,
+                connects: 3,
+                ..Traffic::default()
+            },
+            catalog_sessions: 7,
+            storage: vec![(
+                StreamRole::Events,
+                StreamState {
+                    messages: 10,
+                    bytes: 2048,
+                    subjects: 2,
+                    consumers: 0,
+                    replicas: 3,
+                    current_replicas: 2,
+                    follower_lag: vec![("n2".into(), 0), ("n3".into(), 17)],
+                },
+            )],
+        };
+        let text = metrics.render(state);
+        for line in [
+            "starcite_ready 1",
+            "starcite_nats_connected 1",
+            "starcite_nats_reconnects_total 2",
+            "starcite_catalog_sessions 7",
+            "starcite_stream_messages{stream=\"events\"} 10",
+            "starcite_stream_bytes{stream=\"events\"} 2048",
+            "starcite_stream_replicas{stream=\"events\"} 3",
+            "starcite_stream_current_replicas{stream=\"events\"} 2",
+            "starcite_stream_follower_lag{stream=\"events\",peer=\"n3\"} 17",
+        ] {
+            assert!(
+                text.lines().any(|got| got == line),
+                "no `{line}` in\n{text}"
+            );
+        }
+        assert!(!text.contains("stream=\"sessions\""), "{text}");
+    }
+}

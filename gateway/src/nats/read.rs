@@ -1,0 +1,243 @@
+//! Reading a session's stored events: heads and first events from the stream leader, ranges
+//! up to a position the leader named with one Direct Get batch (completed from the leader when
+//! a replica answers short) or, far behind, with a consumer.
+
+use async_nats::jetstream::stream::{
+    DirectGetErrorKind, LastRawMessageErrorKind, RawMessageErrorKind,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent, header_number};
+use super::{Store, StoreError, unavailable, within};
+use crate::sessions::model::{Seq, SessionId};
+
+/// Catch-ups this much behind the head use a consumer instead of one Direct Get batch.
+const DIRECT_READ_LIMIT: u64 = 64;
+
+impl Store {
+    /// The position of the session's newest event, read from the stream leader so it is
+    /// never behind.
+    pub async fn head(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
+        Ok(self.newest_event(id).await?.as_ref().map(StoredEvent::head))
+    }
+
+    /// The session's newest event, read from the stream leader.
+    pub async fn newest_event(&self, id: &SessionId) -> Result<Option<StoredEvent>, StoreError> {
+        self.require_usable()?;
+        match self
+            .events
+            .get_last_raw_message_by_subject(&self.subject(id))
+            .await
+        {
+            Ok(message) => StoredEvent::from_stream(message).map(Some),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// The stored event at `stream_seq`, if it is one of this session's.
+    pub async fn event_at(
+        &self,
+        id: &SessionId,
+        stream_seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match self.events.direct_get(stream_seq).await {
+            Ok(message) if message.subject.as_str() == self.subject(id) => {
+                StoredEvent::from_stream(message).map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// The session's oldest retained event, as the stream leader has it.
+    pub async fn first(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
+        let event = self.next_event(&self.subject(id), 1).await?;
+        Ok(event.as_ref().map(StoredEvent::head))
+    }
+
+    /// Each session's newest seq (0 for none), read concurrently from any replica: figures for
+    /// lists and pages, which may lag the leader by a moment, never for a decision.
+    pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
+        self.require_usable()?;
+        let lookups: Vec<_> = ids.iter().map(|id| self.last_seq(id)).collect();
+        futures::stream::iter(lookups)
+            .buffered(32)
+            .try_collect()
+            .await
+    }
+
+    async fn last_seq(&self, id: &SessionId) -> Result<Seq, StoreError> {
+        match self
+            .events
+            .direct_get_last_for_subject(self.subject(id))
+            .await
+        {
+            Ok(message) => StoredEvent::from_stream(message).map(|event| event.seq),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
+                Err(StoreError::Timeout(err.to_string()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Every event of the session after `after_stream_seq`, up to and including `head`.
+    pub async fn events_between(
+        &self,
+        id: &SessionId,
+        after_stream_seq: u64,
+        after_seq: Seq,
+        head: Head,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if head.stream_seq <= after_stream_seq {
+            return Ok(Vec::new());
+        }
+        let count = head.seq.saturating_sub(after_seq);
+        self.read_events(id, after_stream_seq + 1, head.stream_seq, count)
+            .await
+    }
+
+    /// Up to `count` of the session's events from `from_stream_seq` to `until_stream_seq`:
+    /// one Direct Get batch for a few, one consumer for many. Retention may have dropped some,
+    /// so the read ends at `until_stream_seq` (or where the stream has nothing more), never by
+    /// count.
+    pub async fn read_events(
+        &self,
+        id: &SessionId,
+        from_stream_seq: u64,
+        until_stream_seq: u64,
+        count: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = Vec::new();
+        if count == 0 {
+            return Ok(events);
+        }
+        if count > DIRECT_READ_LIMIT {
+            let mut feed = self.follow(id, from_stream_seq).await?;
+            while (events.len() as u64) < count {
+                let next = tokio::time::timeout(self.timeout, feed.next())
+                    .await
+                    .map_err(|_| StoreError::Timeout("reading a session's events".into()))?;
+                let Some(event) = next else { break };
+                let event = event?;
+                // A recreated ordered consumer may start over; what was read is skipped.
+                if event.stream_seq < from_stream_seq {
+                    continue;
+                }
+                if event.stream_seq > until_stream_seq {
+                    break;
+                }
+                let last = event.stream_seq == until_stream_seq;
+                events.push(event);
+                if last {
+                    break;
+                }
+            }
+            return Ok(events);
+        }
+        let subject = self.subject(id);
+        let mut events = self.read_batch(&subject, from_stream_seq, count).await?;
+        events.retain(|event| event.stream_seq <= until_stream_seq);
+        // Any replica answers a Direct Get, and a follower may not hold the newest events yet:
+        // a short answer is never taken as complete, and what it lacks is read from the leader.
+        while (events.len() as u64) < count
+            && events
+                .last()
+                .is_none_or(|event| event.stream_seq < until_stream_seq)
+        {
+            let next = events
+                .last()
+                .map_or(from_stream_seq, |event| event.stream_seq + 1);
+            match self.next_event(&subject, next).await? {
+                Some(event) if event.stream_seq <= until_stream_seq => events.push(event),
+                _ => break,
+            }
+        }
+        Ok(events)
+    }
+
+    /// Up to `count` of the subject's messages from `from_stream_seq` on, in one Direct Get
+    /// batch: one round trip, where a Direct Get per event would wait its turn behind whatever
+    /// the stream is busy with (another gateway's batch commits) once per event. Whichever
+    /// replica answers may be behind the leader.
+    async fn read_batch(
+        &self,
+        subject: &str,
+        from_stream_seq: u64,
+        count: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let inbox = self.client.new_inbox();
+        let mut replies = within(
+            self.timeout,
+            "reading events",
+            self.client.subscribe(inbox.clone()),
+        )
+        .await?
+        .map_err(unavailable)?;
+        let request = serde_json::json!({
+            "seq": from_stream_seq,
+            "next_by_subj": subject,
+            "batch": count,
+        });
+        let send = self.client.publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", self.topology.stream),
+            inbox,
+            request.to_string().into(),
+        );
+        within(self.timeout, "reading events", send)
+            .await?
+            .map_err(unavailable)?;
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let reply = tokio::time::timeout_at(deadline, replies.next())
+                .await
+                .map_err(|_| StoreError::Timeout("reading a session's events".into()))?
+                .ok_or_else(|| unavailable("the Direct Get replies ended"))?;
+            match reply.status.map(|status| status.as_u16()) {
+                None | Some(200) => {
+                    let stream_seq = header_number(reply.headers.as_ref(), STREAM_SEQ_HEADER)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("a Direct Get reply without its sequence".into())
+                        })?;
+                    events.push(StoredEvent::parse(
+                        stream_seq,
+                        reply.headers.as_ref(),
+                        reply.payload,
+                    )?);
+                }
+                // The end of the batch, or nothing from there on.
+                Some(204 | 404) => return Ok(events),
+                Some(status) => {
+                    let description = reply.description.unwrap_or_default();
+                    return Err(unavailable(format!(
+                        "a Direct Get batch was answered {status} {description}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The session's first event at or after `stream_seq`, read from the stream leader so it
+    /// is never behind.
+    pub(super) async fn next_event(
+        &self,
+        subject: &str,
+        stream_seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match self
+            .events
+            .get_first_raw_message_by_subject(subject, stream_seq)
+            .await
+        {
+            Ok(message) => StoredEvent::from_stream(message).map(Some),
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+}
