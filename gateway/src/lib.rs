@@ -1,7 +1,8 @@
 //! Starcite gateway: a durable, gapless session log over NATS JetStream.
 //!
 //! Read in this order: `config`, `sessions` (the domain), `nats` (storage), `tail`
-//! (catch-up + live), `api` (HTTP and WebSocket), then `Gateway` below, which ties them.
+//! (catch-up + live), `live` (live responses), `api` (HTTP) and `admin` (the console), then
+//! `Gateway` below, which ties them and composes their routes.
 
 pub mod auth;
 pub mod config;
@@ -14,6 +15,8 @@ pub mod catalog;
 pub mod nats;
 
 pub mod tail;
+
+pub mod live;
 
 pub mod api;
 
@@ -28,6 +31,7 @@ pub mod metrics;
 use std::future::Future;
 use std::sync::Arc;
 
+use poem::Route;
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::web::{LocalAddr, RemoteAddr};
@@ -36,6 +40,7 @@ use tracing::{info, warn};
 use catalog::Catalog;
 use config::Config;
 use figures::Figures;
+use live::{Live, TailQuota};
 use metrics::Metrics;
 use nats::{Store, StoreError};
 use sessions::SessionLog;
@@ -123,19 +128,26 @@ impl Gateway {
             sign_in,
         });
         let ops_stop = shutdown.clone();
-        let routes = api::routes(api::ApiState {
-            verifier,
-            admin,
+        let live = Live {
             figures: self.figures,
+            metrics: self.metrics.clone(),
+            tail_quota: Arc::new(TailQuota::new(self.config.tail.tails_per_token)),
+            ping_interval: self.config.tail.ping_interval,
+            buffer: self.config.tail.buffer,
+            stall_timeout: self.config.tail.stall_timeout,
+            shutdown,
+        };
+        let api = api::ApiState {
+            verifier,
             metrics: self.metrics,
             ops_elsewhere: ops.is_some(),
             log: self.log,
             catalog: self.catalog,
             store: self.store,
-            tail: self.config.tail,
+            live,
             limits: self.config.limits,
-            shutdown,
-        });
+        };
+        let routes = routes(api, admin);
         let acceptor = NoDelay(TcpAcceptor::from_tokio(listener)?);
         if let Some(address) = acceptor
             .local_addr()
@@ -197,6 +209,16 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// The route tree: the public API, with the console beside it at `/admin` when it is enabled;
+/// the API places `/metrics` and the health probes on the public routes or the operator's.
+fn routes(api: api::ApiState, console: Option<admin::Admin>) -> api::Routes {
+    let mut beside = Route::new();
+    if let Some(console) = console {
+        beside = beside.nest("/admin", admin::routes(console, api.live.clone()));
+    }
+    api::routes(api, beside)
 }
 
 /// poem's TCP acceptor with Nagle's algorithm off: a tail's frame goes out when written, not

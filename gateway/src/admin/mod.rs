@@ -13,14 +13,16 @@ use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use serde::Deserialize;
+use tracing::warn;
 
-use crate::api::stream::{Feed, Live, Reader, Transport};
 use crate::catalog::Catalog;
 use crate::figures::Figures;
+use crate::live::{Feed, Live, Reader, Transport};
 use crate::nats::Store;
 use crate::sessions::SessionLog;
 pub use history::History;
 pub use login::SignIn;
+use pages::PageError;
 
 /// What the console reads from the rest of the gateway.
 pub struct Admin {
@@ -96,10 +98,7 @@ fn login_page(request: &Request) -> Response {
         csrf_token: token.clone(),
         error: None,
     };
-    match askama::Template::render(&page) {
-        Ok(page) => html(page, &token, new_token),
-        Err(err) => pages::PageError::Render(err).into_response(),
-    }
+    html(&page, &token, new_token)
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,14 +132,11 @@ async fn log_in(
                 csrf_token: form.csrf,
                 error: Some(error),
             };
-            match askama::Template::render(&page) {
-                Ok(page) => {
-                    let mut response = html(page, "", false);
-                    response.set_status(StatusCode::UNAUTHORIZED);
-                    response
-                }
-                Err(err) => pages::PageError::Render(err).into_response(),
+            let mut response = html(&page, "", false);
+            if response.status().is_success() {
+                response.set_status(StatusCode::UNAUTHORIZED);
             }
+            response
         }
     }
 }
@@ -181,8 +177,15 @@ fn cookie(request: &Request, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// An HTML page, setting the CSRF cookie when the browser has none yet.
-fn html(body: String, token: &str, new_token: bool) -> Response {
+/// A page as HTML, setting the CSRF cookie when the browser has none yet.
+fn html(page: &impl askama::Template, token: &str, new_token: bool) -> Response {
+    let body = match page.render() {
+        Ok(body) => body,
+        Err(err) => {
+            warn!(error = %err, "an admin page failed to render: {err}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, COULD_NOT_SHOW).into_response();
+        }
+    };
     let mut response = Response::builder()
         .content_type("text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
@@ -227,7 +230,7 @@ async fn sessions_page(
     )
     .await
     {
-        Ok(page) => html(page, &token, new_token),
+        Ok(page) => html(&page, &token, new_token),
         Err(err) => err.into_response(),
     }
 }
@@ -258,8 +261,7 @@ async fn session_page(
         before: query.before.and_then(|before| before.parse().ok()),
     };
     match pages::session(&admin, &viewer, &id, timeline, &token, query.notice).await {
-        Ok(Some(page)) => html(page, &token, new_token),
-        Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
+        Ok(page) => html(&page, &token, new_token),
         Err(err) => err.into_response(),
     }
 }
@@ -302,7 +304,7 @@ async fn rename(
         return forbidden();
     }
     let title = Some(form.title.trim().to_owned()).filter(|title| !title.is_empty());
-    pages::after_action(
+    after_action(
         &id,
         pages::rename(&admin, &viewer, &id, title, form.expected_version).await,
     )
@@ -325,10 +327,45 @@ async fn archive_action(
     if !csrf_ok(request, &form.csrf) {
         return forbidden();
     }
-    pages::after_action(
+    after_action(
         &id,
         pages::set_archived(&admin, &viewer, &id, archived).await,
     )
+}
+
+/// Back to the session page (303, so a reload does not repeat the POST), with a notice when
+/// someone changed the session meanwhile.
+fn after_action(id: &str, outcome: Result<(), PageError>) -> Response {
+    let href = pages::session_href(id);
+    match outcome {
+        Ok(()) => see_other(&href),
+        Err(PageError::VersionConflict) => see_other(&format!("{href}?notice=version_conflict")),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// What the console says when storage (or a template) failed it.
+const COULD_NOT_SHOW: &str = "the page could not be shown; NATS may be unavailable, try again";
+
+/// The console's answer when a page or an action did not go through.
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::SessionNotFound => {
+                (StatusCode::NOT_FOUND, "no such session").into_response()
+            }
+            PageError::VersionConflict => (
+                StatusCode::CONFLICT,
+                "Someone changed this session meanwhile: review it and try again.",
+            )
+                .into_response(),
+            PageError::Invalid(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+            PageError::Store(err) => {
+                warn!(error = %err, "an admin page failed: {err}");
+                (StatusCode::SERVICE_UNAVAILABLE, COULD_NOT_SHOW).into_response()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,15 +383,16 @@ async fn live_feed(
     Path(id): Path<String>,
     Query(query): Query<LiveQuery>,
 ) -> Response {
-    let Ok(id) = pages::visible(&admin, &viewer, &id).await else {
-        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    let id = match pages::visible(&admin, &viewer, &id).await {
+        Ok(id) => id,
+        Err(err) => return err.into_response(),
     };
     let Ok(cursor) = crate::sessions::input::cursor(query.cursor.as_deref()) else {
         return (StatusCode::BAD_REQUEST, "bad cursor").into_response();
     };
     let start = match admin.log.open_tail(&id, cursor).await {
         Ok(start) => start,
-        Err(err) => return crate::api::error::ApiError::from(err).into_response(),
+        Err(err) => return PageError::from(err).into_response(),
     };
     let reader = Reader {
         feed: Feed::Session,
@@ -363,30 +401,22 @@ async fn live_feed(
         batch_size: 1,
         contiguous: true,
         expires_at: None,
-        holder: None,
+        permit: None,
     };
-    match live.respond(Transport::ServerSentEvents, start.entries, reader) {
-        Ok(response) => response.into_response(),
-        Err(err) => err.into_response(),
-    }
+    live.respond(Transport::ServerSentEvents, start.entries, reader)
+        .into_response()
 }
 
 #[handler]
 async fn system_page(request: &Request, admin: Data<&Arc<Admin>>) -> Response {
     let (token, new_token) = csrf_token(request);
-    match pages::system(&admin).await {
-        Ok(page) => html(page, &token, new_token),
-        Err(err) => err.into_response(),
-    }
+    html(&pages::system(&admin).await, &token, new_token)
 }
 
 /// The system page's charts alone, which its script fetches to refresh them.
 #[handler]
 fn system_charts(admin: Data<&Arc<Admin>>) -> Response {
-    match pages::system_charts(&admin) {
-        Ok(fragment) => html(fragment, "", false),
-        Err(err) => err.into_response(),
-    }
+    html(&pages::system_charts(&admin), "", false)
 }
 
 #[handler]
@@ -404,4 +434,18 @@ fn asset(body: &'static str, content_type: &str) -> Response {
         .content_type(content_type)
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::error::ReadError;
+    use crate::sessions::model::SessionId;
+
+    #[test]
+    fn a_session_missing_when_its_timeline_is_read_is_not_found() {
+        let id = SessionId::parse("gone").unwrap();
+        let response = PageError::from(ReadError::SessionNotFound(id)).into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 }

@@ -1,4 +1,5 @@
-//! Reads what a page shows from the domain and fills its `admin_ui` view model.
+//! Reads what a page shows from the domain and fills its `admin_ui` view model; the handlers
+//! in `admin` render it and give every answer its status.
 
 use std::time::{Duration, SystemTime};
 
@@ -7,19 +8,16 @@ use admin_ui::{
     SessionsPage, SystemCharts, SystemPage,
 };
 
-use super::history;
-use crate::metrics::{Label, Transport};
-use askama::Template;
-use poem::http::{StatusCode, header};
-use poem::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::history;
 use super::{Admin, Viewer};
 use crate::catalog::EditError;
 use crate::catalog::index::{ArchivedFilter, ListQuery};
 use crate::catalog::input::SessionPatch;
+use crate::metrics::{Label, Transport};
 use crate::nats::StoreError;
-use crate::sessions::error::ReadError;
+use crate::sessions::error::{InvalidInput, ReadError};
 use crate::sessions::model::{Session, SessionId};
 
 /// Sessions per catalog page and events per timeline page.
@@ -27,26 +25,37 @@ const PAGE: u64 = 50;
 /// How far a filtered timeline looks back for matches before offering "older".
 const FILTER_SCAN: u64 = 5000;
 
+/// Why a page could not be shown or an action did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
+    /// No such session, or another tenant's: the console shows both alike.
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("someone changed this session meanwhile")]
+    VersionConflict,
     #[error(transparent)]
-    Render(#[from] askama::Error),
+    Invalid(#[from] InvalidInput),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        tracing::warn!(error = %self, "an admin page failed: {self}");
-        let status = match self {
-            PageError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            PageError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        (
-            status,
-            "the page could not be shown; NATS may be unavailable, try again",
-        )
-            .into_response()
+impl From<ReadError> for PageError {
+    fn from(err: ReadError) -> PageError {
+        match err {
+            ReadError::SessionNotFound(_) => PageError::SessionNotFound,
+            ReadError::Store(err) => PageError::Store(err),
+        }
+    }
+}
+
+impl From<EditError> for PageError {
+    fn from(err: EditError) -> PageError {
+        match err {
+            EditError::SessionNotFound(_) => PageError::SessionNotFound,
+            EditError::VersionConflict { .. } => PageError::VersionConflict,
+            EditError::Invalid(err) => PageError::Invalid(err),
+            EditError::Store(err) => PageError::Store(err),
+        }
     }
 }
 
@@ -62,7 +71,7 @@ fn path_segment(raw: &str) -> String {
         .collect()
 }
 
-fn session_href(id: &str) -> String {
+pub fn session_href(id: &str) -> String {
     format!("/admin/sessions/{}", path_segment(id))
 }
 
@@ -88,7 +97,7 @@ pub async fn sessions(
     metadata: Option<String>,
     archived: Option<String>,
     cursor: Option<String>,
-) -> Result<String, PageError> {
+) -> Result<SessionsPage, PageError> {
     let search = search.unwrap_or_default().trim().to_owned();
     let metadata_filter = metadata.unwrap_or_default().trim().to_owned();
     let archived = archived.unwrap_or_else(|| "false".to_owned());
@@ -112,7 +121,7 @@ pub async fn sessions(
         Ok(pairs) => pairs,
         Err(err) => {
             page.error = Some(err);
-            return Ok(page.render()?);
+            return Ok(page);
         }
     };
     let archived_filter = match archived.as_str() {
@@ -159,7 +168,7 @@ pub async fn sessions(
             }
         })
         .collect();
-    Ok(page.render()?)
+    Ok(page)
 }
 
 fn metadata_summary(session: &Session) -> String {
@@ -191,26 +200,11 @@ pub async fn session(
     timeline: Timeline,
     csrf_token: &str,
     notice: Option<String>,
-) -> Result<Option<String>, PageError> {
-    let Ok(id) = SessionId::parse(raw_id) else {
-        return Ok(None);
-    };
-    let summary = match admin.log.get(&id).await {
-        Ok(summary) => summary,
-        Err(ReadError::SessionNotFound(_)) => return Ok(None),
-        Err(ReadError::Store(err)) => return Err(err.into()),
-    };
-    let owner = summary
-        .session
-        .tenant_id
-        .as_deref()
-        .unwrap_or(crate::auth::LOCAL_TENANT);
-    if viewer
-        .tenant
-        .as_deref()
-        .is_some_and(|tenant| tenant != owner)
-    {
-        return Ok(None);
+) -> Result<SessionPage, PageError> {
+    let id = SessionId::parse(raw_id).map_err(|_| PageError::SessionNotFound)?;
+    let summary = admin.log.get(&id).await?;
+    if !summary.session.visible_to(viewer.tenant.as_deref()) {
+        return Err(PageError::SessionNotFound);
     }
     let last_seq = summary.last_seq;
     let filtering = !timeline.actor.is_empty() || !timeline.kind.is_empty();
@@ -268,7 +262,7 @@ pub async fn session(
             _ => "The action could not be completed; try again.".to_owned(),
         }),
     };
-    Ok(Some(page.render()?))
+    Ok(page)
 }
 
 /// Events before `end`, newest first: one page, or with filters, up to a page of matches
@@ -288,13 +282,7 @@ async fn read_timeline(
         let page = admin
             .log
             .read_page(id, start - 1, (window_end - start) as usize)
-            .await
-            .map_err(|err| match err {
-                ReadError::Store(err) => PageError::Store(err),
-                ReadError::SessionNotFound(_) => {
-                    PageError::Store(StoreError::Unavailable("the session vanished".into()))
-                }
-            })?;
+            .await?;
         let mut window: Vec<EventRow> = page
             .events
             .iter()
@@ -348,14 +336,15 @@ pub async fn rename(
     id: &str,
     title: Option<String>,
     expected_version: Option<u64>,
-) -> Result<(), EditError> {
+) -> Result<(), PageError> {
     let id = visible(admin, viewer, id).await?;
     let patch = SessionPatch {
         title: Some(title),
         metadata: None,
         expected_version,
     };
-    admin.catalog.patch(&id, patch).await.map(|_| ())
+    admin.catalog.patch(&id, patch).await?;
+    Ok(())
 }
 
 pub async fn set_archived(
@@ -363,49 +352,20 @@ pub async fn set_archived(
     viewer: &Viewer,
     id: &str,
     archived: bool,
-) -> Result<(), EditError> {
+) -> Result<(), PageError> {
     let id = visible(admin, viewer, id).await?;
-    admin.catalog.set_archived(&id, archived).await.map(|_| ())
+    admin.catalog.set_archived(&id, archived).await?;
+    Ok(())
 }
 
 /// The session, if the viewer's tenant owns it; another tenant's is as missing as none.
-pub async fn visible(admin: &Admin, viewer: &Viewer, raw: &str) -> Result<SessionId, EditError> {
-    let missing = || EditError::SessionNotFound(SessionId::generate());
-    let id = SessionId::parse(raw).map_err(|_| missing())?;
-    if let Some(tenant) = &viewer.tenant {
-        let owner = admin.log.tenant_of(&id).await.map_err(|err| match err {
-            ReadError::SessionNotFound(_) => missing(),
-            ReadError::Store(err) => EditError::Store(err),
-        })?;
-        if owner.as_deref().unwrap_or(crate::auth::LOCAL_TENANT) != tenant {
-            return Err(missing());
-        }
-    }
+pub async fn visible(admin: &Admin, viewer: &Viewer, raw: &str) -> Result<SessionId, PageError> {
+    let id = SessionId::parse(raw).map_err(|_| PageError::SessionNotFound)?;
+    admin.log.visible_to(&id, viewer.tenant.as_deref()).await?;
     Ok(id)
 }
 
-/// Back to the session page (303, so a reload does not repeat the POST), with a notice when
-/// the action did not go through.
-pub fn after_action(id: &str, outcome: Result<(), EditError>) -> Response {
-    let href = session_href(id);
-    let location = match outcome {
-        Ok(()) => href,
-        Err(EditError::VersionConflict { .. }) => format!("{href}?notice=version_conflict"),
-        Err(EditError::SessionNotFound(_)) => {
-            return (StatusCode::NOT_FOUND, "no such session").into_response();
-        }
-        Err(EditError::Invalid(err)) => {
-            return (StatusCode::BAD_REQUEST, err.to_string()).into_response();
-        }
-        Err(EditError::Store(err)) => return PageError::Store(err).into_response(),
-    };
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header(header::LOCATION, location)
-        .finish()
-}
-
-pub async fn system(admin: &Admin) -> Result<String, PageError> {
+pub async fn system(admin: &Admin) -> SystemPage {
     let figure = |label: &str, value: String| Figure {
         label: label.to_owned(),
         value,
@@ -478,7 +438,7 @@ pub async fn system(admin: &Admin) -> Result<String, PageError> {
             admin.catalog.session_count().to_string(),
         ),
     ];
-    Ok(SystemPage {
+    SystemPage {
         nats,
         events_stream,
         sessions_bucket,
@@ -486,15 +446,13 @@ pub async fn system(admin: &Admin) -> Result<String, PageError> {
         charts: charts(&admin.history.samples()),
         nodes,
     }
-    .render()?)
 }
 
 /// The charts alone, for the system page's script.
-pub fn system_charts(admin: &Admin) -> Result<String, PageError> {
-    Ok(SystemCharts {
+pub fn system_charts(admin: &Admin) -> SystemCharts {
+    SystemCharts {
         charts: charts(&admin.history.samples()),
     }
-    .render()?)
 }
 
 /// A replicated stream's leader and followers; nothing for a single replica.

@@ -6,6 +6,7 @@ use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
 use tracing::{error, warn};
 
 use crate::catalog::EditError;
+use crate::live::LiveError;
 use crate::nats::StoreError;
 use crate::sessions::error::{AppendError, CreateError, Field, InvalidInput, ReadError};
 
@@ -285,6 +286,18 @@ impl From<AppendError> for ApiError {
             AppendError::ProducerSeqConflict { .. } => ErrorCode::ProducerSeqConflict,
             AppendError::ProducerReplayConflict => ErrorCode::ProducerReplayConflict,
             AppendError::EventTooLarge => ErrorCode::EventTooLarge,
+        };
+        ApiError::new(code, err.to_string())
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(err: LiveError) -> ApiError {
+        let code = match err {
+            LiveError::UpgradeRequired | LiveError::UpgradeFailed(_) => {
+                ErrorCode::InvalidWebsocketUpgrade
+            }
+            LiveError::TooManyTails => ErrorCode::TooManyTails,
         };
         ApiError::new(code, err.to_string())
     }

@@ -11,9 +11,9 @@ use super::ApiTags;
 use super::auth::{authorize, holder};
 use super::error::{ApiError, ErrorCode};
 use super::raw_input::{Position, Raw};
-use super::stream::{Feed, Live, LiveResponse, Reader, Transport};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
+use crate::live::{Feed, Live, LiveResponse, Reader, Transport};
 
 pub struct LifecycleApi {
     pub catalog: Arc<Catalog>,
@@ -74,8 +74,8 @@ impl LifecycleApi {
             batch_size: 1,
             contiguous: false,
             expires_at: principal.expires_at,
-            holder: holder(&principal),
+            permit: self.live.admit(holder(&principal))?,
         };
-        self.live.respond(transport, changes, reader)
+        Ok(self.live.respond(transport, changes, reader))
     }
 }

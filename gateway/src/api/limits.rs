@@ -1,8 +1,8 @@
-//! Limits on what one caller may take from a gateway: a per-tenant append rate (a token
-//! bucket per tenant) and a number of open live streams per token holder.
+//! A per-tenant append rate: a token bucket per tenant. The number of live streams per token
+//! holder is `live::TailQuota`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Keeps at most this many buckets; a full bucket is the same as none, so those go first.
@@ -62,59 +62,6 @@ fn refill(bucket: &mut Bucket, now: Instant, per_second: f64, burst: f64) -> f64
     bucket.tokens
 }
 
-/// Open live streams per token holder, in this gateway.
-pub struct TailQuota {
-    per_holder: usize,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// One open stream counted against its holder until dropped.
-pub struct TailPermit {
-    holder: String,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl TailQuota {
-    pub fn new(per_holder: usize) -> TailQuota {
-        TailQuota {
-            per_holder,
-            open: Arc::default(),
-        }
-    }
-
-    /// A permit for one more stream of `holder`, unless it has the most it may.
-    pub fn acquire(&self, holder: &str) -> Option<TailPermit> {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = open.entry(holder.to_owned()).or_insert(0);
-        if *count >= self.per_holder {
-            return None;
-        }
-        *count += 1;
-        Some(TailPermit {
-            holder: holder.to_owned(),
-            open: self.open.clone(),
-        })
-    }
-}
-
-impl Drop for TailPermit {
-    fn drop(&mut self) {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = open.get_mut(&self.holder) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.holder);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,16 +79,5 @@ mod tests {
         );
         // Another tenant has its own bucket.
         assert!(rate.take("b", 1).is_ok());
-    }
-
-    #[test]
-    fn a_holder_gets_at_most_its_quota_of_streams_back_when_they_close() {
-        let quota = TailQuota::new(2);
-        let first = quota.acquire("a").unwrap();
-        let _second = quota.acquire("a").unwrap();
-        assert!(quota.acquire("a").is_none());
-        assert!(quota.acquire("b").is_some());
-        drop(first);
-        assert!(quota.acquire("a").is_some());
     }
 }

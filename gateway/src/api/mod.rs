@@ -9,7 +9,6 @@ mod nullable;
 mod ops;
 mod raw_input;
 mod sessions;
-pub(crate) mod stream;
 mod traces;
 
 use std::sync::Arc;
@@ -17,20 +16,21 @@ use std::sync::Arc;
 use poem::error::NotFoundError;
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
-use poem_openapi::{OpenApiService, ServerObject, Tags};
+use poem_openapi::registry::{
+    MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::{ApiResponse, OpenApiService, ServerObject, Tags};
 
 use crate::catalog::Catalog;
-use crate::config::{LimitsConfig, TailConfig};
-use crate::figures::Figures;
+use crate::config::LimitsConfig;
+use crate::live::{Live, LiveResponse};
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::sessions::SessionLog;
-use crate::shutdown::Shutdown;
 use health::HealthApi;
 use lifecycle::LifecycleApi;
 use raw_input::BodyLimit;
 use sessions::SessionsApi;
-use stream::Live;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -46,9 +46,6 @@ enum ApiTags {
 pub struct ApiState {
     /// Checks bearer tokens on `/v1` (authentication on), or `None` (off).
     pub verifier: Option<Arc<crate::auth::Verifier>>,
-    /// The admin console's routes, nested at `/admin` when it is enabled.
-    pub admin: Option<crate::admin::Admin>,
-    pub figures: Arc<Figures>,
     pub metrics: Arc<Metrics>,
     /// Serve `/metrics` and `/health/*` on a listener of their own (`ops_routes`), and answer
     /// 404 for them here.
@@ -56,9 +53,9 @@ pub struct ApiState {
     pub log: Arc<SessionLog>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<Store>,
-    pub tail: TailConfig,
+    /// Tails and the lifecycle feed answer with live responses.
+    pub live: Live,
     pub limits: LimitsConfig,
-    pub shutdown: Shutdown,
 }
 
 type Apis = (SessionsApi, LifecycleApi, HealthApi);
@@ -78,6 +75,35 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
         ))
 }
 
+/// How the spec documents a live response.
+impl ApiResponse for LiveResponse {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![
+                MetaResponse {
+                    description: "WebSocket upgrade: one JSON object per text frame",
+                    status: Some(101),
+                    status_range: None,
+                    content: vec![],
+                    headers: vec![],
+                },
+                MetaResponse {
+                    description: "Server-Sent Events (with `Accept: text/event-stream`): `id:` is the position, `data:` the JSON",
+                    status: Some(200),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "text/event-stream",
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                    }],
+                    headers: vec![],
+                },
+            ],
+        }
+    }
+
+    fn register(_registry: &mut Registry) {}
+}
+
 /// What a gateway serves: the public routes, and the operator's routes when they have a
 /// listener of their own.
 pub struct Routes {
@@ -86,17 +112,11 @@ pub struct Routes {
 }
 
 /// The routes: the API, its spec at `/openapi.json`, interactive docs at `/docs`, `/metrics`
-/// and the health probes (on the ops routes instead when `ops_elsewhere`), the console.
-pub fn routes(state: ApiState) -> Routes {
-    let live = Live {
-        figures: state.figures.clone(),
-        metrics: state.metrics.clone(),
-        tail_quota: Arc::new(limits::TailQuota::new(state.tail.tails_per_token)),
-        ping_interval: state.tail.ping_interval,
-        buffer: state.tail.buffer,
-        stall_timeout: state.tail.stall_timeout,
-        shutdown: state.shutdown,
-    };
+/// and the health probes (on the ops routes instead when `ops_elsewhere`), and `beside` (routes
+/// of the rest of the gateway, such as the console), which get the same error shape, request
+/// counting and authentication layer as the API's own.
+pub fn routes(state: ApiState, beside: Route) -> Routes {
+    let live = state.live;
     let health = || HealthApi {
         store: state.store.clone(),
         catalog: state.catalog.clone(),
@@ -119,17 +139,14 @@ pub fn routes(state: ApiState) -> Routes {
         },
         LifecycleApi {
             catalog: state.catalog.clone(),
-            live: live.clone(),
+            live,
         },
         health(),
     ));
     let templates = Templates::from_spec(&service.spec());
     let labels = ops::RouteLabels::new(templates.clone());
     let ops_elsewhere = state.ops_elsewhere;
-    let mut routes = Route::new();
-    if let Some(admin) = state.admin {
-        routes = routes.nest("/admin", crate::admin::routes(admin, live.clone()));
-    }
+    let mut routes = beside;
     if !ops_elsewhere {
         routes = routes.at("/metrics", scrape());
     }

@@ -12,10 +12,8 @@ use tokio::sync::RwLock;
 use tracing::warn;
 
 use crate::config::AuthConfig;
-use crate::sessions::model::SessionId;
+use crate::sessions::model::{LOCAL_TENANT, SessionId};
 
-/// The tenant every session belongs to while authentication is off.
-pub const LOCAL_TENANT: &str = "default";
 /// A JWKS is fetched again after this long, or sooner for an unknown key id.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(60);
 /// An unknown key id refetches the JWKS at most this often, so bad tokens cannot flood it.

@@ -77,7 +77,7 @@ impl CatalogIndex {
             self.by_metadata.entry(pair).or_default().insert(id.clone());
         }
         self.by_tenant
-            .entry(tenant_of(&session).to_owned())
+            .entry(session.tenant().to_owned())
             .or_default()
             .insert(id.clone());
         self.sessions.insert(id, session);
@@ -86,10 +86,10 @@ impl CatalogIndex {
     fn unindex(&mut self, session: &Session) {
         self.archived.remove(&session.id);
         self.active.remove(&session.id);
-        if let Some(ids) = self.by_tenant.get_mut(tenant_of(session)) {
+        if let Some(ids) = self.by_tenant.get_mut(session.tenant()) {
             ids.remove(&session.id);
             if ids.is_empty() {
-                self.by_tenant.remove(tenant_of(session));
+                self.by_tenant.remove(session.tenant());
             }
         }
         for pair in string_pairs(session) {
@@ -166,19 +166,8 @@ impl CatalogIndex {
     }
 }
 
-/// Sessions made with authentication off belong to the local tenant.
-fn tenant_of(session: &Session) -> &str {
-    session
-        .tenant_id
-        .as_deref()
-        .unwrap_or(crate::auth::LOCAL_TENANT)
-}
-
 fn matches(session: &Session, query: &ListQuery) -> bool {
-    let tenant_ok = query
-        .tenant
-        .as_deref()
-        .is_none_or(|tenant| tenant_of(session) == tenant);
+    let tenant_ok = session.visible_to(query.tenant.as_deref());
     let only_ok = query.only.as_ref().is_none_or(|only| *only == session.id);
     let search_ok = query.search.as_deref().is_none_or(|search| {
         let search = search.to_lowercase();
@@ -308,7 +297,7 @@ mod tests {
         };
         assert_eq!(ids(&index.page(&acme).0), vec!["b"]);
         let local = ListQuery {
-            tenant: Some(crate::auth::LOCAL_TENANT.into()),
+            tenant: Some(crate::sessions::model::LOCAL_TENANT.into()),
             ..query(10)
         };
         assert_eq!(ids(&index.page(&local).0), vec!["a"]);

@@ -296,17 +296,8 @@ impl Catalog {
         StoreError,
     > {
         let changes = self.store.follow_catalog(cursor, false).await?;
-        let visible = move |change: &CatalogChange| {
-            tenant.as_deref().is_none_or(|tenant| {
-                change
-                    .record
-                    .session
-                    .tenant_id
-                    .as_deref()
-                    .unwrap_or(crate::auth::LOCAL_TENANT)
-                    == tenant
-            })
-        };
+        let visible =
+            move |change: &CatalogChange| change.record.session.visible_to(tenant.as_deref());
         let entries = changes
             .try_filter(move |change| futures::future::ready(visible(change)))
             .map_ok(|change| Positioned {

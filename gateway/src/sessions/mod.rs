@@ -78,7 +78,7 @@ pub struct SessionLog {
     states: Mutex<LruCache<SessionId, Arc<Writer>>>,
     /// Who owns each session: fixed at create and sessions are never deleted, so a cached
     /// owner never goes stale, and a fenced append costs no extra read.
-    owners: Mutex<LruCache<SessionId, Option<String>>>,
+    owners: Mutex<LruCache<SessionId, String>>,
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
     fanout: Arc<Fanout>,
@@ -136,21 +136,31 @@ impl SessionLog {
         })
     }
 
-    /// The tenant a session belongs to; sessions made with authentication off have none.
-    pub async fn tenant_of(&self, id: &SessionId) -> Result<Option<String>, ReadError> {
+    /// Whether a reader confined to `tenant` sees the session (`Session::visible_to`); another
+    /// tenant's session is as missing as an unknown one. With no tenant nothing is read.
+    pub async fn visible_to(&self, id: &SessionId, tenant: Option<&str>) -> Result<(), ReadError> {
+        let Some(tenant) = tenant else {
+            return Ok(());
+        };
         self.drop_other_incarnations();
         let cached = lock(&self.owners).get(id).cloned();
-        if let Some(owner) = cached {
-            return Ok(owner);
+        let owner = match cached {
+            Some(owner) => owner,
+            None => {
+                let revised = self
+                    .store
+                    .session(id)
+                    .await?
+                    .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+                let owner = revised.record.session.tenant().to_owned();
+                lock(&self.owners).put(id.clone(), owner.clone());
+                owner
+            }
+        };
+        if owner != tenant {
+            return Err(ReadError::SessionNotFound(id.clone()));
         }
-        let revised = self
-            .store
-            .session(id)
-            .await?
-            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
-        let owner = revised.record.session.tenant_id;
-        lock(&self.owners).put(id.clone(), owner.clone());
-        Ok(owner)
+        Ok(())
     }
 
     pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {

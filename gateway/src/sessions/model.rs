@@ -12,6 +12,9 @@ pub type Seq = u64;
 /// A JSON object, the shape of payloads, metadata and refs.
 pub type JsonObject = Map<String, Value>;
 
+/// The tenant every session belongs to while authentication is off.
+pub const LOCAL_TENANT: &str = "default";
+
 /// The longest session id we accept, in bytes.
 pub const MAX_SESSION_ID_BYTES: usize = 256;
 
@@ -79,6 +82,20 @@ pub struct Session {
     pub updated_at: String,
     pub version: u64,
     pub archived: bool,
+}
+
+impl Session {
+    /// The tenant that owns the session: the one that created it, or the local tenant for a
+    /// session created with authentication off.
+    pub fn tenant(&self) -> &str {
+        self.tenant_id.as_deref().unwrap_or(LOCAL_TENANT)
+    }
+
+    /// Whether a reader confined to `tenant` sees the session: only its owner does. `None` is a
+    /// reader confined to no tenant (authentication off), who sees every session.
+    pub fn visible_to(&self, tenant: Option<&str>) -> bool {
+        tenant.is_none_or(|tenant| self.tenant() == tenant)
+    }
 }
 
 /// What produced a version of a session header; stored with it, so the bucket's own history is

@@ -66,6 +66,37 @@ async fn state_changes_need_the_csrf_token_and_renames_respect_versions() {
     assert_eq!(missing.status(), 404);
 }
 
+#[tokio::test]
+async fn every_console_page_of_a_missing_session_is_not_found() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    let path = |action: &str| format!("/admin/sessions/nobody{action}");
+    for action in ["", "?before=10&actor=a", "/live?cursor=0"] {
+        let page = Console::new(&gateway, None).get(&path(action)).await;
+        assert_eq!(page.status(), 404, "GET {action}");
+        assert_eq!(
+            page.text().await.unwrap(),
+            "no such session",
+            "GET {action}"
+        );
+    }
+    let token = "ab".repeat(16);
+    let console = Console::new(&gateway, Some(format!("starcite_csrf={token}")));
+    for (action, form) in [
+        ("/rename", vec![("csrf", token.as_str()), ("title", "New")]),
+        ("/archive", vec![("csrf", token.as_str())]),
+        ("/unarchive", vec![("csrf", token.as_str())]),
+    ] {
+        let answer = console.post(&path(action), &form).await;
+        assert_eq!(answer.status(), 404, "POST {action}");
+        assert_eq!(
+            answer.text().await.unwrap(),
+            "no such session",
+            "POST {action}"
+        );
+    }
+}
+
 /// The console as a browser's requests reach it: redirects not followed, `cookie` sent.
 struct Console<'a> {
     gateway: &'a TestGateway,

@@ -1,12 +1,17 @@
 //! Session operations: parse, call the session log, map its answer. Nothing else.
+//!
+//! Every `/v1/sessions…` operation is in the one `#[OpenApi]` impl below, as poem-openapi keeps
+//! one path item per API; their doc comments are the spec's descriptions and most of this file.
+//! The bodies they take and answer are in `bodies`.
 
-use std::collections::BTreeMap;
+mod bodies;
+
 use std::sync::Arc;
 
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{OpenApi, payload::Json};
 use serde_json::Value;
 
 use super::ApiTags;
@@ -15,227 +20,21 @@ use super::error::ApiError;
 use super::limits::AppendRate;
 use super::nullable::Nullable;
 use super::raw_input::{
-    ArchivedChoice, IdCursor, JsonBody, NewSessionId, OptionalName, OptionalObject,
-    OptionalPosition, OptionalText, PageSize, Position, Raw, Refs, SessionPatchBody, WaitSeconds,
+    ArchivedChoice, IdCursor, JsonBody, PageSize, Position, Raw, SessionPatchBody, WaitSeconds,
 };
-use super::stream::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::auth::{Principal, Scope};
 use crate::catalog::Catalog;
 use crate::catalog::input as catalog_input;
+use crate::live::{Feed, Live, LiveResponse, Reader, Transport, gap_reason};
 use crate::metrics::Limit;
 use crate::sessions::error::InvalidInput;
-use crate::sessions::model::{Gap, GapReason, NewEvent, SessionId, SessionSummary};
+use crate::sessions::model::{NewEvent, SessionId};
 use crate::sessions::{Appended, SessionLog, input, limits};
-
-/// Body of `POST /v1/sessions`. Every field is optional; `null` means absent.
-#[derive(Debug, Object)]
-struct CreateSessionRequest {
-    /// Any non-empty string; generated (`ses_…`) when absent.
-    id: Option<Raw<NewSessionId>>,
-    title: Option<Raw<OptionalText>>,
-    /// Any JSON object; `{}` when absent.
-    metadata: Option<Raw<OptionalObject>>,
-}
-
-/// Body of `POST /v1/sessions/{id}/append`: one event. Optional fields may be `null`.
-#[derive(Debug, Object)]
-struct AppendRequest {
-    /// The event type, e.g. `message`, `tool_call`, `state`.
-    #[oai(rename = "type", validator(min_length = 1))]
-    kind: String,
-    /// Any JSON object.
-    payload: BTreeMap<String, Value>,
-    /// Who acts, e.g. `agent:researcher`.
-    #[oai(validator(min_length = 1))]
-    actor: String,
-    /// The writer; `(producer_id, producer_seq)` makes retries safe.
-    #[oai(validator(min_length = 1))]
-    producer_id: String,
-    /// The writer's own counter: contiguous per producer after its first append. A decimal
-    /// string is accepted too.
-    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
-    producer_seq: u64,
-    source: Option<Raw<OptionalName>>,
-    metadata: Option<Raw<OptionalObject>>,
-    /// References; `to_seq` and `step` are integers >= 0, `request_id` and `sequence_id`
-    /// strings, other keys are kept as sent.
-    refs: Option<Raw<Refs>>,
-    /// Stored and echoed; part of what makes two requests "the same".
-    idempotency_key: Option<Raw<OptionalName>>,
-    /// Append only if the session's `last_seq` equals this (optimistic concurrency).
-    expected_seq: Option<Raw<OptionalPosition>>,
-}
-
-/// A session header with the head of its log.
-#[derive(Debug, Object)]
-pub struct SessionBody {
-    id: String,
-    /// The tenant that owns the session (with authentication on).
-    #[oai(skip_serializing_if_is_none)]
-    tenant_id: Option<String>,
-    title: Nullable<String>,
-    metadata: BTreeMap<String, Value>,
-    /// The newest event's seq; 0 for an empty session.
-    last_seq: u64,
-    created_at: String,
-    updated_at: String,
-    version: u64,
-    archived: bool,
-}
-
-impl From<SessionSummary> for SessionBody {
-    fn from(summary: SessionSummary) -> SessionBody {
-        let session = summary.session;
-        SessionBody {
-            tenant_id: session.tenant_id,
-            id: session.id.into(),
-            title: Nullable(session.title),
-            metadata: session.metadata.into_iter().collect(),
-            last_seq: summary.last_seq,
-            created_at: session.created_at,
-            updated_at: session.updated_at,
-            version: session.version,
-            archived: session.archived,
-        }
-    }
-}
-
-/// A batch append: the events, in order, each shaped like a single append's body.
-#[derive(Debug, Object)]
-struct AppendBatchRequest {
-    /// 1 to 1,000 events.
-    events: Vec<AppendRequest>,
-}
-
-/// The answer to a batch append: one entry per event, in order.
-#[derive(Debug, Object)]
-struct AppendBatchReply {
-    events: Vec<AppendReply>,
-    /// The session's newest seq now.
-    last_seq: u64,
-}
-
-/// The answer to an append, fresh or deduped alike.
-#[derive(Debug, Object)]
-struct AppendReply {
-    /// The event's seq; for a deduped retry, the seq the original got.
-    seq: u64,
-    /// The session's newest seq now.
-    last_seq: u64,
-    /// True when this was a retry of the producer's latest request and nothing was appended.
-    deduped: bool,
-    /// Equal to `seq`: resume a tail after it.
-    cursor: u64,
-    /// Everything up to here is durable in JetStream; equal to `last_seq`.
-    committed_cursor: u64,
-}
-
-impl From<Appended> for AppendReply {
-    fn from(appended: Appended) -> AppendReply {
-        AppendReply {
-            seq: appended.seq,
-            last_seq: appended.last_seq,
-            deduped: appended.deduped,
-            cursor: appended.seq,
-            committed_cursor: appended.last_seq,
-        }
-    }
-}
-
-/// A committed event, exactly as tails deliver it.
-#[derive(Debug, Object, serde::Deserialize)]
-struct EventBody {
-    seq: u64,
-    /// Equal to `seq`.
-    cursor: u64,
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    kind: String,
-    payload: BTreeMap<String, Value>,
-    actor: String,
-    producer_id: String,
-    producer_seq: u64,
-    #[oai(default)]
-    source: Nullable<String>,
-    metadata: BTreeMap<String, Value>,
-    refs: BTreeMap<String, Value>,
-    #[oai(default)]
-    idempotency_key: Nullable<String>,
-    inserted_at: String,
-}
-
-/// One page of a session's events.
-#[derive(Debug, Object)]
-struct EventPageBody {
-    events: Vec<EventBody>,
-    /// Pass as `cursor` for the next page: the last seq on this page; on an empty page, where
-    /// the reader stands.
-    next_cursor: u64,
-    /// The session's newest seq.
-    last_seq: u64,
-    /// True when this page reaches `last_seq`.
-    caught_up: bool,
-    /// Present when the page does not continue right after `cursor`: retention dropped those
-    /// events (`cursor_expired`) or the cursor is past the head (`resume_invalidated`).
-    #[oai(skip_serializing_if_is_none)]
-    gap: Option<GapBody>,
-}
-
-/// The reader continues from `next_cursor`, not from its own cursor.
-#[derive(Debug, Object)]
-struct GapBody {
-    /// `cursor_expired` or `resume_invalidated`.
-    reason: String,
-    from_cursor: u64,
-    next_cursor: u64,
-    earliest_available_cursor: u64,
-    committed_cursor: u64,
-}
-
-impl From<Gap> for GapBody {
-    fn from(gap: Gap) -> GapBody {
-        let reason = match gap.reason {
-            GapReason::CursorExpired => "cursor_expired",
-            GapReason::ResumeInvalidated => "resume_invalidated",
-        };
-        GapBody {
-            reason: reason.to_owned(),
-            from_cursor: gap.from_cursor,
-            next_cursor: gap.next_cursor,
-            earliest_available_cursor: gap.earliest_available_cursor,
-            committed_cursor: gap.committed_cursor,
-        }
-    }
-}
-
-#[derive(ApiResponse)]
-enum CreatedSession {
-    /// The session was created.
-    #[oai(status = 201)]
-    Created(Json<SessionBody>),
-}
-
-#[derive(ApiResponse)]
-enum AppendedEvents {
-    /// Every event is committed (or was already: see each `deduped`).
-    #[oai(status = 201)]
-    Created(Json<AppendBatchReply>),
-}
-
-#[derive(ApiResponse)]
-enum AppendedEvent {
-    /// The event is committed (or was already: see `deduped`).
-    #[oai(status = 201)]
-    Created(Json<AppendReply>),
-}
-
-/// One page of sessions, sorted by id.
-#[derive(Debug, Object)]
-struct SessionPage {
-    sessions: Vec<SessionBody>,
-    /// Pass as `cursor` for the next page; `null` when no more sessions follow.
-    next_cursor: Nullable<String>,
-}
+use bodies::{
+    AppendBatchReply, AppendBatchRequest, AppendReply, AppendRequest, AppendedEvent,
+    AppendedEvents, CreateSessionRequest, CreatedSession, EventBody, EventPageBody, GapBody,
+    SessionBody, SessionPage,
+};
 
 pub struct SessionsApi {
     pub log: Arc<SessionLog>,
@@ -601,9 +400,9 @@ impl SessionsApi {
             batch_size,
             contiguous: true,
             expires_at: principal.expires_at,
-            holder: holder(&principal),
+            permit: self.live.admit(holder(&principal))?,
         };
-        self.live.respond(transport, start.entries, reader)
+        Ok(self.live.respond(transport, start.entries, reader))
     }
 
     /// Read a page of events with `seq > cursor`, oldest first.
