@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, event};
+use starcite_tests::{TestGateway, TestNats, error_of, event};
 
 async fn list(gateway: &TestGateway, query: &str) -> Value {
     gateway
@@ -24,12 +24,6 @@ fn ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body["error"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -185,11 +179,7 @@ async fn every_bad_list_query_is_a_400_with_its_code() {
         let response = gateway
             .request(Method::GET, &format!("/v1/sessions{query}"), None)
             .await;
-        assert_eq!(
-            error_code(response).await,
-            (400, code.to_owned()),
-            "{query}"
-        );
+        assert_eq!(error_of(response).await, (400, code.to_owned()), "{query}");
     }
 }
 
@@ -285,7 +275,7 @@ async fn bad_patches_are_400s_and_unknown_sessions_404() {
         let response = gateway
             .request(Method::PATCH, "/v1/sessions/p", Some(body.clone()))
             .await;
-        assert_eq!(error_code(response).await, (400, code.to_owned()), "{body}");
+        assert_eq!(error_of(response).await, (400, code.to_owned()), "{body}");
     }
     let session: Value = gateway.session("p").await.json().await.unwrap();
     assert_eq!(session["version"], 1);
@@ -296,18 +286,12 @@ async fn bad_patches_are_400s_and_unknown_sessions_404() {
             Some(json!({"title": "t"})),
         )
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (404, "session_not_found".into())
-    );
+    assert_eq!(error_of(response).await, (404, "session_not_found".into()));
     for action in ["archive", "unarchive"] {
         let response = gateway
             .request(Method::POST, &format!("/v1/sessions/nobody/{action}"), None)
             .await;
-        assert_eq!(
-            error_code(response).await,
-            (404, "session_not_found".into())
-        );
+        assert_eq!(error_of(response).await, (404, "session_not_found".into()));
     }
 }
 
@@ -332,6 +316,13 @@ async fn concurrent_patches_with_one_expected_version_across_two_gateways_have_o
     assert_eq!(session["version"], 11);
 }
 
+/// Archives or unarchives (`action`) a session, asserting a 200; returns the header.
+async fn set_archived(gateway: &TestGateway, id: &str, action: &str) -> Value {
+    let path = format!("/v1/sessions/{id}/{action}");
+    let response = gateway.request(Method::POST, &path, None).await;
+    gateway.expect(response, 200).await
+}
+
 #[tokio::test]
 async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable() {
     let nats = TestNats::start();
@@ -340,27 +331,13 @@ async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable()
     let created = gateway.create_session_with(json!({"id": "old"})).await;
     gateway.append_ok("old", event("p", 1)).await;
 
-    let archived = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/archive", None)
-                .await,
-            200,
-        )
-        .await;
+    let archived = set_archived(&gateway, "old", "archive").await;
     assert_eq!(
         (archived["archived"].as_bool(), archived["version"].as_u64()),
         (Some(true), Some(1))
     );
     assert!(archived["updated_at"].as_str() > created["updated_at"].as_str());
-    let again = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/archive", None)
-                .await,
-            200,
-        )
-        .await;
+    let again = set_archived(&gateway, "old", "archive").await;
     assert_eq!(
         again["updated_at"], archived["updated_at"],
         "re-archiving changes nothing"
@@ -380,14 +357,7 @@ async fn archive_round_trip_keeps_the_session_readable_tailable_and_appendable()
     let mut tail = gateway.tail("old", 0).await;
     assert_eq!(tail.seqs(2).await, vec![1, 2]);
 
-    let restored = gateway
-        .expect(
-            gateway
-                .request(Method::POST, "/v1/sessions/old/unarchive", None)
-                .await,
-            200,
-        )
-        .await;
+    let restored = set_archived(&gateway, "old", "unarchive").await;
     assert_eq!(restored["archived"], false);
     assert_eq!(restored["last_seq"], 2);
     assert_eq!(ids(&list(&gateway, "").await), vec!["keep", "old"]);

@@ -5,6 +5,8 @@
 //! killed at once). Afterwards every session is read back and held to the promise: each
 //! acknowledged `(producer_id, producer_seq)` stored exactly once at its acknowledged seq,
 //! seqs exactly 1..N, every tailer saw exactly the log, no 500, no stale answer.
+//!
+//! One scenario whose clients, faults and checks share one record, so it stays in one file.
 // The figures are the test's report (`.config/nextest.toml` shows them on success too).
 #![allow(clippy::print_stdout)]
 

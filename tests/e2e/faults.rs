@@ -5,16 +5,7 @@ use std::time::{Duration, Instant};
 use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TailFrame, TcpProxy, TestGateway, TestNats, event};
-
-async fn status_and_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
-    )
-}
+use starcite_tests::{TailFrame, TcpProxy, TestGateway, TestNats, error_of, event, eventually};
 
 #[tokio::test]
 async fn nats_down_gives_fast_503s_and_the_gateway_recovers_by_itself() {
@@ -24,27 +15,22 @@ async fn nats_down_gives_fast_503s_and_the_gateway_recovers_by_itself() {
     gateway.append_ok(&id, event("p", 1)).await;
 
     nats.kill();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The claim is about a gateway that knows NATS is gone; noticing the dropped connection
+    // takes its own time, which readiness reports.
+    gateway.wait_for_readiness(|status, _| status == 503).await;
     let started = Instant::now();
     let response = gateway.append(&id, event("p", 2)).await;
-    assert_eq!(
-        status_and_code(response).await,
-        (503, "nats_unavailable".into())
-    );
+    assert_eq!(error_of(response).await, (503, "nats_unavailable".into()));
     let response = gateway
         .request(Method::POST, "/v1/sessions", Some(json!({})))
         .await;
-    assert_eq!(
-        status_and_code(response).await,
-        (503, "nats_unavailable".into())
-    );
+    assert_eq!(error_of(response).await, (503, "nats_unavailable".into()));
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "503s took {:?}",
         started.elapsed()
     );
-    let ready = gateway.request(Method::GET, "/health/ready", None).await;
-    assert_eq!(ready.status(), 503);
+    assert_eq!(gateway.readiness().await.0, 503);
     let live = gateway.request(Method::GET, "/health/live", None).await;
     assert_eq!(live.status(), 200);
 
@@ -59,10 +45,8 @@ async fn a_gateway_started_before_nats_becomes_ready_when_nats_arrives() {
     let config = TestGateway::config(&nats);
     nats.kill();
     let gateway = TestGateway::spawn(config).await;
-    let ready = gateway.request(Method::GET, "/health/ready", None).await;
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["status"], "starting");
+    let (status, body) = gateway.readiness().await;
+    assert_eq!((status, &body["status"]), (503, &json!("starting")));
     nats.restart();
     gateway.wait_until_ready().await;
     let id = gateway.create_session().await;
@@ -83,24 +67,16 @@ async fn a_timed_out_append_resolves_to_its_original_seq_on_retry() {
     nats.pause();
     let response = gateway.append(&id, event("p", 2)).await;
     nats.resume();
-    assert_eq!(
-        status_and_code(response).await,
-        (503, "nats_timeout".into())
-    );
+    assert_eq!(error_of(response).await, (503, "nats_timeout".into()));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let retry = loop {
+    let retry = eventually(Duration::from_secs(10), || async {
         let response = gateway.append(&id, event("p", 2)).await;
-        if response.status() == 201 {
-            break response.json::<Value>().await.unwrap();
+        match response.status().as_u16() {
+            201 => Ok(response.json::<Value>().await.unwrap()),
+            status => Err(format!("retry kept failing: {status}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "retry kept failing: {}",
-            response.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(retry["seq"], 2);
     assert_eq!(retry["deduped"], true);
     assert_eq!(gateway.append_ok(&id, event("p", 3)).await["seq"], 3);
@@ -131,13 +107,15 @@ async fn a_live_tail_misses_nothing_while_its_gateway_is_cut_off() {
     }
     proxy.heal();
     let mut seqs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(8);
+    // Generous: the client reconnects with a backoff of its own, which a busy machine stretches.
+    let deadline = Instant::now() + Duration::from_secs(20);
     while seqs.len() < 3 {
         assert!(Instant::now() < deadline, "tail stalled at {seqs:?}");
         match tail.frame(Duration::from_secs(1)).await {
             TailFrame::Event(event) => seqs.push(event["seq"].as_u64().unwrap()),
             TailFrame::Closed(code) => panic!("the tail closed ({code:?})"),
-            _ => {}
+            TailFrame::Failed(err) => panic!("the tail broke: {err}"),
+            TailFrame::Ping | TailFrame::TimedOut => {}
         }
     }
     assert_eq!(seqs, vec![2, 3, 4]);
@@ -221,15 +199,16 @@ async fn batches_sent_to_a_frozen_server_end_with_503_within_the_timeout() {
         }
     });
     let answers =
-        tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(requests)).await;
+        tokio::time::timeout(Duration::from_secs(18), futures::future::join_all(requests)).await;
     nats.resume();
     let answers = answers.expect("requests to a frozen server hung");
-    // Reading and deciding 24 MiB of events takes a debug build seconds of its own; a
-    // request waiting on the client's queue waited for its ping timeout (20 s and more).
+    // Reading and deciding 24 MiB of events takes a debug build seconds of its own, more on a
+    // busy machine; a request waiting on the client's queue waited for its ping timeout (20 s
+    // and more), so the bounds stay below that and leave the rest to a slow machine.
     for (status, elapsed) in answers {
         assert_eq!(status, 503);
         assert!(
-            elapsed < timeout + Duration::from_secs(7),
+            elapsed < timeout + Duration::from_secs(13),
             "a request to a frozen server took {elapsed:?}"
         );
     }

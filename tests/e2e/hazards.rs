@@ -324,6 +324,9 @@ async fn expect_seqs(tail: &mut TailClient, seqs: std::ops::RangeInclusive<u64>)
             TailFrame::Closed(code) => {
                 panic!("the tail was closed ({code:?}) after {seen:?}, expecting {expected:?}")
             }
+            TailFrame::Failed(err) => {
+                panic!("the tail broke ({err}) after {seen:?}, expecting {expected:?}")
+            }
             TailFrame::TimedOut => panic!("the tail stalled at {seen:?}, expecting {expected:?}"),
         }
     }

@@ -10,35 +10,18 @@ async fn make_changes(gateway: &TestGateway, id: &str) {
     gateway
         .create_session_with(json!({"id": id, "title": "t", "metadata": {"k": "v"}}))
         .await;
-    let patch = Some(json!({"title": "renamed"}));
-    assert_eq!(
-        gateway
-            .request(Method::PATCH, &format!("/v1/sessions/{id}"), patch)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        gateway
-            .request(Method::POST, &format!("/v1/sessions/{id}/archive"), None)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        gateway
-            .request(Method::POST, &format!("/v1/sessions/{id}/archive"), None)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        gateway
-            .request(Method::POST, &format!("/v1/sessions/{id}/unarchive"), None)
-            .await
-            .status(),
-        200
-    );
+    // Archived twice: the second changes nothing and must not show in the feed.
+    let changes = [
+        (Method::PATCH, "", Some(json!({"title": "renamed"}))),
+        (Method::POST, "/archive", None),
+        (Method::POST, "/archive", None),
+        (Method::POST, "/unarchive", None),
+    ];
+    for (method, action, body) in changes {
+        let path = format!("/v1/sessions/{id}{action}");
+        let response = gateway.request(method.clone(), &path, body).await;
+        assert_eq!(response.status(), 200, "{method} {path}");
+    }
 }
 
 fn kinds(frames: &[Value]) -> Vec<String> {

@@ -2,13 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, event};
-
-async fn refused(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body["error"].as_str().unwrap().to_owned())
-}
+use starcite_tests::{TestGateway, TestNats, error_of, event};
 
 fn nested(depth: usize) -> Value {
     (0..depth).fold(json!("bottom"), |inner, _| json!([inner]))
@@ -25,19 +19,19 @@ async fn deep_or_large_input_is_refused_and_nothing_changes() {
     let mut deep = event("p", 1);
     deep["payload"] = json!({"deep": nested(40)});
     assert_eq!(
-        refused(gateway.append("s", deep).await).await,
+        error_of(gateway.append("s", deep).await).await,
         (400, "invalid_event".into())
     );
     let mut heavy = event("p", 1);
     heavy["metadata"] = json!({"blob": "x".repeat(20_000)});
     assert_eq!(
-        refused(gateway.append("s", heavy).await).await,
+        error_of(gateway.append("s", heavy).await).await,
         (400, "invalid_metadata".into())
     );
     let mut deep_refs = event("p", 1);
     deep_refs["refs"] = json!({"deep": nested(40)});
     assert_eq!(
-        refused(gateway.append("s", deep_refs).await).await,
+        error_of(gateway.append("s", deep_refs).await).await,
         (400, "invalid_refs".into())
     );
     assert_eq!(gateway.last_seq("s").await, 0);
@@ -45,12 +39,12 @@ async fn deep_or_large_input_is_refused_and_nothing_changes() {
     let create = |body: Value| gateway.request(Method::POST, "/v1/sessions", Some(body));
     let long_title = json!({"id": "t", "title": "x".repeat(5000)});
     assert_eq!(
-        refused(create(long_title).await).await,
+        error_of(create(long_title).await).await,
         (400, "invalid_session".into())
     );
     let deep_metadata = json!({"id": "t", "metadata": {"deep": nested(40)}});
     assert_eq!(
-        refused(create(deep_metadata).await).await,
+        error_of(create(deep_metadata).await).await,
         (400, "invalid_metadata".into())
     );
     assert_eq!(gateway.session("t").await.status(), 404);
@@ -60,7 +54,10 @@ async fn deep_or_large_input_is_refused_and_nothing_changes() {
         "/v1/sessions/s",
         Some(json!({"metadata": {"deep": nested(40)}})),
     );
-    assert_eq!(refused(patch.await).await, (400, "invalid_metadata".into()));
+    assert_eq!(
+        error_of(patch.await).await,
+        (400, "invalid_metadata".into())
+    );
     let session: Value = gateway.session("s").await.json().await.unwrap();
     assert_eq!(
         (session["title"].as_str(), session["version"].as_u64()),
@@ -86,7 +83,7 @@ async fn a_tenant_over_its_append_rate_gets_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
-    assert_eq!(refused(response).await, (429, "rate_limited".into()));
+    assert_eq!(error_of(response).await, (429, "rate_limited".into()));
     assert_eq!(gateway.last_seq(&id).await, 3);
     tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
     assert_eq!(gateway.append_ok(&id, event("p", 4)).await["seq"], 4);

@@ -86,27 +86,31 @@ async fn long_poll_returns_early_when_an_event_arrives_and_on_time_when_none_doe
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
 
-    let started = Instant::now();
-    let quiet = page(&gateway, &id, "?cursor=1&wait=1").await;
-    let waited = started.elapsed();
-    assert!(seqs(&quiet).is_empty());
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
-
+    // The append is made only once the poll has subscribed to the session's live events,
+    // which it does after its first read came back empty: the event can reach it only by
+    // waking it. Were the wake-up broken, the poll would answer nothing after 30 s.
     let started = Instant::now();
     let waiting = page(&gateway, &id, "?cursor=1&wait=30");
     let writer = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.wait_for_subscription(&format!("starcite.events_live.{id}"))
+            .await;
         gateway.append_ok(&id, event("p", 2)).await;
     };
     let (arrived, ()) = tokio::join!(waiting, writer);
     assert_eq!(seqs(&arrived), vec![2]);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(20),
         "{:?}",
         started.elapsed()
+    );
+
+    let started = Instant::now();
+    let quiet = page(&gateway, &id, "?cursor=2&wait=1").await;
+    let waited = started.elapsed();
+    assert!(seqs(&quiet).is_empty());
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
     );
 }
 
@@ -133,7 +137,7 @@ async fn sse_replays_then_streams_live_and_resumes_from_last_event_id() {
     assert_eq!(stream.event().await.0, "4");
     // Idle: comment heartbeats keep proxies from closing the stream.
     assert!(matches!(
-        stream.frame(Duration::from_secs(2)).await,
+        stream.frame(Duration::from_secs(5)).await,
         SseFrame::Comment(_)
     ));
     drop(stream);
@@ -271,15 +275,11 @@ async fn a_reader_that_stops_reading_is_cut_off_while_a_fast_one_gets_everything
     assert_eq!(fast_seqs, (1..=total).collect::<Vec<_>>());
 
     // The slow reader now reads what was queued for it, then the close that cut it off.
-    let mut received = Vec::new();
-    let code = loop {
-        match slow.frame(Duration::from_secs(10)).await {
-            TailFrame::Event(event) => received.push(event["seq"].as_u64().unwrap()),
-            TailFrame::Ping => continue,
-            TailFrame::Closed(code) => break code,
-            TailFrame::TimedOut => panic!("the slow reader was never cut off"),
-        }
-    };
+    let (received, code) = slow.until_closed(Duration::from_secs(10)).await;
+    let received: Vec<u64> = received
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(code, Some(4002));
     assert!(
         (received.len() as u64) < total,

@@ -2,19 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, event};
-
-async fn error_of(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        body.as_object().unwrap().len(),
-        2,
-        "error bodies have exactly two keys: {body}"
-    );
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-    (status, body["error"].as_str().unwrap().to_owned())
-}
+use starcite_tests::{TestGateway, TestNats, error_of, event};
 
 #[tokio::test]
 async fn create_returns_the_full_session_with_defaults() {

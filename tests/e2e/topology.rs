@@ -1,36 +1,13 @@
 //! The stream or the bucket deleted under running gateways: they report it, create it again,
 //! and never answer from what they had cached of the log that is gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use reqwest::Method;
-use serde_json::{Value, json};
-use starcite_tests::{TailFrame, TestGateway, TestNats, event};
+use serde_json::json;
+use starcite_tests::{TestGateway, TestNats, event};
 
 const EVENTS: &str = "STARCITE_EVENTS";
-
-async fn readiness(gateway: &TestGateway) -> (u16, Value) {
-    let response = gateway.request(Method::GET, "/health/ready", None).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-/// Polls readiness until `wanted` holds, for at most 10 s.
-async fn wait_for_readiness(gateway: &TestGateway, wanted: impl Fn(u16, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = readiness(gateway).await;
-        if wanted(status, &body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readiness stayed {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Before: the stream was created only at start, so every append failed from then on while
 /// `/health/ready` kept answering 200.
@@ -54,22 +31,16 @@ async fn a_deleted_stream_is_reported_then_created_again() {
         ..Default::default()
     };
     jetstream.create_stream(blocker).await.unwrap();
-    let body = wait_for_readiness(&gateway, |status, _| status == 503).await;
+    let body = gateway.wait_for_readiness(|status, _| status == 503).await;
     assert_eq!(body["reason"], "stream_missing");
     let refused = gateway.append(&id, event("p", 4)).await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     // The tail that read the old log is closed, so its client starts over.
-    loop {
-        match tail.frame(Duration::from_secs(10)).await {
-            TailFrame::Closed(_) => break,
-            TailFrame::TimedOut => panic!("the tail stayed open"),
-            TailFrame::Event(_) | TailFrame::Ping => {}
-        }
-    }
+    tail.until_closed(Duration::from_secs(10)).await;
 
     jetstream.delete_stream("BLOCKER").await.unwrap();
-    wait_for_readiness(&gateway, |status, _| status == 200).await;
+    gateway.wait_for_readiness(|status, _| status == 200).await;
     // The session's log starts over: the producer is unknown to it and may go on.
     let reply = gateway.append_ok(&id, event("p", 4)).await;
     assert_eq!(

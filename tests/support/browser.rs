@@ -5,11 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+use crate::eventually;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -106,33 +108,24 @@ impl Browser {
 
     /// The element matching `css`, waiting up to 10 s for it to appear.
     pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self
-                .command(
-                    reqwest::Method::POST,
-                    "/element",
-                    json!({"using": "css selector", "value": css}),
-                )
-                .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                return id.to_owned();
-            }
-            assert!(Instant::now() < deadline, "no element matches `{css}`");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(10), || async {
+            let found = self.select("/element", css).await;
+            let id = found[ELEMENT].as_str().map(str::to_owned);
+            id.ok_or_else(|| format!("no element matches `{css}`"))
+        })
+        .await
     }
 
     /// How many elements match `css` right now.
     pub async fn count(&self, css: &str) -> usize {
-        let found = self
-            .command(
-                reqwest::Method::POST,
-                "/elements",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
+        let found = self.select("/elements", css).await;
         found.as_array().map_or(0, Vec::len)
+    }
+
+    /// Asks WebDriver's `endpoint` (one element or all) for what matches `css`.
+    async fn select(&self, endpoint: &str, css: &str) -> Value {
+        let query = json!({"using": "css selector", "value": css});
+        self.command(reqwest::Method::POST, endpoint, query).await
     }
 
     pub async fn text(&self, css: &str) -> String {
@@ -185,11 +178,13 @@ impl Browser {
 
     /// Waits up to 10 s for `script` to return `true`.
     pub async fn wait_until(&self, script: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.execute(script).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(10), || async {
+            match self.execute(script).await {
+                Value::Bool(true) => Ok(()),
+                _ => Err(format!("timed out waiting until {what}")),
+            }
+        })
+        .await;
     }
 
     /// Saves a PNG of the page for a reviewer.

@@ -1,15 +1,15 @@
 //! A gateway running in the test process on a random loopback port.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway::Gateway;
 use gateway::config::Config;
-use reqwest::{Method, Response};
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{TailClient, TestNats};
+use crate::{TailClient, TestNats, eventually};
 
 pub struct TestGateway {
     pub base_url: String,
@@ -60,20 +60,27 @@ impl TestGateway {
     }
 
     pub async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(response) = self
-                .client
-                .get(format!("{}/health/ready", self.base_url))
-                .send()
-                .await
-                && response.status() == 200
-            {
-                return;
+        self.wait_for_readiness(|status, _| status == 200).await;
+    }
+
+    /// `/health/ready`'s status and body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let response = self.request(Method::GET, "/health/ready", None).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls readiness until `wanted` holds, and returns the body that satisfied it.
+    pub async fn wait_for_readiness(&self, wanted: impl Fn(u16, &Value) -> bool) -> Value {
+        eventually(Duration::from_secs(15), || async {
+            let (status, body) = self.readiness().await;
+            if wanted(status, &body) {
+                Ok(body)
+            } else {
+                Err(format!("readiness stayed {status} {body}"))
             }
-            assert!(Instant::now() < deadline, "gateway not ready within 15 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// Stops gracefully, closing tails, and waits for the server to finish.
@@ -91,13 +98,36 @@ impl TestGateway {
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
-        let mut request = self
+        self.prepare(method, path, body).send().await.unwrap()
+    }
+
+    /// A request with `token` as its bearer credentials.
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let request = self.prepare(method, path, body).bearer_auth(token);
+        request.send().await.unwrap()
+    }
+
+    /// Opens `path` as Server-Sent Events with `token`; the reply is the stream or an error.
+    pub async fn event_stream_as(&self, token: &str, path: &str) -> Response {
+        let request = self.prepare(Method::GET, path, None).bearer_auth(token);
+        let request = request.header("accept", "text/event-stream");
+        request.send().await.unwrap()
+    }
+
+    fn prepare(&self, method: Method, path: &str, body: Option<Value>) -> RequestBuilder {
+        let request = self
             .client
             .request(method, format!("{}{path}", self.base_url));
-        if let Some(body) = body {
-            request = request.json(&body);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
         }
-        request.send().await.unwrap()
     }
 
     /// Creates a session with `body` and returns the reply, asserting a 201.
@@ -105,6 +135,12 @@ impl TestGateway {
         let response = self.request(Method::POST, "/v1/sessions", Some(body)).await;
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
+    }
+
+    /// Creates a session with `body` as the holder of `token`; the reply may be a refusal.
+    pub async fn create_session_as(&self, token: &str, body: Value) -> Response {
+        self.request_as(token, Method::POST, "/v1/sessions", Some(body))
+            .await
     }
 
     /// Creates a session with a generated id and returns its id.

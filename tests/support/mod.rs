@@ -5,6 +5,7 @@
 pub mod auth;
 mod browser;
 mod cluster;
+mod error;
 mod gateway;
 mod nats;
 mod otlp;
@@ -15,9 +16,11 @@ mod proxy;
 mod sse;
 mod stale_replica;
 mod tail;
+mod wait;
 
 pub use browser::Browser;
 pub use cluster::TestCluster;
+pub use error::error_of;
 pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
 pub use otlp::{TestCollector, attribute as span_attribute};
@@ -28,6 +31,7 @@ pub use proxy::TcpProxy;
 pub use sse::{SseClient, SseFrame};
 pub use stale_replica::StaleReplica;
 pub use tail::{TailClient, TailFrame};
+pub use wait::eventually;
 
 use serde_json::{Value, json};
 

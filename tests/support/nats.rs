@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::eventually;
+
 pub struct TestNats {
     pub url: String,
     port: u16,
+    /// The server's HTTP monitoring endpoint, `http://127.0.0.1:<port>`.
+    monitoring_url: String,
     process: Child,
     store: TempDir,
     /// A configuration file, for servers that need more than the defaults.
@@ -33,10 +37,11 @@ impl TestNats {
             std::fs::write(&path, text).unwrap();
             path
         });
-        let (process, port) = spawn(store.path(), None, config.as_deref());
+        let (process, ports) = spawn(store.path(), None, config.as_deref());
         TestNats {
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
+            url: format!("nats://127.0.0.1:{}", ports.client),
+            port: ports.client,
+            monitoring_url: ports.monitoring,
             process,
             store,
             config,
@@ -61,8 +66,31 @@ impl TestNats {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (process, _) = spawn(self.store.path(), Some(self.port), self.config.as_deref());
+        let (process, ports) = spawn(self.store.path(), Some(self.port), self.config.as_deref());
         self.process = process;
+        self.monitoring_url = ports.monitoring;
+    }
+
+    /// Waits until a client of this server subscribes to `subject` (exactly that subject):
+    /// how a test knows a gateway listens before it makes something happen.
+    pub async fn wait_for_subscription(&self, subject: &str) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/connz?subs=1", self.monitoring_url);
+        eventually(Duration::from_secs(15), || async {
+            let connections: serde_json::Value =
+                client.get(&url).send().await.unwrap().json().await.unwrap();
+            let subscribed = connections["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|connection| connection["subscriptions_list"].as_array())
+                .flatten()
+                .any(|listed| listed == subject);
+            subscribed
+                .then_some(())
+                .ok_or_else(|| format!("nobody subscribes to {subject}"))
+        })
+        .await;
     }
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
@@ -105,7 +133,13 @@ fn server_binary() -> PathBuf {
     }
 }
 
-pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, u16) {
+/// Where a server listens: for clients, and for HTTP monitoring.
+pub(crate) struct Ports {
+    pub client: u16,
+    pub monitoring: String,
+}
+
+pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, Ports) {
     let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&ports_dir);
@@ -115,7 +149,8 @@ pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Ch
         command.arg("-c").arg(config);
     }
     let mut process = command
-        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+        // Monitoring on a port of its own choosing, reported in the ports file.
+        .args(["-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-js", "-sd"])
         .arg(dir.join("store"))
         .arg("--ports_file_dir")
         .arg(&ports_dir)
@@ -125,8 +160,8 @@ pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Ch
         .expect("nats-server not found: run `make tools` or set NATS_SERVER_BIN");
     // The server writes nats-server_<pid>.ports once it listens: no log scraping, no race.
     let ports_file = ports_dir.join(format!("nats-server_{}.ports", process.id()));
-    match wait_for_port(&ports_file) {
-        Some(port) => (process, port),
+    match wait_for_ports(&ports_file) {
+        Some(ports) => (process, ports),
         None => {
             let _ = process.kill();
             let _ = process.wait();
@@ -135,14 +170,18 @@ pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Ch
     }
 }
 
-fn wait_for_port(ports_file: &Path) -> Option<u16> {
+fn wait_for_ports(ports_file: &Path) -> Option<Ports> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(ports_file)
             && let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text)
             && let Some(url) = ports["nats"][0].as_str()
+            && let Some(monitoring) = ports["monitoring"][0].as_str()
         {
-            return url.rsplit(':').next()?.parse().ok();
+            return Some(Ports {
+                client: url.rsplit(':').next()?.parse().ok()?,
+                monitoring: monitoring.to_owned(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -2,7 +2,7 @@
 //! real collector's receiver does, and keeps every span for the test to look at.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -12,6 +12,8 @@ use poem::web::Data;
 use poem::{EndpointExt, Route, handler, http::StatusCode, post};
 use prost::Message;
 use tokio::task::JoinHandle;
+
+use crate::eventually;
 
 pub struct TestCollector {
     /// What `OTEL_EXPORTER_OTLP_ENDPOINT` should say.
@@ -57,14 +59,12 @@ impl TestCollector {
 
     /// The first span received that `wanted` accepts, waiting up to 15 s for it.
     pub async fn span(&self, what: &str, wanted: impl Fn(&Span) -> bool) -> Span {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(span) = self.spans.lock().unwrap().iter().find(|span| wanted(span)) {
-                return span.clone();
-            }
-            assert!(Instant::now() < deadline, "no {what} span within 15 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(15), || async {
+            let spans = self.spans.lock().unwrap();
+            let span = spans.iter().find(|span| wanted(span)).cloned();
+            span.ok_or_else(|| format!("no {what} span"))
+        })
+        .await
     }
 }
 

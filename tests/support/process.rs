@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::TestNats;
+use crate::{TestNats, eventually};
 
 pub struct GatewayProcess {
     process: Child,
@@ -93,18 +93,17 @@ impl GatewayProcess {
         // The tests' reqwest shares the gateway library's rustls build, which needs a provider.
         gateway::auth::install_crypto_provider();
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), || async {
             let ready = client
                 .get(format!("{}/health/ready", self.base_url))
                 .send()
                 .await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return;
+            match ready {
+                Ok(response) if response.status() == 200 => Ok(()),
+                _ => Err("the gateway never became ready".to_owned()),
             }
-            assert!(Instant::now() < deadline, "the gateway never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     pub fn pid(&self) -> u32 {

@@ -14,7 +14,10 @@ pub enum SseFrame {
         data: Value,
     },
     Comment(String),
+    /// The response body ended.
     Ended,
+    /// Reading the body failed: the connection broke mid-stream.
+    Failed(String),
     TimedOut,
 }
 
@@ -60,7 +63,8 @@ impl SseClient {
             }
             match tokio::time::timeout(wait, self.body.next()).await {
                 Err(_) => return SseFrame::TimedOut,
-                Ok(None) | Ok(Some(Err(_))) => return SseFrame::Ended,
+                Ok(None) => return SseFrame::Ended,
+                Ok(Some(Err(err))) => return SseFrame::Failed(err.to_string()),
                 Ok(Some(Ok(chunk))) => self.buffer.push_str(std::str::from_utf8(&chunk).unwrap()),
             }
         }

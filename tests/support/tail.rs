@@ -19,7 +19,11 @@ pub struct TailClient {
 pub enum TailFrame {
     Event(Value),
     Ping,
+    /// The closing handshake, with the peer's code if it sent one.
     Closed(Option<u16>),
+    /// The connection broke without a closing handshake (a reset, a protocol error): never
+    /// what a gateway that closes cleanly sends.
+    Failed(String),
     TimedOut,
 }
 
@@ -40,7 +44,8 @@ impl TailClient {
         loop {
             let message = match tokio::time::timeout(wait, self.socket.next()).await {
                 Err(_) => return (TailFrame::TimedOut, None),
-                Ok(None) | Ok(Some(Err(_))) => return (TailFrame::Closed(None), None),
+                Ok(None) => return (TailFrame::Closed(None), None),
+                Ok(Some(Err(err))) => return (TailFrame::Failed(err.to_string()), None),
                 Ok(Some(Ok(message))) => message,
             };
             match message {
@@ -89,6 +94,20 @@ impl TailClient {
                 TailFrame::TimedOut => return,
                 TailFrame::Ping => continue,
                 other => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the gateway closes the socket: the events before the close and its code.
+    /// Panics if nothing arrives for `wait` or the connection breaks without a close.
+    pub async fn until_closed(&mut self, wait: Duration) -> (Vec<Value>, Option<u16>) {
+        let mut events = Vec::new();
+        loop {
+            match self.frame(wait).await {
+                TailFrame::Event(event) => events.push(event),
+                TailFrame::Ping => continue,
+                TailFrame::Closed(code) => return (events, code),
+                other => panic!("expected the gateway to close the tail, got {other:?}"),
             }
         }
     }
