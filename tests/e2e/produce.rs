@@ -311,9 +311,10 @@ async fn refusals_are_frames_with_their_codes_and_write_nothing() {
     expected_seq["expected_seq"] = json!(7);
     let mut replayed = event("p", 2);
     replayed["payload"] = json!({"text": "other content"});
-    let huge = json!({"text": "x".repeat(2 * 1024 * 1024)});
+    // Within the frame limit, but over NATS's `max_payload` once stored with its headers.
     let mut too_large = event("q", 1);
-    too_large["payload"] = huge;
+    let filler = 1024 * 1024 - too_large.to_string().len() - 64;
+    too_large["payload"]["text"] = json!("x".repeat(filler));
     let requests: Vec<(String, Option<(&str, Value)>)> = vec![
         ("{not json".into(), Some(("invalid_event", Value::Null))),
         (missing_type.to_string(), Some(("invalid_event", json!(1)))),

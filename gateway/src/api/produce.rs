@@ -202,12 +202,18 @@ impl Producers {
                 break Ending::ClientLeft;
             }
         };
-        // Every request read is answered before the close that says why no more are.
-        if let Ending::Close(code, reason) = ending {
-            let _ = sending.send(Outgoing::Close(code, reason));
+        match ending {
+            // Every request read is answered before the close that says why no more are.
+            Ending::Close(code, reason) => {
+                let _ = sending.send(Outgoing::Close(code, reason));
+                drop(sending);
+                let _ = writer.await;
+            }
+            // Nobody is left to answer: requests not yet decided are dropped with their
+            // answers, so that none lands behind the back of a producer that resumes from its
+            // `ready` frame on another socket.
+            Ending::ClientLeft => writer.abort(),
         }
-        drop(sending);
-        let _ = writer.await;
     }
 
     /// Validates one request frame and queues it in its session's writer at once, so that
@@ -254,7 +260,7 @@ struct Open {
 
 /// Which producer requests a frame carried, for its answer: each event's `(producer_id,
 /// producer_seq)` as the client sent them, when readable.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Echo {
     batch: bool,
     producers: Vec<(Value, Value)>,

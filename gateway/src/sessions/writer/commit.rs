@@ -21,8 +21,11 @@ use crate::sessions::model::{self, Event, SessionId};
 use crate::sessions::state::{Overlay, SessionState};
 use crate::telemetry::TRACE_TARGET;
 
-/// How many times one group re-decides after losing a race before giving up with a 503.
-const MAX_APPEND_ATTEMPTS: u32 = 32;
+/// How long one group keeps re-deciding after lost races before giving up with a 503. A
+/// bound in time, not in tries: a gateway pipelining into a session commits every
+/// millisecond or so, and another gateway's appends to it may lose many races in a row
+/// before getting through.
+const MAX_CONTENTION: Duration = Duration::from_secs(5);
 
 /// A streamed batch sends its appends to JetStream once this many have gathered.
 const STAGE_CHUNK: usize = 16;
@@ -182,6 +185,7 @@ impl Committer {
             },
         };
         let mut attempt = 0;
+        let mut first_try = Instant::now();
         // Set when a batch failed for something other than a lost race: what is left goes as
         // single appends, each answered on its own.
         let mut singly = false;
@@ -202,6 +206,7 @@ impl Committer {
             let failure = match self.publish(state, &group).await {
                 Ok(last_stream_seq) => {
                     fresh = false;
+                    (attempt, first_try) = (0, Instant::now());
                     waiting = self.committed(state, last_stream_seq, group);
                     continue;
                 }
@@ -215,7 +220,11 @@ impl Committer {
             requeue(group, &mut pending);
             attempt += 1;
             let before = state.stream_seq();
-            match after_refusal(&failure, grouped, attempt, &self.id) {
+            let contended = Contention {
+                attempts: attempt,
+                lasted: first_try.elapsed(),
+            };
+            match after_refusal(&failure, grouped, contended, &self.id) {
                 Err(err) => return Err((err, pending)),
                 Ok(Refused::Split) => {
                     self.metrics.retried(Retry::TooLarge);
@@ -301,23 +310,33 @@ impl Committer {
     }
 }
 
-/// What a commit does after JetStream refused its group (`grouped`: of several requests) on
-/// its `attempt`th try, or the error that answers what is left of it.
+/// How long one group has been refused.
+#[derive(Debug, Clone, Copy)]
+struct Contention {
+    attempts: u32,
+    /// Since its first try.
+    lasted: Duration,
+}
+
+/// What a commit does after JetStream refused its group (`grouped`: of several requests), or
+/// the error that answers what is left of it.
 fn after_refusal(
     failure: &AppendFailure,
     grouped: bool,
-    attempt: u32,
+    contended: Contention,
     id: &SessionId,
 ) -> Result<Refused, AppendError> {
     match failure {
         AppendFailure::TooLarge if grouped => Ok(Refused::Split),
         AppendFailure::TooLarge => Ok(Refused::TooLarge),
-        AppendFailure::Stale | AppendFailure::Duplicate { .. } if attempt < MAX_APPEND_ATTEMPTS => {
+        AppendFailure::Stale | AppendFailure::Duplicate { .. }
+            if contended.lasted < MAX_CONTENTION =>
+        {
             Ok(Refused::CatchUp)
         }
         AppendFailure::Stale | AppendFailure::Duplicate { .. } => Err(AppendError::Contended {
             id: id.clone(),
-            attempts: MAX_APPEND_ATTEMPTS,
+            attempts: contended.attempts,
         }),
         AppendFailure::Store(err) => Err(err.clone().into()),
     }
@@ -406,40 +425,45 @@ fn append_of<'a>(
 mod tests {
     use super::*;
 
-    fn refused(failure: AppendFailure, grouped: bool, attempt: u32) -> Result<Refused, String> {
+    fn refused(failure: AppendFailure, grouped: bool, lasted: Duration) -> Result<Refused, String> {
         let id = SessionId::parse("ses_a").unwrap();
-        after_refusal(&failure, grouped, attempt, &id).map_err(|err| err.to_string())
+        let contended = Contention {
+            attempts: 40,
+            lasted,
+        };
+        after_refusal(&failure, grouped, contended, &id).map_err(|err| err.to_string())
     }
 
     #[test]
     fn an_event_too_large_splits_its_group_and_then_fails_alone() {
         assert_eq!(
-            refused(AppendFailure::TooLarge, true, 1),
+            refused(AppendFailure::TooLarge, true, Duration::ZERO),
             Ok(Refused::Split)
         );
         assert_eq!(
-            refused(AppendFailure::TooLarge, false, 2),
+            refused(AppendFailure::TooLarge, false, Duration::ZERO),
             Ok(Refused::TooLarge)
         );
     }
 
     #[test]
-    fn a_lost_race_is_decided_again_until_the_attempts_run_out() {
+    fn a_lost_race_is_decided_again_until_the_contention_lasted_too_long() {
         let duplicate = || AppendFailure::Duplicate { stream_seq: 7 };
-        for attempt in [1, MAX_APPEND_ATTEMPTS - 1] {
+        let almost = MAX_CONTENTION - Duration::from_millis(1);
+        for lasted in [Duration::ZERO, almost] {
             assert_eq!(
-                refused(AppendFailure::Stale, true, attempt),
+                refused(AppendFailure::Stale, true, lasted),
                 Ok(Refused::CatchUp)
             );
-            assert_eq!(refused(duplicate(), false, attempt), Ok(Refused::CatchUp));
+            assert_eq!(refused(duplicate(), false, lasted), Ok(Refused::CatchUp));
         }
-        let contended = "session `ses_a` kept changing during 32 attempts";
+        let contended = "session `ses_a` kept changing during 40 attempts";
         assert_eq!(
-            refused(AppendFailure::Stale, false, MAX_APPEND_ATTEMPTS),
+            refused(AppendFailure::Stale, false, MAX_CONTENTION),
             Err(contended.to_owned())
         );
         assert_eq!(
-            refused(duplicate(), true, MAX_APPEND_ATTEMPTS),
+            refused(duplicate(), true, MAX_CONTENTION),
             Err(contended.to_owned())
         );
     }

@@ -65,6 +65,7 @@ pub(super) fn is_lone_single(requests: &VecDeque<Request>) -> bool {
 /// The requests to commit next: several single-event requests, or one larger one alone.
 pub(super) fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> {
     let mut group = VecDeque::new();
+    skip_abandoned(requests);
     while let Some(request) = requests.front() {
         let single = request.events.len() == 1;
         if !group.is_empty() && (!single || group.len() >= MAX_GROUP) {
@@ -77,8 +78,21 @@ pub(super) fn take_group(requests: &mut VecDeque<Request>) -> VecDeque<Request> 
         if !single {
             break;
         }
+        skip_abandoned(requests);
     }
     group
+}
+
+/// Drops the requests at the front of the queue whose callers went away before they were
+/// decided: nobody waits for their answer, and a producer whose socket dropped sends them
+/// again after it reconnects, which must not find them committed behind its back.
+fn skip_abandoned(requests: &mut VecDeque<Request>) {
+    while requests
+        .front()
+        .is_some_and(|request| request.reply.is_closed())
+    {
+        requests.pop_front();
+    }
 }
 
 /// Takes requests off the front of `pending` into one group to publish (one request only
@@ -149,6 +163,7 @@ pub(super) fn take_appends(
     gathering: Gathering,
 ) -> bool {
     while group.len() < gathering.expected {
+        skip_abandoned(requests);
         let Some(request) = requests.front() else {
             return false;
         };
@@ -334,7 +349,8 @@ mod tests {
         let (mut requests, _answers) = singles(2);
         let (batch, _batch_answer) = request(&[("b", 1, None), ("b", 2, None)]);
         requests.push_back(batch);
-        requests.extend(singles(1).0);
+        let (single, _single_answer) = singles(1);
+        requests.extend(single);
         // The batch ends the group of singles before it, and takes no single after it.
         assert_eq!(take_group(&mut requests).len(), 2);
         let alone = take_group(&mut requests);
@@ -342,6 +358,18 @@ mod tests {
         assert_eq!(alone.front().map(|request| request.events.len()), Some(2));
         assert_eq!(take_group(&mut requests).len(), 1);
         assert!(take_group(&mut requests).is_empty());
+    }
+
+    #[test]
+    fn requests_whose_callers_went_away_are_never_taken() {
+        let (mut requests, mut answers) = singles(4);
+        // The first and third callers are gone; the others still wait.
+        drop(answers.remove(2));
+        drop(answers.remove(0));
+        let group = take_group(&mut requests);
+        assert_eq!(group.len(), 2);
+        assert!(group.iter().all(|request| !request.reply.is_closed()));
+        assert!(requests.is_empty());
     }
 
     #[test]
