@@ -25,7 +25,10 @@ pub use gateway::{TestGateway, path_segment};
 pub use nats::TestNats;
 pub use otlp::{TestCollector, attribute as span_attribute};
 pub use process::GatewayProcess;
-pub use producer::{ProducerFrame, ProducerReplies, ProducerSender, connect_producer};
+pub use producer::{
+    ProducerFrame, ProducerReplies, ProducerSender, connect_producer,
+    connect_producer_reading_slowly,
+};
 pub use prometheus::{TestPrometheus, sample_value};
 pub use proxy::TcpProxy;
 pub use sse::{SseClient, SseFrame};

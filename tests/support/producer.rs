@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -35,6 +35,32 @@ pub struct ProducerReplies(SplitStream<Socket>);
 pub async fn connect_producer(url: &str) -> (ProducerSender, ProducerReplies, Value) {
     let (socket, response) = connect_async(url).await.unwrap();
     assert_eq!(response.status(), 101);
+    opened(socket).await
+}
+
+/// Like `connect_producer`, with a receive buffer of a few KiB, so that answers the test does
+/// not read back up into the gateway after a few of them, not after megabytes.
+pub async fn connect_producer_reading_slowly(
+    url: &str,
+) -> (ProducerSender, ProducerReplies, Value) {
+    let address = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    let (socket, response) = client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    opened(socket).await
+}
+
+async fn opened(socket: Socket) -> (ProducerSender, ProducerReplies, Value) {
     let (sink, stream) = socket.split();
     let mut replies = ProducerReplies(stream);
     let ready = replies.reply().await;

@@ -1,5 +1,8 @@
 //! The producer socket: pipelined appends answered in order with the exact answers of
-//! `POST /append`, and a resume after a drop that stores every event exactly once.
+//! `POST /append`, and a resume after a drop that stores every event exactly once. What it
+//! refuses, and how it closes, is in `guards`.
+
+mod guards;
 
 use std::collections::BTreeMap;
 use std::path::Path;
