@@ -27,6 +27,7 @@ async fn every_documented_metric_is_exported_with_its_type() {
         ("starcite_append_retries_total", "counter"),
         ("starcite_group_commit_events", "histogram"),
         ("starcite_live_streams", "gauge"),
+        ("starcite_producer_sockets", "gauge"),
         ("starcite_tail_events_sent_total", "counter"),
         ("starcite_tail_gaps_total", "counter"),
         ("starcite_tail_disconnects_total", "counter"),

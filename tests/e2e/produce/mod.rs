@@ -165,6 +165,14 @@ async fn a_retry_is_deduped_and_a_reopened_socket_says_where_the_producer_stands
             (json!(2), json!(true))
         ]
     );
+    let scraped = gateway.request(Method::GET, "/metrics", None).await;
+    let scraped = scraped.text().await.unwrap();
+    assert!(
+        scraped
+            .lines()
+            .any(|line| line == "starcite_producer_sockets 1"),
+        "{scraped}"
+    );
     sender.close().await;
     let (_, _, ready) = connect_producer(&url).await;
     assert_eq!(
