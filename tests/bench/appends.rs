@@ -68,9 +68,10 @@ pub async fn one_at_a_time(
     raw_cpu.stop();
     let mut floor_cpu = report.cpu_meter();
     floor_cpu.stop();
-    let mut raw_elapsed = Duration::ZERO;
+    let (mut append_elapsed, mut raw_elapsed) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..blocks {
         append_cpu.start();
+        let started = Instant::now();
         for _ in 0..per_block {
             producer_seq += 1;
             let body = event_body("c1", producer_seq);
@@ -78,6 +79,7 @@ pub async fn one_at_a_time(
             append(&mut appends, &path, body).await;
             append_latencies.record(micros(sent.elapsed())).ok();
         }
+        append_elapsed += started.elapsed();
         append_cpu.stop();
         raw_cpu.start();
         let started = Instant::now();
@@ -106,6 +108,8 @@ pub async fn one_at_a_time(
         &append_latencies,
         &["p50_us", "p99_us", "p999_us"],
     );
+    let rate = count as f64 / append_elapsed.as_secs_f64();
+    report.add(&topology.name(append_c1), "events_per_s", rate, "events/s");
     report.cpu(&cpu(raw_cas_c1), raw_cpu, count, "us/event");
     let raw_cas_c1 = topology.name(raw_cas_c1);
     report.latencies(&raw_cas_c1, &raw_latencies, &["p50_us", "p99_us"]);

@@ -12,6 +12,7 @@
 mod appends;
 mod catalog;
 mod harness;
+mod produce;
 mod r3;
 mod tails;
 
@@ -68,6 +69,10 @@ const SINGLE_NODE: &[&str] = &[
     "raw_publish_c64",
     "append_hot_c64",
     "raw_batch_64",
+    "produce_c1_w64",
+    "produce_tokens_w256",
+    "produce_c64",
+    "raw_publish_pipelined_small",
     "tail_1",
     "tail_1000",
     "replay_100k",
@@ -118,6 +123,14 @@ async fn single_node(scale: Scale, selection: &Selection, report: &mut Report) {
     }
     if selection.wants("raw_batch_64") {
         appends::raw_batch_64(&jetstream, single, scale, report).await;
+    }
+    if selection.wants_any(&[
+        "produce_c1_w64",
+        "produce_tokens_w256",
+        "produce_c64",
+        "raw_publish_pipelined_small",
+    ]) {
+        produce::produce(&gateway, &jetstream, scale, report).await;
     }
     if selection.wants("tail_1") {
         tails::tail_1(&gateway, scale, report).await;
@@ -180,6 +193,30 @@ fn targets(report: &Report) {
             "append_hot_c64 >= 1.5 x raw_cas_c1",
             figure("append_hot_c64", "events_per_s"),
             1.5 * figure("raw_cas_c1", "events_per_s"),
+            false,
+        ),
+        (
+            "produce_c1_w64 >= 3 x append_c1",
+            figure("produce_c1_w64", "events_per_s"),
+            3.0 * figure("append_c1", "events_per_s"),
+            false,
+        ),
+        (
+            "produce_c1_w64 >= 1.5 x raw_cas_c1",
+            figure("produce_c1_w64", "events_per_s"),
+            1.5 * figure("raw_cas_c1", "events_per_s"),
+            false,
+        ),
+        (
+            "produce_tokens_w256 >= 0.25 x raw_publish_pipelined_small",
+            figure("produce_tokens_w256", "events_per_s"),
+            0.25 * figure("raw_publish_pipelined_small", "events_per_s"),
+            false,
+        ),
+        (
+            "produce_c64 >= 0.5 x raw_publish_c64",
+            figure("produce_c64", "events_per_s"),
+            0.5 * figure("raw_publish_c64", "events_per_s"),
             false,
         ),
         (

@@ -133,8 +133,7 @@ pub(super) fn url_list(raw: &str) -> Result<Vec<String>, String> {
         return Err("expected one or more comma-separated NATS URLs".to_owned());
     }
     for url in &urls {
-        url.parse::<async_nats::ServerAddr>()
-            .map_err(|err| format!("`{url}`: {err}"))?;
+        crate::nats::check_server_url(url).map_err(|err| format!("`{url}`: {err}"))?;
     }
     Ok(urls)
 }

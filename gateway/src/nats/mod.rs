@@ -40,6 +40,14 @@ pub use topology::TopologyHealth;
 /// late still sees up to this many changes of one session, not only the last.
 const SESSION_HISTORY: i64 = 64;
 
+/// Whether `url` is a NATS server address the client can dial (`nats://host:port`, `tls://…`,
+/// or `host:port`), so a bad setting is refused at start instead of at the first reconnect.
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
 /// NATS could not do what was asked; the request may be retried.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
