@@ -4,6 +4,7 @@
 pub mod history;
 mod login;
 mod pages;
+mod system;
 
 use std::sync::Arc;
 
@@ -410,13 +411,13 @@ async fn live_feed(
 #[handler]
 async fn system_page(request: &Request, admin: Data<&Arc<Admin>>) -> Response {
     let (token, new_token) = csrf_token(request);
-    html(&pages::system(&admin).await, &token, new_token)
+    html(&system::page(&admin).await, &token, new_token)
 }
 
 /// The system page's charts alone, which its script fetches to refresh them.
 #[handler]
 fn system_charts(admin: Data<&Arc<Admin>>) -> Response {
-    html(&pages::system_charts(&admin), "", false)
+    html(&system::charts(&admin), "", false)
 }
 
 #[handler]

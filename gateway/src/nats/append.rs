@@ -1,6 +1,8 @@
 //! Single conditional appends: one event, published only if nothing reached the session since
 //! its decision, and deduplicated by JetStream when the same decision is retried.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 
@@ -32,6 +34,7 @@ impl Store {
         append: &PendingAppend<'_>,
     ) -> Result<u64, AppendFailure> {
         self.require_usable()?;
+        let _in_flight = InFlight::count(&self.appends_in_flight);
         let mut headers = event_headers(append);
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());
@@ -49,6 +52,22 @@ impl Store {
             });
         }
         Ok(ack.sequence)
+    }
+}
+
+/// Counts a single append while it is published, for `Store::batch_slot`.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl InFlight<'_> {
+    fn count(appends: &AtomicUsize) -> InFlight<'_> {
+        appends.fetch_add(1, Ordering::Relaxed);
+        InFlight(appends)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -17,17 +17,19 @@ pub mod subjects;
 mod system;
 mod topology;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv, stream};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::{OnceCell, Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::config::NatsConfig;
 
 pub use append::AppendFailure;
-pub use batch::OpenBatch;
+pub use batch::{BatchSlot, OpenBatch};
 pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
 pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
@@ -35,6 +37,14 @@ pub use live::LiveEvents;
 pub use replay::EventFeed;
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
+
+/// How many groups of single appends one gateway publishes as atomic batches at once
+/// (`Store::batch_slot`).
+const CONCURRENT_GROUP_BATCHES: usize = 2;
+
+/// With this many single appends in flight, JetStream is busy with appends it takes in
+/// parallel, and a group gains nothing by becoming an atomic batch (`Store::batch_slot`).
+const BUSY_WITH_SINGLES: usize = 4;
 
 /// Header versions kept per session (JetStream's maximum): a lifecycle listener that resumes
 /// late still sees up to this many changes of one session, not only the last.
@@ -129,6 +139,10 @@ pub struct Store {
     topology_health: watch::Sender<TopologyHealth>,
     /// Bumped when the stream or a bucket turns out to have been created anew.
     incarnation: watch::Sender<u64>,
+    /// Places for atomic batches that only speed appends up (`batch_slot`).
+    batch_slots: Arc<Semaphore>,
+    /// Single appends being published now, from every session.
+    appends_in_flight: AtomicUsize,
 }
 
 impl Store {
@@ -232,6 +246,8 @@ impl Store {
             live_checks,
             topology_health: watch::Sender::new(TopologyHealth::Starting),
             incarnation: watch::Sender::new(0),
+            batch_slots: Arc::new(Semaphore::new(CONCURRENT_GROUP_BATCHES)),
+            appends_in_flight: AtomicUsize::new(0),
         })
     }
 

@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, warn};
 
 use super::catch_up::catch_up;
 use super::group::{
-    Decided, Gathering, Stale, appended, decide_group, fold, requeue, take_appends,
+    BATCH_PAYS_FROM, Decided, Gathering, Stale, appended, decide_group, fold, requeue, take_appends,
 };
 use super::{Committer, Request};
 use crate::metrics::Retry;
@@ -190,7 +190,12 @@ impl Committer {
         // single appends, each answered on its own.
         let mut singly = false;
         while !pending.is_empty() {
-            let group = match decide_group(state, &mut pending, fresh, singly) {
+            // Grouping single appends into a batch needs one of the store's few places for
+            // such batches; without one they go one by one.
+            let slot = (!singly && pending.len() >= BATCH_PAYS_FROM)
+                .then(|| self.store.batch_slot())
+                .flatten();
+            let group = match decide_group(state, &mut pending, fresh, singly || slot.is_none()) {
                 Ok(group) => group,
                 Err(Stale) => {
                     if let Err(err) = catch_up(&self.store, &self.id, state).await {

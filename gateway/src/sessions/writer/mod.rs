@@ -242,6 +242,7 @@ impl Committer {
         if alone == Alone::NotRequired
             && gathering.expected >= BATCH_PAYS_FROM
             && let Some(state) = state.as_mut()
+            && let Some(_slot) = self.store.batch_slot()
         {
             return Some(self.commit_streamed(state, gathering).await);
         }
