@@ -210,8 +210,8 @@ impl SessionsApi {
     /// Each event is deduplicated and checked (`producer_seq`, `expected_seq`) as if appended alone
     /// right after the one before it, and answered as a single append would be, in order; the
     /// events are committed to JetStream as one atomic batch before this returns. One rejected
-    /// event rejects the batch (400 or 409, the message naming `events[i]`) and nothing is written;
-    /// an empty batch or one over 1,000 events is 400 `invalid_event`.
+    /// event rejects the batch (400 or 409; an `invalid_event` message names `events[i]`) and
+    /// nothing is written; an empty batch or one over 1,000 events is 400 `invalid_event`.
     ///
     /// Retrying after a 503, a 500 or no answer: only each producer's latest request is retry-safe,
     /// so a batch whose events come from distinct producers is answered with the original seqs
