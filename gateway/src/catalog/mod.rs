@@ -124,7 +124,9 @@ impl Catalog {
             let change = tokio::select! {
                 change = changes.next() => change,
                 _ = incarnations.changed() => {
-                    return Err(StoreError::Unavailable("the sessions bucket was created anew".into()));
+                    // A new bucket: resumed with an index rebuilt for it.
+                    self.store.same_log_as(incarnation)?;
+                    continue;
                 }
             };
             let Some(change) = change else { break };

@@ -83,6 +83,18 @@ impl Store {
         *self.incarnation.borrow()
     }
 
+    /// Fails when the stream or a bucket has been created anew since `incarnation`: a position
+    /// read in the old log means nothing in the new one.
+    pub fn same_log_as(&self, incarnation: u64) -> Result<(), StoreError> {
+        if self.incarnation() == incarnation {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(
+                "the stream or a bucket was created anew".into(),
+            ))
+        }
+    }
+
     /// Tells of each new incarnation from now on (`changed`).
     pub fn incarnations(&self) -> watch::Receiver<u64> {
         self.incarnation.subscribe()

@@ -126,10 +126,8 @@ impl Reader {
     /// Subscribes to the live feed, then reads from the stream whatever the feed had already
     /// sent.
     async fn join(&mut self) -> Result<Option<Positioned>, StoreError> {
-        if self.store.incarnation() != self.incarnation {
-            // The reader's position is in a log that no longer exists; its client starts over.
-            return Err(StoreError::Corrupt("the stream was created anew".into()));
-        }
+        // The reader's position is in a log that no longer exists; its client starts over.
+        self.store.same_log_as(self.incarnation)?;
         let subscription = self.fanout.subscribe(&self.id).await?;
         self.phase = if subscription.last.stream_seq >= self.next_stream_seq {
             Phase::Replaying {
