@@ -124,7 +124,7 @@ impl Catalog {
             let change = tokio::select! {
                 change = changes.next() => change,
                 _ = incarnations.changed() => {
-                    // A new bucket: resumed with an index rebuilt for it.
+                    // A new bucket ends this pass; the next rebuilds the index for it.
                     self.store.same_log_as(incarnation)?;
                     continue;
                 }

@@ -99,6 +99,21 @@ impl Transport {
     }
 }
 
+/// The gateway is going away: reconnect, to any gateway, and resume.
+pub const GOING_AWAY: u16 = 1001;
+/// The token the socket was opened with expired: reconnect with a fresh one.
+pub const TOKEN_EXPIRED: u16 = 4001;
+
+/// A token's expiry as a deadline on this process's clock.
+pub fn deadline(expires_at: Option<std::time::SystemTime>) -> Option<tokio::time::Instant> {
+    expires_at.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    })
+}
+
 /// The request's WebSocket upgrade, if it is one.
 pub async fn websocket_upgrade(request: &Request) -> Result<WebSocket, LiveError> {
     let upgrade = request.headers().get(header::UPGRADE);
@@ -158,13 +173,7 @@ impl Live {
             (Feed::Session, Transport::ServerSentEvents) => metrics::Transport::Sse,
         };
         let gap = gap.map(|gap| (gap.reason, gap_json(&gap)));
-        // The token's expiry as a deadline on this process's clock.
-        let expires_at = expires_at.map(|at| {
-            let left = at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
+        let expires_at = deadline(expires_at);
         let follow = Follow {
             cursor,
             gap,

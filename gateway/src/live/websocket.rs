@@ -8,17 +8,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::queue::{Frames, Outcome, produce};
-use super::{Holder, LiveOptions};
+use super::{GOING_AWAY, Holder, LiveOptions, TOKEN_EXPIRED};
 use crate::metrics::Disconnect;
 use crate::nats::StoreError;
 use crate::tail::TailItem;
 
-/// The gateway is going away: reconnect, to any gateway, with the last position you processed.
-const GOING_AWAY: u16 = 1001;
 /// Reading the log failed: reconnect with the last position you processed.
 const STORAGE_FAILED: u16 = 1011;
-/// The token the stream was opened with expired: reconnect with a fresh one.
-const TOKEN_EXPIRED: u16 = 4001;
 /// The reader fell more than its buffer behind: reconnect with the last position processed.
 const TOO_SLOW: u16 = 4002;
 /// How long one frame may wait for a reader that does not read.

@@ -203,19 +203,21 @@ impl SessionLog {
         events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<Vec<Appended>, AppendError>> + Send + 'static {
         let count = events.len();
-        let queued = self
+        let answer = self
             .writer(id)
-            .enqueue(&self.store, &self.metrics, id, events);
+            .enqueue(&self.store, &self.metrics, id, events)
+            .detach();
         let (log, id) = (self.clone(), id.clone());
-        async move { log.answered(&id, count, queued.answer().await) }
+        async move { log.answered(&id, count, answer.await) }
     }
 
-    /// The latest `(producer_seq, seq)` the session holds for `producer_id`: what a producer
-    /// resuming after a drop need not send again.
+    /// The latest `(producer_seq, seq)` the session holds for `producer_id` (`None` without
+    /// one): what a producer resuming after a drop need not send again. Fails for a session
+    /// that does not exist, and leaves its write state loaded for the appends to come.
     pub async fn producer_position(
         &self,
         id: &SessionId,
-        producer_id: &str,
+        producer_id: Option<&str>,
     ) -> Result<Option<ProducerPosition>, AppendError> {
         let position = self
             .writer(id)

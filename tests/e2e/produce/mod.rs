@@ -383,14 +383,18 @@ async fn before_the_upgrade_errors_are_plain_http() {
         .await;
     let body = gateway.expect(plain, 400).await;
     assert_eq!(body["error"], "invalid_websocket_upgrade");
-    let unknown = tokio_tungstenite::connect_async(produce_url(&gateway.base_url, "nope", "p"))
-        .await
-        .unwrap_err();
-    match unknown {
-        tokio_tungstenite::tungstenite::Error::Http(response) => {
-            assert_eq!(response.status(), 404);
+    // With a producer id or without one, an unknown session is refused before the upgrade.
+    let without_producer = gateway.ws_url("/v1/sessions/nope/produce");
+    for url in [
+        produce_url(&gateway.base_url, "nope", "p"),
+        without_producer,
+    ] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 404);
+            }
+            other => panic!("expected a 404, got {other:?}"),
         }
-        other => panic!("expected a 404, got {other:?}"),
     }
 }
 

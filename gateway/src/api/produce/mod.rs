@@ -28,18 +28,18 @@ use frames::{Echo, acknowledged, parse, ready, refused};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::limits::{AppendRate, take_appends};
 use crate::auth::Principal;
-use crate::live::{self, Live, LiveError, TailPermit};
+use crate::live::{self, GOING_AWAY, Live, LiveError, TOKEN_EXPIRED, TailPermit};
 use crate::metrics::ProducerSocketOpen;
 use crate::sessions::error::InvalidInput;
 use crate::sessions::model::SessionId;
 use crate::sessions::{ProducerPosition, SessionLog};
 
-/// The gateway is going away: reconnect, to any gateway, and resume from the `ready` frame.
-const GOING_AWAY: u16 = 1001;
 /// A frame larger than the gateway's body limit.
 const TOO_BIG: u16 = 1009;
-/// The token the socket was opened with expired: reconnect with a fresh one.
-const TOKEN_EXPIRED: u16 = 4001;
+/// The most bytes of request frames one socket may have read and not yet answered, whatever
+/// its window: with the window alone, 256 requests of a MiB each could wait in a session's
+/// queue for one socket.
+const MAX_UNANSWERED_BYTES: usize = 16 * 1024 * 1024;
 /// How long one answer may wait for a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -110,8 +110,14 @@ type Answer = Pin<Box<dyn Future<Output = String> + Send>>;
 enum Outgoing {
     Frame(String),
     /// An answer, with the request's place in the window, freed once the answer is written.
-    Answer(Answer, OwnedSemaphorePermit),
+    Answer(Answer, Place),
     Close(u16, &'static str),
+}
+
+/// A request's share of its socket's window and byte budget, held until it is answered.
+struct Place {
+    _request: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// How reading ended, and so how the socket closes.
@@ -152,26 +158,37 @@ impl Producers {
         let writer = tokio::spawn(write(outgoing, queued, self.live.ping_interval));
         let _ = sending.send(Outgoing::Frame(ready(start.producer.as_ref())));
         let window = Arc::new(Semaphore::new(self.window));
-        let expiry = start.principal.expires_at.map(|at| {
-            let left = at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            Instant::now() + left
-        });
+        let budget = Arc::new(Semaphore::new(MAX_UNANSWERED_BYTES));
+        let expiry = live::deadline(start.principal.expires_at);
         let mut shutdown = self.live.shutdown.clone();
         let ending = loop {
             let stop = async {
                 tokio::select! {
                     () = shutdown.wait() => Ending::Close(GOING_AWAY, "gateway shutting down; reconnect and resume"),
                     () = until(expiry) => Ending::Close(TOKEN_EXPIRED, "token_expired"),
+                    // The writer gave up on a client that stopped reading.
+                    () = sending.closed() => Ending::ClientLeft,
                 }
             };
-            // Nothing is read while the window is full: the client's sends wait on TCP.
+            // Nothing is read while the window or the byte budget is spent: the client's
+            // sends wait on TCP.
             let next = async {
-                let Ok(place) = window.clone().acquire_owned().await else {
-                    return None;
+                let request = window.clone().acquire_owned().await.ok()?;
+                let message = incoming.next().await;
+                let size = match &message {
+                    Some(Ok(Message::Text(text))) => text.len(),
+                    Some(Ok(Message::Binary(bytes))) => bytes.len(),
+                    _ => 0,
                 };
-                Some((place, incoming.next().await))
+                let size = u32::try_from(size.clamp(1, MAX_UNANSWERED_BYTES)).ok()?;
+                let bytes = budget.clone().acquire_many_owned(size).await.ok()?;
+                Some((
+                    Place {
+                        _request: request,
+                        _bytes: bytes,
+                    },
+                    message,
+                ))
             };
             let (place, message) = tokio::select! {
                 ending = stop => break ending,
@@ -214,7 +231,10 @@ impl Producers {
             // Nobody is left to answer: requests not yet decided are dropped with their
             // answers, so that none lands behind the back of a producer that resumes from its
             // `ready` frame on another socket.
-            Ending::ClientLeft => writer.abort(),
+            Ending::ClientLeft => {
+                writer.abort();
+                let _ = writer.await;
+            }
         }
     }
 

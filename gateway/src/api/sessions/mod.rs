@@ -408,7 +408,8 @@ impl SessionsApi {
     /// "producer_id", "producer_seq"}` (with `retry_after` seconds where HTTP would send
     /// `Retry-After`) with the codes of `POST /append`. A malformed frame is answered with an
     /// error and the socket goes on. Past the gateway's window of unanswered requests (256 by
-    /// default) it stops reading the socket until answers are read; nothing is dropped.
+    /// default, and 16 MiB) it stops reading the socket until answers are read; nothing is
+    /// dropped.
     ///
     /// The first frame is `{"type": "ready", "producer_id", "producer_seq", "seq"}`: the latest
     /// request stored for `producer_id` in this session (nulls when none). After a drop,
@@ -440,13 +441,12 @@ impl SessionsApi {
             producer_id => producer_id,
         };
         let id = self.session_for(&principal, &id, Scope::Append).await?;
-        let producer = match producer_id {
-            Some(producer_id) => {
-                let position = self.log.producer_position(&id, &producer_id).await?;
-                Some((producer_id, position))
-            }
-            None => None,
-        };
+        // Read even without a producer id: it is what finds a session that does not exist.
+        let position = self
+            .log
+            .producer_position(&id, producer_id.as_deref())
+            .await?;
+        let producer = producer_id.map(|producer_id| (producer_id, position));
         let start = ProducerStart {
             session: id,
             principal: principal.0.clone(),

@@ -1,6 +1,7 @@
 //! Publishing a decided group to JetStream, on the condition that the stream is still at the
 //! state it was decided on; a refused group is decided again on a state caught up with the
 //! stream, and a streamed batch whose outcome is unknown is answered as such.
+//! The file is long for its tests of the refusal rules, which are pure.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use tracing::{Instrument, debug, warn};
 
 use super::catch_up::catch_up;
 use super::group::{
-    BATCH_PAYS_FROM, Decided, Gathering, Stale, appended, decide_group, fold, requeue, take_appends,
+    BATCH_PAYS_FROM, Decided, Gathering, Stale, appended, decide_group, fold, requeue,
+    skip_abandoned, take_appends,
 };
 use super::{Committer, Request};
 use crate::metrics::Retry;
@@ -223,6 +225,8 @@ impl Committer {
             };
             let grouped = group.len() > 1;
             requeue(group, &mut pending);
+            // Decided again: only for callers still waiting.
+            skip_abandoned(&mut pending);
             attempt += 1;
             let before = state.stream_seq();
             let contended = Contention {

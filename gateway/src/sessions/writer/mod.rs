@@ -128,7 +128,7 @@ impl Writer {
         store: &Arc<Store>,
         metrics: &Arc<Metrics>,
         id: &SessionId,
-        producer_id: &str,
+        producer_id: Option<&str>,
     ) -> Result<Option<ProducerPosition>, AppendError> {
         let mut state = self.state.lock().await;
         let state = match state.as_mut() {
@@ -146,7 +146,7 @@ impl Writer {
                 state.insert(committer.load().await?)
             }
         };
-        Ok(state.position(producer_id))
+        Ok(producer_id.and_then(|producer_id| state.position(producer_id)))
     }
 }
 
@@ -158,13 +158,23 @@ pub struct Queued {
 }
 
 impl Queued {
-    /// Waits for the request's answer. Dropped unawaited, a request is still committed.
+    /// Waits for the request's answer. A request dropped before it is decided is never
+    /// committed: nobody is left to tell its outcome.
     pub async fn answer(self) -> Result<Vec<Appended>, AppendError> {
         if let Some(Handoff(Some(committer))) = &self.handoff {
             committer.round(Alone::Required, Gathering::default()).await;
         }
         drop(self.handoff);
         self.answer.await.unwrap_or(Err(AppendError::Abandoned))
+    }
+
+    /// Starts committing at once, in a task of its own, and returns the answer to wait for:
+    /// for a caller that awaits answers later, or in an order of its own, so that the session's
+    /// queue never waits for that caller.
+    pub fn detach(self) -> impl Future<Output = Result<Vec<Appended>, AppendError>> + use<> {
+        drop(self.handoff);
+        let answer = self.answer;
+        async move { answer.await.unwrap_or(Err(AppendError::Abandoned)) }
     }
 }
 
