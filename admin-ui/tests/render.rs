@@ -135,6 +135,7 @@ fn system_page() -> SystemPage {
     SystemPage {
         nats: figures("server"),
         events_stream: figures("messages"),
+        event_shards: vec![figures("shard messages")],
         sessions_bucket: figures("keys"),
         gateway: figures("uptime"),
         charts: charts(vec![known_chart()]),
@@ -441,6 +442,7 @@ fn system_page_escapes_figures_and_marks_empty_sections() {
     let page = SystemPage {
         nats: Vec::new(),
         events_stream: Vec::new(),
+        event_shards: Vec::new(),
         sessions_bucket: figures("keys"),
         gateway: Vec::new(),
         charts: charts(Vec::new()),
