@@ -75,6 +75,17 @@ async fn all_seqs(gateway: &TestGateway, id: &str) -> Vec<u64> {
     seqs(&page(gateway, id, 0).await["events"])
 }
 
+/// The gateway's `/metrics` exposition as text.
+async fn metrics_text(gateway: &TestGateway) -> Result<String, String> {
+    let response = gateway
+        .client
+        .get(format!("{}/metrics", gateway.base_url))
+        .send()
+        .await
+        .map_err(|err| err.to_string())?;
+    response.text().await.map_err(|err| err.to_string())
+}
+
 #[tokio::test]
 async fn placement_is_stable_and_recorded_in_the_header() {
     let nats = TestNats::start();
@@ -240,15 +251,7 @@ async fn changing_the_number_of_shards_keeps_every_session() {
         }
         if shards == 2 {
             // Shards 2 and 3 came from the gateway with four: still kept and reported.
-            let metrics = gateway
-                .client
-                .get(format!("{}/metrics", gateway.base_url))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = metrics_text(&gateway).await.unwrap();
             assert!(
                 metrics.contains("starcite_stream_messages{stream=\"events_3\"}"),
                 "{metrics}"
@@ -296,15 +299,7 @@ async fn each_shard_on_a_cluster_has_a_leader_of_its_own() {
         shard => format!("events_{shard}"),
     };
     eventually(Duration::from_secs(20), || async {
-        let metrics = gateway
-            .client
-            .get(format!("{}/metrics", gateway.base_url))
-            .send()
-            .await
-            .map_err(|err| err.to_string())?
-            .text()
-            .await
-            .map_err(|err| err.to_string())?;
+        let metrics = metrics_text(&gateway).await?;
         for &(shard, node) in &placement {
             let prefix = format!(
                 "starcite_stream_leader{{stream=\"{}\",server=\"",
