@@ -434,7 +434,14 @@ fn script_builds_rows_like_the_template() {
 fn system_page_escapes_figures_and_marks_empty_sections() {
     let html = system_page().render().unwrap();
     assert_inert(&html, 1);
-    for heading in ["NATS", "Events stream", "Sessions bucket", "Gateway"] {
+    let headings = [
+        "NATS",
+        "Events stream",
+        "Events stream, shard 1",
+        "Sessions bucket",
+        "Gateway",
+    ];
+    for heading in headings {
         assert!(html.contains(&format!("-heading\">{heading}</h2>")));
     }
     assert!(!html.contains(">—<"));
