@@ -136,12 +136,15 @@ pub struct LoginPage {
 #[template(path = "system.html")]
 pub struct SystemPage {
     pub nats: Vec<Figure>,
+    /// Shard 0's events stream (the only one without shards).
     pub events_stream: Vec<Figure>,
+    /// The other shards' events streams, shard 1 first.
+    pub event_shards: Vec<Vec<Figure>>,
     pub sessions_bucket: Vec<Figure>,
     pub gateway: Vec<Figure>,
     /// The last minutes' charts; the script swaps in `SystemCharts` from `charts.refresh_url`.
     pub charts: Charts,
-    /// On a cluster: the events stream's and the sessions bucket's replicas.
+    /// On a cluster: each events stream's and the sessions bucket's replicas.
     pub nodes: Vec<NodeTable>,
 }
 
@@ -151,15 +154,36 @@ impl SystemPage {
         Nav::System
     }
 
-    /// The four sections as `(element id, heading, figures)`, so the template lays them out
-    /// with one loop and they cannot drift apart in markup.
-    fn sections(&self) -> [(&'static str, &'static str, &[Figure]); 4] {
-        [
-            ("nats", "NATS", &self.nats),
-            ("events-stream", "Events stream", &self.events_stream),
-            ("sessions-bucket", "Sessions bucket", &self.sessions_bucket),
-            ("gateway", "Gateway", &self.gateway),
-        ]
+    /// The sections as `(element id, heading, figures)`, one per events shard, so the template
+    /// lays them out with one loop and they cannot drift apart in markup.
+    fn sections(&self) -> Vec<(String, String, &[Figure])> {
+        let mut sections = vec![
+            ("nats".to_owned(), "NATS".to_owned(), &self.nats[..]),
+            (
+                "events-stream".to_owned(),
+                "Events stream".to_owned(),
+                &self.events_stream[..],
+            ),
+        ];
+        for (index, figures) in self.event_shards.iter().enumerate() {
+            let shard = index + 1;
+            sections.push((
+                format!("events-stream-{shard}"),
+                format!("Events stream, shard {shard}"),
+                &figures[..],
+            ));
+        }
+        sections.push((
+            "sessions-bucket".to_owned(),
+            "Sessions bucket".to_owned(),
+            &self.sessions_bucket[..],
+        ));
+        sections.push((
+            "gateway".to_owned(),
+            "Gateway".to_owned(),
+            &self.gateway[..],
+        ));
+        sections
     }
 }
 

@@ -135,6 +135,7 @@ fn system_page() -> SystemPage {
     SystemPage {
         nats: figures("server"),
         events_stream: figures("messages"),
+        event_shards: vec![figures("shard messages")],
         sessions_bucket: figures("keys"),
         gateway: figures("uptime"),
         charts: charts(vec![known_chart()]),
@@ -433,7 +434,14 @@ fn script_builds_rows_like_the_template() {
 fn system_page_escapes_figures_and_marks_empty_sections() {
     let html = system_page().render().unwrap();
     assert_inert(&html, 1);
-    for heading in ["NATS", "Events stream", "Sessions bucket", "Gateway"] {
+    let headings = [
+        "NATS",
+        "Events stream",
+        "Events stream, shard 1",
+        "Sessions bucket",
+        "Gateway",
+    ];
+    for heading in headings {
         assert!(html.contains(&format!("-heading\">{heading}</h2>")));
     }
     assert!(!html.contains(">—<"));
@@ -441,6 +449,7 @@ fn system_page_escapes_figures_and_marks_empty_sections() {
     let page = SystemPage {
         nats: Vec::new(),
         events_stream: Vec::new(),
+        event_shards: Vec::new(),
         sessions_bucket: figures("keys"),
         gateway: Vec::new(),
         charts: charts(Vec::new()),

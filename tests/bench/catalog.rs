@@ -33,6 +33,7 @@ fn session(n: usize) -> Session {
         updated_at: "2026-11-25T20:00:00.000000Z".into(),
         version: 1,
         archived: n.is_multiple_of(10),
+        shard: 0,
     }
 }
 

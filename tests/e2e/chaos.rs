@@ -6,6 +6,10 @@
 //! acknowledged `(producer_id, producer_seq)` stored exactly once at its acknowledged seq,
 //! seqs exactly 1..N, every tailer saw exactly the log, no 500, no stale answer.
 //!
+//! The gateways run with three shards: `chaos-0` is placed on shard 2, `chaos-1` and `chaos-2`
+//! on shard 0 (the stream whose leader the faults aim at) and the checker's `chaos-3` on shard
+//! 1, so every guarantee is held on each shard while the others' leaders may be elsewhere.
+//!
 //! One scenario whose clients, faults and checks share one record, so it stays in one file.
 // The figures are the test's report (`.config/nextest.toml` shows them on success too).
 #![allow(clippy::print_stdout)]
@@ -296,6 +300,7 @@ async fn start_gateway(urls: &str) -> GatewayProcess {
     let timeout = format!("{}s", NATS_TIMEOUT.as_secs());
     let env = [
         ("STARCITE_STREAM_REPLICAS", "3"),
+        ("STARCITE_STREAM_SHARDS", "3"),
         ("STARCITE_NATS_TIMEOUT", timeout.as_str()),
     ];
     GatewayProcess::start_on(binary, urls, &env).await

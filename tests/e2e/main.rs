@@ -23,6 +23,7 @@ mod produce;
 mod prometheus;
 mod reading;
 mod sessions;
+mod shards;
 mod tail;
 mod topology;
 mod traces;

@@ -1,4 +1,4 @@
-//! The system page: what NATS, the stream, the buckets and this gateway say of themselves,
+//! The system page: what NATS, each shard's stream, the buckets and this gateway say of themselves,
 //! and the charts of the gateway's recent history.
 
 use std::time::{Duration, SystemTime};
@@ -55,19 +55,30 @@ pub async fn page(admin: &Admin) -> SystemPage {
         ]
     };
     let mut nodes = Vec::new();
-    let (events_stream, sessions_bucket) = match admin.store.storage().await {
-        Ok((events, sessions)) => {
-            nodes.extend(node_table("events-nodes", "Events stream nodes", &events));
+    let (events_stream, event_shards, sessions_bucket) = match admin.store.storage().await {
+        Ok((shards, sessions)) => {
+            for events in &shards {
+                nodes.extend(match events.shard {
+                    0 => node_table("events-nodes", "Events stream nodes", events),
+                    shard => node_table(
+                        &format!("events-nodes-{shard}"),
+                        &format!("Events stream nodes, shard {shard}"),
+                        events,
+                    ),
+                });
+            }
             nodes.extend(node_table(
                 "sessions-nodes",
                 "Sessions bucket nodes",
                 &sessions,
             ));
-            (stream_figures(events), stream_figures(sessions))
+            let mut shards = shards.into_iter().map(stream_figures);
+            let first = shards.next().unwrap_or_default();
+            (first, shards.collect(), stream_figures(sessions))
         }
         Err(err) => {
             let unavailable = vec![figure("Status", format!("unavailable: {err}"))];
-            (unavailable.clone(), unavailable)
+            (unavailable.clone(), Vec::new(), unavailable)
         }
     };
     let uptime = Duration::from_secs(admin.figures.started.elapsed().as_secs());
@@ -84,6 +95,7 @@ pub async fn page(admin: &Admin) -> SystemPage {
     SystemPage {
         nats,
         events_stream,
+        event_shards,
         sessions_bucket,
         gateway,
         charts: history_charts(&admin.history.samples()),

@@ -144,10 +144,11 @@ impl Endpoint for Scrape {
 
     async fn call(&self, _request: Request) -> Result<Response> {
         let storage = match tokio::time::timeout(STORAGE_WAIT, self.store.storage()).await {
-            Ok(Ok((events, sessions))) => vec![
-                (StreamRole::Events, stream_state(&events)),
-                (StreamRole::Sessions, stream_state(&sessions)),
-            ],
+            Ok(Ok((shards, sessions))) => shards
+                .iter()
+                .map(|events| (StreamRole::Events, stream_state(events)))
+                .chain([(StreamRole::Sessions, stream_state(&sessions))])
+                .collect(),
             _ => Vec::new(),
         };
         let state = metrics::State {
@@ -172,6 +173,8 @@ fn stream_state(figures: &StreamFigures) -> StreamState {
     // A stream on one server has no cluster to report: its one replica is the leader.
     let leader = figures.leader.is_some() || figures.replicas <= 1;
     StreamState {
+        shard: figures.shard,
+        leader: figures.leader.clone(),
         messages: figures.messages,
         bytes: figures.bytes,
         subjects: figures.subjects,

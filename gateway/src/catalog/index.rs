@@ -217,6 +217,7 @@ mod tests {
             updated_at: String::new(),
             version: 1,
             archived,
+            shard: 0,
         }
     }
 

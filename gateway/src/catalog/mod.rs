@@ -182,7 +182,7 @@ impl Catalog {
             (page.into_iter().cloned().collect::<Vec<Session>>(), more)
         };
         let ids: Vec<SessionId> = sessions.iter().map(|session| session.id.clone()).collect();
-        let last_seqs = self.store.last_seqs(&ids).await?;
+        let last_seqs = self.store.last_seqs(&sessions).await?;
         let next_cursor = more.then(|| ids.last().map(ToString::to_string)).flatten();
         let sessions = sessions
             .into_iter()

@@ -23,6 +23,9 @@ pub struct NatsConfig {
     pub sessions_bucket: String,
     /// Replicas of the stream and the bucket: 1 for one server, 3 for a production cluster.
     pub stream_replicas: usize,
+    /// Event streams new sessions are spread over by a hash of their id; each session stays on
+    /// the one its header names, so changing it moves nothing.
+    pub stream_shards: u32,
     /// How long JetStream remembers a `Nats-Msg-Id` for dedupe.
     pub duplicate_window: Duration,
     /// The most consumers the events stream allows; a tail borrows one only while it replays.
@@ -46,6 +49,7 @@ impl Default for NatsConfig {
             subject_prefix: "starcite.events".to_owned(),
             sessions_bucket: "starcite_sessions".to_owned(),
             stream_replicas: 1,
+            stream_shards: 1,
             duplicate_window: Duration::from_secs(120),
             stream_max_consumers: 10_000,
             retention_max_age: None,

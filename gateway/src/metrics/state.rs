@@ -15,12 +15,17 @@ pub struct State {
     pub ready: bool,
     pub nats: Traffic,
     pub catalog_sessions: u64,
-    /// The events stream's and the sessions bucket's figures, when NATS answered in time.
+    /// Each events stream's (one per shard) and the sessions bucket's figures, when NATS
+    /// answered in time.
     pub storage: Vec<(StreamRole, StreamState)>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct StreamState {
+    /// The events shard the stream holds (0 for the sessions bucket's).
+    pub shard: u32,
+    /// The server leading the stream, when it has a leader and is clustered.
+    pub leader: Option<String>,
     pub messages: u64,
     pub bytes: u64,
     pub subjects: u64,
@@ -148,8 +153,25 @@ impl Collector for State {
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             for (role, stream) in &self.storage {
-                let labels = [(StreamRole::NAME, role.value())];
+                let stream_name = stream_label(*role, stream);
+                let labels = [(StreamRole::NAME, stream_name.as_str())];
                 gauge(figure(stream)).encode(metric_encoder.encode_family(&labels)?)?;
+            }
+        }
+        let mut metric_encoder = encoder.encode_descriptor(
+            "starcite_stream_leader",
+            "1 for the server leading the stream (clustered streams with a leader only).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (role, stream) in &self.storage {
+            if let Some(leader) = &stream.leader {
+                let stream_name = stream_label(*role, stream);
+                let labels = [
+                    (StreamRole::NAME, stream_name.as_str()),
+                    ("server", leader.as_str()),
+                ];
+                gauge(1).encode(metric_encoder.encode_family(&labels)?)?;
             }
         }
         let mut metric_encoder = encoder.encode_descriptor(
@@ -160,12 +182,25 @@ impl Collector for State {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (role, stream) in &self.storage {
+            let stream_name = stream_label(*role, stream);
             for (peer, lag) in &stream.follower_lag {
-                let labels = [(StreamRole::NAME, role.value()), ("peer", peer.as_str())];
+                let labels = [
+                    (StreamRole::NAME, stream_name.as_str()),
+                    ("peer", peer.as_str()),
+                ];
                 gauge(*lag).encode(metric_encoder.encode_family(&labels)?)?;
             }
         }
         Ok(())
+    }
+}
+
+/// The `stream` label: `events` for shard 0's events stream, as before there were shards,
+/// `events_<shard>` for the others, `sessions` for the bucket's.
+fn stream_label(role: StreamRole, stream: &StreamState) -> String {
+    match (role, stream.shard) {
+        (StreamRole::Events, shard) if shard > 0 => format!("{}_{shard}", role.value()),
+        _ => role.value().to_owned(),
     }
 }
 
@@ -185,18 +220,31 @@ mod tests {
                 ..Traffic::default()
             },
             catalog_sessions: 7,
-            storage: vec![(
-                StreamRole::Events,
-                StreamState {
-                    messages: 10,
-                    bytes: 2048,
-                    subjects: 2,
-                    consumers: 0,
-                    replicas: 3,
-                    current_replicas: 2,
-                    follower_lag: vec![("n2".into(), 0), ("n3".into(), 17)],
-                },
-            )],
+            storage: vec![
+                (
+                    StreamRole::Events,
+                    StreamState {
+                        shard: 0,
+                        leader: Some("n1".into()),
+                        messages: 10,
+                        bytes: 2048,
+                        subjects: 2,
+                        consumers: 0,
+                        replicas: 3,
+                        current_replicas: 2,
+                        follower_lag: vec![("n2".into(), 0), ("n3".into(), 17)],
+                    },
+                ),
+                (
+                    StreamRole::Events,
+                    StreamState {
+                        shard: 2,
+                        leader: Some("n3".into()),
+                        messages: 5,
+                        ..StreamState::default()
+                    },
+                ),
+            ],
         };
         let text = metrics.render(state);
         for line in [
@@ -209,6 +257,9 @@ mod tests {
             "starcite_stream_replicas{stream=\"events\"} 3",
             "starcite_stream_current_replicas{stream=\"events\"} 2",
             "starcite_stream_follower_lag{stream=\"events\",peer=\"n3\"} 17",
+            "starcite_stream_leader{stream=\"events\",server=\"n1\"} 1",
+            "starcite_stream_messages{stream=\"events_2\"} 5",
+            "starcite_stream_leader{stream=\"events_2\",server=\"n3\"} 1",
         ] {
             assert!(
                 text.lines().any(|got| got == line),

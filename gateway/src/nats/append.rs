@@ -39,9 +39,10 @@ impl Store {
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());
         expect_last(&mut headers, append);
-        let send =
-            self.jetstream
-                .publish_with_headers(self.subject(id), headers, append.body.clone());
+        let subject = self.placement(id).await?.subject;
+        let send = self
+            .jetstream
+            .publish_with_headers(subject, headers, append.body.clone());
         let publish = within(self.timeout, "publishing an append", send)
             .await?
             .map_err(publish_failure)?;

@@ -90,7 +90,7 @@ impl Store {
                 "an empty batch was published".into(),
             )));
         };
-        let mut batch = self.open_batch(id)?;
+        let mut batch = self.open_batch(id).await?;
         for append in rest {
             batch.stage(append).await?;
         }
@@ -114,12 +114,12 @@ impl Store {
     }
 
     /// Starts an atomic batch whose events are sent as they are decided.
-    pub fn open_batch(&self, id: &SessionId) -> Result<OpenBatch, StoreError> {
+    pub async fn open_batch(&self, id: &SessionId) -> Result<OpenBatch, StoreError> {
         self.require_usable()?;
         Ok(OpenBatch {
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),
-            subject: self.subject(id),
+            subject: self.placement(id).await?.subject,
             batch_id: format!(
                 "{:016x}{:016x}",
                 rand::random::<u64>(),

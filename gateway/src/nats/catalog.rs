@@ -70,7 +70,10 @@ impl Store {
             .create(subjects::token(&record.session.id), encode(record))
             .await
         {
-            Ok(revision) => Ok(revision),
+            Ok(revision) => {
+                self.remember_shard(&record.session.id, record.session.shard);
+                Ok(revision)
+            }
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
                 Err(CreateSessionFailure::Exists)
             }
@@ -100,8 +103,10 @@ impl Store {
         if message.headers.get(KV_OPERATION_HEADER).is_some() {
             return Ok(None);
         }
+        let record = decode(&message.payload)?;
+        self.remember_shard(id, record.session.shard);
         Ok(Some(RevisedRecord {
-            record: decode(&message.payload)?,
+            record,
             revision: message.sequence,
         }))
     }

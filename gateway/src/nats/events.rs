@@ -8,8 +8,8 @@ use async_nats::jetstream::message::StreamMessage;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{Store, StoreError, subjects};
-use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq, SessionId};
+use super::StoreError;
+use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq};
 
 /// The session seq of a stored event, so heads and searches need not parse bodies.
 const SEQ_HEADER: &str = "Starcite-Seq";
@@ -115,13 +115,6 @@ impl StoredEvent {
             producer_seq: producer.producer_seq,
             hash: self.hash.clone(),
         })
-    }
-}
-
-impl Store {
-    /// The subject holding the session's events.
-    pub(super) fn subject(&self, id: &SessionId) -> String {
-        subjects::events_subject(&self.topology.subject_prefix, id)
     }
 }
 

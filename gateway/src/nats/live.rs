@@ -41,16 +41,21 @@ pub struct LiveEvents {
 }
 
 impl Store {
-    /// The core subject the stream republishes a session's stored events to.
-    fn live_subject(&self, id: &SessionId) -> String {
-        format!("{}.{}", self.topology.live_prefix(), subjects::token(id))
+    /// The core subject the session's shard's stream republishes its stored events to.
+    async fn live_subject(&self, id: &SessionId) -> Result<String, StoreError> {
+        let shard = self.placement(id).await?.shard;
+        Ok(format!(
+            "{}.{}",
+            self.topology.live_prefix(shard),
+            subjects::token(id)
+        ))
     }
 
     /// Follows the session's commits from its current head on. The subscription is in place
     /// on the server before the head is read, so nothing falls between the two.
     pub async fn live(&self, id: &SessionId) -> Result<LiveEvents, StoreError> {
         self.require_usable()?;
-        let subscribe = self.client.subscribe(self.live_subject(id));
+        let subscribe = self.client.subscribe(self.live_subject(id).await?);
         let subscriber = within(self.timeout, "subscribing to a session", subscribe)
             .await?
             .map_err(unavailable)?;

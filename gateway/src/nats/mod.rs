@@ -1,7 +1,7 @@
 //! JetStream adapter: the only module that imports `async_nats`.
 //!
-//! One file-backed stream holds every session's events, one subject per session; one
-//! key-value bucket holds the session headers. Everything else a gateway knows is a cache.
+//! File-backed streams (one per shard) hold the sessions' events, one subject per session;
+//! one key-value bucket holds the session headers, each naming its session's shard. Everything else a gateway knows is a cache.
 
 mod append;
 mod batch;
@@ -12,13 +12,14 @@ mod live;
 mod read;
 mod replay;
 mod search;
+mod shards;
 mod snapshots;
 pub mod subjects;
 mod system;
 mod topology;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -35,6 +36,7 @@ pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
 pub use replay::EventFeed;
+pub use shards::shard_for;
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
@@ -83,6 +85,8 @@ struct Topology {
     subject_prefix: String,
     sessions_bucket: String,
     replicas: usize,
+    /// Event streams new sessions are placed on.
+    shards: u32,
     duplicate_window: Duration,
     max_consumers: i32,
     max_age: Duration,
@@ -96,18 +100,12 @@ impl Topology {
         format!("{}_snapshots", self.sessions_bucket)
     }
 
-    /// Where the stream republishes each stored event for live readers: outside the
-    /// stream's own subjects.
-    fn live_prefix(&self) -> String {
-        format!("{}_live", self.subject_prefix)
-    }
-
     /// The settings a running deployment may change: replicas, dedupe window, retention,
     /// and the republishing live readers depend on.
-    fn apply_settings(&self, config: &mut stream::Config) {
+    fn apply_settings(&self, shard: u32, config: &mut stream::Config) {
         config.republish = Some(stream::Republish {
-            source: format!("{}.>", self.subject_prefix),
-            destination: format!("{}.>", self.live_prefix()),
+            source: format!("{}.>", self.subject_prefix(shard)),
+            destination: format!("{}.>", self.live_prefix(shard)),
             headers_only: false,
         });
         // Group commits and batch appends publish atomic batches.
@@ -123,7 +121,11 @@ impl Topology {
 pub struct Store {
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    events: stream::Stream<()>,
+    /// Each session's shard, and each shard's stream.
+    shards: shards::Shards,
+    /// Shards whose streams are kept in place and reported: the configured ones, and any
+    /// more found at start (left by a gateway configured with more).
+    known_shards: AtomicU32,
     /// The stream behind the sessions bucket: the catalog's history and lifecycle feed.
     sessions_stream: stream::Stream<()>,
     /// Set once the stream and the bucket exist; until then every operation is a 503.
@@ -214,10 +216,6 @@ impl Store {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.timeout)
             .build(client.clone());
-        let events = jetstream
-            .get_stream_no_info(&config.stream)
-            .await
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
         let sessions_stream = jetstream
             .get_stream_no_info(format!("KV_{}", config.sessions_bucket))
             .await
@@ -227,6 +225,7 @@ impl Store {
             subject_prefix: config.subject_prefix.clone(),
             sessions_bucket: config.sessions_bucket.clone(),
             replicas: config.stream_replicas,
+            shards: config.stream_shards.max(1),
             duplicate_window: config.duplicate_window,
             max_consumers: config.stream_max_consumers,
             // JetStream's "no limit" values.
@@ -237,7 +236,8 @@ impl Store {
         Ok(Store {
             client,
             jetstream,
-            events,
+            shards: shards::Shards::default(),
+            known_shards: AtomicU32::new(topology.shards),
             sessions_stream,
             sessions: OnceCell::new(),
             snapshots: OnceCell::new(),
@@ -253,7 +253,10 @@ impl Store {
 
     /// Creates the stream and the bucket, or brings an existing stream's settings in line.
     pub async fn ensure_topology(&self) -> Result<(), StoreError> {
-        self.ensure_events_stream().await?;
+        for shard in 0..self.topology.shards {
+            self.ensure_events_stream(shard).await?;
+        }
+        self.adopt_more_shards().await?;
         let snapshots = self.ensure_snapshots_bucket().await?;
         let _ = self.snapshots.set(snapshots);
         let sessions = self.ensure_sessions_bucket().await?;
@@ -282,15 +285,39 @@ impl Store {
             && self.topology_health() == TopologyHealth::Ready
     }
 
-    async fn ensure_events_stream(&self) -> Result<(), StoreError> {
+    /// Shards after the configured ones whose streams exist (a gateway configured with more
+    /// shards made them): their sessions stay where they are, so their streams are kept in
+    /// place and reported too.
+    async fn adopt_more_shards(&self) -> Result<(), StoreError> {
+        let mut shard = self.known_shards.load(Ordering::Relaxed);
+        while self
+            .jetstream
+            .get_stream(self.topology.stream_name(shard))
+            .await
+            .is_ok()
+        {
+            self.ensure_events_stream(shard).await?;
+            shard += 1;
+            self.known_shards.fetch_max(shard, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The shards whose streams are kept in place: 0 up to this.
+    fn known_shards(&self) -> u32 {
+        self.known_shards.load(Ordering::Relaxed)
+    }
+
+    async fn ensure_events_stream(&self, shard: u32) -> Result<(), StoreError> {
         let topology = &self.topology;
-        match self.jetstream.get_stream(&topology.stream).await {
+        let name = topology.stream_name(shard);
+        match self.jetstream.get_stream(&name).await {
             Ok(mut existing) => {
                 let current = existing.cached_info().config.clone();
                 let mut wanted = current.clone();
-                topology.apply_settings(&mut wanted);
+                topology.apply_settings(shard, &mut wanted);
                 if wanted != current {
-                    info!(nats.stream = %topology.stream, "updating the events stream's settings");
+                    info!(nats.stream = %name, "updating the events stream's settings");
                     self.jetstream
                         .update_stream(wanted)
                         .await
@@ -300,16 +327,16 @@ impl Store {
                 Ok(())
             }
             // Not found, or NATS is down: creating either succeeds or fails loudly.
-            Err(_) => self.create_events_stream().await,
+            Err(_) => self.create_events_stream(shard).await,
         }
     }
 
-    async fn create_events_stream(&self) -> Result<(), StoreError> {
+    async fn create_events_stream(&self, shard: u32) -> Result<(), StoreError> {
         let topology = &self.topology;
         let mut config = stream::Config {
-            name: topology.stream.clone(),
+            name: topology.stream_name(shard),
             description: Some("Starcite session events, one subject per session".to_owned()),
-            subjects: vec![format!("{}.>", topology.subject_prefix)],
+            subjects: vec![format!("{}.>", topology.subject_prefix(shard))],
             storage: stream::StorageType::File,
             max_consumers: topology.max_consumers,
             allow_direct: true,
@@ -317,7 +344,7 @@ impl Store {
             deny_delete: true,
             ..Default::default()
         };
-        topology.apply_settings(&mut config);
+        topology.apply_settings(shard, &mut config);
         self.jetstream
             .create_stream(config)
             .await

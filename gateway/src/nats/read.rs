@@ -8,8 +8,9 @@ use async_nats::jetstream::stream::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent, header_number};
+use super::shards::Placement;
 use super::{Store, StoreError, unavailable, within};
-use crate::sessions::model::{Seq, SessionId};
+use crate::sessions::model::{Seq, Session, SessionId};
 
 /// Catch-ups this much behind the head use a consumer instead of one Direct Get batch.
 const DIRECT_READ_LIMIT: u64 = 64;
@@ -24,9 +25,10 @@ impl Store {
     /// The session's newest event, read from the stream leader.
     pub async fn newest_event(&self, id: &SessionId) -> Result<Option<StoredEvent>, StoreError> {
         self.require_usable()?;
-        match self
-            .events
-            .get_last_raw_message_by_subject(&self.subject(id))
+        let placement = self.placement(id).await?;
+        match placement
+            .stream
+            .get_last_raw_message_by_subject(&placement.subject)
             .await
         {
             Ok(message) => StoredEvent::from_stream(message).map(Some),
@@ -41,8 +43,9 @@ impl Store {
         id: &SessionId,
         stream_seq: u64,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        match self.events.direct_get(stream_seq).await {
-            Ok(message) if message.subject.as_str() == self.subject(id) => {
+        let placement = self.placement(id).await?;
+        match placement.stream.direct_get(stream_seq).await {
+            Ok(message) if message.subject.as_str() == placement.subject => {
                 StoredEvent::from_stream(message).map(Some)
             }
             Ok(_) => Ok(None),
@@ -56,25 +59,30 @@ impl Store {
 
     /// The session's oldest retained event, as the stream leader has it.
     pub async fn first(&self, id: &SessionId) -> Result<Option<Head>, StoreError> {
-        let event = self.next_event(&self.subject(id), 1).await?;
+        let event = self.next_event(&self.placement(id).await?, 1).await?;
         Ok(event.as_ref().map(StoredEvent::head))
     }
 
     /// Each session's newest seq (0 for none), read concurrently from any replica: figures for
-    /// lists and pages, which may lag the leader by a moment, never for a decision.
-    pub async fn last_seqs(&self, ids: &[SessionId]) -> Result<Vec<Seq>, StoreError> {
+    /// lists and pages, which may lag the leader by a moment, never for a decision. The
+    /// headers name the shards, so nothing else is read.
+    pub async fn last_seqs(&self, sessions: &[Session]) -> Result<Vec<Seq>, StoreError> {
         self.require_usable()?;
-        let lookups: Vec<_> = ids.iter().map(|id| self.last_seq(id)).collect();
+        let lookups: Vec<_> = sessions
+            .iter()
+            .map(|session| self.last_seq(session))
+            .collect();
         futures::stream::iter(lookups)
             .buffered(32)
             .try_collect()
             .await
     }
 
-    async fn last_seq(&self, id: &SessionId) -> Result<Seq, StoreError> {
-        match self
-            .events
-            .direct_get_last_for_subject(self.subject(id))
+    async fn last_seq(&self, session: &Session) -> Result<Seq, StoreError> {
+        let placement = self.placement_on(&session.id, session.shard).await?;
+        match placement
+            .stream
+            .direct_get_last_for_subject(placement.subject)
             .await
         {
             Ok(message) => StoredEvent::from_stream(message).map(|event| event.seq),
@@ -140,8 +148,8 @@ impl Store {
             }
             return Ok(events);
         }
-        let subject = self.subject(id);
-        let mut events = self.read_batch(&subject, from_stream_seq, count).await?;
+        let placement = self.placement(id).await?;
+        let mut events = self.read_batch(&placement, from_stream_seq, count).await?;
         events.retain(|event| event.stream_seq <= until_stream_seq);
         // Any replica answers a Direct Get, and a follower may not hold the newest events yet:
         // a short answer is never taken as complete, and what it lacks is read from the leader.
@@ -153,7 +161,7 @@ impl Store {
             let next = events
                 .last()
                 .map_or(from_stream_seq, |event| event.stream_seq + 1);
-            match self.next_event(&subject, next).await? {
+            match self.next_event(&placement, next).await? {
                 Some(event) if event.stream_seq <= until_stream_seq => events.push(event),
                 _ => break,
             }
@@ -161,13 +169,13 @@ impl Store {
         Ok(events)
     }
 
-    /// Up to `count` of the subject's messages from `from_stream_seq` on, in one Direct Get
+    /// Up to `count` of the session's messages from `from_stream_seq` on, in one Direct Get
     /// batch: one round trip, where a Direct Get per event would wait its turn behind whatever
     /// the stream is busy with (another gateway's batch commits) once per event. Whichever
     /// replica answers may be behind the leader.
     async fn read_batch(
         &self,
-        subject: &str,
+        placement: &Placement,
         from_stream_seq: u64,
         count: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -181,11 +189,11 @@ impl Store {
         .map_err(unavailable)?;
         let request = serde_json::json!({
             "seq": from_stream_seq,
-            "next_by_subj": subject,
+            "next_by_subj": placement.subject,
             "batch": count,
         });
         let send = self.client.publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{}", self.topology.stream),
+            format!("$JS.API.DIRECT.GET.{}", placement.stream_name),
             inbox,
             request.to_string().into(),
         );
@@ -227,12 +235,12 @@ impl Store {
     /// is never behind.
     pub(super) async fn next_event(
         &self,
-        subject: &str,
+        placement: &Placement,
         stream_seq: u64,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        match self
-            .events
-            .get_first_raw_message_by_subject(subject, stream_seq)
+        match placement
+            .stream
+            .get_first_raw_message_by_subject(&placement.subject, stream_seq)
             .await
         {
             Ok(message) => StoredEvent::from_stream(message).map(Some),

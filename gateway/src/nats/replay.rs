@@ -20,14 +20,15 @@ impl Store {
         from_stream_seq: u64,
     ) -> Result<EventFeed, StoreError> {
         self.require_usable()?;
+        let placement = self.placement(id).await?;
         let config = pull::OrderedConfig {
-            filter_subject: self.subject(id),
+            filter_subject: placement.subject,
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from_stream_seq.max(1),
             },
             ..Default::default()
         };
-        let RawFeed { messages, consumer } = self.ordered_feed(&self.events, config).await?;
+        let RawFeed { messages, consumer } = self.ordered_feed(&placement.stream, config).await?;
         let events = messages.map(|message| {
             let message = message?;
             StoredEvent::parse(

@@ -16,14 +16,14 @@ impl Store {
         seq: Seq,
         head: Head,
     ) -> Result<u64, StoreError> {
-        let subject = self.subject(id);
+        let placement = self.placement(id).await?;
         let missing = || StoreError::Corrupt(format!("event {seq} is missing from its subject"));
         let mut low = seq;
         let mut high = head.stream_seq.saturating_sub(head.seq.saturating_sub(seq));
         while low <= high {
             let probe = low + (high - low) / 2;
             let found = self
-                .next_event(&subject, probe)
+                .next_event(&placement, probe)
                 .await?
                 .ok_or_else(missing)?;
             if found.seq == seq {

@@ -31,17 +31,31 @@ impl Store {
 
     /// The session's latest snapshot, if one was saved.
     pub async fn snapshot(&self, id: &SessionId) -> Result<Option<Bytes>, StoreError> {
-        let entry = live_entry(self.snapshots_bucket()?, subjects::token(id)).await?;
+        let key = self.snapshot_key(id).await?;
+        let entry = live_entry(self.snapshots_bucket()?, key).await?;
         Ok(entry.map(|entry| entry.value))
     }
 
     /// Replaces the session's snapshot; any gateway's newest one is as good as another's.
     pub async fn save_snapshot(&self, id: &SessionId, snapshot: Bytes) -> Result<(), StoreError> {
+        let key = self.snapshot_key(id).await?;
         self.snapshots_bucket()?
-            .put(subjects::token(id), snapshot)
+            .put(key, snapshot)
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The session's key: its token, after its shard's number beyond shard 0. A snapshot names
+    /// stream sequences of one shard's stream, so no two shards may ever share a key.
+    async fn snapshot_key(&self, id: &SessionId) -> Result<String, StoreError> {
+        let token = subjects::token(id);
+        Ok(match self.placement(id).await?.shard {
+            0 => token,
+            shard => format!("{shard}.{token}"),
+        })
     }
 }
 

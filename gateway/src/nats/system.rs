@@ -1,4 +1,5 @@
-//! What NATS says about itself and about the stream and bucket, for the system page.
+//! What NATS says about itself and about each shard's stream and the bucket, for the system
+//! page and `/metrics`.
 
 use async_nats::connection::State;
 use async_nats::jetstream::stream;
@@ -30,6 +31,8 @@ pub struct Traffic {
 #[derive(Debug, Clone)]
 pub struct StreamFigures {
     pub name: String,
+    /// The events shard the stream holds (0 for the sessions bucket's).
+    pub shard: u32,
     pub messages: u64,
     pub bytes: u64,
     pub subjects: u64,
@@ -79,19 +82,25 @@ impl Store {
         }
     }
 
-    /// The events stream's and the sessions bucket's figures.
-    pub async fn storage(&self) -> Result<(StreamFigures, StreamFigures), StoreError> {
+    /// Each shard's events stream's figures, shard 0 first, and the sessions bucket's.
+    pub async fn storage(&self) -> Result<(Vec<StreamFigures>, StreamFigures), StoreError> {
         self.require_usable()?;
-        let events = self.events.get_info().await.map_err(unavailable)?;
+        let mut shards = Vec::new();
+        for shard in 0..self.known_shards() {
+            let stream = self.events_stream(shard).await?;
+            let info = stream.get_info().await.map_err(unavailable)?;
+            shards.push(figures(shard, info));
+        }
         let sessions = self.sessions_stream.get_info().await.map_err(unavailable)?;
-        Ok((figures(events), figures(sessions)))
+        Ok((shards, figures(0, sessions)))
     }
 }
 
-fn figures(info: stream::Info) -> StreamFigures {
+fn figures(shard: u32, info: stream::Info) -> StreamFigures {
     let cluster = info.cluster.unwrap_or_default();
     StreamFigures {
         name: info.config.name,
+        shard,
         messages: info.state.messages,
         bytes: info.state.bytes,
         subjects: info.state.subjects_count,

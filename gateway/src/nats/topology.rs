@@ -115,13 +115,13 @@ impl Store {
         }
     }
 
-    /// The creation times of the events stream and both buckets' streams.
+    /// The creation times of every shard's events stream and both buckets' streams.
     async fn identity(&self) -> Result<Vec<String>, CheckFailure> {
-        let names = [
-            self.topology.stream.clone(),
-            format!("KV_{}", self.topology.sessions_bucket),
-            format!("KV_{}", self.topology.snapshots_bucket()),
-        ];
+        let mut names: Vec<String> = (0..self.known_shards())
+            .map(|shard| self.topology.stream_name(shard))
+            .collect();
+        names.push(format!("KV_{}", self.topology.sessions_bucket));
+        names.push(format!("KV_{}", self.topology.snapshots_bucket()));
         let mut identity = Vec::with_capacity(names.len());
         for name in names {
             match self.jetstream.get_stream(&name).await {

@@ -107,8 +107,10 @@ impl SessionLog {
         tenant: Option<String>,
     ) -> Result<SessionSummary, CreateError> {
         let now = model::timestamp_now();
+        let id = new.id.unwrap_or_else(SessionId::generate);
         let session = Session {
-            id: new.id.unwrap_or_else(SessionId::generate),
+            shard: self.store.shard_for_new_session(&id),
+            id,
             tenant_id: tenant,
             title: new.title,
             metadata: new.metadata,
@@ -446,7 +448,7 @@ impl Backoff {
 
 /// A poisoned lock only means another thread panicked holding it; the data it guards is a
 /// cache or a queue that stays usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -82,6 +82,14 @@ pub struct Session {
     pub updated_at: String,
     pub version: u64,
     pub archived: bool,
+    /// The event stream shard holding its events, chosen at create and never changed. A header
+    /// written before shards existed has none: shard 0, where all events were.
+    #[serde(default, skip_serializing_if = "is_first_shard")]
+    pub shard: u32,
+}
+
+fn is_first_shard(shard: &u32) -> bool {
+    *shard == 0
 }
 
 impl Session {

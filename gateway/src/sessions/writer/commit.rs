@@ -79,7 +79,7 @@ impl Committer {
     ) -> Gathering {
         let deadline = Instant::now() + gathering.patience;
         let expected_stream_seq = state.stream_seq();
-        let mut batch = match self.store.open_batch(&self.id) {
+        let mut batch = match self.store.open_batch(&self.id).await {
             Ok(batch) => batch,
             Err(err) => {
                 debug!(session.id = %self.id, "cannot batch appends to {}: {err}", self.id);
