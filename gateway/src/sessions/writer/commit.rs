@@ -27,7 +27,7 @@ use crate::telemetry::TRACE_TARGET;
 /// bound in time, not in tries: a gateway pipelining into a session commits every
 /// millisecond or so, and another gateway's appends to it may lose many races in a row
 /// before getting through.
-const MAX_CONTENTION: Duration = Duration::from_secs(5);
+const MAX_CONTENTION: Duration = Duration::from_secs(10);
 
 /// A streamed batch sends its appends to JetStream once this many have gathered.
 const STAGE_CHUNK: usize = 16;
