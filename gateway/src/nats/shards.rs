@@ -8,13 +8,12 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_nats::jetstream::stream;
 use lru::LruCache;
 
 use super::{Store, StoreError, Topology, subjects, unavailable};
-use crate::sessions::lock;
 use crate::sessions::model::SessionId;
 
 /// Sessions whose shard a gateway remembers: a shard never changes, so an entry is only ever
@@ -155,6 +154,11 @@ impl Store {
             remembered.1.put(id.clone(), shard);
         }
     }
+}
+
+/// A poisoned lock still holds a consistent cache: every update is a single insert.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -448,7 +448,7 @@ impl Backoff {
 
 /// A poisoned lock only means another thread panicked holding it; the data it guards is a
 /// cache or a queue that stays usable.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
