@@ -118,7 +118,8 @@ const SETTINGS: &[Setting] = settings! {
     nats.subject_prefix: "STARCITE_SUBJECT_PREFIX" "--subject-prefix", subject_prefix, shown;
     nats.sessions_bucket: "STARCITE_SESSIONS_BUCKET" "--sessions-bucket", name, shown;
     nats.stream_replicas: "STARCITE_STREAM_REPLICAS" "--stream-replicas", number_in(1, 5), shown;
-    nats.stream_shards: "STARCITE_STREAM_SHARDS" "--stream-shards", number_in(1, 256), shown;
+    nats.stream_shards: "STARCITE_STREAM_SHARDS" "--stream-shards",
+        number_in(1, crate::nats::MAX_SHARDS), shown;
     nats.duplicate_window: "STARCITE_DUPLICATE_WINDOW" "--duplicate-window", duration, shown;
     nats.stream_max_consumers: "STARCITE_STREAM_MAX_CONSUMERS" "--stream-max-consumers",
         number_in(1, i32::MAX), shown;

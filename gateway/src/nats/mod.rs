@@ -1,7 +1,8 @@
 //! JetStream adapter: the only module that imports `async_nats`.
 //!
 //! File-backed streams (one per shard) hold the sessions' events, one subject per session;
-//! one key-value bucket holds the session headers, each naming its session's shard. Everything else a gateway knows is a cache.
+//! one key-value bucket holds the session headers, each naming its session's shard.
+//! Everything else a gateway knows is a cache.
 
 mod append;
 mod batch;
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, ErrorCode, kv, stream};
 use tokio::sync::{OnceCell, Semaphore, watch};
 use tracing::{info, warn};
 
@@ -36,7 +38,7 @@ pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;
 pub use replay::EventFeed;
-pub use shards::shard_for;
+pub use shards::{MAX_SHARDS, shard_for};
 pub use system::{ServerFigures, StreamFigures, Traffic};
 pub use topology::TopologyHealth;
 
@@ -290,12 +292,21 @@ impl Store {
     /// place and reported too.
     async fn adopt_more_shards(&self) -> Result<(), StoreError> {
         let mut shard = self.known_shards.load(Ordering::Relaxed);
-        while self
-            .jetstream
-            .get_stream(self.topology.stream_name(shard))
-            .await
-            .is_ok()
-        {
+        while shard < MAX_SHARDS {
+            match self
+                .jetstream
+                .get_stream(self.topology.stream_name(shard))
+                .await
+            {
+                Ok(_) => {}
+                Err(err)
+                    if matches!(err.kind(), GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    return Ok(());
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
             self.ensure_events_stream(shard).await?;
             shard += 1;
             self.known_shards.fetch_max(shard, Ordering::Relaxed);

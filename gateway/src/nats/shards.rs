@@ -16,6 +16,10 @@ use lru::LruCache;
 use super::{Store, StoreError, Topology, subjects, unavailable};
 use crate::sessions::model::SessionId;
 
+/// The most shards a deployment may have: it bounds the streams a gateway watches and the
+/// values of the metrics' `stream` label.
+pub const MAX_SHARDS: u32 = 256;
+
 /// Sessions whose shard a gateway remembers: a shard never changes, so an entry is only ever
 /// dropped for room, and costs one header read to learn again.
 const REMEMBERED_SHARDS: usize = 100_000;
@@ -28,7 +32,7 @@ pub fn shard_for(id: &SessionId, shards: u32) -> u32 {
     let hash = id.as_str().bytes().fold(OFFSET_BASIS, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
     });
-    // Shards are at most 256, so the remainder always fits.
+    // Shards are at most `MAX_SHARDS`, so the remainder always fits.
     u32::try_from(hash % u64::from(shards.max(1))).unwrap_or(0)
 }
 
@@ -131,10 +135,16 @@ impl Store {
             return Ok(shard);
         }
         // Reading the header remembers its shard.
-        Ok(self
+        let shard = self
             .session(id)
             .await?
-            .map_or(0, |revised| revised.record.session.shard))
+            .map_or(0, |revised| revised.record.session.shard);
+        if shard >= MAX_SHARDS {
+            return Err(StoreError::Corrupt(format!(
+                "the header of session {id} names shard {shard}"
+            )));
+        }
+        Ok(shard)
     }
 
     fn remembered_shard(&self, id: &SessionId) -> Option<u32> {

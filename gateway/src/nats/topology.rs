@@ -48,6 +48,10 @@ impl Store {
         // The creation times of the stream and buckets last seen.
         let mut known = None;
         loop {
+            // Shards made since by a gateway configured with more of them are kept too.
+            if let Err(err) = self.adopt_more_shards().await {
+                debug!("looking for more shards failed: {err}");
+            }
             match self.identity().await {
                 Ok(identity) => self.observe(&mut known, identity),
                 Err(CheckFailure::Missing(what)) => {
@@ -101,9 +105,15 @@ impl Store {
     }
 
     /// Records the streams' creation times in `known`; a change from those recorded before is
-    /// a new incarnation (one missing in between was already counted as one).
-    fn observe(&self, known: &mut Option<Vec<String>>, identity: Vec<String>) {
-        if known.as_ref().is_some_and(|known| *known != identity) {
+    /// a new incarnation (one missing in between was already counted as one). A stream seen for
+    /// the first time, a shard adopted since, changes nothing.
+    fn observe(&self, known: &mut Option<Vec<(String, String)>>, identity: Vec<(String, String)>) {
+        let replaced = known.iter().flatten().any(|(name, created)| {
+            identity
+                .iter()
+                .any(|(now, created_now)| now == name && created_now != created)
+        });
+        if replaced {
             warn!("the stream or a bucket was created anew; cached session states are dropped");
             self.incarnation
                 .send_modify(|incarnation| *incarnation += 1);
@@ -115,8 +125,8 @@ impl Store {
         }
     }
 
-    /// The creation times of every shard's events stream and both buckets' streams.
-    async fn identity(&self) -> Result<Vec<String>, CheckFailure> {
+    /// The creation times of every shard's events stream and both buckets' streams, by name.
+    async fn identity(&self) -> Result<Vec<(String, String)>, CheckFailure> {
         let mut names: Vec<String> = (0..self.known_shards())
             .map(|shard| self.topology.stream_name(shard))
             .collect();
@@ -125,7 +135,10 @@ impl Store {
         let mut identity = Vec::with_capacity(names.len());
         for name in names {
             match self.jetstream.get_stream(&name).await {
-                Ok(stream) => identity.push(stream.cached_info().created.to_string()),
+                Ok(stream) => {
+                    let created = stream.cached_info().created.to_string();
+                    identity.push((name, created));
+                }
                 Err(err)
                     if matches!(err.kind(), GetStreamErrorKind::JetStream(ref js)
                         if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
