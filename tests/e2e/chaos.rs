@@ -295,12 +295,12 @@ fn longest_silence(ack_times: &[Instant], from: Instant, until: Instant) -> Dura
     longest.max(until.saturating_duration_since(previous))
 }
 
-async fn start_gateway(urls: &str) -> GatewayProcess {
+async fn start_gateway(urls: &str, shards: &str) -> GatewayProcess {
     let binary = Path::new(env!("CARGO_BIN_EXE_starcite-e2e"));
     let timeout = format!("{}s", NATS_TIMEOUT.as_secs());
     let env = [
         ("STARCITE_STREAM_REPLICAS", "3"),
-        ("STARCITE_STREAM_SHARDS", "3"),
+        ("STARCITE_STREAM_SHARDS", shards),
         ("STARCITE_NATS_TIMEOUT", timeout.as_str()),
     ];
     GatewayProcess::start_on(binary, urls, &env).await
@@ -308,9 +308,23 @@ async fn start_gateway(urls: &str) -> GatewayProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_every_fault_exactly_once() {
+    survive_every_fault("1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_on_three_shards_survive_every_fault_exactly_once() {
+    survive_every_fault("3").await;
+}
+
+/// Producers, tailers and two gateway processes through node, gateway and quorum failures,
+/// with the sessions spread over `shards` event streams.
+async fn survive_every_fault(shards: &str) {
     let mut cluster = TestCluster::start().await;
     let urls = cluster.urls().join(",");
-    let mut gateways = [start_gateway(&urls).await, start_gateway(&urls).await];
+    let mut gateways = [
+        start_gateway(&urls, shards).await,
+        start_gateway(&urls, shards).await,
+    ];
     let chaos = Arc::new(Chaos {
         gateways: RwLock::new(gateways.iter().map(|g| g.base_url.clone()).collect()),
         http: reqwest::Client::builder().timeout(HANG).build().unwrap(),
@@ -376,7 +390,7 @@ async fn acknowledged_events_survive_every_fault_exactly_once() {
     let started = Instant::now();
     gateways[1].kill();
     let resumed = first_ack_after(&chaos, started).await;
-    gateways[1] = start_gateway(&urls).await;
+    gateways[1] = start_gateway(&urls, shards).await;
     chaos.gateways.write().unwrap()[1] = gateways[1].base_url.clone();
     faults.push(("a gateway killed and replaced", started, resumed));
     tokio::time::sleep(Duration::from_secs(2)).await;

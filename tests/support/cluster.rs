@@ -13,7 +13,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::TcpProxy;
-use crate::nats::{signal, spawn};
+use crate::nats::{signal, spawn, try_spawn};
 
 pub struct TestCluster {
     nodes: Vec<Node>,
@@ -44,7 +44,21 @@ impl TestCluster {
     }
 
     /// Nodes linked through a proxy delaying every byte by `latency`, or directly for `None`.
+    /// The ports are picked free before the nodes start, one after another; a port another
+    /// test took meanwhile stops a node from starting, and the cluster is launched again on
+    /// other ports.
     async fn launch(size: usize, latency: Option<Duration>) -> TestCluster {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match TestCluster::try_launch(size, latency).await {
+                Ok(cluster) => return cluster,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("the cluster did not start: {failures:?}");
+    }
+
+    async fn try_launch(size: usize, latency: Option<Duration>) -> Result<TestCluster, String> {
         let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         // Each node is reached, by the routes it is given and by those it advertises to the
@@ -71,35 +85,34 @@ impl TestCluster {
             .map(|address| format!("nats-route://{address}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let nodes = (0..size)
-            .map(|index| {
-                let store = tempfile::tempdir().unwrap();
-                let name = format!("n{}", index + 1);
-                let config = store.path().join("node.conf");
-                let text = format!(
-                    "server_name: {name}\n\
-                     cluster {{\n  name: starcite-test\n  listen: 127.0.0.1:{}\n  \
-                     advertise: \"{}\"\n  no_advertise: true\n  routes: [{routes}]\n}}\n",
-                    route_ports[index], link_addresses[index]
-                );
-                std::fs::write(&config, text).unwrap();
-                let port = Some(client_ports[index]);
-                let process = spawn(store.path(), port, Some(&config)).0;
-                Node {
-                    name,
-                    port: client_ports[index],
-                    process: Some(process),
-                    store,
-                    config,
-                }
-            })
-            .collect();
-        let cluster = TestCluster {
-            nodes,
+        // Its drop stops the nodes started so far if one of the others does not start.
+        let mut cluster = TestCluster {
+            nodes: Vec::with_capacity(size),
             _links: links,
         };
+        for index in 0..size {
+            let store = tempfile::tempdir().unwrap();
+            let name = format!("n{}", index + 1);
+            let config = store.path().join("node.conf");
+            let text = format!(
+                "server_name: {name}\n\
+                     cluster {{\n  name: starcite-test\n  listen: 127.0.0.1:{}\n  \
+                     advertise: \"{}\"\n  no_advertise: true\n  routes: [{routes}]\n}}\n",
+                route_ports[index], link_addresses[index]
+            );
+            std::fs::write(&config, text).unwrap();
+            let port = Some(client_ports[index]);
+            let process = try_spawn(store.path(), port, Some(&config))?.0;
+            cluster.nodes.push(Node {
+                name,
+                port: client_ports[index],
+                process: Some(process),
+                store,
+                config,
+            });
+        }
         cluster.wait_for_jetstream().await;
-        cluster
+        Ok(cluster)
     }
 
     pub fn size(&self) -> usize {

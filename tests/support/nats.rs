@@ -140,6 +140,16 @@ pub(crate) struct Ports {
 }
 
 pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, Ports) {
+    try_spawn(dir, port, config).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Starts a server, or says why it did not start: it exited (a port it was given was taken
+/// meanwhile), or it did not listen within 30 s.
+pub(crate) fn try_spawn(
+    dir: &Path,
+    port: Option<u16>,
+    config: Option<&Path>,
+) -> Result<(Child, Ports), String> {
     let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&ports_dir);
@@ -160,21 +170,27 @@ pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Ch
         .expect("nats-server not found: run `make tools` or set NATS_SERVER_BIN");
     // The server writes nats-server_<pid>.ports once it listens: no log scraping, no race.
     let ports_file = ports_dir.join(format!("nats-server_{}.ports", process.id()));
-    match wait_for_ports(&ports_file) {
-        Some(ports) => (process, ports),
+    match wait_for_ports(&ports_file, &mut process) {
+        Some(ports) => Ok((process, ports)),
         None => {
             let _ = process.kill();
-            let _ = process.wait();
-            panic!("nats-server did not start within 30 s");
+            let status = process.wait();
+            Err(format!(
+                "nats-server did not start within 30 s ({status:?})"
+            ))
         }
     }
 }
 
-fn wait_for_ports(ports_file: &Path) -> Option<Ports> {
+/// The ports the server reports, or `None` once it has exited or 30 s have passed.
+fn wait_for_ports(ports_file: &Path, process: &mut Child) -> Option<Ports> {
     // Generous: a clustered node restarted on a busy two-core machine takes seconds to listen,
     // and starting is never what a test measures.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
+        if !matches!(process.try_wait(), Ok(None)) {
+            return None;
+        }
         if let Ok(text) = std::fs::read_to_string(ports_file)
             && let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text)
             && let Some(url) = ports["nats"][0].as_str()

@@ -66,12 +66,13 @@ impl Store {
         record: &SessionRecord,
     ) -> Result<u64, CreateSessionFailure> {
         let bucket = self.usable_sessions_bucket()?;
+        let incarnation = self.incarnation();
         match bucket
             .create(subjects::token(&record.session.id), encode(record))
             .await
         {
             Ok(revision) => {
-                self.remember_shard(&record.session.id, record.session.shard);
+                self.remember_shard(&record.session.id, record.session.shard, incarnation);
                 Ok(revision)
             }
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
@@ -90,6 +91,7 @@ impl Store {
     pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.usable_sessions_bucket()?;
         let key = format!("$KV.{}.{}", bucket.name, subjects::token(id));
+        let incarnation = self.incarnation();
         let message = match self
             .sessions_stream
             .get_last_raw_message_by_subject(&key)
@@ -104,7 +106,7 @@ impl Store {
             return Ok(None);
         }
         let record = decode(&message.payload)?;
-        self.remember_shard(id, record.session.shard);
+        self.remember_shard(id, record.session.shard, incarnation);
         Ok(Some(RevisedRecord {
             record,
             revision: message.sequence,

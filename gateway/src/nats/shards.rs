@@ -156,11 +156,11 @@ impl Store {
         remembered.1.get(id).copied()
     }
 
-    /// Notes the shard a header names.
-    pub(super) fn remember_shard(&self, id: &SessionId, shard: u32) {
-        let incarnation = self.incarnation();
+    /// Notes the shard a header names, read in `incarnation`: one read from a log replaced
+    /// since is not remembered.
+    pub(super) fn remember_shard(&self, id: &SessionId, shard: u32, incarnation: u64) {
         let mut remembered = lock(&self.shards.remembered);
-        if remembered.0 == incarnation {
+        if remembered.0 == incarnation && self.incarnation() == incarnation {
             remembered.1.put(id.clone(), shard);
         }
     }

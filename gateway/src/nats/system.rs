@@ -82,17 +82,22 @@ impl Store {
         }
     }
 
-    /// Each shard's events stream's figures, shard 0 first, and the sessions bucket's.
+    /// Each shard's events stream's figures, shard 0 first, and the sessions bucket's. The
+    /// shards are asked at once, and one that does not answer (electing a leader) is left out
+    /// rather than hiding the others.
     pub async fn storage(&self) -> Result<(Vec<StreamFigures>, StreamFigures), StoreError> {
         self.require_usable()?;
-        let mut shards = Vec::new();
-        for shard in 0..self.known_shards() {
+        let shard_figures = (0..self.known_shards()).map(|shard| async move {
             let stream = self.events_stream(shard).await?;
             let info = stream.get_info().await.map_err(unavailable)?;
-            shards.push(figures(shard, info));
-        }
-        let sessions = self.sessions_stream.get_info().await.map_err(unavailable)?;
-        Ok((shards, figures(0, sessions)))
+            Ok::<_, StoreError>(figures(shard, info))
+        });
+        let (shards, sessions) = tokio::join!(
+            futures::future::join_all(shard_figures),
+            self.sessions_stream.get_info()
+        );
+        let shards = shards.into_iter().filter_map(Result::ok).collect();
+        Ok((shards, figures(0, sessions.map_err(unavailable)?)))
     }
 }
 
