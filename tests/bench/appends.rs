@@ -274,8 +274,14 @@ pub async fn raw_batch_64(
     report.add(&scenario, "events_per_s", rate, "events/s");
 }
 
-/// 64 clients over 64 sessions.
-pub async fn append_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Report) {
+/// 64 clients over 64 sessions, reported as `scenario` (`append_c64`, or its runs on the
+/// cluster).
+pub async fn append_c64(
+    gateway: &GatewayProcess,
+    scenario: &str,
+    scale: Scale,
+    report: &mut Report,
+) {
     let mut sessions = Vec::new();
     for _ in 0..64 {
         sessions.push(create_session(gateway).await);
@@ -283,9 +289,9 @@ pub async fn append_c64(gateway: &GatewayProcess, scale: Scale, report: &mut Rep
     append_for(gateway, &sessions, 64, Duration::from_millis(500)).await;
     let cpu = report.cpu_meter();
     let (rate, latencies) = append_for(gateway, &sessions, 64, scale.duration(8)).await;
-    report.cpu("append_c64_cpu", cpu, latencies.len(), "us/event");
-    report.add("append_c64", "events_per_s", rate, "events/s");
-    report.latencies("append_c64", &latencies, &["p99_us"]);
+    report.cpu(&format!("{scenario}_cpu"), cpu, latencies.len(), "us/event");
+    report.add(scenario, "events_per_s", rate, "events/s");
+    report.latencies(scenario, &latencies, &["p99_us"]);
 }
 
 /// 64 producers into one session.

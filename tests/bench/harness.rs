@@ -94,7 +94,7 @@ impl Topology {
 #[derive(Debug, Serialize)]
 struct Row {
     scenario: String,
-    metric: &'static str,
+    metric: String,
     value: f64,
     unit: &'static str,
 }
@@ -108,7 +108,8 @@ pub struct Report {
 
 /// The processes that share the machine's cores in a part of the run, whose CPU time the
 /// report counts: the gateway it started with (the cold-append scenario, which restarts it, is
-/// not metered), every nats-server (one, or a cluster's three, counted together) and this one.
+/// not metered), every nats-server (one, or a cluster's three, counted together and each
+/// alone) and this one.
 #[derive(Debug, Clone)]
 pub struct SharedCores {
     pub gateway: u32,
@@ -116,13 +117,13 @@ pub struct SharedCores {
     pub client: u32,
 }
 
-/// The CPU time of the three processes over one or more measured stretches.
+/// The CPU time of the processes over one or more measured stretches.
 pub struct CpuMeter {
     cores: Option<SharedCores>,
-    spent: [u64; 3],
+    spent: CpuTimes,
     elapsed: Duration,
     /// When the current stretch began, and each process's CPU time then.
-    stretch: Option<(Instant, [u64; 3])>,
+    stretch: Option<(Instant, CpuTimes)>,
     /// A process's `/proc` entry could not be read.
     unreadable: bool,
 }
@@ -146,23 +147,40 @@ impl CpuMeter {
             return;
         };
         self.elapsed += started.elapsed();
-        for (spent, (now, before)) in self.spent.iter_mut().zip(now.iter().zip(before)) {
+        self.spent.gateway += now.gateway.saturating_sub(before.gateway);
+        self.spent.client += now.client.saturating_sub(before.client);
+        self.spent.nats.resize(now.nats.len(), 0);
+        for (spent, (now, before)) in self
+            .spent
+            .nats
+            .iter_mut()
+            .zip(now.nats.iter().zip(before.nats))
+        {
             *spent += now.saturating_sub(before);
         }
     }
 }
 
+/// Nanoseconds of CPU time of each metered process.
+#[derive(Debug, Clone, Default)]
+struct CpuTimes {
+    gateway: u64,
+    /// Each nats-server, in the order `SharedCores::nats` names them.
+    nats: Vec<u64>,
+    client: u64,
+}
+
 impl SharedCores {
-    fn cpu_ns(&self) -> Option<[u64; 3]> {
-        let mut nats = 0;
+    fn cpu_ns(&self) -> Option<CpuTimes> {
+        let mut nats = Vec::with_capacity(self.nats.len());
         for &server in &self.nats {
-            nats += process_cpu_ns(server)?;
+            nats.push(process_cpu_ns(server)?);
         }
-        Some([
-            process_cpu_ns(self.gateway)?,
+        Some(CpuTimes {
+            gateway: process_cpu_ns(self.gateway)?,
             nats,
-            process_cpu_ns(self.client)?,
-        ])
+            client: process_cpu_ns(self.client)?,
+        })
     }
 }
 
@@ -196,7 +214,7 @@ impl Report {
     pub fn cpu_meter(&self) -> CpuMeter {
         let mut meter = CpuMeter {
             cores: self.cores.clone(),
-            spent: [0; 3],
+            spent: CpuTimes::default(),
             elapsed: Duration::ZERO,
             stretch: None,
             unreadable: false,
@@ -207,6 +225,8 @@ impl Report {
 
     /// Diagnostic rows under `scenario`: each process's CPU time per unit of work (`done` of
     /// them in the meter's stretches), and how many of the machine's cores were busy on average.
+    /// On a cluster, each node's share too (`nats_node<i>_cpu_us`, `i` as in the node's name
+    /// `n<i>`): the total hides which node leads.
     pub fn cpu(&mut self, scenario: &str, mut meter: CpuMeter, done: u64, unit: &'static str) {
         meter.stop();
         if meter.unreadable {
@@ -214,18 +234,27 @@ impl Report {
             return;
         }
         let per_unit = |ns: u64| ns as f64 / 1000.0 / done.max(1) as f64;
-        self.add(scenario, "gateway_cpu_us", per_unit(meter.spent[0]), unit);
-        self.add(scenario, "nats_cpu_us", per_unit(meter.spent[1]), unit);
-        self.add(scenario, "client_cpu_us", per_unit(meter.spent[2]), unit);
-        let busy = meter.spent.iter().sum::<u64>() as f64 / 1e9 / meter.elapsed.as_secs_f64();
+        let spent = &meter.spent;
+        let nats: u64 = spent.nats.iter().sum();
+        self.add(scenario, "gateway_cpu_us", per_unit(spent.gateway), unit);
+        self.add(scenario, "nats_cpu_us", per_unit(nats), unit);
+        if spent.nats.len() > 1 {
+            for (node, &ns) in spent.nats.iter().enumerate() {
+                let metric = format!("nats_node{}_cpu_us", node + 1);
+                self.add(scenario, &metric, per_unit(ns), unit);
+            }
+        }
+        self.add(scenario, "client_cpu_us", per_unit(spent.client), unit);
+        let all = spent.gateway + nats + spent.client;
+        let busy = all as f64 / 1e9 / meter.elapsed.as_secs_f64();
         self.add(scenario, "cores_busy", busy, "cores");
     }
 
-    pub fn add(&mut self, scenario: &str, metric: &'static str, value: f64, unit: &'static str) {
+    pub fn add(&mut self, scenario: &str, metric: &str, value: f64, unit: &'static str) {
         println!("  {scenario:<22} {metric:<28} {value:>14.1} {unit}");
         self.rows.push(Row {
             scenario: scenario.to_owned(),
-            metric,
+            metric: metric.to_owned(),
             value,
             unit,
         });

@@ -113,7 +113,7 @@ async fn single_node(scale: Scale, selection: &Selection, report: &mut Report) {
         appends::one_at_a_time(&gateway, &jetstream, single, scale, report).await;
     }
     if selection.wants("append_c64") {
-        appends::append_c64(&gateway, scale, report).await;
+        appends::append_c64(&gateway, "append_c64", scale, report).await;
     }
     if selection.wants("raw_publish_c64") {
         appends::raw_publish_c64(&jetstream, scale, report).await;

@@ -8,11 +8,19 @@
 //! by another node, as two gateways out of three in a cluster are. `BENCH_R3_ON_LEADER=1` has
 //! both streams led by that node instead, which takes the hops between nodes out of the
 //! figures but the replication.
+//!
+//! Last, 64 clients on 64 sessions against a gateway with one event stream (`_k1`) and then
+//! against one with three shards (`_k3`, `STARCITE_STREAM_SHARDS=3`) on the same cluster: the
+//! same deployment growing its shards, as an operator would. The K=3 gateway keeps shard 0 (the
+//! K=1 run's stream) and adds two; its new sessions spread over all three by their ids' hash.
+//! Each node's CPU is reported alone, with where each shard's leader is: on two shared cores the
+//! rate cannot grow with K, but the work moving between nodes shows.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use async_nats::jetstream;
-use starcite_tests::TestCluster;
+use futures::TryStreamExt;
+use starcite_tests::{GatewayProcess, TestCluster};
 
 use crate::Selection;
 use crate::appends;
@@ -25,6 +33,8 @@ pub const SCENARIOS: &[&str] = &[
     "http_floor_c1_r3",
     "append_hot_c64_r3",
     "raw_batch_64_r3",
+    "append_c64_k1_r3",
+    "append_c64_k3_r3",
 ];
 
 /// The baselines' stream (`appends::raw_stream`).
@@ -34,7 +44,7 @@ const RAW_STREAM: &str = "BENCH_RAW";
 pub async fn run(scale: Scale, selection: &Selection, report: &mut Report) {
     let cluster = TestCluster::start().await;
     let urls = cluster.urls().join(",");
-    let gateway = harness::start_gateway(&urls, &[("STARCITE_STREAM_REPLICAS", "3")]).await;
+    let mut gateway = harness::start_gateway(&urls, &[("STARCITE_STREAM_REPLICAS", "3")]).await;
     let events = gateway::config::Config::default().nats.stream;
     assert_eq!(
         cluster.stream_nodes(&events).await.len(),
@@ -82,6 +92,89 @@ pub async fn run(scale: Scale, selection: &Selection, report: &mut Report) {
     if selection.wants("raw_batch_64_r3") {
         appends::raw_batch_64(&jetstream, r3, scale, report).await;
     }
+    if selection.wants("append_c64_k1_r3") {
+        sharded_appends(&cluster, &jetstream, &gateway, 1, scale, report).await;
+    }
+    if selection.wants("append_c64_k3_r3") {
+        // One gateway at a time, so the CPU figures are the measured one's alone.
+        gateway.kill();
+        let env = [
+            ("STARCITE_STREAM_REPLICAS", "3"),
+            ("STARCITE_STREAM_SHARDS", "3"),
+        ];
+        let gateway = harness::start_gateway(&urls, &env).await;
+        report.meter(SharedCores {
+            gateway: gateway.pid(),
+            nats: cluster.pids(),
+            client: std::process::id(),
+        });
+        sharded_appends(&cluster, &jetstream, &gateway, 3, scale, report).await;
+    }
+}
+
+/// `append_c64` against `gateway`, configured with `shards` event streams, as
+/// `append_c64_k<shards>_r3`; beside its rate and each node's CPU, the node the gateway is
+/// connected to, and for each shard's stream (`<stream>_…`) the node leading it and the events
+/// it took in the scenario (warm-up included).
+async fn sharded_appends(
+    cluster: &TestCluster,
+    jetstream: &jetstream::Context,
+    gateway: &GatewayProcess,
+    shards: u32,
+    scale: Scale,
+    report: &mut Report,
+) {
+    let scenario = Topology::R3.name(&format!("append_c64_k{shards}"));
+    let before = shard_messages(jetstream).await;
+    appends::append_c64(gateway, &scenario, scale, report).await;
+    let after = shard_messages(jetstream).await;
+    let node = connected_node(gateway.pid(), cluster);
+    report.add(&scenario, "gateway_node", (node + 1) as f64, "node");
+    let mut placement = Vec::new();
+    for (stream, messages) in &after {
+        let leader = cluster.stream_leader(stream).await + 1;
+        placement.push(format!("{stream} on node {leader}"));
+        report.add(
+            &scenario,
+            &format!("{stream}_leader_node"),
+            leader as f64,
+            "node",
+        );
+        let taken = messages.saturating_sub(before.get(stream).copied().unwrap_or(0));
+        report.add(
+            &scenario,
+            &format!("{stream}_events"),
+            taken as f64,
+            "events",
+        );
+    }
+    println!(
+        "  {scenario}: gateway on node {}, leaders: {}",
+        node + 1,
+        placement.join(", ")
+    );
+}
+
+/// The messages in each of the gateway's event streams (shard 0's and every `<stream>_<n>`),
+/// by name.
+async fn shard_messages(jetstream: &jetstream::Context) -> BTreeMap<String, u64> {
+    let events = gateway::config::Config::default().nats.stream;
+    let shard_prefix = format!("{events}_");
+    let names: Vec<String> = jetstream
+        .stream_names()
+        .try_collect()
+        .await
+        .expect("the stream names");
+    let mut messages = BTreeMap::new();
+    for name in names {
+        if name != events && !name.starts_with(&shard_prefix) {
+            continue;
+        }
+        let mut stream = jetstream.get_stream(&name).await.expect("a shard's stream");
+        let info = stream.info().await.expect("a shard's stream info");
+        messages.insert(name, info.state.messages);
+    }
+    messages
 }
 
 /// Moves `stream`'s leadership to node `wanted` (a step-down elects one of the other nodes at
