@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gateway::config::Config;
-use gateway::nats::shard_for;
-use gateway::sessions::model::SessionId;
 use reqwest::Method;
 use serde_json::{Value, json};
 use starcite_tests::{
-    TestCluster, TestGateway, TestNats, connect_producer, event, eventually, path_segment,
+    TestCluster, TestGateway, TestNats, connect_producer, event, eventually, ids_on, path_segment,
 };
 
 const BUCKET: &str = "starcite_sessions";
@@ -20,15 +18,6 @@ fn sharded(nats: &TestNats, shards: u32) -> Config {
     let mut config = TestGateway::config(nats);
     config.nats.stream_shards = shards;
     config
-}
-
-/// The first ids `prefix-0`, `prefix-1`, … that a gateway with `shards` places on `shard`.
-fn ids_on(prefix: &str, shard: u32, shards: u32, count: usize) -> Vec<String> {
-    (0..)
-        .map(|n| format!("{prefix}-{n}"))
-        .filter(|id| shard_for(&SessionId::parse(id).unwrap(), shards) == shard)
-        .take(count)
-        .collect()
 }
 
 /// The session's header as the sessions bucket stores it.

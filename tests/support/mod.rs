@@ -48,3 +48,15 @@ pub fn event(producer_id: &str, producer_seq: u64) -> Value {
         "producer_seq": producer_seq,
     })
 }
+
+/// The first ids `prefix-0`, `prefix-1`, … that a gateway with `shards` places on `shard`.
+pub fn ids_on(prefix: &str, shard: u32, shards: u32, count: usize) -> Vec<String> {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .filter(|id| {
+            let id = ::gateway::sessions::model::SessionId::parse(id).unwrap();
+            ::gateway::nats::shard_for(&id, shards) == shard
+        })
+        .take(count)
+        .collect()
+}
