@@ -85,8 +85,7 @@ fn bearer_token(request: &Request) -> Result<String, AuthFailure> {
 
 /// `access_token` from the query, accepted on live streams and producer sockets only.
 fn live_stream_token(request: &Request) -> Option<String> {
-    let path = request.uri().path();
-    if !(path.ends_with("/tail") || path.ends_with("/produce") || path == "/v1/lifecycle") {
+    if !is_live_stream(request.uri().path()) {
         return None;
     }
     let pairs: Vec<(String, String)> =
@@ -95,6 +94,16 @@ fn live_stream_token(request: &Request) -> Option<String> {
         .into_iter()
         .find(|(name, _)| name == "access_token")
         .map(|(_, token)| token)
+}
+
+/// `/v1/lifecycle`, or `/v1/sessions/{id}/tail` or `/produce` (an id holds no `/`, which a
+/// client percent-encodes): not `GET /v1/sessions/tail`, a session named `tail`.
+fn is_live_stream(path: &str) -> bool {
+    let session_stream = path
+        .strip_prefix("/v1/sessions/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(id, stream)| !id.is_empty() && matches!(stream, "tail" | "produce"));
+    session_stream || path == "/v1/lifecycle"
 }
 
 fn unauthorized(failure: &AuthFailure) -> Response {
@@ -156,4 +165,30 @@ pub fn authorize(
 pub async fn own(log: &SessionLog, principal: &Principal, id: &SessionId) -> Result<(), ApiError> {
     let tenant = principal.authenticated.then_some(principal.tenant.as_str());
     Ok(log.visible_to(id, tenant).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_live_stream;
+
+    #[test]
+    fn query_tokens_are_for_live_streams_and_producer_sockets_only() {
+        for path in [
+            "/v1/lifecycle",
+            "/v1/sessions/s/tail",
+            "/v1/sessions/a%2Fb/produce",
+        ] {
+            assert!(is_live_stream(path), "{path}");
+        }
+        for path in [
+            "/v1/sessions/tail",
+            "/v1/sessions/produce",
+            "/v1/sessions//tail",
+            "/v1/sessions/s/events",
+            "/v1/sessions/s/tail/x",
+            "/admin/sessions/s/tail",
+        ] {
+            assert!(!is_live_stream(path), "{path}");
+        }
+    }
 }
