@@ -256,6 +256,56 @@ async fn changing_the_number_of_shards_keeps_every_session() {
     }
 }
 
+/// A long session on a later shard keeps its write-state snapshot under its shard's key (shard
+/// 0's key stays free), and a gateway new to the session still answers its producer exactly.
+#[tokio::test]
+async fn a_session_on_a_later_shard_is_snapshotted_under_its_shard() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start_with(sharded(&nats, 4)).await;
+    let id = ids_on("long", 3, 4, 1).remove(0);
+    create(&gateway, &id).await;
+    let events: Vec<Value> = (1..=1000).map(|n| event("p", n)).collect();
+    let path = format!("/v1/sessions/{}/append_batch", path_segment(&id));
+    let reply = gateway
+        .request(Method::POST, &path, Some(json!({ "events": events })))
+        .await;
+    assert_eq!(reply.status(), 201);
+    let snapshots = nats
+        .jetstream()
+        .await
+        .get_key_value("starcite_sessions_snapshots")
+        .await
+        .unwrap();
+    let token =
+        gateway::nats::subjects::token(&gateway::sessions::model::SessionId::parse(&id).unwrap());
+    // Saved after the append is answered, in its own time.
+    eventually(Duration::from_secs(15), || async {
+        match snapshots.get(format!("3.{token}")).await.unwrap() {
+            Some(saved) => {
+                let saved: Value = serde_json::from_slice(&saved).unwrap();
+                if saved["last_seq"] == 1000 {
+                    Ok(())
+                } else {
+                    Err(format!("snapshot at {}", saved["last_seq"]))
+                }
+            }
+            None => Err("no snapshot under shard 3's key".to_owned()),
+        }
+    })
+    .await;
+    assert!(
+        snapshots.get(&token).await.unwrap().is_none(),
+        "shard 0's key stays free"
+    );
+    let fresh = TestGateway::start_with(sharded(&nats, 4)).await;
+    let retry = fresh.append_ok(&id, event("p", 1000)).await;
+    assert_eq!(
+        (retry["seq"].as_u64(), retry["deduped"].as_bool()),
+        (Some(1000), Some(true))
+    );
+    assert_eq!(fresh.append_ok(&id, event("p", 1001)).await["seq"], 1001);
+}
+
 /// Three nodes, three shards: each shard is a replicated stream of its own, whose leader
 /// JetStream places; `/metrics` reports each one's leader as the cluster does.
 #[tokio::test]
