@@ -203,14 +203,7 @@ async fn a_gateway_new_to_a_long_session_starts_from_a_valid_snapshot_only() {
         let events = (1..=1000).map(|n| event("p", chunk * 1000 + n)).collect();
         assert_eq!(append_batch(&gateway, &id, events).await.0, 201);
     }
-    let snapshots = nats
-        .jetstream()
-        .await
-        .get_key_value("starcite_sessions_snapshots")
-        .await
-        .unwrap();
-    let key =
-        gateway::nats::subjects::token(&gateway::sessions::model::SessionId::parse(&id).unwrap());
+    let (snapshots, key) = nats.snapshots(&id).await;
     // The snapshot is saved after the append is answered, in its own time.
     let saved = eventually(std::time::Duration::from_secs(15), || async {
         let saved = snapshots.get(&key).await.unwrap();

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use gateway::config::Config;
 use serde_json::json;
 use starcite_tests::{StaleReplica, TcpProxy, TestCluster, TestGateway, event};
 
@@ -13,11 +12,7 @@ const SESSIONS: &str = "KV_starcite_sessions";
 
 /// A gateway on a replicated topology, connected to `urls` only.
 async fn gateway_on(urls: Vec<String>) -> TestGateway {
-    let mut config = Config::default();
-    config.nats.urls = urls;
-    config.nats.stream_replicas = 3;
-    config.nats.timeout = Duration::from_secs(2);
-    TestGateway::start_with(config).await
+    TestGateway::start_with(TestGateway::replicated_config(urls)).await
 }
 
 /// Four nodes 10 ms apart, the streams on three of them. Gateway `a` is on every node;

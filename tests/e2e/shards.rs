@@ -270,14 +270,7 @@ async fn a_session_on_a_later_shard_is_snapshotted_under_its_shard() {
         .request(Method::POST, &path, Some(json!({ "events": events })))
         .await;
     assert_eq!(reply.status(), 201);
-    let snapshots = nats
-        .jetstream()
-        .await
-        .get_key_value("starcite_sessions_snapshots")
-        .await
-        .unwrap();
-    let token =
-        gateway::nats::subjects::token(&gateway::sessions::model::SessionId::parse(&id).unwrap());
+    let (snapshots, token) = nats.snapshots(&id).await;
     // Saved after the append is answered, in its own time.
     eventually(Duration::from_secs(15), || async {
         match snapshots.get(format!("3.{token}")).await.unwrap() {
@@ -311,11 +304,8 @@ async fn a_session_on_a_later_shard_is_snapshotted_under_its_shard() {
 #[tokio::test]
 async fn each_shard_on_a_cluster_has_a_leader_of_its_own() {
     let cluster = TestCluster::start().await;
-    let mut config = Config::default();
-    config.nats.urls = cluster.urls();
-    config.nats.stream_replicas = 3;
+    let mut config = TestGateway::replicated_config(cluster.urls());
     config.nats.stream_shards = 3;
-    config.nats.timeout = Duration::from_secs(2);
     let gateway = TestGateway::start_with(config).await;
     for shard in 0..3 {
         let id = ids_on("clustered", shard, 3, 1).remove(0);

@@ -32,6 +32,15 @@ impl TestGateway {
         config
     }
 
+    /// Settings for a gateway on the cluster nodes at `urls`, with streams of three replicas.
+    pub fn replicated_config(urls: Vec<String>) -> Config {
+        let mut config = Config::default();
+        config.nats.urls = urls;
+        config.nats.stream_replicas = 3;
+        config.nats.timeout = Duration::from_secs(2);
+        config
+    }
+
     pub async fn start_with(config: Config) -> TestGateway {
         let gateway = TestGateway::spawn(config).await;
         gateway.wait_until_ready().await;

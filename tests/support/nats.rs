@@ -57,6 +57,19 @@ impl TestNats {
         async_nats::jetstream::new(async_nats::connect(&self.url).await.unwrap())
     }
 
+    /// The bucket the gateways keep write-state snapshots in, and the key of `session_id`'s
+    /// snapshot on shard 0 (a later shard prefixes it with `<shard>.`).
+    pub async fn snapshots(&self, session_id: &str) -> (async_nats::jetstream::kv::Store, String) {
+        let bucket = self
+            .jetstream()
+            .await
+            .get_key_value("starcite_sessions_snapshots")
+            .await
+            .unwrap();
+        let id = gateway::sessions::model::SessionId::parse(session_id).unwrap();
+        (bucket, gateway::nats::subjects::token(&id))
+    }
+
     /// Kills the server, as a crash would; its store stays for `restart`.
     pub fn kill(&mut self) {
         let _ = self.process.kill();

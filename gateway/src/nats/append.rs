@@ -39,7 +39,7 @@ impl Store {
         let message_id = message_id(id, append.content, append.expected_stream_seq);
         headers.insert("Nats-Msg-Id", message_id.as_str());
         expect_last(&mut headers, append);
-        let subject = self.placement(id).await?.subject;
+        let subject = self.subject_of(id).await?;
         let send = self
             .jetstream
             .publish_with_headers(subject, headers, append.body.clone());

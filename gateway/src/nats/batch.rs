@@ -119,7 +119,7 @@ impl Store {
         Ok(OpenBatch {
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),
-            subject: self.placement(id).await?.subject,
+            subject: self.subject_of(id).await?,
             batch_id: format!(
                 "{:016x}{:016x}",
                 rand::random::<u64>(),

@@ -43,7 +43,7 @@ pub struct LiveEvents {
 impl Store {
     /// The core subject the session's shard's stream republishes its stored events to.
     async fn live_subject(&self, id: &SessionId) -> Result<String, StoreError> {
-        let shard = self.placement(id).await?.shard;
+        let shard = self.shard_of(id).await?;
         Ok(format!(
             "{}.{}",
             self.topology.live_prefix(shard),

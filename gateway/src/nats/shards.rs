@@ -38,7 +38,6 @@ pub fn shard_for(id: &SessionId, shards: u32) -> u32 {
 
 /// Where one session's events are: its shard's stream and its subject in it.
 pub(super) struct Placement {
-    pub shard: u32,
     pub stream: stream::Stream<()>,
     pub stream_name: String,
     pub subject: String,
@@ -99,6 +98,17 @@ impl Store {
         self.placement_on(id, shard).await
     }
 
+    /// The subject the session's events are published on: all an append needs, so it costs
+    /// no stream handle.
+    pub(super) async fn subject_of(&self, id: &SessionId) -> Result<String, StoreError> {
+        let shard = self.shard_of(id).await?;
+        Ok(self.subject_on(id, shard))
+    }
+
+    fn subject_on(&self, id: &SessionId, shard: u32) -> String {
+        subjects::events_subject(&self.topology.subject_prefix(shard), id)
+    }
+
     /// Where the session's events are, when its shard is known.
     pub(super) async fn placement_on(
         &self,
@@ -106,10 +116,9 @@ impl Store {
         shard: u32,
     ) -> Result<Placement, StoreError> {
         Ok(Placement {
-            shard,
             stream: self.events_stream(shard).await?,
             stream_name: self.topology.stream_name(shard),
-            subject: subjects::events_subject(&self.topology.subject_prefix(shard), id),
+            subject: self.subject_on(id, shard),
         })
     }
 
@@ -130,7 +139,7 @@ impl Store {
 
     /// The session's shard, as its header names it. A session without a header has no events
     /// anywhere; shard 0 answers for it, and is not remembered, as the id may be created later.
-    async fn shard_of(&self, id: &SessionId) -> Result<u32, StoreError> {
+    pub(super) async fn shard_of(&self, id: &SessionId) -> Result<u32, StoreError> {
         if let Some(shard) = self.remembered_shard(id) {
             return Ok(shard);
         }

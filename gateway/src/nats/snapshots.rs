@@ -52,7 +52,7 @@ impl Store {
     /// stream sequences of one shard's stream, so no two shards may ever share a key.
     async fn snapshot_key(&self, id: &SessionId) -> Result<String, StoreError> {
         let token = subjects::token(id);
-        Ok(match self.placement(id).await?.shard {
+        Ok(match self.shard_of(id).await? {
             0 => token,
             shard => format!("{shard}.{token}"),
         })

@@ -158,13 +158,7 @@ async fn browse_filter_watch_live_and_archive_in_a_real_browser() {
     browser
         .find("#chart-appends svg polyline, #chart-appends svg circle")
         .await;
-    for chart in [
-        "appends",
-        "deliveries",
-        "append-latency",
-        "live-streams",
-        "server-errors",
-    ] {
+    for chart in super::CHARTS {
         assert_eq!(
             browser.count(&format!("#chart-{chart} svg")).await,
             1,

@@ -4,3 +4,12 @@
 mod browser;
 mod guards;
 mod system;
+
+/// The charts of the system page, by the id each has after `chart-`.
+const CHARTS: [&str; 5] = [
+    "appends",
+    "deliveries",
+    "append-latency",
+    "live-streams",
+    "server-errors",
+];

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use gateway::config::Config;
 use reqwest::Method;
 use starcite_tests::{TestGateway, TestNats, event, eventually};
 
@@ -17,6 +16,12 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {close} in {text}"))
         + start;
     &text[start..end]
+}
+
+/// The system page's HTML.
+async fn system_page(gateway: &TestGateway) -> String {
+    let response = gateway.request(Method::GET, "/admin/system", None).await;
+    response.text().await.unwrap()
 }
 
 /// The charts fragment the page's script swaps in, asserting a 200.
@@ -42,12 +47,7 @@ async fn the_system_page_charts_the_appends_it_sampled() {
         gateway.append_ok(&id, event("p", producer_seq)).await;
     }
     let html = eventually(Duration::from_secs(15), || async {
-        let html = gateway
-            .request(Method::GET, "/admin/system", None)
-            .await
-            .text()
-            .await
-            .unwrap();
+        let html = system_page(&gateway).await;
         // The first interval with the appends in it (the gateway may have sampled before).
         if (html.contains("<polyline") || html.contains("<circle"))
             && !between(&html, "<figure id=\"chart-appends\"", "</figure>")
@@ -59,13 +59,7 @@ async fn the_system_page_charts_the_appends_it_sampled() {
         }
     })
     .await;
-    for chart in [
-        "appends",
-        "deliveries",
-        "append-latency",
-        "live-streams",
-        "server-errors",
-    ] {
+    for chart in super::CHARTS {
         let figure = between(&html, &format!("<figure id=\"chart-{chart}\""), "</figure>");
         assert!(figure.contains("<svg class=\"chart-svg\""), "{figure}");
         assert!(
@@ -97,21 +91,12 @@ async fn the_system_page_charts_the_appends_it_sampled() {
 async fn on_a_cluster_the_system_page_lists_each_streams_nodes() {
     use starcite_tests::TestCluster;
     let cluster = TestCluster::start().await;
-    let mut config = Config::default();
-    config.nats.urls = cluster.urls();
-    config.nats.stream_replicas = 3;
-    config.nats.timeout = Duration::from_secs(2);
-    let gateway = TestGateway::start_with(config).await;
+    let gateway = TestGateway::start_with(TestGateway::replicated_config(cluster.urls())).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;
     let tables = eventually(Duration::from_secs(10), || async {
-        let html = gateway
-            .request(Method::GET, "/admin/system", None)
-            .await
-            .text()
-            .await
-            .unwrap();
+        let html = system_page(&gateway).await;
         let tables = ["events-nodes", "sessions-nodes"].map(|table| {
             between(&html, &format!("<section id=\"{table}\""), "</section>").to_owned()
         });

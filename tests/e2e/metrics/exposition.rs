@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use gateway::Gateway;
-use gateway::config::Config;
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 use starcite_tests::{TestCluster, TestGateway, TestNats, event, eventually};
@@ -184,11 +183,7 @@ async fn with_an_ops_listener_metrics_and_health_move_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_streams_replicas_and_followers_are_reported() {
     let cluster = TestCluster::start().await;
-    let mut config = Config::default();
-    config.nats.urls = cluster.urls();
-    config.nats.stream_replicas = 3;
-    config.nats.timeout = Duration::from_secs(2);
-    let gateway = TestGateway::start_with(config).await;
+    let gateway = TestGateway::start_with(TestGateway::replicated_config(cluster.urls())).await;
     let id = gateway.create_session().await;
     gateway.append_ok(&id, event("p", 1)).await;
     cluster.wait_until_replicated("STARCITE_EVENTS").await;
