@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod browser;
+mod client_program;
 mod cluster;
 mod error;
 mod gateway;
@@ -19,6 +20,7 @@ mod tail;
 mod wait;
 
 pub use browser::Browser;
+pub use client_program::{Fault, FaultyDeployment};
 pub use cluster::TestCluster;
 pub use error::error_of;
 pub use gateway::{TestGateway, path_segment};

@@ -15,6 +15,8 @@ use tokio::time::Instant;
 
 pub struct TcpProxy {
     pub url: String,
+    /// `host:port` that new connections are forwarded to.
+    target: Arc<std::sync::Mutex<String>>,
     refusing: Arc<AtomicBool>,
     connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     accepting: JoinHandle<()>,
@@ -33,15 +35,16 @@ impl TcpProxy {
         let url = format!("nats://{}", listener.local_addr().unwrap());
         let refusing = Arc::new(AtomicBool::new(false));
         let connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let target = target.to_owned();
+        let target = Arc::new(std::sync::Mutex::new(target.to_owned()));
         let accepting = tokio::spawn({
-            let (refusing, connections) = (refusing.clone(), connections.clone());
+            let (refusing, connections, target) =
+                (refusing.clone(), connections.clone(), target.clone());
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     if refusing.load(Ordering::Acquire) {
                         continue;
                     }
-                    let target = target.clone();
+                    let target = target.lock().unwrap().clone();
                     let piping = tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(&target).await else {
                             return;
@@ -67,6 +70,7 @@ impl TcpProxy {
         });
         TcpProxy {
             url,
+            target,
             refusing,
             connections,
             accepting,
@@ -83,6 +87,12 @@ impl TcpProxy {
 
     pub fn heal(&self) {
         self.refusing.store(false, Ordering::Release);
+    }
+
+    /// Forwards connections made from now on to `target` (`host:port`): the same address for
+    /// clients while what stands behind it moves, as a load balancer would.
+    pub fn retarget(&self, target: &str) {
+        *self.target.lock().unwrap() = target.to_owned();
     }
 }
 
