@@ -89,7 +89,8 @@ class _Request:
 class _SavedProducerSeq:
     """The producer's latest stored `producer_seq`, kept in a JSON file so that a restarted
     program goes on numbering where it stopped, even when the gateway has forgotten the
-    producer. Only acknowledged numbers are saved, so the file is never ahead of the gateway."""
+    producer. Only acknowledged numbers are saved, so the file is never ahead of the gateway.
+    The file holds one producer of one session."""
 
     def __init__(self, path: str | os.PathLike[str], session_id: str, producer_id: str):
         self.path = Path(path)
@@ -97,9 +98,9 @@ class _SavedProducerSeq:
         self.producer_seq = 0
         if self.path.exists():
             saved = json.loads(self.path.read_text())
-            if {key: saved.get(key) for key in self.owner} != self.owner:
-                raise ValueError(f"{self.path} holds the state of another producer: {saved}")
-            self.producer_seq = int(saved.get("producer_seq") or 0)
+            # Another session's or producer's count means nothing here: this one starts over.
+            if {key: saved.get(key) for key in self.owner} == self.owner:
+                self.producer_seq = int(saved.get("producer_seq") or 0)
 
     def save(self, producer_seq: int) -> None:
         self.producer_seq = producer_seq
