@@ -45,7 +45,8 @@ tools:
 browser:
 	scripts/install-browser.sh
 
-# Python and TypeScript clients generated from openapi.json, driven by the e2e tests.
+# The Python SDK's wire types and the TypeScript client, generated from openapi.json; the e2e
+# tests drive both.
 clients: tools
 	scripts/clients.sh
 
