@@ -45,7 +45,7 @@ def _value(hint: Any, data: Any) -> Any:
             return hint(data)
         except ValueError:
             return data
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         fields = _expect(dict, data)
         hints = _hints(hint)
         known = {

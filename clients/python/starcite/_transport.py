@@ -101,7 +101,6 @@ class Transport:
         refreshed = False
         maybe_applied = False
         while True:
-            extra = {"timeout": timeout} if timeout is not None else {}
             try:
                 response = await self.http.request(
                     method,
@@ -109,7 +108,7 @@ class Transport:
                     params=params,
                     json=body,
                     headers=await self._auth_headers(),
-                    **extra,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
             except httpx.TransportError:
                 maybe_applied = True

@@ -262,9 +262,16 @@ class Producer:
             assert request.first_seq is not None
             numbers = range(request.first_seq, request.last_seq + 1)
             events = [found.get(number) for number in numbers]
-            if all(event is not None and _same(wanted[event["producer_seq"]], event) for event in events):
+            if all(
+                event is not None and _same(wanted[event["producer_seq"]], event)
+                for event in events
+            ):
                 request.resolve(
-                    [Ack(event["seq"], event["producer_seq"], latest_seq, True) for event in events if event]
+                    [
+                        Ack(event["seq"], event["producer_seq"], latest_seq, True)
+                        for event in events
+                        if event
+                    ]
                 )
                 self._acknowledged(request.last_seq, max(event["seq"] for event in events if event))
             else:
@@ -352,4 +359,3 @@ def _without_nulls(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def _same(sent: dict[str, Any], stored: dict[str, Any]) -> bool:
     return all(sent[key] == stored.get(key) for key in _COMPARED if key in sent)
-

@@ -63,9 +63,12 @@ class Session:
             reply = await self._transport.request("PATCH", session_path(self.id), body=body)
         except ExpectedVersionConflict as conflict:
             # A lost answer to an attempt that was applied looks like a conflict one version on.
-            if conflict.retried and expected_version is not None:
-                if conflict.current_version == expected_version + 1:
-                    return await self.get()
+            if (
+                conflict.retried
+                and expected_version is not None
+                and conflict.current_version == expected_version + 1
+            ):
+                return await self.get()
             raise
         return decode(SessionInfo, reply)
 

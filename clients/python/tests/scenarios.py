@@ -8,6 +8,7 @@ prints `progress <n>` lines and, at the end, one `result <json>` line for the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -18,13 +19,8 @@ import httpx
 
 from starcite import (
     Client,
-    ExpectedSeqConflict,
-    ExpectedVersionConflict,
     Forbidden,
     Gap,
-    InvalidEvent,
-    NotFound,
-    ProducerSeqConflict,
     SessionExists,
     StarciteError,
     Unauthorized,
@@ -44,7 +40,9 @@ def result(value: Any) -> None:
     print(f"result {json.dumps(value)}", flush=True)
 
 
-async def append_all(producer, payloads: list[dict[str, Any]], actor: str, on_ack=None) -> list[dict[str, int]]:
+async def append_all(
+    producer, payloads: list[dict[str, Any]], actor: str, on_ack=None
+) -> list[dict[str, int]]:
     """Appends each payload, `IN_FLIGHT` at a time, and lists each call's ack in call order."""
     acks: list[dict[str, int]] = [{} for _ in payloads]
     slots = asyncio.Semaphore(IN_FLIGHT)
@@ -94,10 +92,8 @@ async def durable(session_id: str, state: str, label: str, count: int, crash_aft
     """Appends `count` events through a producer whose state is the file `state`; with
     `crash_after`, the process dies as soon as that many are acknowledged, others in flight."""
     async with Client(URL) as client:
-        try:
+        with contextlib.suppress(SessionExists):
             await client.create_session(id=session_id)
-        except SessionExists:
-            pass
         producer = client.session(session_id).producer("durable", state=state)
 
         def on_ack(done: int, acks: list[dict[str, int]]) -> None:
@@ -139,7 +135,9 @@ async def refusals() -> None:
         # Five appends in flight, the second one invalid: only it fails, and the others are
         # stored with consecutive producer seqs.
         calls = [
-            producer.append("message", {"n": n} if n != 1 else ["not", "an", "object"], actor="agent:a")
+            producer.append(
+                "message", {"n": n} if n != 1 else ["not", "an", "object"], actor="agent:a"
+            )
             for n in range(5)
         ]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
@@ -155,7 +153,9 @@ async def refusals() -> None:
         # Another writer takes the producer's next number: the SDK must not take its event for
         # ours.
         async with httpx.AsyncClient(base_url=URL) as raw:
-            latest = (await producer.append("message", {"before": True}, actor="agent:a")).producer_seq
+            latest = (
+                await producer.append("message", {"before": True}, actor="agent:a")
+            ).producer_seq
             foreign = {
                 "type": "message",
                 "payload": {"foreign": True},

@@ -10,7 +10,7 @@ use poem::web::Query;
 use poem::{Route, get, handler};
 use serde_json::{Value, json};
 use starcite_tests::auth::{self, AUDIENCE, ISSUER, SigningKey, TestJwks};
-use starcite_tests::{Fault, FaultyDeployment, path_segment};
+use starcite_tests::{Fault, FaultyDeployment};
 use tokio::process::Command;
 
 fn root() -> PathBuf {
@@ -31,33 +31,6 @@ fn scenario(name: &str, args: &[&str]) -> Command {
 
 async fn deployment(env: &[(&str, &str)]) -> FaultyDeployment {
     FaultyDeployment::start(Path::new(env!("CARGO_BIN_EXE_starcite-e2e")), env).await
-}
-
-/// Every event of `session`, in seq order, read from the gateway itself (not through the
-/// proxy).
-async fn stored_events(deployment: &FaultyDeployment, session: &str) -> Vec<Value> {
-    let client = reqwest::Client::new();
-    let mut events = Vec::new();
-    loop {
-        let page: Value = client
-            .get(format!(
-                "{}/v1/sessions/{}/events?cursor={}&limit=1000",
-                deployment.gateway.base_url,
-                path_segment(session),
-                events.len()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let page_events = page["events"].as_array().unwrap();
-        if page_events.is_empty() {
-            return events;
-        }
-        events.extend(page_events.iter().cloned());
-    }
 }
 
 fn acks(result: &Value) -> Vec<Value> {
@@ -89,7 +62,9 @@ async fn python_appends_and_tails_exactly_once_through_cut_links_and_a_gateway_r
         .map(|seq| seq.as_u64().unwrap_or_else(|| panic!("not a seq: {seq}")))
         .collect();
     assert_eq!(tailed, (1..=1000).collect::<Vec<u64>>());
-    let stored = stored_events(&deployment, result["session"].as_str().unwrap()).await;
+    let stored = deployment
+        .stored_events(result["session"].as_str().unwrap())
+        .await;
     assert_eq!(stored.len(), 1000);
     for (call, ack) in acks(&result).iter().enumerate() {
         assert_eq!(ack["producer_seq"], call + 1, "call {call} answered {ack}");
@@ -117,7 +92,7 @@ async fn a_python_producer_restarted_from_its_state_file_goes_on_without_duplica
             &[],
         )
         .await;
-    let stored = stored_events(&deployment, session).await;
+    let stored = deployment.stored_events(session).await;
     let producer_seqs: Vec<u64> = stored
         .iter()
         .map(|event| event["producer_seq"].as_u64().unwrap())
@@ -168,7 +143,9 @@ async fn python_raises_a_typed_error_for_each_refusal_and_goes_on_after_it() {
         result["pipelined"],
         json!([1, "InvalidEvent:invalid_event", 2, 3, 4])
     );
-    let stored = stored_events(&deployment, result["session"].as_str().unwrap()).await;
+    let stored = deployment
+        .stored_events(result["session"].as_str().unwrap())
+        .await;
     let payloads: Vec<&Value> = stored.iter().map(|event| &event["payload"]).collect();
     assert_eq!(
         payloads,
