@@ -11,8 +11,11 @@ which is all the SDK needs to recover after any drop:
 - requests above it were not stored: they are numbered again from it and sent again.
 
 A refused request (a typed error) frees its number: the requests already sent behind it are
-refused by the gateway for their now wrong `producer_seq`, so the SDK reconnects and sends them
-again, numbered after the last stored one. A refusal therefore fails only its own call.
+refused by the gateway for their now wrong `producer_seq`, so the SDK skips those answers and
+sends the requests again on the same socket, numbered from the refused one's. A refusal
+therefore fails only its own call. A request refused for the append rate (429) is sent again the
+same way, with those behind it, after the `retry_after` the gateway gave; other retryable
+refusals (500, 503) may leave the outcome unknown, so the SDK reconnects and reads `ready`.
 """
 
 from __future__ import annotations
@@ -126,6 +129,10 @@ class Producer:
         # Unanswered calls in call order; the first `_sent` were sent on the current socket.
         self._requests: list[_Request] = []
         self._sent = 0
+        # Answers still to come on this socket for requests that are to be sent again.
+        self._stale_replies = 0
+        # When sending may go on after a rate limit (event loop time).
+        self._resume_at = 0.0
         self._next_seq: int | None = None
         # The producer's latest stored `(producer_seq, seq)` that this object knows of.
         self._stored = (0, 0)
@@ -224,6 +231,7 @@ class Producer:
             # A producer the gateway forgot is new to it: our own count goes on.
             base = latest if latest is not None else self._stored[0]
         self._sent = 0
+        self._stale_replies = 0
         stored = []
         for request in self._requests:
             if request.first_seq is not None and request.last_seq <= base:
@@ -295,8 +303,12 @@ class Producer:
             await asyncio.gather(sending, return_exceptions=True)
 
     async def _send(self, socket: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             while self._sent < len(self._requests):
+                if (pause := self._resume_at - loop.time()) > 0:
+                    await asyncio.sleep(pause)
+                    continue
                 request = self._requests[self._sent]
                 if request.first_seq is None:
                     assert self._next_seq is not None
@@ -309,6 +321,9 @@ class Producer:
 
     async def _receive(self, socket: ClientConnection, backoff: Backoff) -> float:
         async for message in socket:
+            if self._stale_replies:
+                self._stale_replies -= 1
+                continue
             if not self._sent:
                 continue
             reply = json.loads(message)
@@ -317,10 +332,18 @@ class Producer:
                 backoff.reset()
                 self._answer(request, reply)
                 continue
+            assert request.first_seq is not None
             code = str(reply["error"])
             status = status_of(code)
+            retry_after = float(reply.get("retry_after") or 0)
+            if code == "rate_limited":
+                # Nothing was stored: send it and those behind it again once the rate allows.
+                pause = backoff.next_delay(retry_after)
+                self._send_again(request.first_seq, self._sent - 1, pause)
+                continue
             if status in _RETRYABLE:
-                return backoff.next_delay(float(reply.get("retry_after") or 0))
+                # The outcome may be unknown (`nats_timeout`): a new `ready` frame tells.
+                return backoff.next_delay(retry_after)
             if code in _PRODUCER_CONFLICTS:
                 request.conflicts += 1
                 if request.conflicts == 1:
@@ -330,11 +353,21 @@ class Producer:
             self._requests.pop(0)
             self._sent -= 1
             request.fail(error_from(status, reply))
-            if self._sent:
-                return 0.0
-            assert self._next_seq is not None
-            self._next_seq -= len(request.events)
+            self._send_again(request.first_seq, self._sent)
         return backoff.next_delay()
+
+    def _send_again(self, first_seq: int, unanswered: int, pause: float = 0.0) -> None:
+        """Numbers the requests sent on this socket and not yet stored again from `first_seq`,
+        and sends them again after `pause` seconds. The `unanswered` of them still to be answered
+        are refused by the gateway (the `producer_seq` before theirs was not stored), so their
+        answers are skipped."""
+        self._stale_replies += unanswered
+        for request in self._requests[: self._sent]:
+            request.first_seq = None
+        self._sent = 0
+        self._next_seq = first_seq
+        self._resume_at = asyncio.get_running_loop().time() + pause
+        self._work.set()
 
     def _answer(self, request: _Request, reply: dict[str, Any]) -> None:
         self._requests.pop(0)

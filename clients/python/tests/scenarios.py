@@ -29,7 +29,7 @@ from starcite import (
 URL = os.environ["STARCITE_URL"]
 # A guard against a hung program, far above what any scenario needs.
 DEADLINE_SECONDS = 300
-IN_FLIGHT = 16
+IN_FLIGHT = 64
 
 
 def progress(count: int) -> None:

@@ -73,13 +73,28 @@ async fn python_appends_and_tails_exactly_once_through_cut_links_and_a_gateway_r
 }
 
 #[tokio::test]
+async fn python_waits_out_rate_limits_and_stores_each_append_once() {
+    // 300 appends at 100 a second: two thirds are first refused 429 with `retry_after`.
+    let mut deployment = deployment(&[("STARCITE_APPEND_RATE", "100")]).await;
+    let result = deployment.run(scenario("chaos", &["300"]), &[]).await;
+    let stored = deployment
+        .stored_events(result["session"].as_str().unwrap())
+        .await;
+    assert_eq!(stored.len(), 300);
+    for (call, ack) in acks(&result).iter().enumerate() {
+        assert_eq!(ack["producer_seq"], call + 1, "call {call} answered {ack}");
+        assert_stored_at(&stored, ack, &json!({ "n": call }));
+    }
+}
+
+#[tokio::test]
 async fn a_python_producer_restarted_from_its_state_file_goes_on_without_duplicates() {
     let mut deployment = deployment(&[]).await;
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("producer.json");
     let state = state.to_str().unwrap();
     let session = "python-durable";
-    // The first process dies with 200 appends answered and up to 16 more in flight.
+    // The first process dies with 200 appends answered and up to 64 more in flight.
     let first = deployment
         .run(
             scenario("durable", &[session, state, "first", "300", "200"]),
