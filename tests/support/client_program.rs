@@ -21,6 +21,9 @@ pub enum Fault {
     /// Drops every connection through the proxy, in both directions, and refuses new ones for a
     /// moment: Wi-Fi dropping.
     CutLinks,
+    /// Every open connection goes silent in both directions without being closed, as after a
+    /// NAT or Wi-Fi change: only keepalive pings tell. New connections work.
+    FreezeLinks,
     /// SIGKILLs the gateway and starts a new one behind the same address: a crash or redeploy.
     RestartGateway,
 }
@@ -58,6 +61,7 @@ impl FaultyDeployment {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 self.proxy.heal();
             }
+            Fault::FreezeLinks => self.proxy.freeze(),
             Fault::RestartGateway => {
                 // Refused while no gateway stands behind the address, as during a redeploy.
                 self.proxy.cut();

@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback that a test can cut: every connection through it drops, and new
 //! ones are refused until it heals. Stands between one gateway and NATS to make that gateway
-//! alone miss what happens meanwhile.
+//! alone miss what happens meanwhile. It can also freeze its open connections: they stay open
+//! but carry nothing more, as after a NAT or Wi-Fi change that neither end is told of.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -19,6 +20,8 @@ pub struct TcpProxy {
     target: Arc<std::sync::Mutex<String>>,
     refusing: Arc<AtomicBool>,
     connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Counts `freeze` calls; each connection stops forwarding when it changes.
+    freezes: watch::Sender<u64>,
     accepting: JoinHandle<()>,
 }
 
@@ -36,15 +39,20 @@ impl TcpProxy {
         let refusing = Arc::new(AtomicBool::new(false));
         let connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = Arc::new(std::sync::Mutex::new(target.to_owned()));
+        let (freezes, frozen) = watch::channel(0);
         let accepting = tokio::spawn({
             let (refusing, connections, target) =
                 (refusing.clone(), connections.clone(), target.clone());
+            // Frozen connections' sockets, held open for as long as the proxy runs.
+            let graveyard = Arc::new(std::sync::Mutex::new(Vec::new()));
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     if refusing.load(Ordering::Acquire) {
                         continue;
                     }
                     let target = target.lock().unwrap().clone();
+                    let (mut frozen, graveyard) = (frozen.clone(), graveyard.clone());
+                    frozen.mark_unchanged();
                     let piping = tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(&target).await else {
                             return;
@@ -54,7 +62,13 @@ impl TcpProxy {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
                         if latency.is_zero() {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            let froze = tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                                changed = frozen.changed() => changed.is_ok(),
+                            };
+                            if froze {
+                                graveyard.lock().unwrap().push((client, server));
+                            }
                             return;
                         }
                         let (client_read, client_write) = client.into_split();
@@ -73,6 +87,7 @@ impl TcpProxy {
             target,
             refusing,
             connections,
+            freezes,
             accepting,
         }
     }
@@ -83,6 +98,12 @@ impl TcpProxy {
         for connection in self.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
+    }
+
+    /// Stops forwarding on every open connection without closing it (a proxy started without
+    /// latency only); new connections work as before.
+    pub fn freeze(&self) {
+        self.freezes.send_modify(|freezes| *freezes += 1);
     }
 
     pub fn heal(&self) {

@@ -64,9 +64,11 @@ async def append_all(
 
 
 async def chaos(count: int) -> None:
-    """A tail and `count` pipelined appends, while the test cuts links and restarts the
-    gateway; reports every call's ack in call order and every seq the tail yielded."""
-    async with Client(URL, backoff_max=1.0) as client:
+    """A tail and `count` pipelined appends, while the test cuts and freezes links and
+    restarts the gateway; reports every call's ack in call order and every seq the tail
+    yielded."""
+    # Pings every second, so that a frozen link is given up within two.
+    async with Client(URL, backoff_max=1.0, ping_interval=1.0, ping_timeout=1.0) as client:
         info = await client.create_session(id=f"chaos-{uuid.uuid4().hex}")
         session = client.session(info.id)
         tailed: list[Any] = []

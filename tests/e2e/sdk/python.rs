@@ -47,12 +47,14 @@ fn assert_stored_at(stored: &[Value], ack: &Value, payload: &Value) {
 }
 
 #[tokio::test]
-async fn python_appends_and_tails_exactly_once_through_cut_links_and_a_gateway_restart() {
+async fn python_appends_and_tails_exactly_once_through_cut_and_frozen_links_and_a_gateway_restart()
+{
     let mut deployment = deployment(&[]).await;
     let faults = [
-        (250, Fault::CutLinks),
-        (500, Fault::RestartGateway),
-        (750, Fault::CutLinks),
+        (200, Fault::CutLinks),
+        (400, Fault::RestartGateway),
+        (600, Fault::FreezeLinks),
+        (800, Fault::CutLinks),
     ];
     let result = deployment.run(scenario("chaos", &["1000"]), &faults).await;
     let tailed: Vec<u64> = result["tail"]
