@@ -29,6 +29,9 @@ RETRYABLE_STATUSES = (429, 503)
 NETWORK_ERRORS = (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException)
 
 
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 class Backoff:
     """Delays that double from `initial` up to `maximum`, each drawn from its upper half so
     that many clients cut off together do not come back together."""
@@ -110,8 +113,9 @@ class Transport:
                     headers=await self._auth_headers(),
                     timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
-            except httpx.TransportError:
-                maybe_applied = True
+            except httpx.TransportError as err:
+                # A request that never reached a connection cannot have been applied.
+                maybe_applied = maybe_applied or not isinstance(err, NOT_SENT)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             if response.is_success:
@@ -123,9 +127,9 @@ class Transport:
             if response.status_code == 401 and not refreshed and await self.refresh_token():
                 refreshed = True
                 continue
-            err = error_from(response.status_code, _json_or_none(response))
-            err.retried = maybe_applied
-            raise err
+            refusal = error_from(response.status_code, _json_or_none(response))
+            refusal.retried = maybe_applied
+            raise refusal
 
     async def connect(self, path: str, params: dict[str, Any]) -> ClientConnection:
         """An open WebSocket to `path`, after as many attempts as it takes; a refusal that
