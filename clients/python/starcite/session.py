@@ -105,15 +105,14 @@ class Session:
         )
         return decode(EventPage, reply)
 
-    async def tail(
-        self, cursor: int = 0, batch_size: int | None = None
-    ) -> AsyncIterator[TailEvent | Gap]:
+    async def tail(self, cursor: int = 0, batch_size: int = 100) -> AsyncIterator[TailEvent | Gap]:
         """Every event after `cursor` in seq order, each once, then each new one, forever; a
-        `Gap` where events cannot be delivered. Reconnects from the last seq yielded."""
+        `Gap` where events cannot be delivered. Reconnects from the last seq yielded.
+        `batch_size` bounds how many events one frame carries (1 to 1,000)."""
         last = cursor
 
         def params() -> dict[str, Any]:
-            return {"cursor": last} | ({"batch_size": batch_size} if batch_size else {})
+            return {"cursor": last, "batch_size": batch_size}
 
         path = session_path(self.id, "tail")
         async for frame in _live.frames(self._transport, path, params):
