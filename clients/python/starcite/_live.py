@@ -16,9 +16,6 @@ from websockets.exceptions import ConnectionClosed
 
 from ._transport import Transport
 
-# The gateway closes a stream with 4001 when the token it was opened with expires.
-TOKEN_EXPIRED = 4001
-
 
 async def frames(
     transport: Transport, path: str, params: Callable[[], dict[str, Any]]
@@ -36,6 +33,5 @@ async def frames(
             pass
         finally:
             await socket.close()
-        if socket.close_code == TOKEN_EXPIRED and await transport.refresh_token():
-            continue
+        await transport.closed(socket)
         await asyncio.sleep(backoff.next_delay())

@@ -29,6 +29,9 @@ RETRYABLE_STATUSES = (429, 503)
 NETWORK_ERRORS = (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException)
 
 
+# The gateway closes a live socket with 4001 when the token it was opened with expires.
+TOKEN_EXPIRED = 4001
+
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -160,6 +163,12 @@ class Transport:
                 raise error_from(status, _json_or_none(rejected.response)) from None
             except NETWORK_ERRORS:
                 await asyncio.sleep(backoff.next_delay())
+
+    async def closed(self, socket: ClientConnection) -> None:
+        """Asks for a fresh token when `socket` was closed because its token expired; the
+        caller's backoff still applies, so a source of stale tokens cannot make it spin."""
+        if socket.close_code == TOKEN_EXPIRED:
+            await self.refresh_token()
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -31,7 +31,6 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ._live import TOKEN_EXPIRED
 from ._transport import Backoff, Transport, session_path
 from .errors import ProducerSeqConflict, error_from, status_of
 
@@ -208,8 +207,7 @@ class Producer:
                     delay = backoff.next_delay()
                 finally:
                     await socket.close()
-                if socket.close_code == TOKEN_EXPIRED and await self._transport.refresh_token():
-                    delay = 0.0
+                await self._transport.closed(socket)
                 await asyncio.sleep(delay)
         except Exception as err:
             # Nothing more can be sent (the session is gone, the token refused): every waiting
