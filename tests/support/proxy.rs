@@ -22,6 +22,8 @@ pub struct TcpProxy {
     connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     /// Counts `freeze` calls; each connection stops forwarding when it changes.
     freezes: watch::Sender<u64>,
+    /// Frozen connections' sockets, held open until `cut`.
+    frozen: Arc<std::sync::Mutex<Vec<(TcpStream, TcpStream)>>>,
     accepting: JoinHandle<()>,
 }
 
@@ -39,20 +41,23 @@ impl TcpProxy {
         let refusing = Arc::new(AtomicBool::new(false));
         let connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = Arc::new(std::sync::Mutex::new(target.to_owned()));
-        let (freezes, frozen) = watch::channel(0);
+        let (freezes, freezing) = watch::channel(0);
+        let frozen: Arc<std::sync::Mutex<Vec<(TcpStream, TcpStream)>>> = Arc::default();
         let accepting = tokio::spawn({
-            let (refusing, connections, target) =
-                (refusing.clone(), connections.clone(), target.clone());
-            // Frozen connections' sockets, held open for as long as the proxy runs.
-            let graveyard = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (refusing, connections, target, frozen) = (
+                refusing.clone(),
+                connections.clone(),
+                target.clone(),
+                frozen.clone(),
+            );
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     if refusing.load(Ordering::Acquire) {
                         continue;
                     }
                     let target = target.lock().unwrap().clone();
-                    let (mut frozen, graveyard) = (frozen.clone(), graveyard.clone());
-                    frozen.mark_unchanged();
+                    let (mut freezing, frozen) = (freezing.clone(), frozen.clone());
+                    freezing.mark_unchanged();
                     let piping = tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(&target).await else {
                             return;
@@ -64,10 +69,10 @@ impl TcpProxy {
                         if latency.is_zero() {
                             let froze = tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
-                                changed = frozen.changed() => changed.is_ok(),
+                                changed = freezing.changed() => changed.is_ok(),
                             };
                             if froze {
-                                graveyard.lock().unwrap().push((client, server));
+                                frozen.lock().unwrap().push((client, server));
                             }
                             return;
                         }
@@ -88,6 +93,7 @@ impl TcpProxy {
             refusing,
             connections,
             freezes,
+            frozen,
             accepting,
         }
     }
@@ -98,10 +104,11 @@ impl TcpProxy {
         for connection in self.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
+        self.frozen.lock().unwrap().clear();
     }
 
-    /// Stops forwarding on every open connection without closing it (a proxy started without
-    /// latency only); new connections work as before.
+    /// Stops forwarding on every open connection without closing it, until `cut` (a proxy
+    /// started without latency only); new connections work as before.
     pub fn freeze(&self) {
         self.freezes.send_modify(|freezes| *freezes += 1);
     }
