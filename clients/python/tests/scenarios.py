@@ -23,6 +23,7 @@ from starcite import (
     Gap,
     SessionExists,
     StarciteError,
+    TailEvent,
     Unauthorized,
 )
 
@@ -180,6 +181,79 @@ async def refusals() -> None:
         )
 
 
+async def catalog() -> None:
+    """Headers, pages, gaps and the lifecycle feed, typed; the feed resumes after the test cuts
+    its link (at progress 2)."""
+    async with Client(URL, backoff_max=1.0) as client:
+        tag = uuid.uuid4().hex
+        ids = [f"catalog-{tag}-{n}" for n in range(3)]
+        for id in ids:
+            await client.create_session(id=id, title=id, metadata={"tag": tag})
+        session = client.session(ids[0])
+        producer = session.producer("writer")
+        await producer.append_batch(
+            [{"type": "message", "payload": {"n": n}, "actor": "agent:a"} for n in range(3)]
+        )
+        await producer.close()
+        page = await session.events(cursor=1, limit=1)
+        listed = [info.id async for info in client.list_sessions(metadata={"tag": tag}, limit=2)]
+        first_page = await client.list_sessions(metadata={"tag": tag}, limit=2)
+
+        # A cursor past the head is told, then the next event follows.
+        tail = session.tail(cursor=10)
+        gap = await anext(tail)
+        await session.producer("late").append("message", {"late": True}, actor="agent:a")
+        after_gap = await anext(tail)
+        await tail.aclose()
+
+        feed_changes: list[dict[str, Any]] = []
+        changes = 0
+
+        async def follow() -> None:
+            nonlocal changes
+            async for entry in client.lifecycle():
+                if entry.event.session_id == ids[1]:
+                    feed_changes.append({"cursor": entry.cursor, "kind": entry.event.kind})
+                    progress(len(feed_changes))
+                    if len(feed_changes) == 4:
+                        return
+
+        following = asyncio.create_task(follow())
+        patched = await client.session(ids[1]).patch(title="renamed", expected_version=1)
+        while len(feed_changes) < 2:
+            await asyncio.sleep(0.05)
+        # The test cuts the link now; the feed must go on from its cursor.
+        archived = await client.session(ids[1]).archive()
+        unarchived = await client.session(ids[1]).unarchive()
+        await following
+        result(
+            {
+                "page": {
+                    "seqs": [event.seq for event in page.events],
+                    "next_cursor": page.next_cursor,
+                    "last_seq": page.last_seq,
+                },
+                "listed": listed,
+                "first_page": {
+                    "ids": [info.id for info in first_page.sessions],
+                    "next_cursor": first_page.next_cursor,
+                },
+                "gap": {
+                    "is_gap": isinstance(gap, Gap),
+                    "reason": getattr(gap, "reason", None),
+                    "next_cursor": getattr(gap, "next_cursor", None),
+                },
+                "after_gap": {
+                    "is_event": isinstance(after_gap, TailEvent),
+                    "seq": getattr(after_gap, "seq", None),
+                },
+                "patched": {"title": patched.title, "version": patched.version},
+                "archived": [archived.archived, unarchived.archived],
+                "feed": feed_changes,
+            }
+        )
+
+
 async def tokens(token_url: str) -> None:
     """Tokens from the test's minting endpoint, valid for a few seconds: a tail and a producer
     outlive several of them; a refused token and a too narrow scope raise typed errors."""
@@ -240,6 +314,7 @@ def main() -> None:
         "chaos": lambda: chaos(int(args[0])),
         "durable": lambda: durable(args[0], args[1], args[2], int(args[3]), int(args[4])),
         "refusals": refusals,
+        "catalog": catalog,
         "tokens": lambda: tokens(args[0]),
     }
     asyncio.run(asyncio.wait_for(scenarios[scenario](), DEADLINE_SECONDS))

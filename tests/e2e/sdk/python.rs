@@ -179,6 +179,44 @@ async fn python_raises_a_typed_error_for_each_refusal_and_goes_on_after_it() {
     assert_stored_at(&stored, &result["after_conflict"], &json!({"after": true}));
 }
 
+#[tokio::test]
+async fn python_reads_pages_lists_gaps_headers_and_a_lifecycle_feed_that_resumes_after_a_cut() {
+    let mut deployment = deployment(&[]).await;
+    let result = deployment
+        .run(scenario("catalog", &[]), &[(2, Fault::CutLinks)])
+        .await;
+    assert_eq!(
+        result["page"],
+        json!({"seqs": [2], "next_cursor": 2, "last_seq": 3})
+    );
+    let listed = result["listed"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{result}");
+    assert_eq!(result["first_page"]["ids"], json!(listed[..2]));
+    assert_eq!(result["first_page"]["next_cursor"], listed[1]);
+    assert_eq!(
+        result["gap"],
+        json!({"is_gap": true, "reason": "resume_invalidated", "next_cursor": 3})
+    );
+    assert_eq!(result["after_gap"], json!({"is_event": true, "seq": 4}));
+    assert_eq!(result["patched"], json!({"title": "renamed", "version": 2}));
+    assert_eq!(result["archived"], json!([true, false]));
+    let kinds: Vec<&Value> = result["feed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| &entry["kind"])
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.created",
+            "session.updated",
+            "session.archived",
+            "session.unarchived"
+        ]
+    );
+}
+
 /// Tokens for the SDK's callback, minted with the fixture key and valid for two seconds.
 #[handler]
 fn short_lived_token(Query(params): Query<HashMap<String, String>>) -> String {
