@@ -46,6 +46,23 @@ fn assert_stored_at(stored: &[Value], ack: &Value, payload: &Value) {
     assert_eq!(&event["payload"], payload, "{event}");
 }
 
+/// Asserts that the session of a `chaos` run holds `count` events, the one of call `n` (payload
+/// `{"n": n}`) with producer seq `n + 1` at the seq the call answered.
+async fn assert_each_call_stored_once_in_call_order(
+    deployment: &FaultyDeployment,
+    result: &Value,
+    count: usize,
+) {
+    let stored = deployment
+        .stored_events(result["session"].as_str().unwrap())
+        .await;
+    assert_eq!(stored.len(), count);
+    for (call, ack) in acks(result).iter().enumerate() {
+        assert_eq!(ack["producer_seq"], call + 1, "call {call} answered {ack}");
+        assert_stored_at(&stored, ack, &json!({ "n": call }));
+    }
+}
+
 #[tokio::test]
 async fn python_appends_and_tails_exactly_once_through_cut_and_frozen_links_and_a_gateway_restart()
 {
@@ -64,14 +81,7 @@ async fn python_appends_and_tails_exactly_once_through_cut_and_frozen_links_and_
         .map(|seq| seq.as_u64().unwrap_or_else(|| panic!("not a seq: {seq}")))
         .collect();
     assert_eq!(tailed, (1..=1000).collect::<Vec<u64>>());
-    let stored = deployment
-        .stored_events(result["session"].as_str().unwrap())
-        .await;
-    assert_eq!(stored.len(), 1000);
-    for (call, ack) in acks(&result).iter().enumerate() {
-        assert_eq!(ack["producer_seq"], call + 1, "call {call} answered {ack}");
-        assert_stored_at(&stored, ack, &json!({ "n": call }));
-    }
+    assert_each_call_stored_once_in_call_order(&deployment, &result, 1000).await;
 }
 
 #[tokio::test]
@@ -79,14 +89,7 @@ async fn python_waits_out_rate_limits_and_stores_each_append_once() {
     // 300 appends at 100 a second: two thirds are first refused 429 with `retry_after`.
     let mut deployment = deployment(&[("STARCITE_APPEND_RATE", "100")]).await;
     let result = deployment.run(scenario("chaos", &["300"]), &[]).await;
-    let stored = deployment
-        .stored_events(result["session"].as_str().unwrap())
-        .await;
-    assert_eq!(stored.len(), 300);
-    for (call, ack) in acks(&result).iter().enumerate() {
-        assert_eq!(ack["producer_seq"], call + 1, "call {call} answered {ack}");
-        assert_stored_at(&stored, ack, &json!({ "n": call }));
-    }
+    assert_each_call_stored_once_in_call_order(&deployment, &result, 300).await;
 }
 
 #[tokio::test]
