@@ -22,6 +22,7 @@ mod nats_tls;
 mod produce;
 mod prometheus;
 mod reading;
+mod sdk;
 mod sessions;
 mod shards;
 mod tail;
