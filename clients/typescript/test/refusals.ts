@@ -36,7 +36,8 @@ await refusal("invalid_event", InvalidEvent, () => producer.append({ type: "", p
 await refusal("invalid_refs", InvalidEvent, () =>
   producer.append({ type: "message", payload: {}, actor, refs: "nope" as unknown as Record<string, unknown> }),
 );
-// Another writer takes this producer id's next numbers behind its back.
+// Connected again, then another writer takes this producer id's next numbers behind its back.
+await producer.append({ type: "message", payload: { n: 2 }, actor });
 const rival = client.session(session.id).producer("writer");
 await rival.appendBatch([
   { type: "message", payload: { rival: 1 }, actor },

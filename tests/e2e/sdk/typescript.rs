@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use starcite_tests::{Fault, FaultyDeployment};
+use poem::listener::TcpAcceptor;
+use poem::web::Html;
+use poem::{Response, Route, get};
+use serde_json::{Value, json};
+use starcite_tests::{Browser, Fault, FaultyDeployment, event};
 use tokio::process::Command;
 
 fn package() -> PathBuf {
@@ -61,10 +64,16 @@ async fn stored(base_url: &str, session: &str) -> Vec<Value> {
 /// `{producer_seq: seq}` of what `producer` stored, asserting each producer_seq is stored once.
 fn stored_by(events: &[Value], producer: &str) -> BTreeMap<u64, u64> {
     let mut seqs = BTreeMap::new();
-    for event in events.iter().filter(|event| event["producer_id"] == producer) {
+    for event in events
+        .iter()
+        .filter(|event| event["producer_id"] == producer)
+    {
         let producer_seq = event["producer_seq"].as_u64().unwrap();
         let previous = seqs.insert(producer_seq, event["seq"].as_u64().unwrap());
-        assert!(previous.is_none(), "producer_seq {producer_seq} stored twice");
+        assert!(
+            previous.is_none(),
+            "producer_seq {producer_seq} stored twice"
+        );
     }
     seqs
 }
@@ -120,7 +129,7 @@ async fn a_restarted_producer_continues_from_its_saved_state_without_duplicates(
     let session = "durable";
     let created = reqwest::Client::new()
         .post(format!("{}/v1/sessions", deployment.gateway.base_url))
-        .json(&serde_json::json!({"id": session}))
+        .json(&json!({"id": session}))
         .send()
         .await
         .unwrap();
@@ -131,7 +140,10 @@ async fn a_restarted_producer_continues_from_its_saved_state_without_duplicates(
 
     // The first process exits after half its acks, with appends still in flight.
     let first = deployment
-        .run(program("durable", &[session, state_file, "first", "400"]), &[])
+        .run(
+            program("durable", &[session, state_file, "first", "400"]),
+            &[],
+        )
         .await;
     let second = deployment
         .run(
@@ -158,10 +170,17 @@ async fn a_restarted_producer_continues_from_its_saved_state_without_duplicates(
     assert_eq!(payloads.len(), before, "no event stored twice");
     assert_eq!(first["acks"].as_array().unwrap().len(), 200);
     let second = second["acks"].as_array().unwrap();
-    assert_eq!(second.len(), 300, "every append of the restarted producer resolved");
+    assert_eq!(
+        second.len(),
+        300,
+        "every append of the restarted producer resolved"
+    );
     for ack in second {
         let producer_seq = ack["producer_seq"].as_u64().unwrap();
-        assert_eq!(Some(&ack["seq"].as_u64().unwrap()), stored.get(&producer_seq));
+        assert_eq!(
+            Some(&ack["seq"].as_u64().unwrap()),
+            stored.get(&producer_seq)
+        );
         let event = &events[ack["seq"].as_u64().unwrap() as usize - 1];
         assert_eq!(event["payload"]["text"], ack["payload"]);
     }
@@ -176,17 +195,200 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
         assert_eq!(outcomes[case]["class"], class, "{case}: {}", outcomes[case]);
         assert_eq!(outcomes[case]["code"], code, "{case}: {}", outcomes[case]);
     };
-    expect("expected_seq", "ExpectedSeqConflict", "expected_seq_conflict");
+    expect(
+        "expected_seq",
+        "ExpectedSeqConflict",
+        "expected_seq_conflict",
+    );
     expect("invalid_event", "InvalidEvent", "invalid_event");
     expect("invalid_refs", "InvalidEvent", "invalid_refs");
-    expect("producer_seq", "ProducerSeqConflict", "producer_seq_conflict");
+    expect(
+        "producer_seq",
+        "ProducerSeqConflict",
+        "producer_seq_conflict",
+    );
     expect("get_missing", "NotFound", "session_not_found");
     expect("append_missing", "NotFound", "session_not_found");
     expect("tail_missing", "NotFound", "session_not_found");
-    expect("patch_version", "StarciteError", "expected_version_conflict");
+    expect(
+        "patch_version",
+        "StarciteError",
+        "expected_version_conflict",
+    );
     expect("invalid_cursor", "InvalidEvent", "invalid_cursor");
-    // One append, two by the rival, then the refused producer's next one.
-    assert_eq!(result["after"]["seq"], 4);
-    assert_eq!(result["after"]["producer_seq"], 4);
+    // Two appends, two by the rival, then the refused producer's next one.
+    assert_eq!(result["after"]["seq"], 5);
+    assert_eq!(result["after"]["producer_seq"], 5);
     assert_eq!(result["archived"], true);
+}
+
+/// Serves the browser test's page and its bundle (`test/browser-page.ts`, bundled by esbuild
+/// for browsers, so through the package's `browser` entry) on a loopback port of its own: the
+/// page's origin is not the gateway's, as for an app served from elsewhere.
+async fn serve_page() -> (String, tokio::task::JoinHandle<()>) {
+    let bundle = tempfile::tempdir().unwrap();
+    let script = bundle.path().join("page.js");
+    let built = Command::new(package().join("node_modules/.bin/esbuild"))
+        .current_dir(package())
+        .args([
+            "test/browser-page.ts",
+            "--bundle",
+            "--platform=browser",
+            "--format=esm",
+        ])
+        .arg(format!("--outfile={}", script.display()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "esbuild: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let script = std::fs::read_to_string(&script).unwrap();
+    let page = "<!doctype html><title>tail</title><script type=module src=/page.js></script>";
+    let app = Route::new()
+        .at("/", get(poem::endpoint::make_sync(move |_| Html(page))))
+        .at(
+            "/page.js",
+            get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("text/javascript")
+                    .body(script.clone())
+            })),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    (url, server)
+}
+
+async fn append(base_url: &str, session: &str, producer_seq: u64) {
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}/v1/sessions/{session}/append"))
+        .json(&event("http", producer_seq))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_tails_through_a_gateway_restart_in_a_real_browser() {
+    let mut deployment = FaultyDeployment::start(binary(), &[]).await;
+    let base_url = deployment.gateway.base_url.clone();
+    let created = reqwest::Client::new()
+        .post(format!("{base_url}/v1/sessions"))
+        .json(&json!({"id": "browser"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (page, server) = serve_page().await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!(
+            "{page}?session=browser&gateway={}",
+            deployment.url()
+        ))
+        .await;
+    for producer_seq in 1..=3 {
+        append(&base_url, "browser", producer_seq).await;
+    }
+    browser
+        .wait_until(
+            "return JSON.stringify(window.tailed) === '[1,2,3]'",
+            "the page tails 1..3",
+        )
+        .await;
+
+    deployment.inject(Fault::RestartGateway).await;
+    let base_url = deployment.gateway.base_url.clone();
+    for producer_seq in 4..=6 {
+        append(&base_url, "browser", producer_seq).await;
+    }
+    browser
+        .wait_until(
+            "return JSON.stringify(window.tailed) === '[1,2,3,4,5,6]'",
+            "the page tails 4..6 after the restart, each once",
+        )
+        .await;
+    assert_eq!(browser.execute("return window.failures").await, json!([]));
+    server.abort();
+}
+
+/// Every file under `dir`, by path relative to it.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_owned();
+                found.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+async fn run_in_package(command: &str, args: &[&str]) {
+    let output = Command::new(package().join("node_modules/.bin").join(command))
+        .current_dir(package())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_committed_types_and_build_are_what_the_spec_and_sources_give() {
+    let fresh = tempfile::tempdir().unwrap();
+    let schema = fresh.path().join("schema.ts");
+    run_in_package(
+        "openapi-typescript",
+        &["../../openapi.json", "-o", schema.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        std::fs::read(&schema).unwrap()
+            == std::fs::read(package().join("src/generated/schema.ts")).unwrap(),
+        "src/generated/schema.ts is stale: run `make clients` and commit it"
+    );
+    let dist = fresh.path().join("dist");
+    run_in_package(
+        "tsc",
+        &[
+            "-p",
+            "tsconfig.build.json",
+            "--outDir",
+            dist.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (built, committed) = (files(&dist), files(&package().join("dist")));
+    assert_eq!(
+        built.keys().collect::<Vec<_>>(),
+        committed.keys().collect::<Vec<_>>(),
+        "dist/ holds other files than a build: run `make clients` and commit it"
+    );
+    for (path, content) in &built {
+        assert!(
+            &committed[path] == content,
+            "dist/{} is stale: run `make clients` and commit it",
+            path.display()
+        );
+    }
 }
