@@ -44,8 +44,9 @@ export declare class Client {
     #private;
     constructor(baseUrl: string, options: ClientOptions, platform: Platform);
     /**
-     * Creates a session. Without an `id` the client picks a random one, so that retrying after a
-     * lost answer cannot create two; with one, a retry that finds it taken returns it.
+     * Creates a session. Without an `id` the client picks a random one (`ses_…`, like the
+     * gateway's), so that retrying after a lost answer cannot create two; with one, a retry that
+     * finds it taken returns it.
      */
     createSession(options?: {
         id?: string;

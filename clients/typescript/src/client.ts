@@ -65,8 +65,9 @@ export class Client {
   }
 
   /**
-   * Creates a session. Without an `id` the client picks a random one, so that retrying after a
-   * lost answer cannot create two; with one, a retry that finds it taken returns it.
+   * Creates a session. Without an `id` the client picks a random one (`ses_…`, like the
+   * gateway's), so that retrying after a lost answer cannot create two; with one, a retry that
+   * finds it taken returns it.
    */
   async createSession(
     options: { id?: string; title?: string; metadata?: Record<string, unknown>; signal?: AbortSignal } = {},
@@ -134,7 +135,9 @@ class LifecycleFeed implements Feed<LifecycleEntry> {
   }
 }
 
+/** An id shaped like the gateway's own: `ses_` and 12 random bytes in unpadded base64url. */
 function randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  const base64 = btoa(String.fromCharCode(...bytes));
+  return `ses_${base64.replaceAll("+", "-").replaceAll("/", "_")}`;
 }

@@ -9,6 +9,7 @@ use poem::listener::TcpAcceptor;
 use poem::web::Html;
 use poem::{Response, Route, get};
 use serde_json::{Value, json};
+use starcite_tests::auth::{SigningKey, TestJwks, claims, mint, now};
 use starcite_tests::{Browser, Fault, FaultyDeployment, event};
 use tokio::process::Command;
 
@@ -391,4 +392,64 @@ async fn the_committed_types_and_build_are_what_the_spec_and_sources_give() {
             path.display()
         );
     }
+}
+
+/// A token endpoint like an app's backend: `?scope=…` answers a token for that scope, valid for
+/// two seconds.
+async fn serve_tokens() -> (String, tokio::task::JoinHandle<()>) {
+    let app = Route::new().at(
+        "/token",
+        get(poem::endpoint::make_sync(|request| {
+            let url = reqwest::Url::parse(&format!("http://token{}", request.uri())).unwrap();
+            let scope = url
+                .query_pairs()
+                .find_map(|(name, value)| (name == "scope").then(|| value.into_owned()))
+                .unwrap_or_default();
+            let mut short = claims("acme", "agent:sdk", &scope);
+            short["exp"] = json!(now() + 2);
+            mint(&short, SigningKey::Rsa)
+        })),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_outlives_its_tokens_and_refusals_of_a_token_are_typed() {
+    let jwks = TestJwks::start().await;
+    let env = [
+        ("STARCITE_AUTH_MODE", "jwt"),
+        ("STARCITE_AUTH_JWKS_URL", jwks.url.as_str()),
+        ("STARCITE_AUTH_JWT_ISSUER", starcite_tests::auth::ISSUER),
+        ("STARCITE_AUTH_JWT_AUDIENCE", starcite_tests::auth::AUDIENCE),
+        ("STARCITE_AUTH_JWT_LEEWAY_SECONDS", "0"),
+    ];
+    let mut deployment = FaultyDeployment::start(binary(), &env).await;
+    let (tokens, server) = serve_tokens().await;
+    let result = deployment.run(program("tokens", &[&tokens]), &[]).await;
+    let outcomes = &result["outcomes"];
+    assert_eq!(
+        outcomes["no_token"],
+        json!({"class": "Unauthorized", "code": "unauthorized"})
+    );
+    assert_eq!(
+        outcomes["create_without_scope"],
+        json!({"class": "Forbidden", "code": "forbidden_scope"})
+    );
+    assert_eq!(
+        outcomes["produce_without_scope"],
+        json!({"class": "Forbidden", "code": "forbidden_scope"})
+    );
+    assert_eq!(
+        result["tailed"],
+        json!([1, 2]),
+        "each event once, across expiries"
+    );
+    assert!(result["refreshes_by_tail"].as_u64().unwrap() >= 2);
+    server.abort();
 }
