@@ -1,5 +1,6 @@
+import { Backoff } from "./backoff.js";
 import type { Http, Query } from "./http.js";
-import { type Platform } from "./socket.js";
+import { type Platform, type SocketEnd } from "./socket.js";
 export type Transport = "websocket" | "sse";
 /** What a stream reads: where from (its query, cursor included) and how its frames become items. */
 export interface Feed<T> {
@@ -23,3 +24,11 @@ export interface LiveContext {
     transport: Transport;
 }
 export declare function follow<T>(context: LiveContext, feed: Feed<T>, signal?: AbortSignal): AsyncGenerator<T>;
+/**
+ * Between a connection's end and the next attempt: a first 401 or a token expiry (close code
+ * 4001) asks for a fresh token and reconnects at once, a refusal that retrying cannot fix is
+ * thrown, anything else waits its backoff (or `retryAfter`, or the refusal's `Retry-After`).
+ */
+export declare function beforeReconnecting(end: SocketEnd, http: Http, backoff: Backoff, tokenRefreshed: {
+    after401: boolean;
+}, signal?: AbortSignal, retryAfter?: number): Promise<void>;

@@ -9,7 +9,7 @@ const TOKEN_EXPIRED = 4001;
 export async function* follow(context, feed, signal) {
     const { http, platform } = context;
     const backoff = new Backoff(http.backoff);
-    let refreshed = false;
+    const tokenRefreshed = { after401: false };
     for (;;) {
         signal?.throwIfAborted();
         const inbox = new Inbox();
@@ -34,28 +34,15 @@ export async function* follow(context, feed, signal) {
             for (;;) {
                 const delivery = await inbox.next();
                 if ("end" in delivery) {
-                    const { status, code } = delivery.end;
                     signal?.throwIfAborted();
-                    if (status === 401 && !refreshed) {
-                        refreshed = true;
-                        http.tokens.refresh();
-                    }
-                    else if (status !== undefined && !isRetryable(status)) {
-                        throw refusal(status, delivery.end.body);
-                    }
-                    else if (code === TOKEN_EXPIRED) {
-                        http.tokens.refresh();
-                    }
-                    else {
-                        await backoff.wait(signal, delivery.end.retryAfter);
-                    }
+                    await beforeReconnecting(delivery.end, http, backoff, tokenRefreshed, signal);
                     break;
                 }
                 const { items, intact } = feed.take(delivery.frame);
                 if (!intact)
                     socket.close();
                 backoff.reset();
-                refreshed = false;
+                tokenRefreshed.after401 = false;
                 yield* items;
             }
         }
@@ -63,6 +50,26 @@ export async function* follow(context, feed, signal) {
             signal?.removeEventListener("abort", abort);
             socket.close();
         }
+    }
+}
+/**
+ * Between a connection's end and the next attempt: a first 401 or a token expiry (close code
+ * 4001) asks for a fresh token and reconnects at once, a refusal that retrying cannot fix is
+ * thrown, anything else waits its backoff (or `retryAfter`, or the refusal's `Retry-After`).
+ */
+export async function beforeReconnecting(end, http, backoff, tokenRefreshed, signal, retryAfter) {
+    if (end.status === 401 && !tokenRefreshed.after401) {
+        tokenRefreshed.after401 = true;
+        http.tokens.refresh();
+    }
+    else if (end.status !== undefined && !isRetryable(end.status)) {
+        throw refusal(end.status, end.body);
+    }
+    else if (end.code === TOKEN_EXPIRED) {
+        http.tokens.refresh();
+    }
+    else {
+        await backoff.wait(signal, retryAfter ?? end.retryAfter);
     }
 }
 async function connect(context, feed, handlers) {

@@ -1,4 +1,4 @@
-import type { LiveContext } from "./live.js";
+import { type LiveContext } from "./live.js";
 import type { ProducerStateStore } from "./state.js";
 /** An event to append; the producer adds `producer_id` and `producer_seq`. */
 export interface NewEvent {

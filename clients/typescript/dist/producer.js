@@ -11,10 +11,10 @@
 // numbering), so they are renumbered to take its place and sent again: they are never wedged.
 import { Backoff, retryAfterSeconds } from "./backoff.js";
 import { isRetryable, refusal, StarciteError, statusOf } from "./errors.js";
+import { beforeReconnecting } from "./live.js";
 import { Inbox, parseJson, Watchdog } from "./socket.js";
 /** Retries of a resent call refused `producer_seq_conflict` before the refusal is believed. */
 const CONFLICTS_TOLERATED = 10;
-const TOKEN_EXPIRED = 4001;
 export class Producer {
     sessionId;
     producerId;
@@ -33,6 +33,7 @@ export class Producer {
     #retryAfter;
     #running = false;
     #closing = false;
+    #tokenRefreshed = { after401: false };
     #wake;
     #drained;
     constructor(context, sessionId, producerId, options = {}) {
@@ -118,7 +119,6 @@ export class Producer {
     async #run() {
         this.#running = true;
         const backoff = new Backoff(this.#context.http.backoff);
-        let refreshed = false;
         try {
             while (!this.#signal?.aborted) {
                 if (this.#pending.length === 0) {
@@ -145,21 +145,13 @@ export class Producer {
                 }
                 if (this.#signal?.aborted)
                     return;
-                if (end.status === 401 && !refreshed) {
-                    refreshed = true;
-                    this.#context.http.tokens.refresh();
+                const retryAfter = this.#retryAfter;
+                this.#retryAfter = undefined;
+                try {
+                    await beforeReconnecting(end, this.#context.http, backoff, this.#tokenRefreshed, undefined, retryAfter);
                 }
-                else if (end.status !== undefined && !isRetryable(end.status)) {
-                    this.#rejectAll(refusal(end.status, end.body));
-                }
-                else if (end.code === TOKEN_EXPIRED) {
-                    this.#context.http.tokens.refresh();
-                }
-                else {
-                    refreshed = false;
-                    const retryAfter = this.#retryAfter ?? end.retryAfter;
-                    this.#retryAfter = undefined;
-                    await backoff.wait(undefined, retryAfter);
+                catch (refused) {
+                    this.#rejectAll(refused);
                 }
             }
         }
@@ -205,6 +197,7 @@ export class Producer {
                     this.#watchdog.stop();
                     await this.#reconcile(frame ?? {});
                     backoff.reset();
+                    this.#tokenRefreshed.after401 = false;
                     this.#socket = socket;
                     for (const call of this.#pending)
                         this.#send(call);

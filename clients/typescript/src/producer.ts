@@ -13,7 +13,7 @@
 import { Backoff, retryAfterSeconds } from "./backoff.js";
 import { isRetryable, refusal, StarciteError, statusOf } from "./errors.js";
 import type { components } from "./generated/schema.js";
-import type { LiveContext } from "./live.js";
+import { beforeReconnecting, type LiveContext } from "./live.js";
 import { Inbox, type LiveSocket, parseJson, type SocketEnd, Watchdog } from "./socket.js";
 import type { ProducerStateStore } from "./state.js";
 
@@ -68,7 +68,6 @@ interface Call {
 
 /** Retries of a resent call refused `producer_seq_conflict` before the refusal is believed. */
 const CONFLICTS_TOLERATED = 10;
-const TOKEN_EXPIRED = 4001;
 
 export class Producer {
   readonly sessionId: string;
@@ -88,6 +87,7 @@ export class Producer {
   #retryAfter: number | undefined;
   #running = false;
   #closing = false;
+  readonly #tokenRefreshed = { after401: false };
   #wake: (() => void) | undefined;
   #drained: (() => void) | undefined;
 
@@ -175,7 +175,6 @@ export class Producer {
   async #run(): Promise<void> {
     this.#running = true;
     const backoff = new Backoff(this.#context.http.backoff);
-    let refreshed = false;
     try {
       while (!this.#signal?.aborted) {
         if (this.#pending.length === 0) {
@@ -198,18 +197,12 @@ export class Producer {
           call.sent = false;
         }
         if (this.#signal?.aborted) return;
-        if (end.status === 401 && !refreshed) {
-          refreshed = true;
-          this.#context.http.tokens.refresh();
-        } else if (end.status !== undefined && !isRetryable(end.status)) {
-          this.#rejectAll(refusal(end.status, end.body));
-        } else if (end.code === TOKEN_EXPIRED) {
-          this.#context.http.tokens.refresh();
-        } else {
-          refreshed = false;
-          const retryAfter = this.#retryAfter ?? end.retryAfter;
-          this.#retryAfter = undefined;
-          await backoff.wait(undefined, retryAfter);
+        const retryAfter = this.#retryAfter;
+        this.#retryAfter = undefined;
+        try {
+          await beforeReconnecting(end, this.#context.http, backoff, this.#tokenRefreshed, undefined, retryAfter);
+        } catch (refused) {
+          this.#rejectAll(refused);
         }
       }
     } finally {
@@ -251,6 +244,7 @@ export class Producer {
           this.#watchdog.stop();
           await this.#reconcile(frame ?? {});
           backoff.reset();
+          this.#tokenRefreshed.after401 = false;
           this.#socket = socket;
           for (const call of this.#pending) this.#send(call);
           this.#settled();

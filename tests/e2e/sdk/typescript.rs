@@ -128,13 +128,7 @@ async fn appends_and_tails_survive_cut_links_and_a_gateway_restart() {
 async fn a_restarted_producer_continues_from_its_saved_state_without_duplicates() {
     let mut deployment = FaultyDeployment::start(binary(), &[]).await;
     let session = "durable";
-    let created = reqwest::Client::new()
-        .post(format!("{}/v1/sessions", deployment.gateway.base_url))
-        .json(&json!({"id": session}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    create_session(&deployment.gateway.base_url, session).await;
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("producer.json");
     let state_file = state_file.to_str().unwrap();
@@ -192,31 +186,22 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
     let mut deployment = FaultyDeployment::start(binary(), &[]).await;
     let result = deployment.run(program("refusals", &[]), &[]).await;
     let outcomes = &result["outcomes"];
-    let expect = |case: &str, class: &str, code: &str| {
-        assert_eq!(outcomes[case]["class"], class, "{case}: {}", outcomes[case]);
-        assert_eq!(outcomes[case]["code"], code, "{case}: {}", outcomes[case]);
-    };
-    expect(
-        "expected_seq",
-        "ExpectedSeqConflict",
-        "expected_seq_conflict",
-    );
-    expect("invalid_event", "InvalidEvent", "invalid_event");
-    expect("invalid_refs", "InvalidEvent", "invalid_refs");
-    expect(
-        "producer_seq",
-        "ProducerSeqConflict",
-        "producer_seq_conflict",
-    );
-    expect("get_missing", "NotFound", "session_not_found");
-    expect("append_missing", "NotFound", "session_not_found");
-    expect("tail_missing", "NotFound", "session_not_found");
-    expect(
-        "patch_version",
-        "StarciteError",
-        "expected_version_conflict",
-    );
-    expect("invalid_cursor", "InvalidEvent", "invalid_cursor");
+    // Each case's class, code and status.
+    let expected = json!({
+        "expected_seq": ["ExpectedSeqConflict", "expected_seq_conflict", 409],
+        "invalid_event": ["InvalidEvent", "invalid_event", 400],
+        "invalid_refs": ["InvalidEvent", "invalid_refs", 400],
+        "producer_seq": ["ProducerSeqConflict", "producer_seq_conflict", 409],
+        "get_missing": ["NotFound", "session_not_found", 404],
+        "append_missing": ["NotFound", "session_not_found", 404],
+        "tail_missing": ["NotFound", "session_not_found", 404],
+        "patch_version": ["StarciteError", "expected_version_conflict", 409],
+        "invalid_cursor": ["InvalidEvent", "invalid_cursor", 400],
+    });
+    for (case, wanted) in expected.as_object().unwrap() {
+        let wanted = json!({"class": wanted[0], "code": wanted[1], "status": wanted[2]});
+        assert_eq!(outcomes[case], wanted, "{case}");
+    }
     // Two appends, two by the rival, then the refused producer's next one.
     assert_eq!(result["after"]["seq"], 5);
     assert_eq!(result["after"]["producer_seq"], 5);
@@ -229,23 +214,15 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
 async fn serve_page() -> (String, tokio::task::JoinHandle<()>) {
     let bundle = tempfile::tempdir().unwrap();
     let script = bundle.path().join("page.js");
-    let built = Command::new(package().join("node_modules/.bin/esbuild"))
-        .current_dir(package())
-        .args([
-            "test/browser-page.ts",
-            "--bundle",
-            "--platform=browser",
-            "--format=esm",
-        ])
-        .arg(format!("--outfile={}", script.display()))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "esbuild: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let outfile = format!("--outfile={}", script.display());
+    let bundling = [
+        "test/browser-page.ts",
+        "--bundle",
+        "--platform=browser",
+        "--format=esm",
+        &outfile,
+    ];
+    run_in_package("esbuild", &bundling).await;
     let script = std::fs::read_to_string(&script).unwrap();
     let page = "<!doctype html><title>tail</title><script type=module src=/page.js></script>";
     let app = Route::new()
@@ -258,8 +235,13 @@ async fn serve_page() -> (String, tokio::task::JoinHandle<()>) {
                     .body(script.clone())
             })),
         );
+    serve(app).await
+}
+
+/// Serves `app` on a loopback port: its `http://host:port` and the task to abort.
+async fn serve(app: Route) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
     let server = tokio::spawn(async move {
         let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
@@ -267,56 +249,56 @@ async fn serve_page() -> (String, tokio::task::JoinHandle<()>) {
     (url, server)
 }
 
-async fn append(base_url: &str, session: &str, producer_seq: u64) {
+/// POSTs `body` to the gateway at `base_url`, expecting 201.
+async fn post_created(base_url: &str, path: &str, body: Value) {
     let response = reqwest::Client::new()
-        .post(format!("{base_url}/v1/sessions/{session}/append"))
-        .json(&event("http", producer_seq))
+        .post(format!("{base_url}{path}"))
+        .json(&body)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), 201, "{path}");
+}
+
+async fn create_session(base_url: &str, session: &str) {
+    post_created(base_url, "/v1/sessions", json!({"id": session})).await;
+}
+
+async fn append(base_url: &str, session: &str, producer_seq: u64) {
+    let path = format!("/v1/sessions/{session}/append");
+    post_created(base_url, &path, event("http", producer_seq)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_tails_through_a_gateway_restart_in_a_real_browser() {
     let mut deployment = FaultyDeployment::start(binary(), &[]).await;
-    let base_url = deployment.gateway.base_url.clone();
-    let created = reqwest::Client::new()
-        .post(format!("{base_url}/v1/sessions"))
-        .json(&json!({"id": "browser"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    create_session(&deployment.gateway.base_url, "browser").await;
     let (page, server) = serve_page().await;
     let browser = Browser::start().await;
     browser
         .goto(&format!(
-            "{page}?session=browser&gateway={}",
+            "{page}/?session=browser&gateway={}",
             deployment.url()
         ))
         .await;
-    for producer_seq in 1..=3 {
-        append(&base_url, "browser", producer_seq).await;
+    // Three events, a gateway restart, three more: the page shows each once.
+    for (round, producer_seqs) in [1..=3, 4..=6].into_iter().enumerate() {
+        if round == 1 {
+            deployment.inject(Fault::RestartGateway).await;
+        }
+        let base_url = deployment.gateway.base_url.clone();
+        for producer_seq in producer_seqs.clone() {
+            append(&base_url, "browser", producer_seq).await;
+        }
+        let tailed: Vec<u64> = (1..=*producer_seqs.end()).collect();
+        let check = format!(
+            "return JSON.stringify(window.tailed) === '{}'",
+            json!(tailed)
+        );
+        browser
+            .wait_until(&check, &format!("the page tails {tailed:?}"))
+            .await;
     }
-    browser
-        .wait_until(
-            "return JSON.stringify(window.tailed) === '[1,2,3]'",
-            "the page tails 1..3",
-        )
-        .await;
-
-    deployment.inject(Fault::RestartGateway).await;
-    let base_url = deployment.gateway.base_url.clone();
-    for producer_seq in 4..=6 {
-        append(&base_url, "browser", producer_seq).await;
-    }
-    browser
-        .wait_until(
-            "return JSON.stringify(window.tailed) === '[1,2,3,4,5,6]'",
-            "the page tails 4..6 after the restart, each once",
-        )
-        .await;
     assert_eq!(browser.execute("return window.failures").await, json!([]));
     server.abort();
 }
@@ -410,13 +392,8 @@ async fn serve_tokens() -> (String, tokio::task::JoinHandle<()>) {
             mint(&short, SigningKey::Rsa)
         })),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
-    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
-    let server = tokio::spawn(async move {
-        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-    });
-    (url, server)
+    let (url, server) = serve(app).await;
+    (format!("{url}/token"), server)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
