@@ -4,29 +4,30 @@
 
 import { readFileSync, writeFileSync } from "node:fs";
 
-import { Client, type ProducerState, type ProducerStateStore } from "starcite";
+import { Client, type WebStorage, webStorageStore } from "starcite";
 
 import { pipelined, progress, result, url } from "./program.js";
 
 const [sessionId, stateFile, phase, count] = process.argv.slice(2) as [string, string, string, string];
 const appends = Number(count);
 
-// A ProducerStateStore of the user's own making: one JSON file.
-const fileStore: ProducerStateStore = {
-  get(key) {
+// Web Storage (`localStorage`'s interface) kept in one JSON file, behind `webStorageStore`
+// exactly as a page would use `localStorage`.
+const fileStorage: WebStorage = {
+  getItem(key) {
     try {
-      return (JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, ProducerState>)[key];
+      return (JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, string>)[key] ?? null;
     } catch {
-      return undefined;
+      return null;
     }
   },
-  set(key, state) {
-    writeFileSync(stateFile, JSON.stringify({ [key]: state }));
+  setItem(key, value) {
+    writeFileSync(stateFile, JSON.stringify({ [key]: value }));
   },
 };
 
 const client = new Client(url);
-const producer = client.session(sessionId).producer("agent", { state: fileStore });
+const producer = client.session(sessionId).producer("agent", { state: webStorageStore(fileStorage) });
 const acks: { producer_seq: number; seq: number; payload: string }[] = [];
 const appending = pipelined(appends, 32, async (index) => {
   const payload = `${phase} ${index}`;

@@ -27,7 +27,7 @@ const acks = await pipelined(APPENDS, 16, async (index) => {
   const ack = await producer.append({ type: "message", payload: { call: index }, actor: "agent:writer" });
   acknowledged += 1;
   progress(acknowledged);
-  return { producer_seq: ack.producerSeq, seq: ack.seq };
+  return { producer_seq: ack.producerSeq, seq: ack.seq, deduped: ack.deduped };
 });
 await producer.close();
 const [websocket, sse] = await tails;

@@ -1,5 +1,6 @@
 // Each refusal that retrying cannot fix is its typed error, and a producer refused once goes on
-// with its next append. Result: for each case, the error's class and code.
+// with its next append; then the catalog calls and the lifecycle feed, resumed from a cursor.
+// Result: for each case, the error's class, code and status, and what the catalog answered.
 
 import {
   Client,
@@ -65,10 +66,25 @@ await refusal("tail_missing", NotFound, async () => {
 await refusal("patch_version", StarciteError, () => session.patch({ title: "late", expectedVersion: 7 }));
 await refusal("invalid_cursor", InvalidEvent, () => session.events({ cursor: -1 }));
 
+const patched = await session.patch({ title: "renamed", metadata: { stage: "review" }, expectedVersion: 1 });
 const archived = await session.archive();
-const listed = await client.listSessions({ archived: true });
+const listed = await client.listSessions({ archived: true, metadata: { stage: "review" } });
+const kinds = async (cursor: number, count: number) => {
+  const entries: { cursor: number; kind: string }[] = [];
+  for await (const entry of client.lifecycle({ cursor })) {
+    if (entry.event.session_id !== session.id) continue;
+    entries.push({ cursor: entry.cursor, kind: entry.event.kind });
+    if (entries.length === count) return entries;
+  }
+  return entries;
+};
+const lifecycle = await kinds(0, 3);
+const resumed = await kinds(lifecycle[0]?.cursor ?? 0, 2);
 result({
   outcomes,
   after: { seq: after.seq, producer_seq: after.producerSeq },
-  archived: archived.archived && listed.sessions.some((info) => info.id === session.id),
+  patched: { title: patched.title, version: patched.version, archived: archived.archived },
+  listed: listed.sessions.map((info) => [info.id === session.id, info.archived]),
+  lifecycle: lifecycle.map((entry) => entry.kind),
+  resumed: resumed.map((entry) => entry.kind),
 });

@@ -205,7 +205,20 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
     // Two appends, two by the rival, then the refused producer's next one.
     assert_eq!(result["after"]["seq"], 5);
     assert_eq!(result["after"]["producer_seq"], 5);
-    assert_eq!(result["archived"], true);
+    let patched = json!({"title": "renamed", "version": 2, "archived": true});
+    assert_eq!(result["patched"], patched);
+    assert_eq!(
+        result["listed"],
+        json!([[true, true]]),
+        "listed by metadata"
+    );
+    let changes = ["session.created", "session.updated", "session.archived"];
+    assert_eq!(result["lifecycle"], json!(changes));
+    assert_eq!(
+        result["resumed"],
+        json!(changes[1..]),
+        "resumed after the first"
+    );
 }
 
 /// Serves the browser test's page and its bundle (`test/browser-page.ts`, bundled by esbuild
