@@ -66,6 +66,14 @@ await refusal("tail_missing", NotFound, async () => {
 await refusal("patch_version", StarciteError, () => session.patch({ title: "late", expectedVersion: 7 }));
 await refusal("invalid_cursor", InvalidEvent, () => session.events({ cursor: -1 }));
 
+// Nothing listens on port 1: the client retries until the caller's deadline, then says so.
+try {
+  await new Client("http://127.0.0.1:1").session(session.id).get({ signal: AbortSignal.timeout(500) });
+  outcomes.deadline = "no error";
+} catch (error) {
+  outcomes.deadline = (error as Error).name;
+}
+
 const patched = await session.patch({ title: "renamed", metadata: { stage: "review" }, expectedVersion: 1 });
 const archived = await session.archive();
 const listed = await client.listSessions({ archived: true, metadata: { stage: "review" } });

@@ -202,6 +202,10 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
         let wanted = json!({"class": wanted[0], "code": wanted[1], "status": wanted[2]});
         assert_eq!(outcomes[case], wanted, "{case}");
     }
+    assert_eq!(
+        outcomes["deadline"], "TimeoutError",
+        "retried until the deadline"
+    );
     // Two appends, two by the rival, then the refused producer's next one.
     assert_eq!(result["after"]["seq"], 5);
     assert_eq!(result["after"]["producer_seq"], 5);
