@@ -26,6 +26,9 @@ export class Producer {
     #nextProducerSeq;
     /** No unresolved call was stored at or before this seq: where reading back starts. */
     #scanFrom = 0;
+    /** The socket of the current connection, from its opening. */
+    #open;
+    /** The same once its `ready` frame is reconciled: calls are sent on it. */
     #socket;
     #watchdog;
     /** Set after a refusal: the current connection's remaining answers are ignored. */
@@ -35,14 +38,15 @@ export class Producer {
     #closing = false;
     #tokenRefreshed = { after401: false };
     #wake;
-    #drained;
+    /** Whoever waits in `close()` for the pending calls to resolve. */
+    #drained = [];
     constructor(context, sessionId, producerId, options = {}) {
         this.#context = context;
         this.sessionId = sessionId;
         this.producerId = producerId;
         this.#store = options.state;
         this.#signal = options.signal;
-        this.#watchdog = new Watchdog(context.platform.idleTimeoutMs, () => this.#socket?.close());
+        this.#watchdog = new Watchdog(context.platform.idleTimeoutMs, () => this.#open?.close());
         this.#signal?.addEventListener("abort", () => this.#abort(), { once: true });
     }
     /** Appends one event: resolves with its seq once stored, after every earlier call resolved. */
@@ -58,11 +62,9 @@ export class Producer {
     async close() {
         this.#closing = true;
         if (this.#pending.length > 0) {
-            await new Promise((resolve) => {
-                this.#drained = resolve;
-            });
+            await new Promise((resolve) => this.#drained.push(resolve));
         }
-        this.#socket?.close();
+        this.#open?.close();
         this.#wake?.();
     }
     #enqueue(events, batch) {
@@ -181,6 +183,7 @@ export class Producer {
             },
             onEnd: (end) => inbox.push({ end }),
         });
+        this.#open = socket;
         this.#watchdog.kick();
         this.#recovering = false;
         let ready = false;
@@ -208,7 +211,7 @@ export class Producer {
             }
         }
         catch {
-            // Reading back failed (the gateway went away meanwhile): start over on a new socket.
+            // Reconciling was aborted, or a page of the log was unreadable: start over.
             socket.close();
             for (;;) {
                 const delivery = await inbox.next();
@@ -217,6 +220,7 @@ export class Producer {
             }
         }
         finally {
+            this.#open = undefined;
             this.#socket = undefined;
             this.#watchdog.stop();
         }
@@ -230,7 +234,8 @@ export class Producer {
         const latest = typeof ready.producer_seq === "number" ? ready.producer_seq : undefined;
         const readySeq = typeof ready.seq === "number" ? ready.seq : 0;
         if (this.#nextProducerSeq === undefined) {
-            const saved = await this.#store?.get(this.#stateKey());
+            // A store that cannot be read leaves the numbering to the `ready` frame alone.
+            const saved = await Promise.resolve(this.#store?.get(this.#stateKey())).catch(() => undefined);
             this.#nextProducerSeq = Math.max(saved?.producerSeq ?? 0, latest ?? 0) + 1;
             this.#scanFrom = readySeq;
             for (const call of this.#pending)
@@ -344,9 +349,8 @@ export class Producer {
     /** Drops the current socket; the run loop reconnects and reconciles. */
     #recover() {
         this.#recovering = true;
-        const socket = this.#socket;
         this.#socket = undefined;
-        socket?.close();
+        this.#open?.close();
     }
     /** Numbers every pending call afresh from `producerSeq`: none of them is stored. */
     #renumber(producerSeq) {
@@ -368,7 +372,8 @@ export class Producer {
     }
     #settled() {
         if (this.#pending.length === 0)
-            this.#drained?.();
+            for (const resolve of this.#drained.splice(0))
+                resolve();
     }
     #rejectAll(error) {
         const calls = this.#pending.splice(0);
@@ -378,7 +383,7 @@ export class Producer {
     }
     #abort() {
         this.#rejectAll(this.#signal?.reason);
-        this.#socket?.close();
+        this.#open?.close();
         this.#wake?.();
     }
 }

@@ -80,6 +80,9 @@ export class Producer {
   #nextProducerSeq: number | undefined;
   /** No unresolved call was stored at or before this seq: where reading back starts. */
   #scanFrom = 0;
+  /** The socket of the current connection, from its opening. */
+  #open: LiveSocket | undefined;
+  /** The same once its `ready` frame is reconciled: calls are sent on it. */
   #socket: LiveSocket | undefined;
   #watchdog: Watchdog;
   /** Set after a refusal: the current connection's remaining answers are ignored. */
@@ -89,7 +92,8 @@ export class Producer {
   #closing = false;
   readonly #tokenRefreshed = { after401: false };
   #wake: (() => void) | undefined;
-  #drained: (() => void) | undefined;
+  /** Whoever waits in `close()` for the pending calls to resolve. */
+  #drained: (() => void)[] = [];
 
   constructor(context: LiveContext, sessionId: string, producerId: string, options: ProducerOptions = {}) {
     this.#context = context;
@@ -97,7 +101,7 @@ export class Producer {
     this.producerId = producerId;
     this.#store = options.state;
     this.#signal = options.signal;
-    this.#watchdog = new Watchdog(context.platform.idleTimeoutMs, () => this.#socket?.close());
+    this.#watchdog = new Watchdog(context.platform.idleTimeoutMs, () => this.#open?.close());
     this.#signal?.addEventListener("abort", () => this.#abort(), { once: true });
   }
 
@@ -116,11 +120,9 @@ export class Producer {
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#pending.length > 0) {
-      await new Promise<void>((resolve) => {
-        this.#drained = resolve;
-      });
+      await new Promise<void>((resolve) => this.#drained.push(resolve));
     }
-    this.#socket?.close();
+    this.#open?.close();
     this.#wake?.();
   }
 
@@ -230,6 +232,7 @@ export class Producer {
       },
       onEnd: (end) => inbox.push({ end }),
     });
+    this.#open = socket;
     this.#watchdog.kick();
     this.#recovering = false;
     let ready = false;
@@ -253,13 +256,14 @@ export class Producer {
         this.#answer(frame ?? {});
       }
     } catch {
-      // Reading back failed (the gateway went away meanwhile): start over on a new socket.
+      // Reconciling was aborted, or a page of the log was unreadable: start over.
       socket.close();
       for (;;) {
         const delivery = await inbox.next();
         if ("end" in delivery) return {};
       }
     } finally {
+      this.#open = undefined;
       this.#socket = undefined;
       this.#watchdog.stop();
     }
@@ -274,7 +278,8 @@ export class Producer {
     const latest = typeof ready.producer_seq === "number" ? ready.producer_seq : undefined;
     const readySeq = typeof ready.seq === "number" ? ready.seq : 0;
     if (this.#nextProducerSeq === undefined) {
-      const saved = await this.#store?.get(this.#stateKey());
+      // A store that cannot be read leaves the numbering to the `ready` frame alone.
+      const saved = await Promise.resolve(this.#store?.get(this.#stateKey())).catch(() => undefined);
       this.#nextProducerSeq = Math.max(saved?.producerSeq ?? 0, latest ?? 0) + 1;
       this.#scanFrom = readySeq;
       for (const call of this.#pending) this.#number(call);
@@ -392,9 +397,8 @@ export class Producer {
   /** Drops the current socket; the run loop reconnects and reconciles. */
   #recover(): void {
     this.#recovering = true;
-    const socket = this.#socket;
     this.#socket = undefined;
-    socket?.close();
+    this.#open?.close();
   }
 
   /** Numbers every pending call afresh from `producerSeq`: none of them is stored. */
@@ -419,7 +423,7 @@ export class Producer {
   }
 
   #settled(): void {
-    if (this.#pending.length === 0) this.#drained?.();
+    if (this.#pending.length === 0) for (const resolve of this.#drained.splice(0)) resolve();
   }
 
   #rejectAll(error: unknown): void {
@@ -430,7 +434,7 @@ export class Producer {
 
   #abort(): void {
     this.#rejectAll(this.#signal?.reason);
-    this.#socket?.close();
+    this.#open?.close();
     this.#wake?.();
   }
 }
