@@ -27,7 +27,9 @@ export async function* follow(context, feed, signal) {
                 inbox.push({ end });
             },
         });
+        // A handshake that never completes is as dead as a silent connection.
         opened = socket;
+        watchdog.kick();
         const abort = () => socket.close();
         signal?.addEventListener("abort", abort, { once: true });
         try {
@@ -49,6 +51,7 @@ export async function* follow(context, feed, signal) {
         finally {
             signal?.removeEventListener("abort", abort);
             socket.close();
+            watchdog.stop();
         }
     }
 }

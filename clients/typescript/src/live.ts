@@ -53,7 +53,9 @@ export async function* follow<T>(context: LiveContext, feed: Feed<T>, signal?: A
         inbox.push({ end });
       },
     });
+    // A handshake that never completes is as dead as a silent connection.
     opened = socket;
+    watchdog.kick();
     const abort = () => socket.close();
     signal?.addEventListener("abort", abort, { once: true });
     try {
@@ -73,6 +75,7 @@ export async function* follow<T>(context: LiveContext, feed: Feed<T>, signal?: A
     } finally {
       signal?.removeEventListener("abort", abort);
       socket.close();
+      watchdog.stop();
     }
   }
 }

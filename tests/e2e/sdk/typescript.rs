@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
 use poem::web::Html;
 use poem::{Response, Route, get};
 use serde_json::{Value, json};
 use starcite_tests::auth::{SigningKey, TestJwks, claims, mint, now};
-use starcite_tests::{Browser, Fault, FaultyDeployment, event};
+use starcite_tests::{Browser, Fault, FaultyDeployment, GatewayProcess, event};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn package() -> PathBuf {
@@ -446,4 +448,46 @@ async fn a_tail_outlives_its_tokens_and_refusals_of_a_token_are_typed() {
     );
     assert!(result["refreshes_by_tail"].as_u64().unwrap() >= 2);
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_on_a_silently_dead_connection_notices_and_moves_on() {
+    // Pings every 300 ms keep a live connection from looking idle to a client that waits 2 s.
+    let env = [("STARCITE_TAIL_PING_INTERVAL", "300ms")];
+    let deployment = FaultyDeployment::start(binary(), &env).await;
+    let standby = GatewayProcess::start(binary(), &deployment.nats, &env).await;
+    create_session(&deployment.gateway.base_url, "quiet").await;
+    append(&deployment.gateway.base_url, "quiet", 1).await;
+
+    let mut tail = program("silence", &["quiet", "2000"]);
+    tail.env("STARCITE_URL", deployment.url())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut tail = tail.spawn().unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    while lines.next_line().await.unwrap().unwrap() != "progress 1" {}
+
+    // The tail's gateway freezes with the connection open, as behind a dead NAT: no close, no
+    // reset, no ping. New connections reach the standby gateway, which gets event 2.
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &deployment.gateway.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(frozen.success());
+    deployment.proxy.retarget(&standby.address);
+    append(&standby.base_url, "quiet", 2).await;
+
+    // Bounds a hang: a tail that never noticed would wait on the frozen gateway forever.
+    let reading = async {
+        let mut result = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            result = result.or(line.strip_prefix("result ").map(str::to_owned));
+        }
+        result.expect("the tail gave no result")
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("the tail never noticed its connection was dead");
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["tailed"], json!([1, 2]));
 }
