@@ -9,8 +9,15 @@ export declare class StarciteError extends Error {
 /** 409 `expected_seq_conflict`: the session's `last_seq` was not the `expectedSeq` given. */
 export declare class ExpectedSeqConflict extends StarciteError {
 }
-/** 409 `producer_seq_conflict`: another writer is using this producer id. */
+/** 409 `producer_seq_conflict` or `producer_replay_conflict`: another writer is using this producer id. */
 export declare class ProducerSeqConflict extends StarciteError {
+}
+/** 409 `expected_version_conflict`: the session's `version` is now `currentVersion`. */
+export declare class ExpectedVersionConflict extends StarciteError {
+    get currentVersion(): number | undefined;
+}
+/** 409 `session_exists`: a session with this id already exists. */
+export declare class SessionExists extends StarciteError {
 }
 /** 400 with any `invalid_*` code: the request breaks a rule of the API. */
 export declare class InvalidEvent extends StarciteError {

@@ -18,8 +18,18 @@ export class StarciteError extends Error {
 /** 409 `expected_seq_conflict`: the session's `last_seq` was not the `expectedSeq` given. */
 export class ExpectedSeqConflict extends StarciteError {
 }
-/** 409 `producer_seq_conflict`: another writer is using this producer id. */
+/** 409 `producer_seq_conflict` or `producer_replay_conflict`: another writer is using this producer id. */
 export class ProducerSeqConflict extends StarciteError {
+}
+/** 409 `expected_version_conflict`: the session's `version` is now `currentVersion`. */
+export class ExpectedVersionConflict extends StarciteError {
+    get currentVersion() {
+        const version = this.body.current_version;
+        return typeof version === "number" ? version : undefined;
+    }
+}
+/** 409 `session_exists`: a session with this id already exists. */
+export class SessionExists extends StarciteError {
 }
 /** 400 with any `invalid_*` code: the request breaks a rule of the API. */
 export class InvalidEvent extends StarciteError {
@@ -33,24 +43,25 @@ export class Forbidden extends StarciteError {
 /** 404: no such session (or another tenant's). */
 export class NotFound extends StarciteError {
 }
+const KIND_OF_CODE = {
+    expected_seq_conflict: ExpectedSeqConflict,
+    producer_seq_conflict: ProducerSeqConflict,
+    producer_replay_conflict: ProducerSeqConflict,
+    expected_version_conflict: ExpectedVersionConflict,
+    session_exists: SessionExists,
+};
+const KIND_OF_STATUS = {
+    400: InvalidEvent,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+};
 /** The typed error for a refusal with `status` and the API's `{error, message}` body. */
 export function refusal(status, body) {
     const fields = typeof body === "object" && body !== null ? body : {};
     const code = typeof fields.error === "string" ? fields.error : `http_${status}`;
     const message = typeof fields.message === "string" ? fields.message : `the gateway answered ${status}`;
-    const kind = code === "expected_seq_conflict"
-        ? ExpectedSeqConflict
-        : code === "producer_seq_conflict"
-            ? ProducerSeqConflict
-            : status === 400 && code.startsWith("invalid_")
-                ? InvalidEvent
-                : status === 401
-                    ? Unauthorized
-                    : status === 403
-                        ? Forbidden
-                        : status === 404
-                            ? NotFound
-                            : StarciteError;
+    const kind = KIND_OF_CODE[code] ?? KIND_OF_STATUS[status] ?? StarciteError;
     return new kind(code, status, message, fields);
 }
 // A producer socket's refusal frame carries the code alone: the status `POST /append` would give.

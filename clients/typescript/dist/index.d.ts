@@ -1,6 +1,6 @@
 export type { BackoffOptions } from "./backoff.js";
 export type { ClientOptions, LifecycleEntry, ListOptions, SessionList } from "./client.js";
-export { ExpectedSeqConflict, Forbidden, InvalidEvent, NotFound, ProducerSeqConflict, StarciteError, Unauthorized, } from "./errors.js";
+export { ExpectedSeqConflict, ExpectedVersionConflict, Forbidden, InvalidEvent, NotFound, ProducerSeqConflict, SessionExists, StarciteError, Unauthorized, } from "./errors.js";
 export type { components, paths } from "./generated/schema.js";
 export type { TokenOption } from "./http.js";
 export type { Transport } from "./live.js";

@@ -4,10 +4,12 @@ export type { BackoffOptions } from "./backoff.js";
 export type { ClientOptions, LifecycleEntry, ListOptions, SessionList } from "./client.js";
 export {
   ExpectedSeqConflict,
+  ExpectedVersionConflict,
   Forbidden,
   InvalidEvent,
   NotFound,
   ProducerSeqConflict,
+  SessionExists,
   StarciteError,
   Unauthorized,
 } from "./errors.js";

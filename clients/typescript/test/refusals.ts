@@ -5,9 +5,11 @@
 import {
   Client,
   ExpectedSeqConflict,
+  ExpectedVersionConflict,
   InvalidEvent,
   NotFound,
   ProducerSeqConflict,
+  SessionExists,
   StarciteError,
 } from "starcite";
 
@@ -63,7 +65,8 @@ await refusal("append_missing", NotFound, async () => {
 await refusal("tail_missing", NotFound, async () => {
   for await (const _ of missing.tail()) break;
 });
-await refusal("patch_version", StarciteError, () => session.patch({ title: "late", expectedVersion: 7 }));
+await refusal("patch_version", ExpectedVersionConflict, () => session.patch({ title: "late", expectedVersion: 7 }));
+await refusal("session_exists", SessionExists, () => client.createSession({ id: session.id }));
 await refusal("invalid_cursor", InvalidEvent, () => session.events({ cursor: -1 }));
 
 // Nothing listens on port 1: the client retries until the caller's deadline, then says so.

@@ -197,7 +197,8 @@ async fn refusals_are_typed_errors_and_do_not_wedge_a_producer() {
         "get_missing": ["NotFound", "session_not_found", 404],
         "append_missing": ["NotFound", "session_not_found", 404],
         "tail_missing": ["NotFound", "session_not_found", 404],
-        "patch_version": ["StarciteError", "expected_version_conflict", 409],
+        "patch_version": ["ExpectedVersionConflict", "expected_version_conflict", 409],
+        "session_exists": ["SessionExists", "session_exists", 409],
         "invalid_cursor": ["InvalidEvent", "invalid_cursor", 400],
     });
     for (case, wanted) in expected.as_object().unwrap() {
