@@ -1,5 +1,5 @@
 import type { components } from "./generated/schema.js";
-import { type LiveContext } from "./live.js";
+import { type Feed, type LiveContext } from "./live.js";
 import { Producer, type ProducerOptions } from "./producer.js";
 export type SessionInfo = components["schemas"]["SessionBody"];
 export type TailEvent = components["schemas"]["EventBody"];
@@ -61,5 +61,18 @@ export declare class Session {
      * where the log cannot continue, and reconnection from the last event yielded.
      */
     tail(options?: TailOptions): AsyncGenerator<TailEvent | Gap>;
+}
+export declare class TailFeed implements Feed<TailEvent | Gap> {
+    #private;
+    readonly path: string;
+    constructor(path: string, options: TailOptions);
+    query(): {
+        cursor: number;
+        batch_size: number;
+    };
+    take(frame: unknown): {
+        items: (TailEvent | Gap)[];
+        intact: boolean;
+    };
 }
 export {};

@@ -67,7 +67,7 @@ export class Session {
         return `/v1/sessions/${encodeURIComponent(this.id)}${suffix}`;
     }
 }
-class TailFeed {
+export class TailFeed {
     path;
     #cursor;
     #batchSize;

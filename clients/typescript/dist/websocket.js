@@ -105,7 +105,7 @@ function frame(opcode, payload) {
     return Buffer.concat([header, masked]);
 }
 /** Reassembles the server's frames from stream chunks into messages and control frames. */
-class FrameReader {
+export class FrameReader {
     #buffered = Buffer.alloc(0);
     #fragments = [];
     #fragmentedOpcode;

@@ -101,7 +101,7 @@ export class Session {
   }
 }
 
-class TailFeed implements Feed<TailEvent | Gap> {
+export class TailFeed implements Feed<TailEvent | Gap> {
   readonly path: string;
   #cursor: number;
   readonly #batchSize: number;

@@ -115,7 +115,7 @@ function frame(opcode: Opcode, payload: Buffer): Buffer {
 }
 
 /** Reassembles the server's frames from stream chunks into messages and control frames. */
-class FrameReader {
+export class FrameReader {
   #buffered: Buffer = Buffer.alloc(0);
   #fragments: Buffer[] = [];
   #fragmentedOpcode: Opcode | undefined;

@@ -1,6 +1,8 @@
 //! The TypeScript SDK (`clients/typescript`): its test programs (`clients/typescript/test/`,
-//! run with tsx against the committed build in `dist/`) recover from cut links and gateway
-//! restarts, keep a producer's numbering across a restart, and raise typed refusals.
+//! run with tsx against the committed build in `dist/`) recover from cut links, gateway
+//! restarts and a silently dead connection, keep a producer's numbering across a restart,
+//! refresh tokens and raise typed refusals; a page bundled from it tails through a restart in
+//! headless Chromium; its unit tests pass; its committed types and build are current.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -358,6 +360,11 @@ async fn run_in_package(command: &str, args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn the_sdk_unit_tests_pass() {
+    run_in_package("tsx", &["--test", "test/units.test.ts"]).await;
 }
 
 #[tokio::test]
