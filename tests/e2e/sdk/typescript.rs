@@ -25,18 +25,18 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_starcite-e2e"))
 }
 
-/// `clients/typescript/test/<name>.ts` with `args`, run by the package's own tsx.
+/// `clients/typescript/test/<name>.ts` with `args`, run by Node with the package's tsx loaded:
+/// one process, so dropping the command ends it.
 fn program(name: &str, args: &[&str]) -> Command {
     let package = package();
-    let tsx = package.join("node_modules/.bin/tsx");
     assert!(
-        tsx.exists(),
-        "{} is missing: run `make clients` (scripts/clients.sh) first",
-        tsx.display()
+        package.join("node_modules/tsx").exists(),
+        "clients/typescript/node_modules is missing: run `make clients` (scripts/clients.sh) first"
     );
-    let mut command = Command::new(tsx);
+    let mut command = Command::new("node");
     command
         .current_dir(&package)
+        .args(["--import", "tsx"])
         .arg(format!("test/{name}.ts"))
         .args(args);
     command
