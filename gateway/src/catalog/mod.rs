@@ -194,13 +194,14 @@ impl Catalog {
             state = self.blocking(move |index| index.reset(source)).await?;
             self.sessions.store(0, Ordering::Relaxed);
         }
-        let build = !state.complete;
-        if build && bucket.messages == 0 {
+        if !state.complete && bucket.messages == 0 {
+            // Nothing to build: the view is complete, and follows every change from here.
             let through = bucket.last_revision;
             state = self
                 .blocking(move |index| index.apply(&[], through, true, true))
                 .await?;
         }
+        let build = !state.complete;
         let mut complete = state.complete;
         if complete {
             self.readable.send_replace(Some(state.applied));
