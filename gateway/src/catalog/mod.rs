@@ -36,7 +36,7 @@ const MAX_EDIT_ATTEMPTS: u32 = 16;
 
 /// Header versions applied in one transaction at most: large enough that a build is bound by
 /// the feed, small enough that a list waiting on it is not held for long.
-const MAX_BATCH: usize = 32_768;
+const MAX_BATCH: usize = 16_384;
 
 /// How often the view is made durable while it keeps changing; a crash loses at most this much
 /// applying, which a restart reads again from the bucket.
