@@ -93,7 +93,6 @@ async fn a_deleted_view_is_built_again_from_the_bucket() {
     let gateway = TestGateway::start(&nats).await;
     let ids = create(&gateway, "s", 20).await;
     for _ in 0..3 {
-        // Versions a rebuild does not need: it reads each session's newest only.
         gateway
             .request(
                 Method::PATCH,
@@ -108,7 +107,8 @@ async fn a_deleted_view_is_built_again_from_the_bucket() {
     let gateway = TestGateway::start(&nats).await;
     assert_eq!(list(&gateway, "?limit=100").await, ids);
     assert_eq!(list(&gateway, "?metadata[team]=blue").await, vec!["s-05"]);
-    assert_eq!(applied(&gateway).await, 20.0);
+    // A rebuild replays the bucket's stream: every version, the three patches too.
+    assert_eq!(applied(&gateway).await, 23.0);
 }
 
 #[tokio::test]
@@ -210,4 +210,28 @@ async fn lists_answer_503_catalog_loading_while_the_view_is_built_and_appends_go
         .collect();
     assert_eq!(listed, ids);
     assert_eq!(metric(&gateway, "starcite_catalog_loading").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_sessions_bucket_created_anew_gets_its_view_built_anew() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start(&nats).await;
+    create(&gateway, "old", 3).await;
+    assert_eq!(list(&gateway, "").await.len(), 3);
+    let jetstream = nats.jetstream().await;
+    jetstream.delete_stream(BUCKET_STREAM).await.unwrap();
+
+    // The gateway creates the bucket again; its view then holds the new bucket's sessions only.
+    eventually(Duration::from_secs(30), || async {
+        let response = gateway.request(Method::GET, "/v1/sessions", None).await;
+        let status = response.status().as_u16();
+        let page: Value = response.json().await.unwrap();
+        match page["sessions"].as_array() {
+            Some(sessions) if status == 200 && sessions.is_empty() => Ok(()),
+            _ => Err(format!("the list is {status} {page}")),
+        }
+    })
+    .await;
+    let ids = create(&gateway, "new", 2).await;
+    assert_eq!(list(&gateway, "").await, ids);
 }

@@ -78,7 +78,8 @@ pub struct ViewState {
     pub source: Option<BucketSource>,
     /// The newest bucket revision applied.
     pub applied: u64,
-    /// False while a fresh view is being built: it lacks sessions until then.
+    /// False until a fresh view's replay has caught up with the bucket once: until then it
+    /// lags far behind, and lists answer `catalog_loading` instead of waiting for it.
     pub complete: bool,
     pub sessions: u64,
 }

@@ -150,16 +150,13 @@ impl Catalog {
             let mut delay = Duration::from_millis(100);
             let mut stopping = catalog.stopping.subscribe();
             while !*stopping.borrow_and_update() {
-                match catalog.follow_bucket().await {
-                    Ok(()) => {}
-                    Err(err) => {
-                        warn!(error = %err, "catalog feed interrupted, resuming in {delay:?}: {err}");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stopping.changed() => {}
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(5));
+                if let Err(err) = catalog.follow_bucket().await {
+                    warn!(error = %err, "catalog feed interrupted, resuming in {delay:?}: {err}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopping.changed() => {}
                     }
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         })
@@ -170,22 +167,23 @@ impl Catalog {
         self.stopping.send_replace(true);
     }
 
-    /// Checks the view against the bucket (rebuilding it for another bucket, another
-    /// incarnation of it, or a build left unfinished), then applies the bucket's stream in
-    /// batches until stopped or interrupted.
+    /// Checks the view against the bucket (rebuilding it for another bucket or another
+    /// incarnation of it), then applies the bucket's stream in batches until stopped or
+    /// interrupted.
     async fn follow_bucket(&self) -> Result<(), FollowError> {
         let mut incarnations = self.store.incarnations();
         incarnations.borrow_and_update();
         let mut stopping = self.stopping.subscribe();
         let bucket = self.store.catalog_bucket().await?;
         let mut state = self.blocking(|index| index.state()).await?;
-        let usable = state.complete
-            && state.source.as_ref() == Some(&bucket.source)
+        // A view is a prefix of its bucket's stream, so one of this bucket resumes, even from
+        // a build left unfinished; one ahead of the bucket is of another.
+        let usable = state.source.as_ref() == Some(&bucket.source)
             && state.applied <= bucket.last_revision;
         if !usable {
             if state.source.is_some() {
                 info!(
-                    "catalog view {} is of another bucket or unfinished; building it anew",
+                    "catalog view {} is of another bucket; building it anew",
                     self.index.path().display()
                 );
             }
@@ -201,17 +199,17 @@ impl Catalog {
                 .blocking(move |index| index.apply(&[], through, true, true))
                 .await?;
         }
-        let build = !state.complete;
         let mut complete = state.complete;
         if complete {
             self.readable.send_replace(Some(state.applied));
         }
         let started = Instant::now();
-        let mut versions = self.store.catalog_versions(state.applied, build).await?;
+        let mut versions = self.store.catalog_versions(state.applied).await?;
         let mut batch: Vec<CatalogVersion> = Vec::new();
         let mut applying: Option<JoinHandle<Result<ViewState, ViewError>>> = None;
         let mut durable_at = Instant::now();
-        let mut stopped = false;
+        // A stop signalled before this pass subscribed is seen here.
+        let mut stopped = *stopping.borrow();
         loop {
             // One batch is applied while the next gathers, so the feed never waits on disk.
             if applying.is_none() && !batch.is_empty() {
@@ -256,12 +254,14 @@ impl Catalog {
                         return Err(StoreError::Unavailable("the catalog feed ended".into()).into());
                     };
                     let version = version?;
-                    // The build's replay has caught up with the bucket as it was when it began.
+                    // The build's replay has caught up with the bucket.
                     complete |= version.pending == 0;
                     batch.push(version);
                 }
                 _ = incarnations.changed(), if !stopped => {
-                    // The next pass checks whether the bucket itself was created anew.
+                    // No list is answered from the view until the next pass has checked whether
+                    // the bucket itself was created anew.
+                    self.readable.send_replace(None);
                     return Err(StoreError::Unavailable("a new incarnation began".into()).into());
                 }
                 _ = stopping.changed(), if !stopped => stopped = true,

@@ -9,7 +9,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::feed::{ConsumerGuard, Feed, RawFeed};
+use super::feed::{BoxStream, ConsumerGuard, Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::{SessionId, SessionRecord};
 
@@ -202,7 +202,7 @@ impl Store {
         &self,
         after_revision: u64,
     ) -> Result<Feed<CatalogChange>, StoreError> {
-        let (versions, consumer) = self.bucket_versions(after_revision, false).await?;
+        let (versions, consumer) = self.bucket_versions(after_revision).await?;
         let changes = versions.filter_map(|version| async move {
             match version {
                 Ok(CatalogVersion {
@@ -218,35 +218,26 @@ impl Store {
         Ok(Feed::new(Box::pin(changes), consumer))
     }
 
-    /// Every message of the bucket's stream after `after_revision`, stored then live. With
-    /// `latest_only`, the replay keeps each session's newest version only (building a view).
+    /// Every message of the bucket's stream after `after_revision`, stored then live: what a
+    /// catalog view applies. A replay of every version, not only each session's newest: a
+    /// consumer delivering the last per subject costs the server a pass over every subject
+    /// when it is created (seconds at millions of sessions), and a replay in order leaves the
+    /// view a consistent prefix of the bucket at every revision, so a build resumes too.
     pub async fn catalog_versions(
         &self,
         after_revision: u64,
-        latest_only: bool,
     ) -> Result<Feed<CatalogVersion>, StoreError> {
-        let (versions, consumer) = self.bucket_versions(after_revision, latest_only).await?;
+        let (versions, consumer) = self.bucket_versions(after_revision).await?;
         Ok(Feed::new(versions, consumer))
     }
 
     async fn bucket_versions(
         &self,
         after_revision: u64,
-        latest_only: bool,
-    ) -> Result<
-        (
-            super::feed::BoxStream<CatalogVersion>,
-            ConsumerGuard,
-        ),
-        StoreError,
-    > {
+    ) -> Result<(BoxStream<CatalogVersion>, ConsumerGuard), StoreError> {
         self.require_usable()?;
-        let deliver_policy = if latest_only {
-            DeliverPolicy::LastPerSubject
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: after_revision + 1,
-            }
+        let deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: after_revision + 1,
         };
         let config = pull::OrderedConfig {
             filter_subject: format!("$KV.{}.>", self.topology.sessions_bucket),
