@@ -57,7 +57,10 @@ fn view_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "redb"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "redb")
+        })
         .collect();
     files.sort();
     files
@@ -180,9 +183,7 @@ async fn lists_answer_503_catalog_loading_while_the_view_is_built_and_appends_go
     config.catalog.loading_wait = Duration::ZERO;
     // Ready without its catalog: appends and tails are served at once.
     let gateway = TestGateway::start_with(config).await;
-    let response = gateway
-        .request(Method::GET, "/v1/sessions", None)
-        .await;
+    let response = gateway.request(Method::GET, "/v1/sessions", None).await;
     let retry_after = response.headers().get("retry-after").cloned();
     assert_eq!(error_of(response).await, (503, "catalog_loading".into()));
     assert_eq!(retry_after.unwrap(), "1");
@@ -193,9 +194,7 @@ async fn lists_answer_503_catalog_loading_while_the_view_is_built_and_appends_go
 
     stream.delete_consumer(&fillers[0]).await.unwrap();
     let listed = eventually(Duration::from_secs(15), || async {
-        let response = gateway
-            .request(Method::GET, "/v1/sessions", None)
-            .await;
+        let response = gateway.request(Method::GET, "/v1/sessions", None).await;
         match response.status().as_u16() {
             200 => Ok(response.json::<Value>().await.unwrap()),
             status => Err(format!("the list is still {status}")),

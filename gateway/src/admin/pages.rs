@@ -6,9 +6,9 @@ use admin_ui::{EventRow, LiveFeed, SessionPage, SessionRow, SessionsPage};
 use serde_json::Value;
 
 use super::{Admin, Viewer};
-use crate::catalog::{EditError, ListError};
 use crate::catalog::index::{ArchivedFilter, ListQuery, ViewError};
 use crate::catalog::input::SessionPatch;
+use crate::catalog::{EditError, ListError};
 use crate::nats::StoreError;
 use crate::sessions::error::{InvalidInput, ReadError};
 use crate::sessions::model::{Session, SessionId};

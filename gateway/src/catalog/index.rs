@@ -11,9 +11,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
@@ -166,7 +164,9 @@ impl CatalogIndex {
         let read = || -> Result<ViewState, redb::Error> {
             let transaction = self.database.begin_read()?;
             let meta = transaction.open_table(META)?;
-            Ok(read_state(meta.get(STATE)?.map(|state| state.value().to_vec())))
+            Ok(read_state(
+                meta.get(STATE)?.map(|state| state.value().to_vec()),
+            ))
         };
         read().map_err(self.storage())
     }
@@ -338,10 +338,7 @@ fn read_state(stored: Option<Vec<u8>>) -> ViewState {
         .unwrap_or_default()
 }
 
-fn write_state(
-    meta: &mut redb::Table<&str, &[u8]>,
-    state: &ViewState,
-) -> Result<(), redb::Error> {
+fn write_state(meta: &mut redb::Table<&str, &[u8]>, state: &ViewState) -> Result<(), redb::Error> {
     let state = serde_json::to_vec(&ViewState {
         format: FORMAT,
         ..state.clone()
@@ -573,7 +570,10 @@ mod tests {
             after: Some("a".into()),
             ..query(2)
         };
-        assert_eq!((ids(&index.page(&all).0), index.page(&all).1), (vec!["b".to_owned(), "c".to_owned()], true));
+        assert_eq!(
+            (ids(&index.page(&all).0), index.page(&all).1),
+            (vec!["b".to_owned(), "c".to_owned()], true)
+        );
     }
 
     #[test]
@@ -728,7 +728,10 @@ mod tests {
         let reopened = CatalogIndex::open(dir.path(), "bucket").unwrap();
         assert_eq!(reopened.path(), held);
         let state = reopened.state().unwrap();
-        assert_eq!((state.applied, state.sessions, state.complete), (7, 1, true));
+        assert_eq!(
+            (state.applied, state.sessions, state.complete),
+            (7, 1, true)
+        );
     }
 
     #[test]

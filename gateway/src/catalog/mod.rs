@@ -178,8 +178,8 @@ impl Catalog {
         let mut state = self.blocking(|index| index.state()).await?;
         // A view is a prefix of its bucket's stream, so one of this bucket resumes, even from
         // a build left unfinished; one ahead of the bucket is of another.
-        let usable = state.source.as_ref() == Some(&bucket.source)
-            && state.applied <= bucket.last_revision;
+        let usable =
+            state.source.as_ref() == Some(&bucket.source) && state.applied <= bucket.last_revision;
         if !usable {
             if state.source.is_some() {
                 info!(
