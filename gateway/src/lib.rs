@@ -54,12 +54,23 @@ pub struct Gateway {
     catalog: Arc<Catalog>,
     figures: Arc<Figures>,
     metrics: Arc<Metrics>,
+    /// Keeps the catalog view current; ended when serving ends, so the view is left durable.
+    catalog_follower: tokio::task::JoinHandle<()>,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    CatalogView(#[from] catalog::index::ViewError),
 }
 
 impl Gateway {
     /// Connects to NATS in the background and sets up the stream and bucket as soon as NATS
     /// answers; until then `/health/ready` says 503 and requests get `nats_unavailable`.
-    pub async fn start(config: Config) -> Result<Gateway, StoreError> {
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let store = Arc::new(Store::connect(&config.nats).await?);
         let maintainer = store.clone();
         tokio::spawn(async move { maintainer.maintain_topology().await });
@@ -69,9 +80,12 @@ impl Gateway {
             config.session_cache_size,
             metrics.clone(),
         ));
-        let catalog = Arc::new(Catalog::new(store.clone(), config.nats.timeout));
-        let follower = catalog.clone();
-        tokio::spawn(async move { follower.keep_current().await });
+        let catalog = Arc::new(Catalog::open(
+            store.clone(),
+            &config.catalog,
+            config.nats.timeout,
+        )?);
+        let catalog_follower = catalog.follow();
         Ok(Gateway {
             config,
             store,
@@ -79,6 +93,7 @@ impl Gateway {
             catalog,
             figures: Arc::default(),
             metrics,
+            catalog_follower,
         })
     }
 
@@ -106,6 +121,7 @@ impl Gateway {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, shutdown) = Shutdown::new();
+        let (catalog, catalog_follower) = (self.catalog.clone(), self.catalog_follower);
         let verifier = match self.config.auth.mode {
             config::AuthMode::None => None,
             config::AuthMode::Jwt => Some(Arc::new(
@@ -207,6 +223,8 @@ impl Gateway {
         {
             warn!("some tails were still open after {timeout:?}");
         }
+        catalog.stop();
+        let _ = catalog_follower.await;
         Ok(())
     }
 }

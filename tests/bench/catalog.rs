@@ -1,12 +1,23 @@
-//! Catalog figures: memory per session in the index, and how long a gateway takes to load the
-//! catalog (100k and 1M sessions) before it is ready.
+//! Catalog figures at 1M and 10M sessions (`BENCH_CATALOG_SESSIONS=1000000,…` to choose): the
+//! rate a gateway builds a fresh catalog view from the bucket, its memory growth, the view's
+//! disk per session, how soon a restarted gateway with its view present is ready and lists,
+//! and a filtered page's latency, read from the view and through the HTTP API.
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::catalog::index::{ArchivedFilter, CatalogIndex, ListQuery};
 use gateway::sessions::model::{Change, Session, SessionId, SessionRecord};
-use starcite_tests::{TestGateway, TestNats};
+use hdrhistogram::Histogram;
+use reqwest::Method;
+use starcite_tests::{TestGateway, TestNats, eventually};
+
+/// The default bucket's name: the view's file is named after it.
+const BUCKET: &str = "starcite_sessions";
+
+/// Headers published before waiting for their acknowledgements.
+const IN_FLIGHT: usize = 4096;
 
 /// Resident memory of this process, in bytes.
 fn resident_bytes() -> u64 {
@@ -19,13 +30,25 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-/// A typical header: a generated-looking id, a title and two metadata strings.
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Ids in no particular order, as generated ids arrive: what a B-tree finds hardest.
+fn id(n: usize) -> String {
+    // splitmix64: a bijection, so ids never collide.
+    let mut z = (n as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("ses_{:016x}", z ^ (z >> 31))
+}
+
+/// A typical header: a generated-looking id, a title and two metadata strings; one in ten is
+/// archived.
 fn session(n: usize) -> Session {
     let mut metadata = serde_json::Map::new();
     metadata.insert("tenant".into(), format!("tenant-{}", n % 100).into());
     metadata.insert("agent".into(), "researcher".into());
     Session {
-        id: SessionId::parse(&format!("ses_{n:016}")).unwrap(),
+        id: SessionId::parse(&id(n)).unwrap(),
         tenant_id: None,
         title: Some(format!("Conversation {n}")),
         metadata,
@@ -37,93 +60,208 @@ fn session(n: usize) -> Session {
     }
 }
 
-fn index_memory(count: usize) {
-    let before = resident_bytes();
-    let started = Instant::now();
-    let mut index = CatalogIndex::default();
-    for n in 0..count {
-        index.upsert(session(n));
-    }
-    let elapsed = started.elapsed();
-    let grown = resident_bytes().saturating_sub(before);
-    let query = ListQuery {
-        limit: 100,
-        after: Some(format!("ses_{:016}", count / 2)),
+/// The page the figures time: one tenant's active sessions from the middle of the id space.
+fn filtered_page() -> ListQuery {
+    ListQuery {
+        limit: 50,
+        after: Some("ses_8".into()),
         metadata: vec![("tenant".into(), "tenant-7".into())],
         archived: ArchivedFilter::Active,
         tenant: None,
         only: None,
         search: None,
-    };
-    let paged = Instant::now();
-    let pages = 1000;
-    for _ in 0..pages {
-        std::hint::black_box(index.page(&query));
     }
-    println!(
-        "{:<58} {:>7} sessions: {:>5} B/session, built in {:>6.0} ms, filtered page {:>5.1} µs",
-        "catalog index in memory",
-        count,
-        grown / count as u64,
-        elapsed.as_secs_f64() * 1000.0,
-        paged.elapsed().as_secs_f64() * 1e6 / f64::from(pages)
-    );
-    drop(index);
 }
 
-/// Writes `count` headers straight into the bucket, pipelined, then times a fresh gateway's
-/// start until `/health/ready` (which waits for the catalog to load).
-async fn load_time(count: usize) {
-    let nats = TestNats::start();
-    // A gateway creates the stream and the bucket.
-    TestGateway::start(&nats).await.stop().await;
+/// Writes `count` headers in the stored format straight into the bucket, pipelined.
+async fn fill_bucket(nats: &TestNats, count: usize) {
     let jetstream = nats.jetstream().await;
-    let mut pending = Vec::with_capacity(1024);
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
     for n in 0..count {
         let record = SessionRecord {
             session: session(n),
             change: Change::Created,
         };
         let subject = format!(
-            "$KV.starcite_sessions.{}",
+            "$KV.{BUCKET}.{}",
             gateway::nats::subjects::token(&record.session.id)
         );
         let ack = jetstream
             .publish(subject, Bytes::from(serde_json::to_vec(&record).unwrap()))
             .await
             .unwrap();
-        pending.push(ack);
-        if pending.len() == 1024 {
-            for ack in pending.drain(..) {
-                ack.await.unwrap();
-            }
+        pending.push_back(ack);
+        if pending.len() == IN_FLIGHT
+            && let Some(ack) = pending.pop_front()
+        {
+            ack.await.unwrap();
         }
     }
     for ack in pending {
         ack.await.unwrap();
     }
+    println!(
+        "{:<44} {:>8} sessions in {:>6.1} s",
+        "bucket filled (pipelined publishes)",
+        count,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn metric(gateway: &TestGateway, name: &str) -> Option<f64> {
+    let response = gateway.request(Method::GET, "/metrics", None).await;
+    let text = response.text().await.ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until the gateway answers a list with 200, and returns how long that took.
+async fn until_listed(gateway: &TestGateway, started: Instant) -> Duration {
+    eventually(Duration::from_secs(1200), || async {
+        let response = gateway
+            .request(Method::GET, "/v1/sessions?limit=1", None)
+            .await;
+        match response.status().as_u16() {
+            200 => Ok(started.elapsed()),
+            status => Err(format!("the list is still {status}")),
+        }
+    })
+    .await
+}
+
+/// Disk the view's files take (allocated blocks: the file is larger, partly unwritten).
+fn view_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .map(|metadata| metadata.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn p99_ms(histogram: &Histogram<u64>) -> (f64, f64) {
+    (
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}
+
+async fn figures(count: usize) {
+    let nats = TestNats::start();
+    // A gateway creates the stream and the bucket.
+    TestGateway::start(&nats).await.stop().await;
+    fill_bucket(&nats, count).await;
+    let mut config = TestGateway::config(&nats);
+    config.catalog.dir = nats.catalog_dir().join(format!("bench-{count}"));
+    let dir = config.catalog.dir.clone();
+
+    // A fresh view: ready at once, lists once the view is built.
     let before = resident_bytes();
     let started = Instant::now();
-    let gateway = TestGateway::start(&nats).await;
-    let elapsed = started.elapsed();
+    let gateway = TestGateway::start_with(config.clone()).await;
+    let ready = started.elapsed();
+    let built = until_listed(&gateway, started).await;
+    let grown = resident_bytes().saturating_sub(before);
+    let applied = metric(&gateway, "starcite_catalog_view_applied_total")
+        .await
+        .unwrap_or(0.0);
     println!(
-        "{:<58} {:>7} sessions: ready in {:>6.0} ms, process grew {:>5} B/session",
-        "gateway start-up with a full catalog",
+        "{:<44} {:>8} sessions: ready in {:>5.0} ms, built in {:>6.1} s = {:>7.0} sessions/s",
+        "fresh view",
         count,
-        elapsed.as_secs_f64() * 1000.0,
-        resident_bytes().saturating_sub(before) / count as u64
+        ready.as_secs_f64() * 1000.0,
+        built.as_secs_f64(),
+        applied / built.as_secs_f64()
+    );
+
+    // Filtered pages through the HTTP API (each also reads its sessions' heads from NATS).
+    let mut http = Histogram::<u64>::new(3).unwrap();
+    let path = "/v1/sessions?limit=50&cursor=ses_8&metadata[tenant]=tenant-7";
+    for round in 0..1100 {
+        let asked = Instant::now();
+        let response = gateway.request(Method::GET, path, None).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        if round >= 100 {
+            http.record(asked.elapsed().as_micros() as u64).unwrap();
+        }
+    }
+    let grown_after_pages = resident_bytes().saturating_sub(before);
+    println!(
+        "{:<44} {:>8} sessions: {:>6.1} MiB after the build, {:>6.1} MiB after 1,100 lists",
+        "gateway memory growth (RSS)",
+        count,
+        grown as f64 / MIB,
+        grown_after_pages as f64 / MIB
+    );
+    println!(
+        "{:<44} {:>8} sessions: {:>6.1} B/session ({:.0} MiB)",
+        "view on disk",
+        count,
+        view_bytes(&dir) as f64 / count as f64,
+        view_bytes(&dir) as f64 / MIB
+    );
+    let (p50, p99) = p99_ms(&http);
+    println!(
+        "{:<44} {:>8} sessions: p50 {p50:>6.2} ms, p99 {p99:>6.2} ms",
+        "filtered page (limit 50), HTTP list", count
     );
     gateway.stop().await;
+
+    // A restart with the view present.
+    let started = Instant::now();
+    let gateway = TestGateway::start_with(config).await;
+    let ready = started.elapsed();
+    let listed = until_listed(&gateway, started).await;
+    let applied = metric(&gateway, "starcite_catalog_view_applied_total")
+        .await
+        .unwrap_or(-1.0);
+    println!(
+        "{:<44} {:>8} sessions: ready in {:>5.0} ms, first list in {:>5.0} ms, {applied} re-read",
+        "restart with the view present",
+        count,
+        ready.as_secs_f64() * 1000.0,
+        listed.as_secs_f64() * 1000.0,
+    );
+    gateway.stop().await;
+
+    // The same page read from the view alone.
+    let index = CatalogIndex::open(&dir, BUCKET).unwrap();
+    let query = filtered_page();
+    let mut view = Histogram::<u64>::new(3).unwrap();
+    for round in 0..11_000 {
+        let asked = Instant::now();
+        let (page, _) = index.page(&query).unwrap();
+        assert_eq!(page.len(), 50);
+        if round >= 1000 {
+            view.record(asked.elapsed().as_micros() as u64).unwrap();
+        }
+    }
+    let (p50, p99) = p99_ms(&view);
+    println!(
+        "{:<44} {:>8} sessions: p50 {p50:>6.2} ms, p99 {p99:>6.2} ms",
+        "filtered page (limit 50), from the view", count
+    );
 }
 
 pub async fn run() {
     // Each gateway here outlives its NATS server, and would log every reconnect attempt over
     // the figures; errors still show (the first subscriber installed wins).
     gateway::telemetry::init("error", gateway::telemetry::LogFormat::Text);
-    for count in [100_000, 1_000_000] {
-        index_memory(count);
-    }
-    for count in [100_000, 1_000_000] {
-        load_time(count).await;
+    let counts: Vec<usize> = std::env::var("BENCH_CATALOG_SESSIONS")
+        .unwrap_or_else(|_| "1000000,10000000".to_owned())
+        .split(',')
+        .filter_map(|count| count.trim().parse().ok())
+        .collect();
+    for count in counts {
+        figures(count).await;
     }
 }

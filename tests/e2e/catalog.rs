@@ -393,7 +393,7 @@ async fn a_session_created_through_one_gateway_is_listed_by_another_at_once() {
 }
 
 #[tokio::test]
-async fn a_restarted_gateway_loads_the_catalog_before_it_is_ready() {
+async fn a_restarted_gateway_lists_the_whole_catalog_at_once() {
     let nats = TestNats::start();
     let gateway = TestGateway::start(&nats).await;
     for n in 0..50 {

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod bench;
 mod catalog;
+mod catalog_view;
 mod chaos;
 mod cluster;
 mod deploy;

@@ -29,6 +29,7 @@ impl TestGateway {
         let mut config = Config::default();
         config.nats.urls = vec![nats.url.clone()];
         config.nats.timeout = Duration::from_secs(2);
+        config.catalog.dir = nats.catalog_dir();
         config
     }
 

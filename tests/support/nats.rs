@@ -48,6 +48,11 @@ impl TestNats {
         }
     }
 
+    /// A directory for the catalog views of this server's gateways, removed with it.
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.store.path().join("catalog")
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.id()
     }

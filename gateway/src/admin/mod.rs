@@ -14,7 +14,7 @@ use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use serde::Deserialize;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::catalog::Catalog;
 use crate::figures::Figures;
@@ -361,9 +361,20 @@ impl IntoResponse for PageError {
             )
                 .into_response(),
             PageError::Invalid(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+            PageError::CatalogLoading => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This gateway is building its session catalog; the list shows once it is done. \
+                 Reload in a few seconds.",
+            )
+                .with_header(poem::http::header::RETRY_AFTER, "5")
+                .into_response(),
             PageError::Store(err) => {
                 warn!(error = %err, "an admin page failed: {err}");
                 (StatusCode::SERVICE_UNAVAILABLE, COULD_NOT_SHOW).into_response()
+            }
+            PageError::View(err) => {
+                error!(error = %err, "an admin page failed: {err}");
+                (StatusCode::INTERNAL_SERVER_ERROR, COULD_NOT_SHOW).into_response()
             }
         }
     }

@@ -6,9 +6,9 @@ use admin_ui::{EventRow, LiveFeed, SessionPage, SessionRow, SessionsPage};
 use serde_json::Value;
 
 use super::{Admin, Viewer};
-use crate::catalog::EditError;
-use crate::catalog::index::{ArchivedFilter, ListQuery};
+use crate::catalog::index::{ArchivedFilter, ListQuery, ViewError};
 use crate::catalog::input::SessionPatch;
+use crate::catalog::{EditError, ListError};
 use crate::nats::StoreError;
 use crate::sessions::error::{InvalidInput, ReadError};
 use crate::sessions::model::{Session, SessionId};
@@ -26,10 +26,15 @@ pub enum PageError {
     SessionNotFound,
     #[error("someone changed this session meanwhile")]
     VersionConflict,
+    /// This gateway's catalog view is being built; the sessions page shows once it is.
+    #[error("the session catalog is being built")]
+    CatalogLoading,
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    View(#[from] ViewError),
 }
 
 impl From<ReadError> for PageError {
@@ -37,6 +42,16 @@ impl From<ReadError> for PageError {
         match err {
             ReadError::SessionNotFound(_) => PageError::SessionNotFound,
             ReadError::Store(err) => PageError::Store(err),
+        }
+    }
+}
+
+impl From<ListError> for PageError {
+    fn from(err: ListError) -> PageError {
+        match err {
+            ListError::Loading => PageError::CatalogLoading,
+            ListError::View(err) => PageError::View(err),
+            ListError::Store(err) => PageError::Store(err),
         }
     }
 }

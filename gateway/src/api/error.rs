@@ -5,7 +5,7 @@ use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
 use tracing::{error, warn};
 
-use crate::catalog::EditError;
+use crate::catalog::{EditError, ListError};
 use crate::live::LiveError;
 use crate::nats::StoreError;
 use crate::sessions::error::{AppendError, CreateError, Field, InvalidInput, ReadError};
@@ -14,6 +14,7 @@ use crate::sessions::error::{AppendError, CreateError, Field, InvalidInput, Read
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ErrorCode {
+    CatalogLoading,
     EventTooLarge,
     ExpectedSeqConflict,
     ExpectedVersionConflict,
@@ -75,7 +76,9 @@ impl ErrorCode {
             ErrorCode::ForbiddenScope | ErrorCode::ForbiddenSession => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::TooManyTails => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::CatalogLoading | ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -125,8 +128,9 @@ pub enum ApiError {
     /// An unexpected failure inside the gateway.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-    /// same request after `Retry-After` seconds, it is safe.
+    /// NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+    /// gateway's catalog view is being built: retry the same request after `Retry-After`
+    /// seconds, it is safe.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
@@ -247,6 +251,19 @@ impl From<EditError> for ApiError {
             }
             EditError::Invalid(err) => err.into(),
             EditError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<ListError> for ApiError {
+    fn from(err: ListError) -> ApiError {
+        match err {
+            ListError::Loading => ApiError::new(
+                ErrorCode::CatalogLoading,
+                "This gateway is building its session catalog; retry the list shortly",
+            ),
+            ListError::View(err) => ApiError::internal(&err),
+            ListError::Store(err) => err.into(),
         }
     }
 }

@@ -120,7 +120,6 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
     let live = state.live;
     let health = || HealthApi {
         store: state.store.clone(),
-        catalog: state.catalog.clone(),
     };
     let scrape = || {
         poem::get(ops::Scrape {

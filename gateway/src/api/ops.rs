@@ -152,9 +152,11 @@ impl Endpoint for Scrape {
             _ => Vec::new(),
         };
         let state = metrics::State {
-            ready: readiness(&self.store, &self.catalog).is_ok(),
+            ready: readiness(&self.store).is_ok(),
             nats: self.store.traffic(),
-            catalog_sessions: self.catalog.session_count() as u64,
+            catalog_sessions: self.catalog.session_count(),
+            catalog_loading: self.catalog.is_loading(),
+            catalog_applied: self.catalog.applied_total(),
             storage,
         };
         Ok(Response::builder()

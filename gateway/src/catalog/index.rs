@@ -1,19 +1,45 @@
-//! The in-memory catalog: every session header, sorted by id, with the secondary indexes a
-//! filtered page needs. Pure data; `Catalog` keeps it current.
+//! The catalog view on local disk: every session's newest header, sorted by id, and postings
+//! (the archived flag, the tenant, each string metadata pair) so a filtered page is a seek per
+//! filter plus the matches it walks. A materialised view of the sessions bucket's stream: it
+//! records which bucket it was built from and the last revision applied, and is thrown away
+//! and built anew whenever either stops matching the bucket.
+//!
+//! Memory is the store's bounded page cache, whatever the number of sessions.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::warn;
 
+use crate::nats::BucketSource;
 use crate::sessions::model::{Session, SessionId};
 
-impl Borrow<str> for SessionId {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
+/// Bumped whenever the layout below changes: a view of another format is built anew.
+const FORMAT: u32 = 1;
+
+/// Gateways that can share one directory, each with its own view file.
+const SLOTS: usize = 16;
+
+/// The store's page cache: the view's only memory that depends on what it holds.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Id -> the session header as JSON.
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Posting prefix + id -> nothing: one key per (filter value, session).
+const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+/// `state` -> `ViewState` as JSON.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const STATE: &str = "state";
+
+/// The first byte of a posting key: which filter it serves.
+const ARCHIVED_FLAG: u8 = 0;
+const TENANT: u8 = 1;
+const METADATA_PAIR: u8 = 2;
 
 /// Which sessions a list shows by their archived flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,128 +68,390 @@ pub struct ListQuery {
     pub search: Option<String>,
 }
 
-#[derive(Debug, Default)]
+/// What the view holds, stored with it and changed in the same transactions as its sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewState {
+    format: u32,
+    /// The bucket it is a view of; `None` for a view never built.
+    pub source: Option<BucketSource>,
+    /// The newest bucket revision applied.
+    pub applied: u64,
+    /// False until a fresh view's replay has caught up with the bucket once: until then it
+    /// lags far behind, and lists answer `catalog_loading` instead of waiting for it.
+    pub complete: bool,
+    pub sessions: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(
+        "every catalog view file in {0} is in use by another gateway (at most {SLOTS} share a \
+         directory); give this one its own STARCITE_CATALOG_DIR"
+    )]
+    AllInUse(PathBuf),
+    #[error("catalog view {path}: {source}")]
+    Storage { path: PathBuf, source: redb::Error },
+    #[error("catalog view {path}: cannot create it: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("catalog view {0}: a stored header is unreadable")]
+    Corrupt(PathBuf),
+    #[error("catalog view work was interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// One gateway's view file, locked for as long as it is open.
+#[derive(Clone)]
 pub struct CatalogIndex {
-    sessions: BTreeMap<SessionId, Session>,
-    archived: BTreeSet<SessionId>,
-    active: BTreeSet<SessionId>,
-    /// Sessions by one string metadata pair, so a filtered page need not scan the catalog.
-    by_metadata: HashMap<(String, String), BTreeSet<SessionId>>,
-    /// Sessions by tenant, so a tenant's page need not walk the others' sessions.
-    by_tenant: HashMap<String, BTreeSet<SessionId>>,
+    database: Arc<Database>,
+    path: PathBuf,
 }
 
 impl CatalogIndex {
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// Inserts or replaces a session's header.
-    pub fn upsert(&mut self, session: Session) {
-        if let Some(previous) = self.sessions.remove(&session.id) {
-            self.unindex(&previous);
-        }
-        let id = session.id.clone();
-        if session.archived {
-            self.archived.insert(id.clone());
-        } else {
-            self.active.insert(id.clone());
-        }
-        for pair in string_pairs(&session) {
-            self.by_metadata.entry(pair).or_default().insert(id.clone());
-        }
-        self.by_tenant
-            .entry(session.tenant().to_owned())
-            .or_default()
-            .insert(id.clone());
-        self.sessions.insert(id, session);
-    }
-
-    fn unindex(&mut self, session: &Session) {
-        self.archived.remove(&session.id);
-        self.active.remove(&session.id);
-        if let Some(ids) = self.by_tenant.get_mut(session.tenant()) {
-            ids.remove(&session.id);
-            if ids.is_empty() {
-                self.by_tenant.remove(session.tenant());
-            }
-        }
-        for pair in string_pairs(session) {
-            if let Some(ids) = self.by_metadata.get_mut(&pair) {
-                ids.remove(&session.id);
-                if ids.is_empty() {
-                    self.by_metadata.remove(&pair);
+    /// Opens the first view file in `dir` that no other gateway holds (`<name>-<slot>.redb`);
+    /// one that cannot be read is deleted and created empty. Any view of the same bucket
+    /// serves any gateway, so which slot a gateway gets does not matter.
+    pub fn open(dir: &Path, name: &str) -> Result<CatalogIndex, ViewError> {
+        std::fs::create_dir_all(dir).map_err(|source| ViewError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        for slot in 0..SLOTS {
+            let path = dir.join(format!("{name}-{slot}.redb"));
+            let database = match open_file(&path) {
+                Ok(database) => database,
+                // Another gateway holds it: the file lock is the whole protocol.
+                Err(redb::Error::DatabaseAlreadyOpen) => continue,
+                Err(err) => {
+                    warn!(
+                        catalog.view = %path.display(),
+                        "catalog view {} is unreadable ({err}); building it anew",
+                        path.display()
+                    );
+                    std::fs::remove_file(&path).map_err(|source| ViewError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    open_file(&path).map_err(|source| ViewError::Storage {
+                        path: path.clone(),
+                        source,
+                    })?
                 }
-            }
+            };
+            return Ok(CatalogIndex {
+                database: Arc::new(database),
+                path,
+            });
         }
+        Err(ViewError::AllInUse(dir.to_owned()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn storage(&self) -> impl Fn(redb::Error) -> ViewError + '_ {
+        |source| ViewError::Storage {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// What the view holds; a view of another format reads as never built.
+    pub fn state(&self) -> Result<ViewState, ViewError> {
+        let read = || -> Result<ViewState, redb::Error> {
+            let transaction = self.database.begin_read()?;
+            let meta = transaction.open_table(META)?;
+            Ok(read_state(
+                meta.get(STATE)?.map(|state| state.value().to_vec()),
+            ))
+        };
+        read().map_err(self.storage())
+    }
+
+    /// Empties the view and starts a fresh build from `source`.
+    pub fn reset(&self, source: BucketSource) -> Result<ViewState, ViewError> {
+        let state = ViewState {
+            format: FORMAT,
+            source: Some(source),
+            ..ViewState::default()
+        };
+        let reset = || -> Result<(), redb::Error> {
+            let transaction = self.database.begin_write()?;
+            transaction.delete_table(SESSIONS)?;
+            transaction.delete_table(POSTINGS)?;
+            transaction.open_table(SESSIONS)?;
+            transaction.open_table(POSTINGS)?;
+            write_state(&mut transaction.open_table(META)?, &state)?;
+            transaction.commit()?;
+            Ok(())
+        };
+        reset().map_err(self.storage())?;
+        Ok(state)
+    }
+
+    /// Applies `sessions` (header versions in bucket order) up to revision `through` in one
+    /// transaction. A commit that is not `durable` is lost by a crash, and the view then
+    /// resumes from an earlier revision: it only costs re-reading.
+    pub fn apply(
+        &self,
+        sessions: &[Session],
+        through: u64,
+        complete: bool,
+        durable: bool,
+    ) -> Result<ViewState, ViewError> {
+        let apply = || -> Result<Result<ViewState, ViewError>, redb::Error> {
+            let mut transaction = self.database.begin_write()?;
+            if durable {
+                transaction.set_quick_repair(true);
+            } else {
+                transaction.set_durability(Durability::None)?;
+            }
+            let state = {
+                let mut meta = transaction.open_table(META)?;
+                let mut state = read_state(meta.get(STATE)?.map(|state| state.value().to_vec()));
+                let mut table = transaction.open_table(SESSIONS)?;
+                let mut postings = transaction.open_table(POSTINGS)?;
+                // Each session's newest version in the batch, in id order, and then the
+                // postings in key order: a B-tree takes sorted keys at a fraction of the cost of
+                // scattered ones, as they share the pages they touch.
+                let newest: BTreeMap<&str, &Session> = sessions
+                    .iter()
+                    .map(|session| (session.id.as_str(), session))
+                    .collect();
+                let mut stale = Vec::new();
+                let mut fresh = Vec::new();
+                for (id, session) in newest {
+                    // Plain strings, numbers and maps always serialize.
+                    let header = serde_json::to_vec(session).unwrap_or_default();
+                    let previous = table
+                        .insert(id, header.as_slice())?
+                        .map(|previous| serde_json::from_slice::<Session>(previous.value()));
+                    let postings_now = postings_of(session);
+                    match previous {
+                        None => state.sessions += 1,
+                        Some(Err(_)) => return Ok(Err(ViewError::Corrupt(self.path.clone()))),
+                        Some(Ok(previous)) => stale.extend(
+                            postings_of(&previous)
+                                .into_iter()
+                                .filter(|key| !postings_now.contains(key)),
+                        ),
+                    }
+                    fresh.extend(postings_now);
+                }
+                stale.sort_unstable();
+                fresh.sort_unstable();
+                for key in &stale {
+                    postings.remove(key.as_slice())?;
+                }
+                for key in &fresh {
+                    postings.insert(key.as_slice(), ())?;
+                }
+                state.applied = state.applied.max(through);
+                state.complete = complete;
+                write_state(&mut meta, &state)?;
+                state
+            };
+            transaction.commit()?;
+            Ok(Ok(state))
+        };
+        apply().map_err(self.storage())?
     }
 
     /// One page in id order, and whether more sessions match after it.
     ///
-    /// Candidates come from the narrowest index that applies (a metadata pair, else the
-    /// archived flag), so the cost is a logarithmic seek plus the matches it walks over.
-    pub fn page(&self, query: &ListQuery) -> (Vec<&Session>, bool) {
-        let after = match &query.after {
-            Some(after) => Bound::Excluded(after.as_str()),
-            None => Bound::Unbounded,
-        };
-        let range = (after, Bound::Unbounded);
-        let candidates: Box<dyn Iterator<Item = &SessionId>> = if let Some(only) = &query.only {
-            let after = query.after.as_deref();
-            Box::new(
-                self.sessions
-                    .get_key_value(only)
-                    .map(|(id, _)| id)
-                    .filter(move |id| after.is_none_or(|after| id.as_str() > after))
-                    .into_iter(),
-            )
-        } else {
-            // The narrowest index that applies: a metadata pair or the tenant, else the flag.
-            let mut indexes: Vec<Option<&BTreeSet<SessionId>>> = query
-                .metadata
-                .iter()
-                .map(|pair| self.by_metadata.get(pair))
-                .collect();
-            if let Some(tenant) = &query.tenant {
-                indexes.push(self.by_tenant.get(tenant.as_str()));
-            }
-            if indexes.is_empty() {
-                match query.archived {
-                    ArchivedFilter::Active => Box::new(self.active.range::<str, _>(range)),
-                    ArchivedFilter::Archived => Box::new(self.archived.range::<str, _>(range)),
-                    ArchivedFilter::All => {
-                        Box::new(self.sessions.range::<str, _>(range).map(|(id, _)| id))
+    /// Candidates are the ids every applicable posting list holds (a leapfrog join: each list
+    /// seeks to the largest id another proposed), so the cost is a seek per filter and match,
+    /// whichever filter is the narrowest.
+    pub fn page(&self, query: &ListQuery) -> Result<(Vec<Session>, bool), ViewError> {
+        let read = || -> Result<Result<(Vec<Session>, bool), ViewError>, redb::Error> {
+            let transaction = self.database.begin_read()?;
+            let sessions = transaction.open_table(SESSIONS)?;
+            let postings = transaction.open_table(POSTINGS)?;
+            let lists = posting_prefixes(query);
+            let mut after = query.after.clone();
+            let mut page = Vec::new();
+            while page.len() <= query.limit {
+                let candidate = match &query.only {
+                    Some(only) => after
+                        .as_deref()
+                        .is_none_or(|after| only.as_str() > after)
+                        .then(|| only.to_string()),
+                    None if lists.is_empty() => sessions
+                        .range::<&str>((
+                            after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                            Bound::Unbounded,
+                        ))?
+                        .next()
+                        .transpose()?
+                        .map(|(id, _)| id.value().to_owned()),
+                    None => match first_in_all(&postings, &lists, after.as_deref())? {
+                        Ok(candidate) => candidate,
+                        Err(()) => return Ok(Err(ViewError::Corrupt(self.path.clone()))),
+                    },
+                };
+                let Some(id) = candidate else { break };
+                if let Some(header) = sessions.get(id.as_str())? {
+                    let Ok(session) = serde_json::from_slice::<Session>(header.value()) else {
+                        return Ok(Err(ViewError::Corrupt(self.path.clone())));
+                    };
+                    if matches(&session, query) {
+                        page.push(session);
                     }
                 }
-            } else {
-                // A filter no session has means no match at all.
-                let narrowest =
-                    indexes
-                        .into_iter()
-                        .try_fold(None::<&BTreeSet<SessionId>>, |best, ids| {
-                            let ids = ids?;
-                            Some(Some(match best {
-                                Some(best) if best.len() <= ids.len() => best,
-                                _ => ids,
-                            }))
-                        });
-                match narrowest.flatten() {
-                    Some(ids) => Box::new(ids.range::<str, _>(range)),
-                    None => Box::new(std::iter::empty()),
+                if query.only.is_some() {
+                    break;
                 }
+                after = Some(id);
             }
+            let more = page.len() > query.limit;
+            page.truncate(query.limit);
+            Ok(Ok((page, more)))
         };
-        let mut matching = candidates
-            .filter_map(|id| self.sessions.get(id))
-            .filter(|session| matches(session, query));
-        let page: Vec<&Session> = matching.by_ref().take(query.limit).collect();
-        let more = matching.next().is_some();
-        (page, more)
+        read().map_err(self.storage())?
     }
+}
+
+fn open_file(path: &Path) -> Result<Database, redb::Error> {
+    let database = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|err| match err {
+            DatabaseError::DatabaseAlreadyOpen => redb::Error::DatabaseAlreadyOpen,
+            other => other.into(),
+        })?;
+    // Every table exists from the start, so a reader never finds one missing.
+    let transaction = database.begin_write()?;
+    transaction.open_table(SESSIONS)?;
+    transaction.open_table(POSTINGS)?;
+    transaction.open_table(META)?;
+    transaction.commit()?;
+    Ok(database)
+}
+
+fn read_state(stored: Option<Vec<u8>>) -> ViewState {
+    stored
+        .and_then(|state| serde_json::from_slice::<ViewState>(&state).ok())
+        .filter(|state| state.format == FORMAT)
+        .unwrap_or_default()
+}
+
+fn write_state(meta: &mut redb::Table<&str, &[u8]>, state: &ViewState) -> Result<(), redb::Error> {
+    let state = serde_json::to_vec(&ViewState {
+        format: FORMAT,
+        ..state.clone()
+    })
+    .unwrap_or_default();
+    meta.insert(STATE, state.as_slice())?;
+    Ok(())
+}
+
+/// The smallest id after `after` that every posting list in `lists` holds; `Err` for a key
+/// that is not a prefix and an id.
+fn first_in_all(
+    postings: &redb::ReadOnlyTable<&[u8], ()>,
+    lists: &[Vec<u8>],
+    after: Option<&str>,
+) -> Result<Result<Option<String>, ()>, redb::Error> {
+    let mut from = after.map(|after| (after.to_owned(), false));
+    let mut agreed = 0;
+    for list in lists.iter().cycle() {
+        let mut start = list.clone();
+        if let Some((id, inclusive)) = &from {
+            start.extend_from_slice(id.as_bytes());
+            // The smallest key after `prefix + id`.
+            if !inclusive {
+                start.push(0);
+            }
+        }
+        let Some(found) = postings.range::<&[u8]>(start.as_slice()..)?.next() else {
+            return Ok(Ok(None));
+        };
+        let (key, _) = found?;
+        let Some(id) = key.value().strip_prefix(list.as_slice()) else {
+            return Ok(Ok(None));
+        };
+        let Ok(id) = std::str::from_utf8(id) else {
+            return Ok(Err(()));
+        };
+        match &from {
+            Some((current, true)) if current == id => agreed += 1,
+            _ => {
+                from = Some((id.to_owned(), true));
+                agreed = 1;
+            }
+        }
+        if agreed == lists.len() {
+            return Ok(Ok(from.map(|(id, _)| id)));
+        }
+    }
+    Ok(Ok(None))
+}
+
+/// The posting lists a query's filters name: each metadata pair, the tenant, the flag.
+fn posting_prefixes(query: &ListQuery) -> Vec<Vec<u8>> {
+    let mut lists: Vec<Vec<u8>> = query
+        .metadata
+        .iter()
+        .map(|(key, value)| pair_prefix(key, value))
+        .collect();
+    if let Some(tenant) = &query.tenant {
+        lists.push(tenant_prefix(tenant));
+    }
+    match query.archived {
+        ArchivedFilter::Active => lists.push(flag_prefix(false)),
+        ArchivedFilter::Archived => lists.push(flag_prefix(true)),
+        ArchivedFilter::All => {}
+    }
+    lists
+}
+
+/// Every posting key of a session.
+fn postings_of(session: &Session) -> Vec<Vec<u8>> {
+    let mut keys = vec![
+        flag_prefix(session.archived),
+        tenant_prefix(session.tenant()),
+    ];
+    keys.extend(
+        session
+            .metadata
+            .iter()
+            .filter_map(|(key, value)| match value {
+                Value::String(value) => Some(pair_prefix(key, value)),
+                _ => None,
+            }),
+    );
+    for key in &mut keys {
+        key.extend_from_slice(session.id.as_str().as_bytes());
+    }
+    keys
+}
+
+fn flag_prefix(archived: bool) -> Vec<u8> {
+    vec![ARCHIVED_FLAG, u8::from(archived)]
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut prefix = vec![TENANT];
+    push_part(&mut prefix, tenant);
+    prefix
+}
+
+fn pair_prefix(key: &str, value: &str) -> Vec<u8> {
+    let mut prefix = vec![METADATA_PAIR];
+    push_part(&mut prefix, key);
+    push_part(&mut prefix, value);
+    prefix
+}
+
+/// Length-prefixed, so no part can run into the next and one list's prefix is never
+/// another's.
+fn push_part(prefix: &mut Vec<u8>, part: &str) {
+    let length = u32::try_from(part.len()).unwrap_or(u32::MAX);
+    prefix.extend_from_slice(&length.to_be_bytes());
+    prefix.extend_from_slice(part.as_bytes());
 }
 
 fn matches(session: &Session, query: &ListQuery) -> bool {
@@ -191,17 +479,6 @@ fn matches(session: &Session, query: &ListQuery) -> bool {
         })
 }
 
-/// A session's top-level string metadata as `(key, value)` pairs: what filters can match.
-fn string_pairs(session: &Session) -> impl Iterator<Item = (String, String)> + '_ {
-    session
-        .metadata
-        .iter()
-        .filter_map(|(key, value)| match value {
-            Value::String(value) => Some((key.clone(), value.clone())),
-            _ => None,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +498,34 @@ mod tests {
         }
     }
 
-    fn ids(page: &[&Session]) -> Vec<String> {
+    /// An empty view in a directory removed with it.
+    struct TestIndex {
+        index: CatalogIndex,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestIndex {
+        fn new() -> TestIndex {
+            let dir = tempfile::tempdir().unwrap();
+            let index = CatalogIndex::open(dir.path(), "test").unwrap();
+            TestIndex { index, _dir: dir }
+        }
+
+        fn upsert(&self, session: Session) {
+            let through = self.index.state().unwrap().applied + 1;
+            self.index.apply(&[session], through, true, false).unwrap();
+        }
+
+        fn len(&self) -> u64 {
+            self.index.state().unwrap().sessions
+        }
+
+        fn page(&self, query: &ListQuery) -> (Vec<Session>, bool) {
+            self.index.page(query).unwrap()
+        }
+    }
+
+    fn ids(page: &[Session]) -> Vec<String> {
         page.iter().map(|session| session.id.to_string()).collect()
     }
 
@@ -239,7 +543,7 @@ mod tests {
 
     #[test]
     fn pages_walk_ids_in_order_and_say_when_more_follow() {
-        let mut index = CatalogIndex::default();
+        let index = TestIndex::new();
         for id in ["c", "a", "e", "b", "d"] {
             index.upsert(session(id, false, json!({})));
         }
@@ -261,11 +565,20 @@ mod tests {
             ..query(10)
         });
         assert_eq!((page.len(), more), (3, false));
+        let all = ListQuery {
+            archived: ArchivedFilter::All,
+            after: Some("a".into()),
+            ..query(2)
+        };
+        assert_eq!(
+            (ids(&index.page(&all).0), index.page(&all).1),
+            (vec!["b".to_owned(), "c".to_owned()], true)
+        );
     }
 
     #[test]
     fn archived_sessions_are_hidden_unless_asked_for() {
-        let mut index = CatalogIndex::default();
+        let index = TestIndex::new();
         index.upsert(session("a", false, json!({})));
         index.upsert(session("b", true, json!({})));
         assert_eq!(ids(&index.page(&query(10)).0), vec!["a"]);
@@ -282,12 +595,13 @@ mod tests {
         // Unarchiving moves it back.
         index.upsert(session("b", false, json!({})));
         assert_eq!(ids(&index.page(&query(10)).0), vec!["a", "b"]);
+        assert!(index.page(&archived).0.is_empty());
         assert_eq!(index.len(), 2);
     }
 
     #[test]
     fn a_tenant_sees_only_its_sessions() {
-        let mut index = CatalogIndex::default();
+        let index = TestIndex::new();
         let mut owned = session("b", false, json!({"k": "v"}));
         owned.tenant_id = Some("acme".into());
         index.upsert(owned);
@@ -312,11 +626,21 @@ mod tests {
             ..query(10)
         };
         assert!(index.page(&nobody).0.is_empty());
+        let pinned = ListQuery {
+            only: Some(SessionId::parse("b").unwrap()),
+            ..query(10)
+        };
+        assert_eq!(ids(&index.page(&pinned).0), vec!["b"]);
+        let pinned_elsewhere = ListQuery {
+            only: Some(SessionId::parse("b").unwrap()),
+            ..local
+        };
+        assert!(index.page(&pinned_elsewhere).0.is_empty());
     }
 
     #[test]
     fn search_matches_an_id_prefix_or_part_of_a_title() {
-        let mut index = CatalogIndex::default();
+        let index = TestIndex::new();
         let mut titled = session("chat-9", false, json!({}));
         titled.title = Some("Quarterly Planning".into());
         index.upsert(titled);
@@ -336,7 +660,7 @@ mod tests {
 
     #[test]
     fn metadata_filters_match_string_values_and_are_anded() {
-        let mut index = CatalogIndex::default();
+        let index = TestIndex::new();
         index.upsert(session(
             "a",
             false,
@@ -374,5 +698,48 @@ mod tests {
             ids(&index.page(&filter(&[("tenant", "acme")])).0),
             vec!["b"]
         );
+        // Two versions in one batch: the later one counts.
+        let versions = [
+            session("b", false, json!({"tenant": "first"})),
+            session("b", true, json!({"tenant": "second"})),
+        ];
+        index.index.apply(&versions, 9, true, false).unwrap();
+        assert!(index.page(&filter(&[("tenant", "first")])).0.is_empty());
+        let archived = ListQuery {
+            archived: ArchivedFilter::Archived,
+            ..filter(&[("tenant", "second")])
+        };
+        assert_eq!(ids(&index.page(&archived).0), vec!["b"]);
+        assert_eq!(index.len(), 4);
+    }
+
+    #[test]
+    fn a_second_opener_of_a_directory_gets_its_own_file_and_a_reopened_view_keeps_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = CatalogIndex::open(dir.path(), "bucket").unwrap();
+        first
+            .apply(&[session("a", false, json!({}))], 7, true, true)
+            .unwrap();
+        let second = CatalogIndex::open(dir.path(), "bucket").unwrap();
+        assert_ne!(first.path(), second.path());
+        assert_eq!(second.state().unwrap(), ViewState::default());
+        let held = first.path().to_owned();
+        drop(first);
+        let reopened = CatalogIndex::open(dir.path(), "bucket").unwrap();
+        assert_eq!(reopened.path(), held);
+        let state = reopened.state().unwrap();
+        assert_eq!(
+            (state.applied, state.sessions, state.complete),
+            (7, 1, true)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_replaced_by_an_empty_view() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bucket-0.redb"), vec![0x5a; 64 * 1024]).unwrap();
+        let index = CatalogIndex::open(dir.path(), "bucket").unwrap();
+        assert_eq!(index.state().unwrap(), ViewState::default());
+        assert_eq!(index.path(), dir.path().join("bucket-0.redb"));
     }
 }

@@ -1,34 +1,46 @@
 //! The session catalog: finding sessions (sorted, filtered pages), editing their headers with
 //! compare-and-set, and the lifecycle feed of header changes.
 //!
-//! Every gateway keeps the whole catalog in memory, loaded at start and kept current from the
-//! sessions bucket's stream. A list first learns the bucket's newest revision and waits until
-//! its index has it, so a session is listed everywhere as soon as its create returned.
+//! Every gateway keeps the catalog in a view on local disk (`index`), a materialised view of
+//! the sessions bucket's stream that resumes after a restart from the last revision it applied.
+//! A list first learns the bucket's newest revision and waits until the view has it, so a
+//! session is listed everywhere as soon as its create returned.
 
 pub mod index;
 pub mod input;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use futures::future::OptionFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::json;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::nats::{CatalogChange, ReplaceSessionFailure, Store, StoreError};
+use crate::config::CatalogConfig;
+use crate::nats::{CatalogChange, CatalogVersion, ReplaceSessionFailure, Store, StoreError};
 use crate::sessions::error::{Field, InvalidInput};
 use crate::sessions::limits::check_metadata;
 use crate::sessions::model::{
     Change, Session, SessionId, SessionRecord, SessionSummary, timestamp_now,
 };
 use crate::tail::Positioned;
-use index::{CatalogIndex, ListQuery};
+use index::{CatalogIndex, ListQuery, ViewError, ViewState};
 use input::SessionPatch;
 
 /// How many times a header edit re-reads after losing a race before giving up with a 503.
 const MAX_EDIT_ATTEMPTS: u32 = 16;
+
+/// Header versions applied in one transaction at most: large enough that a build is bound by
+/// the feed, small enough that a list waiting on it is not held for long.
+const MAX_BATCH: usize = 16_384;
+
+/// How often the view is made durable while it keeps changing; a crash loses at most this much
+/// applying, which a restart reads again from the bucket.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -38,6 +50,26 @@ pub enum EditError {
     VersionConflict { expected: u64, current: u64 },
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// A fresh view is being built from the bucket and did not finish within the wait.
+    #[error("the session catalog is being built on this gateway")]
+    Loading,
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why following the bucket stopped for now.
+#[derive(Debug, thiserror::Error)]
+enum FollowError {
+    #[error(transparent)]
+    View(#[from] ViewError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,135 +84,225 @@ pub struct ListPage {
 
 pub struct Catalog {
     store: Arc<Store>,
-    index: RwLock<CatalogIndex>,
-    /// The newest bucket revision folded into the index.
-    applied: watch::Sender<u64>,
-    loaded: AtomicBool,
-    /// The store's incarnation the index was built in.
-    indexed_incarnation: AtomicU64,
-    /// How long a list waits for the index to catch up before answering 503.
+    index: CatalogIndex,
+    /// The newest bucket revision lists may read from the view: `None` while a fresh view is
+    /// being built, or before the view on disk was checked against the bucket.
+    readable: watch::Sender<Option<u64>>,
+    sessions: AtomicU64,
+    /// Header versions this process applied to the view: what a restart had to read again.
+    applied_total: AtomicU64,
+    /// Set when the gateway stops, so the view is left durable and its file unlocked.
+    stopping: watch::Sender<bool>,
+    /// How long a list waits for the view to catch up before answering 503.
     wait_limit: Duration,
+    /// How long a list waits for a fresh view to be built before answering 503.
+    loading_wait: Duration,
 }
 
 impl Catalog {
-    pub fn new(store: Arc<Store>, wait_limit: Duration) -> Catalog {
-        let incarnation = store.incarnation();
-        Catalog {
+    /// Opens this gateway's view in `config.dir`; it is checked against the bucket, and
+    /// rebuilt if need be, once NATS answers (`keep_current`).
+    pub fn open(
+        store: Arc<Store>,
+        config: &CatalogConfig,
+        wait_limit: Duration,
+    ) -> Result<Catalog, ViewError> {
+        let index = CatalogIndex::open(&config.dir, store.sessions_bucket())?;
+        let state = index.state()?;
+        info!(
+            catalog.view = %index.path().display(),
+            "catalog view {} holds {} sessions at revision {}",
+            index.path().display(), state.sessions, state.applied
+        );
+        Ok(Catalog {
             store,
-            index: RwLock::new(CatalogIndex::default()),
-            applied: watch::Sender::new(0),
-            indexed_incarnation: AtomicU64::new(incarnation),
-            loaded: AtomicBool::new(false),
+            index,
+            readable: watch::Sender::new(None),
+            sessions: AtomicU64::new(state.sessions),
+            applied_total: AtomicU64::new(0),
+            stopping: watch::Sender::new(false),
             wait_limit,
-        }
+            loading_wait: config.loading_wait,
+        })
     }
 
-    /// How many sessions the index holds.
-    pub fn session_count(&self) -> usize {
-        self.index
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+    /// How many sessions the view holds.
+    pub fn session_count(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
     }
 
-    /// True once every session that existed at start-up is in the index.
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+    /// Header versions this process applied to its view.
+    pub fn applied_total(&self) -> u64 {
+        self.applied_total.load(Ordering::Relaxed)
     }
 
-    /// Keeps the index current for as long as the gateway runs, resuming after NATS outages
-    /// from the last revision it applied.
-    pub async fn keep_current(&self) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            if let Err(err) = self.follow_bucket().await {
-                warn!(error = %err, "catalog feed interrupted, resuming in {delay:?}: {err}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    /// True while lists cannot be answered from the view: it is being built, or not yet
+    /// checked against the bucket.
+    pub fn is_loading(&self) -> bool {
+        self.readable.borrow().is_none()
     }
 
-    async fn follow_bucket(&self) -> Result<(), StoreError> {
-        let mut incarnations = self.store.incarnations();
-        let incarnation = *incarnations.borrow();
-        if self.indexed_incarnation.swap(incarnation, Ordering::AcqRel) != incarnation {
-            // The bucket was created anew: its revisions start over, and its sessions are
-            // only those written since.
-            *self
-                .index
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = CatalogIndex::default();
-            self.applied.send_replace(0);
-        }
-        let newest = self.store.catalog_revision().await?;
-        let applied = *self.applied.borrow();
-        // First load: each session's newest header only. Afterwards: every change since.
-        let mut changes = self.store.follow_catalog(applied, applied == 0).await?;
-        if newest <= applied {
-            self.mark_loaded();
-        }
-        loop {
-            let change = tokio::select! {
-                change = changes.next() => change,
-                _ = incarnations.changed() => {
-                    // A new bucket ends this pass; the next rebuilds the index for it.
-                    self.store.same_log_as(incarnation)?;
-                    continue;
+    /// Keeps the view current for as long as the gateway runs, resuming after NATS outages
+    /// from the last revision it applied, until `stop`.
+    pub fn follow(self: &Arc<Catalog>) -> JoinHandle<()> {
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            let mut stopping = catalog.stopping.subscribe();
+            while !*stopping.borrow_and_update() {
+                if let Err(err) = catalog.follow_bucket().await {
+                    warn!(error = %err, "catalog feed interrupted, resuming in {delay:?}: {err}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopping.changed() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-            };
-            let Some(change) = change else { break };
-            let change = change?;
-            let revision = change.revision;
-            self.index
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .upsert(change.record.session);
-            self.applied.send_if_modified(|applied| {
-                let newer = revision > *applied;
-                *applied = (*applied).max(revision);
-                newer
-            });
-            if revision >= newest {
-                self.mark_loaded();
             }
-        }
-        Err(StoreError::Unavailable("the catalog feed ended".into()))
+        })
     }
 
-    fn mark_loaded(&self) {
-        if !self.loaded.swap(true, Ordering::AcqRel) {
-            let sessions = self
-                .index
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .len();
-            info!(
-                catalog.sessions = sessions,
-                "catalog loaded: {sessions} sessions"
-            );
+    /// Ends `follow` with the view made durable, so a restart resumes where it stopped.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Checks the view against the bucket (rebuilding it for another bucket or another
+    /// incarnation of it), then applies the bucket's stream in batches until stopped or
+    /// interrupted.
+    async fn follow_bucket(&self) -> Result<(), FollowError> {
+        let mut incarnations = self.store.incarnations();
+        incarnations.borrow_and_update();
+        let mut stopping = self.stopping.subscribe();
+        let bucket = self.store.catalog_bucket().await?;
+        let mut state = self.blocking(|index| index.state()).await?;
+        // A view is a prefix of its bucket's stream, so one of this bucket resumes, even from
+        // a build left unfinished; one ahead of the bucket is of another.
+        let usable =
+            state.source.as_ref() == Some(&bucket.source) && state.applied <= bucket.last_revision;
+        if !usable {
+            if state.source.is_some() {
+                info!(
+                    "catalog view {} is of another bucket; building it anew",
+                    self.index.path().display()
+                );
+            }
+            self.readable.send_replace(None);
+            let source = bucket.source.clone();
+            state = self.blocking(move |index| index.reset(source)).await?;
+            self.sessions.store(0, Ordering::Relaxed);
         }
+        if !state.complete && bucket.messages == 0 {
+            // Nothing to build: the view is complete, and follows every change from here.
+            let through = bucket.last_revision;
+            state = self
+                .blocking(move |index| index.apply(&[], through, true, true))
+                .await?;
+        }
+        let mut complete = state.complete;
+        if complete {
+            self.readable.send_replace(Some(state.applied));
+        }
+        let started = Instant::now();
+        let mut versions = self.store.catalog_versions(state.applied).await?;
+        let mut batch: Vec<CatalogVersion> = Vec::new();
+        let mut applying: Option<JoinHandle<Result<ViewState, ViewError>>> = None;
+        let mut durable_at = Instant::now();
+        // A stop signalled before this pass subscribed is seen here.
+        let mut stopped = *stopping.borrow();
+        loop {
+            // One batch is applied while the next gathers, so the feed never waits on disk.
+            if applying.is_none() && !batch.is_empty() {
+                let through = batch.last().map_or(0, |version| version.revision);
+                let sessions: Vec<Session> = batch
+                    .drain(..)
+                    .filter_map(|version| version.record.map(|record| record.session))
+                    .collect();
+                self.applied_total
+                    .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+                let durable = durable_at.elapsed() >= DURABLE_EVERY || !state.complete && complete;
+                if durable {
+                    durable_at = Instant::now();
+                }
+                let index = self.index.clone();
+                applying = Some(tokio::task::spawn_blocking(move || {
+                    index.apply(&sessions, through, complete, durable)
+                }));
+            }
+            if stopped && applying.is_none() {
+                break;
+            }
+            tokio::select! {
+                Some(applied) = OptionFuture::from(applying.as_mut()) => {
+                    applying = None;
+                    let applied = applied.map_err(|err| StoreError::Unavailable(err.to_string()))??;
+                    if applied.complete && !state.complete {
+                        let seconds = started.elapsed().as_secs_f64();
+                        info!(
+                            catalog.sessions = applied.sessions,
+                            "catalog view built: {} sessions in {seconds:.1} s", applied.sessions
+                        );
+                    }
+                    state = applied;
+                    self.sessions.store(state.sessions, Ordering::Relaxed);
+                    if state.complete {
+                        self.readable.send_replace(Some(state.applied));
+                    }
+                }
+                version = versions.next(), if !stopped && batch.len() < MAX_BATCH => {
+                    let Some(version) = version else {
+                        return Err(StoreError::Unavailable("the catalog feed ended".into()).into());
+                    };
+                    let version = version?;
+                    // The build's replay has caught up with the bucket.
+                    complete |= version.pending == 0;
+                    batch.push(version);
+                }
+                _ = incarnations.changed(), if !stopped => {
+                    // No list is answered from the view until the next pass has checked whether
+                    // the bucket itself was created anew.
+                    self.readable.send_replace(None);
+                    return Err(StoreError::Unavailable("a new incarnation began".into()).into());
+                }
+                _ = stopping.changed(), if !stopped => stopped = true,
+            }
+        }
+        if complete {
+            let through = state.applied;
+            self.blocking(move |index| index.apply(&[], through, true, true))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on the view off the async workers: it reads and writes the disk.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&CatalogIndex) -> Result<T, ViewError> + Send + 'static,
+    ) -> Result<T, ViewError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || work(&index))
+            .await
+            .unwrap_or_else(|err| Err(ViewError::Interrupted(err.to_string())))
     }
 
     /// One page, as of a moment after the request arrived.
-    pub async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+    pub async fn list(&self, query: &ListQuery) -> Result<ListPage, ListError> {
         let newest = self.store.catalog_revision().await?;
-        let mut applied = self.applied.subscribe();
+        let mut readable = self.readable.subscribe();
+        tokio::time::timeout(self.loading_wait, readable.wait_for(Option::is_some))
+            .await
+            .map_err(|_| ListError::Loading)?
+            .map_err(|_| StoreError::Unavailable("the catalog view stopped".into()))?;
         tokio::time::timeout(
             self.wait_limit,
-            applied.wait_for(|applied| *applied >= newest),
+            readable.wait_for(|applied| applied.is_some_and(|applied| applied >= newest)),
         )
         .await
-        .map_err(|_| StoreError::Timeout("the catalog index is behind the bucket".into()))?
-        .map_err(|_| StoreError::Unavailable("the catalog index stopped".into()))?;
-        let (sessions, more) = {
-            let index = self
-                .index
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let (page, more) = index.page(query);
-            (page.into_iter().cloned().collect::<Vec<Session>>(), more)
-        };
+        .map_err(|_| StoreError::Timeout("the catalog view is behind the bucket".into()))?
+        .map_err(|_| StoreError::Unavailable("the catalog view stopped".into()))?;
+        let query = query.clone();
+        let (sessions, more) = self.blocking(move |index| index.page(&query)).await?;
         let ids: Vec<SessionId> = sessions.iter().map(|session| session.id.clone()).collect();
         let last_seqs = self.store.last_seqs(&sessions).await?;
         let next_cursor = more.then(|| ids.last().map(ToString::to_string)).flatten();
@@ -297,7 +419,7 @@ impl Catalog {
         impl Stream<Item = Result<Positioned, StoreError>> + Send + Unpin + 'static,
         StoreError,
     > {
-        let changes = self.store.follow_catalog(cursor, false).await?;
+        let changes = self.store.follow_catalog(cursor).await?;
         let visible =
             move |change: &CatalogChange| change.record.session.visible_to(tenant.as_deref());
         let entries = changes

@@ -6,6 +6,7 @@
 
 mod admin;
 mod auth;
+mod catalog;
 mod limits;
 mod nats;
 mod tail;
@@ -24,6 +25,7 @@ use values::{
 
 pub use admin::AdminConfig;
 pub use auth::{AuthConfig, AuthMode};
+pub use catalog::CatalogConfig;
 pub use limits::LimitsConfig;
 pub use nats::NatsConfig;
 pub use tail::TailConfig;
@@ -40,6 +42,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub catalog: CatalogConfig,
     /// How many sessions' write state one gateway caches.
     pub session_cache_size: usize,
     /// How long shutdown waits for open requests and tails to finish.
@@ -60,6 +63,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
+            catalog: CatalogConfig::default(),
             session_cache_size: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             log: "info".to_owned(),
@@ -138,6 +142,8 @@ const SETTINGS: &[Setting] = settings! {
         unless_off(number_in(1, i64::MAX)), or("off");
     limits.max_body_bytes: "STARCITE_MAX_BODY_BYTES" "--max-body-bytes",
         number_in(1024, 64 * 1024 * 1024), shown;
+    catalog.dir: "STARCITE_CATALOG_DIR" "--catalog-dir", path, shown;
+    catalog.loading_wait: "STARCITE_CATALOG_LOADING_WAIT" "--catalog-loading-wait", duration, shown;
     session_cache_size: "STARCITE_SESSION_CACHE_SIZE" "--session-cache-size",
         number_in(1, usize::MAX), shown;
     shutdown_timeout: "STARCITE_SHUTDOWN_TIMEOUT" "--shutdown-timeout", duration, shown;

@@ -184,6 +184,8 @@ fn every_setting_reaches_its_field() {
             ("STARCITE_RETENTION_MAX_BYTES", "2048"),
             ("STARCITE_RETENTION_MAX_EVENTS_PER_SESSION", "50"),
             ("STARCITE_MAX_BODY_BYTES", "4096"),
+            ("STARCITE_CATALOG_DIR", "/var/lib/starcite/catalog"),
+            ("STARCITE_CATALOG_LOADING_WAIT", "250ms"),
             ("STARCITE_SESSION_CACHE_SIZE", "30"),
             ("STARCITE_SHUTDOWN_TIMEOUT", "6s"),
             ("STARCITE_ADMIN", "false"),
@@ -232,6 +234,10 @@ fn every_setting_reaches_its_field() {
             append_burst: None,
             produce_window: 32,
         },
+        catalog: CatalogConfig {
+            dir: "/var/lib/starcite/catalog".into(),
+            loading_wait: Duration::from_millis(250),
+        },
         auth: AuthConfig {
             mode: AuthMode::Jwt,
             jwks_url: Some("http://127.0.0.1:1/jwks".to_owned()),
@@ -262,6 +268,8 @@ fn help_shows_every_default() {
         .filter_map(|line| line.trim().split_once(" default: "))
         .map(|(names, default)| (names.split_whitespace().next().unwrap_or_default(), default))
         .collect();
+    let catalog_dir = std::env::temp_dir().join("starcite-catalog");
+    let catalog_dir = catalog_dir.display().to_string();
     assert_eq!(
         defaults,
         [
@@ -286,6 +294,8 @@ fn help_shows_every_default() {
             ("--retention-max-bytes", "off"),
             ("--retention-max-events-per-session", "off"),
             ("--max-body-bytes", "1048576"),
+            ("--catalog-dir", catalog_dir.as_str()),
+            ("--catalog-loading-wait", "5s"),
             ("--session-cache-size", "10000"),
             ("--shutdown-timeout", "10s"),
             ("--admin", "on"),

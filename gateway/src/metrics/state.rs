@@ -15,6 +15,11 @@ pub struct State {
     pub ready: bool,
     pub nats: Traffic,
     pub catalog_sessions: u64,
+    /// Lists wait for the catalog view: it is being built, or not yet checked against the
+    /// bucket.
+    pub catalog_loading: bool,
+    /// Header versions this process applied to its catalog view.
+    pub catalog_applied: u64,
     /// Each events stream's (one per shard) and the sessions bucket's figures, when NATS
     /// answered in time.
     pub storage: Vec<(StreamRole, StreamState)>,
@@ -62,15 +67,29 @@ impl Collector for State {
         encode_one(
             &mut encoder,
             "starcite_ready",
-            "1 while /health/ready answers 200 (NATS connected, stream and buckets in place, \
-             catalog loaded), else 0.",
+            "1 while /health/ready answers 200 (NATS connected, stream and buckets in place), \
+             else 0.",
             &flag(self.ready),
         )?;
         encode_one(
             &mut encoder,
             "starcite_catalog_sessions",
-            "Sessions in this gateway's catalog index.",
+            "Sessions in this gateway's catalog view.",
             &gauge(self.catalog_sessions),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_loading",
+            "1 while lists wait for this gateway's catalog view (being built from the bucket), \
+             else 0.",
+            &flag(self.catalog_loading),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_view_applied",
+            "Session header versions this process applied to its catalog view (a restart with \
+             its view present applies only what changed since).",
+            &ConstCounter::new(self.catalog_applied),
         )?;
         let nats = &self.nats;
         encode_one(
@@ -220,6 +239,8 @@ mod tests {
                 ..Traffic::default()
             },
             catalog_sessions: 7,
+            catalog_loading: true,
+            catalog_applied: 12,
             storage: vec![
                 (
                     StreamRole::Events,
@@ -249,6 +270,8 @@ mod tests {
         let text = metrics.render(state);
         for line in [
             "starcite_ready 1",
+            "starcite_catalog_loading 1",
+            "starcite_catalog_view_applied_total 12",
             "starcite_nats_connected 1",
             "starcite_nats_reconnects_total 2",
             "starcite_catalog_sessions 7",

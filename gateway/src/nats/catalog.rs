@@ -9,7 +9,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::feed::{Feed, RawFeed};
+use super::feed::{BoxStream, ConsumerGuard, Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
 use crate::sessions::model::{SessionId, SessionRecord};
 
@@ -43,6 +43,36 @@ pub struct CatalogChange {
     /// The bucket stream's sequence: the lifecycle cursor.
     pub revision: u64,
     pub record: SessionRecord,
+}
+
+/// One message of the bucket's stream as a catalog view applies it: every message counts,
+/// delete and purge markers included, so a view's position reaches the bucket's newest.
+#[derive(Debug, Clone)]
+pub struct CatalogVersion {
+    pub revision: u64,
+    /// Messages the feed has yet to deliver after this one: 0 once a replay has caught up.
+    pub pending: u64,
+    /// `None` for a delete or purge marker (sessions are never deleted by us).
+    pub record: Option<SessionRecord>,
+}
+
+/// Which bucket stream, in which incarnation and cluster: what a catalog view is a view of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketSource {
+    pub stream: String,
+    /// The stream's creation time: a bucket deleted and created again has another.
+    pub created: String,
+    pub cluster: Option<String>,
+}
+
+/// The bucket stream as it is now.
+#[derive(Debug, Clone)]
+pub struct BucketState {
+    pub source: BucketSource,
+    /// The newest revision (stream sequence).
+    pub last_revision: u64,
+    /// Header versions stored.
+    pub messages: u64,
 }
 
 /// Set on a bucket's delete and purge markers only.
@@ -140,28 +170,74 @@ impl Store {
         }
     }
 
+    /// The sessions bucket's name: what a catalog view's file is named after.
+    pub fn sessions_bucket(&self) -> &str {
+        &self.topology.sessions_bucket
+    }
+
     /// The bucket's newest revision: a catalog that has seen it has seen every write so far.
     pub async fn catalog_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.catalog_bucket().await?.last_revision)
+    }
+
+    /// The bucket stream's identity and position, fresh from its leader.
+    pub async fn catalog_bucket(&self) -> Result<BucketState, StoreError> {
         self.require_usable()?;
         // `kv::Store::status` answers from a cache; the bucket's stream info is fresh.
         let info = self.sessions_stream.get_info().await.map_err(unavailable)?;
-        Ok(info.state.last_sequence)
+        Ok(BucketState {
+            source: BucketSource {
+                stream: info.config.name.clone(),
+                created: info.created.to_string(),
+                cluster: info.cluster.and_then(|cluster| cluster.name),
+            },
+            last_revision: info.state.last_sequence,
+            messages: info.state.messages,
+        })
     }
 
-    /// Every header version after `after_revision`, stored then live, in bucket order. With
-    /// `latest_only`, the replay keeps each session's newest version only (loading an index).
+    /// Every header change after `after_revision`, stored then live, in bucket order: the
+    /// lifecycle feed.
     pub async fn follow_catalog(
         &self,
         after_revision: u64,
-        latest_only: bool,
     ) -> Result<Feed<CatalogChange>, StoreError> {
-        self.require_usable()?;
-        let deliver_policy = if latest_only {
-            DeliverPolicy::LastPerSubject
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: after_revision + 1,
+        let (versions, consumer) = self.bucket_versions(after_revision).await?;
+        let changes = versions.filter_map(|version| async move {
+            match version {
+                Ok(CatalogVersion {
+                    revision,
+                    record: Some(record),
+                    ..
+                }) => Some(Ok(CatalogChange { revision, record })),
+                // Deletes and purges are not lifecycle events.
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
             }
+        });
+        Ok(Feed::new(Box::pin(changes), consumer))
+    }
+
+    /// Every message of the bucket's stream after `after_revision`, stored then live: what a
+    /// catalog view applies. A replay of every version, not only each session's newest: a
+    /// consumer delivering the last per subject costs the server a pass over every subject
+    /// when it is created (seconds at millions of sessions), and a replay in order leaves the
+    /// view a consistent prefix of the bucket at every revision, so a build resumes too.
+    pub async fn catalog_versions(
+        &self,
+        after_revision: u64,
+    ) -> Result<Feed<CatalogVersion>, StoreError> {
+        let (versions, consumer) = self.bucket_versions(after_revision).await?;
+        Ok(Feed::new(versions, consumer))
+    }
+
+    async fn bucket_versions(
+        &self,
+        after_revision: u64,
+    ) -> Result<(BoxStream<CatalogVersion>, ConsumerGuard), StoreError> {
+        self.require_usable()?;
+        let deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: after_revision + 1,
         };
         let config = pull::OrderedConfig {
             filter_subject: format!("$KV.{}.>", self.topology.sessions_bucket),
@@ -170,20 +246,20 @@ impl Store {
         };
         let RawFeed { messages, consumer } =
             self.ordered_feed(&self.sessions_stream, config).await?;
-        let changes = messages.filter_map(|message| async move {
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => return Some(Err(err)),
+        let versions = messages.map(|message| {
+            let message = message?;
+            // A delete or purge marker has no value.
+            let record = if message.payload.is_empty() {
+                None
+            } else {
+                Some(decode(&message.payload)?)
             };
-            // Deletes and purges are not lifecycle events; sessions are never deleted by us.
-            if message.payload.is_empty() {
-                return None;
-            }
-            Some(decode(&message.payload).map(|record| CatalogChange {
+            Ok(CatalogVersion {
                 revision: message.stream_seq,
+                pending: message.pending,
                 record,
-            }))
+            })
         });
-        Ok(Feed::new(Box::pin(changes), consumer))
+        Ok((Box::pin(versions), consumer))
     }
 }

@@ -15,11 +15,13 @@ use super::{Store, StoreError, unavailable};
 /// A stored message as an ordered consumer delivers it.
 pub(super) struct RawMessage {
     pub stream_seq: u64,
+    /// Messages the consumer has yet to deliver after this one.
+    pub pending: u64,
     pub headers: Option<HeaderMap>,
     pub payload: Bytes,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, StoreError>> + Send>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, StoreError>> + Send>>;
 
 pub(super) struct RawFeed {
     pub messages: BoxStream<RawMessage>,
@@ -91,7 +93,8 @@ impl Store {
             .map_err(unavailable)?
             .map(|message| {
                 let message = message.map_err(unavailable)?;
-                let stream_seq = message.info().map_err(unavailable)?.stream_sequence;
+                let info = message.info().map_err(unavailable)?;
+                let (stream_seq, pending) = (info.stream_sequence, info.pending);
                 // Moved, not cloned: a header map is a hash map of strings, and copying it
                 // was a tenth of a replay's CPU in the gateway.
                 let async_nats::Message {
@@ -99,6 +102,7 @@ impl Store {
                 } = message.message;
                 Ok(RawMessage {
                     stream_seq,
+                    pending,
                     headers,
                     payload,
                 })

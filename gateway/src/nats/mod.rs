@@ -33,7 +33,10 @@ use crate::config::NatsConfig;
 
 pub use append::AppendFailure;
 pub use batch::{BatchSlot, OpenBatch};
-pub use catalog::{CatalogChange, CreateSessionFailure, ReplaceSessionFailure, RevisedRecord};
+pub use catalog::{
+    BucketSource, BucketState, CatalogChange, CatalogVersion, CreateSessionFailure,
+    ReplaceSessionFailure, RevisedRecord,
+};
 pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;
 pub use live::LiveEvents;

@@ -33,6 +33,8 @@ async fn every_documented_metric_is_exported_with_its_type() {
         ("starcite_auth_failures_total", "counter"),
         ("starcite_rate_limited_total", "counter"),
         ("starcite_catalog_sessions", "gauge"),
+        ("starcite_catalog_loading", "gauge"),
+        ("starcite_catalog_view_applied_total", "counter"),
         ("starcite_ready", "gauge"),
         ("starcite_nats_connected", "gauge"),
         ("starcite_nats_reconnects_total", "counter"),
@@ -152,9 +154,16 @@ async fn with_an_ops_listener_metrics_and_health_move_there() {
         .await
         .unwrap();
     assert_eq!(api.status(), 404);
-    let metrics = Metrics::scrape(&client, &ops_url).await;
+    // The catalog view applies the create in the background.
+    let metrics = eventually(Duration::from_secs(10), || async {
+        let metrics = Metrics::scrape(&client, &ops_url).await;
+        match metrics.value("starcite_catalog_sessions", &[]) {
+            1.0 => Ok(metrics),
+            other => Err(format!("the catalog counts {other} sessions")),
+        }
+    })
+    .await;
     assert_eq!(metrics.value("starcite_ready", &[]), 1.0);
-    assert_eq!(metrics.value("starcite_catalog_sessions", &[]), 1.0);
     let public_404 = metrics.value(
         "starcite_http_requests_total",
         &[("route", "unmatched"), ("method", "GET"), ("status", "404")],
