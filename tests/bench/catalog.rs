@@ -34,6 +34,8 @@ fn session(n: usize) -> Session {
         version: 1,
         archived: n.is_multiple_of(10),
         shard: 0,
+        content_type: None,
+        expiry: None,
     }
 }
 

@@ -40,6 +40,7 @@ pub enum ErrorCode {
     ProducerReplayConflict,
     ProducerSeqConflict,
     RateLimited,
+    SessionClosed,
     SessionExists,
     SessionNotFound,
     TooManyTails,
@@ -68,6 +69,7 @@ impl ErrorCode {
             | ErrorCode::ExpectedVersionConflict
             | ErrorCode::ProducerReplayConflict
             | ErrorCode::ProducerSeqConflict
+            | ErrorCode::SessionClosed
             | ErrorCode::SessionExists => StatusCode::CONFLICT,
             ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -303,6 +305,7 @@ impl From<AppendError> for ApiError {
             AppendError::ExpectedSeqConflict { .. } => ErrorCode::ExpectedSeqConflict,
             AppendError::ProducerSeqConflict { .. } => ErrorCode::ProducerSeqConflict,
             AppendError::ProducerReplayConflict => ErrorCode::ProducerReplayConflict,
+            AppendError::SessionClosed { .. } => ErrorCode::SessionClosed,
             AppendError::EventTooLarge => ErrorCode::EventTooLarge,
         };
         ApiError::new(code, err.to_string())

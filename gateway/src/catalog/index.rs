@@ -64,9 +64,7 @@ impl CatalogIndex {
 
     /// Inserts or replaces a session's header.
     pub fn upsert(&mut self, session: Session) {
-        if let Some(previous) = self.sessions.remove(&session.id) {
-            self.unindex(&previous);
-        }
+        self.remove(&session.id);
         let id = session.id.clone();
         if session.archived {
             self.archived.insert(id.clone());
@@ -81,6 +79,13 @@ impl CatalogIndex {
             .or_default()
             .insert(id.clone());
         self.sessions.insert(id, session);
+    }
+
+    /// Forgets a deleted session.
+    pub fn remove(&mut self, id: &SessionId) {
+        if let Some(previous) = self.sessions.remove(id) {
+            self.unindex(&previous);
+        }
     }
 
     fn unindex(&mut self, session: &Session) {
@@ -218,6 +223,8 @@ mod tests {
             version: 1,
             archived,
             shard: 0,
+            content_type: None,
+            expiry: None,
         }
     }
 

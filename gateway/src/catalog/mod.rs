@@ -132,10 +132,16 @@ impl Catalog {
             let Some(change) = change else { break };
             let change = change?;
             let revision = change.revision;
-            self.index
+            let mut index = self
+                .index
                 .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .upsert(change.record.session);
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if change.record.change == Change::Deleted {
+                index.remove(&change.record.session.id);
+            } else {
+                index.upsert(change.record.session);
+            }
+            drop(index);
             self.applied.send_if_modified(|applied| {
                 let newer = revision > *applied;
                 *applied = (*applied).max(revision);
@@ -321,6 +327,10 @@ fn lifecycle_json(change: &CatalogChange) -> bytes::Bytes {
         Change::Updated => json!({
             "kind": change.record.change, "session_id": session.id, "title": session.title,
             "metadata": session.metadata, "updated_at": session.updated_at, "version": session.version,
+        }),
+        Change::Deleted => json!({
+            "kind": change.record.change, "session_id": session.id,
+            "updated_at": session.updated_at, "version": session.version,
         }),
         Change::Archived | Change::Unarchived => json!({
             "kind": change.record.change, "session_id": session.id, "archived": session.archived,

@@ -17,6 +17,8 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
                 id: None,
                 title: None,
                 metadata: JsonObject::new(),
+                content_type: None,
+                expiry: None,
             });
         }
         Some(Value::Object(body)) => body,
@@ -49,6 +51,8 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
         id,
         title,
         metadata,
+        content_type: None,
+        expiry: None,
     })
 }
 

@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use lru::LruCache;
 
 use crate::metrics::{AppendOutcome, Metrics};
-use crate::nats::{CreateSessionFailure, Head, Store, StoreError};
+use crate::nats::{CreateSessionFailure, Head, ReplaceSessionFailure, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use fanout::Fanout;
@@ -43,6 +43,16 @@ pub struct Appended {
     /// The session's newest seq after this request.
     pub last_seq: Seq,
     pub deduped: bool,
+}
+
+/// Where a session's writing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStatus {
+    pub last_seq: Seq,
+    /// Whether its last event closed it: it takes no more appends.
+    pub closed: bool,
+    /// The asked producer's latest stored request, if the session remembers it.
+    pub producer: Option<ProducerPosition>,
 }
 
 /// A page of a session's events, oldest first.
@@ -76,8 +86,9 @@ pub struct SessionLog {
     store: Arc<Store>,
     /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
     states: Mutex<LruCache<SessionId, Arc<Writer>>>,
-    /// Who owns each session: fixed at create and sessions are never deleted, so a cached
-    /// owner never goes stale, and a fenced append costs no extra read.
+    /// Who owns each session: fixed at create, so a cached owner goes stale only when the
+    /// session is deleted and its id created again by another tenant through another gateway
+    /// (docs/api.md, "Durable Streams"); a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, String>>,
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
@@ -118,6 +129,8 @@ impl SessionLog {
             updated_at: now,
             version: 1,
             archived: false,
+            content_type: new.content_type,
+            expiry: new.expiry,
         };
         let record = SessionRecord {
             session,
@@ -162,6 +175,36 @@ impl SessionLog {
         if owner != tenant {
             return Err(ReadError::SessionNotFound(id.clone()));
         }
+        Ok(())
+    }
+
+    /// Deletes a session: its header becomes a tombstone (the catalog drops it and the
+    /// lifecycle feed says `session.deleted`), its events are purged, and its id may be
+    /// created again, starting over at seq 1.
+    pub async fn delete(&self, id: &SessionId) -> Result<(), ReadError> {
+        loop {
+            let revised = self
+                .store
+                .session(id)
+                .await?
+                .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+            let mut tombstone = revised.record;
+            tombstone.change = Change::Deleted;
+            tombstone.session.updated_at = model::timestamp_now();
+            tombstone.session.version += 1;
+            match self
+                .store
+                .delete_session(&tombstone, revised.revision)
+                .await
+            {
+                Ok(()) => break,
+                // Changed since it was read: read it again.
+                Err(ReplaceSessionFailure::Changed) => continue,
+                Err(ReplaceSessionFailure::Store(err)) => return Err(err.into()),
+            }
+        }
+        self.forget(id);
+        lock(&self.owners).pop(id);
         Ok(())
     }
 
@@ -213,22 +256,23 @@ impl SessionLog {
         async move { log.answered(&id, count, answer.await) }
     }
 
-    /// The latest `(producer_seq, seq)` the session holds for `producer_id` (`None` without
-    /// one): what a producer resuming after a drop need not send again. Fails for a session
-    /// that does not exist, and leaves its write state loaded for the appends to come.
-    pub async fn producer_position(
+    /// Where the session's writing stands, as the stream leader has it: its last seq, whether
+    /// it is closed, and the latest `(producer_seq, seq)` it holds for `producer_id` (what a
+    /// producer resuming after a drop need not send again). Fails for a session that does not
+    /// exist, and leaves its write state loaded for the appends to come.
+    pub async fn write_status(
         &self,
         id: &SessionId,
         producer_id: Option<&str>,
-    ) -> Result<Option<ProducerPosition>, AppendError> {
-        let position = self
+    ) -> Result<WriteStatus, AppendError> {
+        let status = self
             .writer(id)
             .position(&self.store, &self.metrics, id, producer_id)
             .await;
-        if let Err(AppendError::SessionNotFound(_)) = position {
+        if let Err(AppendError::SessionNotFound(_)) = status {
             self.forget(id);
         }
-        position
+        status
     }
 
     /// Counts an append's outcome.
