@@ -37,12 +37,15 @@ pub enum ErrorCode {
     NatsUnavailable,
     NotFound,
     PayloadTooLarge,
+    ProducerEpochStale,
     ProducerReplayConflict,
     ProducerSeqConflict,
     RateLimited,
     SessionClosed,
     SessionExists,
     SessionNotFound,
+    StreamConflict,
+    StreamSeqConflict,
     TooManyTails,
     Unauthorized,
     UnsupportedMediaType,
@@ -70,11 +73,15 @@ impl ErrorCode {
             | ErrorCode::ProducerReplayConflict
             | ErrorCode::ProducerSeqConflict
             | ErrorCode::SessionClosed
-            | ErrorCode::SessionExists => StatusCode::CONFLICT,
+            | ErrorCode::SessionExists
+            | ErrorCode::StreamConflict
+            | ErrorCode::StreamSeqConflict => StatusCode::CONFLICT,
             ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::ForbiddenScope | ErrorCode::ForbiddenSession => StatusCode::FORBIDDEN,
+            ErrorCode::ForbiddenScope
+            | ErrorCode::ForbiddenSession
+            | ErrorCode::ProducerEpochStale => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::TooManyTails => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,

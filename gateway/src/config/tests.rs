@@ -191,6 +191,7 @@ fn every_setting_reaches_its_field() {
             ("STARCITE_APPEND_RATE", "10"),
             ("STARCITE_APPEND_BURST", "OFF"),
             ("STARCITE_PRODUCE_WINDOW", "32"),
+            ("STARCITE_LONG_POLL_TIMEOUT", "3s"),
             ("STARCITE_AUTH_MODE", "jwt"),
             ("STARCITE_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks"),
             ("STARCITE_AUTH_KEY_FILE", "/run/key.pem"),
@@ -231,6 +232,7 @@ fn every_setting_reaches_its_field() {
             append_rate: Some(10),
             append_burst: None,
             produce_window: 32,
+            long_poll_timeout: Duration::from_secs(3),
         },
         auth: AuthConfig {
             mode: AuthMode::Jwt,

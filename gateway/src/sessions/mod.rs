@@ -12,6 +12,7 @@ pub mod limits;
 pub mod model;
 mod reader;
 mod state;
+pub mod streams;
 mod writer;
 
 use std::num::NonZeroUsize;
@@ -93,6 +94,8 @@ pub struct SessionLog {
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
     fanout: Arc<Fanout>,
+    /// When streams were last read or written here, for their idle expiry.
+    accesses: streams::Accesses,
     /// Appends by outcome, and what the writers count: commits, their sizes, retries.
     metrics: Arc<Metrics>,
 }
@@ -107,6 +110,7 @@ impl SessionLog {
             states: Mutex::new(LruCache::new(capacity)),
             owners: Mutex::new(LruCache::new(capacity)),
             cached_incarnation: AtomicU64::new(store_incarnation),
+            accesses: streams::Accesses::default(),
             metrics,
         }
     }

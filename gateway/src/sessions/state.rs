@@ -353,6 +353,7 @@ mod tests {
                     producer_id: content.producer_id.clone(),
                     producer_seq: content.producer_seq,
                     hash,
+                    closes: content.closes(),
                 })
                 .unwrap();
         }
@@ -487,6 +488,31 @@ mod tests {
             hash: ContentHash::of(&content(producer_id, seq, "x")),
             closes: false,
         }
+    }
+
+    #[test]
+    fn a_closed_session_refuses_appends_but_dedupes_the_closing_retry() {
+        let mut state = SessionState::default();
+        assert_eq!(append(&mut state, &content("a", 1, "x")), Decision::Append { seq: 1 });
+        let mut close = content("a", 2, "bye");
+        close.kind = crate::sessions::model::CLOSE_EVENT_TYPE.into();
+        assert_eq!(append(&mut state, &close), Decision::Append { seq: 2 });
+        assert!(state.closed());
+        assert_eq!(append(&mut state, &close), Decision::Deduped { seq: 2 });
+        assert_eq!(
+            append(&mut state, &content("b", 1, "late")),
+            Decision::Reject(Rejection::Closed { last_seq: 2 })
+        );
+        let restored = SessionState::restore(state.snapshot());
+        assert!(restored.closed());
+    }
+
+    #[test]
+    fn events_without_a_producer_are_never_deduplicated() {
+        let mut state = SessionState::default();
+        let anonymous = content("", 0, "same");
+        assert_eq!(append(&mut state, &anonymous), Decision::Append { seq: 1 });
+        assert_eq!(append(&mut state, &anonymous), Decision::Append { seq: 2 });
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! A stream read as Server-Sent Events: `event: data` with an append's messages (a JSON array,
+//! text, or base64 for binary streams), then `event: control` with the offset to resume from;
+//! stored appends first, then live ones from the session's shared feed, until the stream
+//! closes, the client goes or the gateway shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::{FutureExt, StreamExt};
+use poem::http::header;
+use poem::{Body, Response};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{offset, response_cursor};
+use crate::live::TailPermit;
+use crate::sessions::SessionLog;
+use crate::sessions::error::ReadError;
+use crate::sessions::limits::MAX_PAGE_SIZE;
+use crate::sessions::model::{CLOSE_EVENT_TYPE, Seq, SessionId};
+use crate::sessions::streams::{MessageFormat, Messages, StreamStatus, stored_messages};
+use crate::shutdown::Shutdown;
+
+/// Frames written ahead of a slow client; then the reading waits for it.
+const BUFFERED_FRAMES: usize = 64;
+
+/// One SSE reader of a stream.
+pub struct Reading {
+    pub log: Arc<SessionLog>,
+    pub id: SessionId,
+    pub status: StreamStatus,
+    /// The seq the reader has everything up to.
+    pub after: Seq,
+    /// The client's `cursor`, echoed back moved on.
+    pub cursor: Option<String>,
+    /// How long an idle stream waits before a control event says it is still up to date.
+    pub idle: Duration,
+    pub shutdown: Shutdown,
+    /// The reader's place in its token's quota of live streams, held while it is open.
+    pub permit: Option<TailPermit>,
+}
+
+/// How a stream's data events carry its messages.
+#[derive(Clone, Copy)]
+enum Encoding {
+    Json,
+    Text,
+    Base64,
+}
+
+pub fn respond(mut reading: Reading) -> Response {
+    let content_type = reading.status.session.content_type.as_deref();
+    let encoding = match reading.status.format() {
+        MessageFormat::Json => Encoding::Json,
+        MessageFormat::Bytes
+            if content_type.is_some_and(|content_type| {
+                content_type.trim().to_ascii_lowercase().starts_with("text/")
+            }) =>
+        {
+            Encoding::Text
+        }
+        MessageFormat::Bytes => Encoding::Base64,
+    };
+    let (frames, queued) = mpsc::channel::<String>(BUFFERED_FRAMES);
+    tokio::spawn(async move {
+        let permit = reading.permit.take();
+        if let Err(err) = reading.run(encoding, &frames).await {
+            tracing::debug!(error = %err, "ending a stream's event stream: {err}");
+        }
+        drop(permit);
+    });
+    let body = futures::stream::unfold(queued, |mut queued| async move {
+        let frame = queued.recv().await?;
+        Some((Ok::<_, std::io::Error>(frame), queued))
+    });
+    let mut builder = Response::builder()
+        .content_type("text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no");
+    if let Encoding::Base64 = encoding {
+        builder = builder.header("stream-sse-data-encoding", "base64");
+    }
+    builder.body(Body::from_bytes_stream(body))
+}
+
+/// Why a reading stopped early.
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error("the client went away")]
+    ClientGone,
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl Reading {
+    async fn run(mut self, encoding: Encoding, frames: &mpsc::Sender<String>) -> Result<(), Stopped> {
+        let format = self.status.format();
+        // Stored appends, a page at a time, each page closed by a control event.
+        loop {
+            let page = self
+                .log
+                .read_page(&self.id, self.after, MAX_PAGE_SIZE as usize)
+                .await?;
+            let mut closed = false;
+            for event in &page.events {
+                closed |= is_close(event);
+                self.data(stored_messages(event, format)?, encoding, frames)
+                    .await?;
+            }
+            self.after = page.next_cursor;
+            let closed = closed || (self.status.closed && page.caught_up);
+            self.control(page.caught_up, closed, frames).await?;
+            if closed {
+                return Ok(());
+            }
+            if page.caught_up {
+                break;
+            }
+        }
+        // Then live, from the session's feed, a burst of events at a time.
+        let mut entries = self.log.open_tail(&self.id, self.after).await?.entries;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let first = tokio::select! {
+                entry = tokio::time::timeout(self.idle, entries.next()) => entry,
+                _ = shutdown.wait() => return Ok(()),
+                _ = frames.closed() => return Err(Stopped::ClientGone),
+            };
+            let first = match first {
+                Err(_) => {
+                    self.control(true, false, frames).await?;
+                    continue;
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(entry)) => entry.map_err(ReadError::from)?,
+            };
+            let mut burst = vec![first];
+            while let Some(Some(entry)) = entries.next().now_or_never() {
+                burst.push(entry.map_err(ReadError::from)?);
+            }
+            let mut closed = false;
+            for entry in &burst {
+                if entry.position <= self.after {
+                    continue;
+                }
+                closed |= is_close(&entry.json);
+                self.data(stored_messages(&entry.json, format)?, encoding, frames)
+                    .await?;
+                self.after = entry.position;
+            }
+            self.control(true, closed, frames).await?;
+            if closed {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn data(
+        &self,
+        messages: Messages,
+        encoding: Encoding,
+        frames: &mpsc::Sender<String>,
+    ) -> Result<(), Stopped> {
+        let payload = match (messages, encoding) {
+            (Messages::Json(values), _) if values.is_empty() => return Ok(()),
+            (Messages::Json(values), _) => {
+                serde_json::Value::Array(values).to_string()
+            }
+            (Messages::Bytes(bytes), _) if bytes.is_empty() => return Ok(()),
+            (Messages::Bytes(bytes), Encoding::Base64) => {
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            }
+            (Messages::Bytes(bytes), _) => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        send(frames, event_frame("data", &payload)).await
+    }
+
+    async fn control(
+        &self,
+        up_to_date: bool,
+        closed: bool,
+        frames: &mpsc::Sender<String>,
+    ) -> Result<(), Stopped> {
+        let control = if closed {
+            json!({"streamNextOffset": offset(self.after), "streamClosed": true})
+        } else {
+            let cursor = response_cursor(self.cursor.as_deref());
+            let mut control = json!({"streamNextOffset": offset(self.after), "streamCursor": cursor});
+            if up_to_date {
+                control["upToDate"] = true.into();
+            }
+            control
+        };
+        send(frames, event_frame("control", &control.to_string())).await
+    }
+}
+
+fn is_close(event: &bytes::Bytes) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(event).is_ok_and(|event| event.kind == CLOSE_EVENT_TYPE)
+}
+
+/// An SSE event whose data keeps every line break of `payload` as a line break of the data,
+/// so no payload can end the event early or forge another.
+fn event_frame(name: &str, payload: &str) -> String {
+    let mut frame = format!("event: {name}\n");
+    let normalized = payload.replace("\r\n", "\n").replace('\r', "\n");
+    for line in normalized.split('\n') {
+        frame.push_str("data:");
+        frame.push_str(line);
+        frame.push('\n');
+    }
+    frame.push('\n');
+    frame
+}
+
+async fn send(frames: &mpsc::Sender<String>, frame: String) -> Result<(), Stopped> {
+    frames.send(frame).await.map_err(|_| Stopped::ClientGone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_frame;
+
+    #[test]
+    fn line_breaks_in_a_payload_stay_inside_its_event() {
+        assert_eq!(
+            event_frame("data", "a\r\n\r\nevent: x\rb\nc"),
+            "event: data\ndata:a\ndata:\ndata:event: x\ndata:b\ndata:c\n\n"
+        );
+    }
+}
