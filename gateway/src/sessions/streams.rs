@@ -331,8 +331,8 @@ impl Default for Accesses {
 /// An RFC 3339 instant with `Z` or a numeric offset.
 pub fn parse_instant(raw: &str) -> Option<SystemTime> {
     let raw = raw.trim();
-    if let Ok(instant) = humantime::parse_rfc3339_weak(raw.trim_end_matches(['Z', 'z'])) {
-        return raw.ends_with(['Z', 'z']).then_some(instant);
+    if let Some(utc) = raw.strip_suffix(['Z', 'z']) {
+        return humantime::parse_rfc3339_weak(utc).ok();
     }
     let split = raw.len().checked_sub(6)?;
     let (local, offset) = (raw.get(..split)?, raw.get(split..)?);
@@ -660,6 +660,7 @@ mod tests {
         let utc = parse_instant("2030-01-01T10:00:00Z").unwrap();
         assert_eq!(parse_instant("2030-01-01T12:00:00+02:00"), Some(utc));
         assert_eq!(parse_instant("2030-01-01T09:30:00.000-00:30"), Some(utc));
+        assert_eq!(parse_instant("2030-01-01T10:00:00.000+00:00"), Some(utc));
         assert_eq!(parse_instant("not a time"), None);
         assert_eq!(parse_instant("2030-01-01T10:00:00"), None);
     }

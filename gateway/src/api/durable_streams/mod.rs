@@ -148,6 +148,10 @@ impl DurableStreams {
         id: SessionId,
     ) -> Result<Response, Refusal> {
         authorize(principal, Scope::Create, Some(&id))?;
+        let location = match parse::header(&request, "host")? {
+            Some(host) => format!("http://{host}{}", encoded_path(&id)),
+            None => encoded_path(&id),
+        };
         if parse::header(&request, "stream-forked-from")?.is_some()
             || parse::header(&request, "stream-fork-sub-offset")?.is_some()
         {
@@ -218,7 +222,7 @@ impl DurableStreams {
         let mut builder = Response::builder()
             .status(StatusCode::CREATED)
             .header(header::CONTENT_TYPE, content_type)
-            .header(header::LOCATION, encoded_path(&id))
+            .header(header::LOCATION, location)
             .header("stream-next-offset", offset(last_seq));
         if close {
             builder = builder.header("stream-closed", "true");
@@ -275,6 +279,7 @@ impl DurableStreams {
             &principal.tenant,
             1,
         )?;
+        let had_messages = messages.is_some();
         let echo = producer
             .as_ref()
             .map(|producer| (producer.epoch, producer.seq));
@@ -293,7 +298,7 @@ impl DurableStreams {
         if appended.duplicate_of.is_none() {
             self.live.figures.appended(1);
         }
-        Ok(appended_response(appended, echo))
+        Ok(appended_response(appended, echo, had_messages))
     }
 
     /// HEAD: the stream's settings and tail, without touching its idle expiry.
@@ -383,16 +388,34 @@ impl DurableStreams {
     }
 }
 
-/// The request body, within the gateway's limit.
+/// The request body, within the gateway's limit. A larger one is read to its end (up to a
+/// bound) before it is refused, so the client hears the 413 instead of a reset connection.
 async fn body(request: &mut Request) -> Result<Bytes, ApiError> {
+    const DRAINED_AT_MOST: usize = 64 * 1024 * 1024;
     let limit = request
         .data::<BodyLimit>()
         .map_or(usize::MAX, |limit| limit.0);
-    request
-        .take_body()
-        .into_bytes_limit(limit)
-        .await
-        .map_err(|err| super::error::from_poem_error(&err.into()))
+    let mut chunks = request.take_body().into_bytes_stream();
+    let mut body = Vec::new();
+    let mut read = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("Reading the body: {err}"))
+        })?;
+        read += chunk.len();
+        if read <= limit {
+            body.extend_from_slice(&chunk);
+        } else if read > DRAINED_AT_MOST {
+            break;
+        }
+    }
+    if read > limit {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The body is larger than {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(body))
 }
 
 fn invalid_body(err: InvalidMessages) -> ApiError {
@@ -408,9 +431,21 @@ fn actor(principal: &Principal) -> String {
     }
 }
 
+/// The stream's path: its name with what cannot stand in one path segment escaped.
 fn encoded_path(id: &SessionId) -> String {
-    let encoded =
-        percent_encoding::utf8_percent_encode(id.as_str(), percent_encoding::NON_ALPHANUMERIC);
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'/')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    let encoded = percent_encoding::utf8_percent_encode(id.as_str(), SEGMENT);
     format!("{PREFIX}{encoded}")
 }
 
@@ -591,9 +626,15 @@ fn page_response(
     builder.body(body)
 }
 
-fn appended_response(appended: StreamAppended, producer: Option<(u64, u64)>) -> Response {
+/// 200 for a producer's new messages, 204 for anything else (a duplicate, a close, an
+/// append without a producer).
+fn appended_response(
+    appended: StreamAppended,
+    producer: Option<(u64, u64)>,
+    had_messages: bool,
+) -> Response {
     let status = match (producer, appended.duplicate_of) {
-        (Some(_), None) => StatusCode::OK,
+        (Some(_), None) if had_messages => StatusCode::OK,
         _ => StatusCode::NO_CONTENT,
     };
     let mut builder = Response::builder()

@@ -102,17 +102,26 @@ impl Reading {
                 .log
                 .read_page(&self.id, self.after, MAX_PAGE_SIZE as usize)
                 .await?;
-            let mut closed = false;
-            for event in &page.events {
-                closed |= is_close(event);
-                self.data(stored_messages(event, format)?, encoding, frames)
+            let last = page.events.len();
+            for (index, event) in page.events.iter().enumerate() {
+                // A page is contiguous up to its last seq.
+                self.after = page.next_cursor - (last - 1 - index) as u64;
+                let at_end = index + 1 == last;
+                let closed = is_close(event) || (at_end && self.status.closed && page.caught_up);
+                self.deliver(stored_messages(event, format)?, encoding, frames)
                     .await?;
+                self.control(at_end && page.caught_up, closed, frames).await?;
+                if closed {
+                    return Ok(());
+                }
             }
-            self.after = page.next_cursor;
-            let closed = closed || (self.status.closed && page.caught_up);
-            self.control(page.caught_up, closed, frames).await?;
-            if closed {
-                return Ok(());
+            if page.events.is_empty() {
+                self.after = page.next_cursor;
+                let closed = self.status.closed && page.caught_up;
+                self.control(page.caught_up, closed, frames).await?;
+                if closed {
+                    return Ok(());
+                }
             }
             if page.caught_up {
                 break;
@@ -139,24 +148,26 @@ impl Reading {
             while let Some(Some(entry)) = entries.next().now_or_never() {
                 burst.push(entry.map_err(ReadError::from)?);
             }
-            let mut closed = false;
-            for entry in &burst {
-                if entry.position <= self.after {
-                    continue;
-                }
-                closed |= is_close(&entry.json);
-                self.data(stored_messages(&entry.json, format)?, encoding, frames)
+            let fresh: Vec<_> = burst
+                .iter()
+                .filter(|entry| entry.position > self.after)
+                .collect();
+            let last = fresh.len();
+            for (index, entry) in fresh.into_iter().enumerate() {
+                let closed = is_close(&entry.json);
+                self.deliver(stored_messages(&entry.json, format)?, encoding, frames)
                     .await?;
                 self.after = entry.position;
-            }
-            self.control(true, closed, frames).await?;
-            if closed {
-                return Ok(());
+                self.control(index + 1 == last, closed, frames).await?;
+                if closed {
+                    return Ok(());
+                }
             }
         }
     }
 
-    async fn data(
+    /// A data event with an append's messages; none for an append that holds none.
+    async fn deliver(
         &self,
         messages: Messages,
         encoding: Encoding,
