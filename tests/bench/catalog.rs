@@ -36,6 +36,7 @@ fn session(n: usize) -> Session {
         shard: 0,
         content_type: None,
         expiry: None,
+        forked_from: None,
     }
 }
 

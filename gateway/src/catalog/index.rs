@@ -225,6 +225,7 @@ mod tests {
             shard: 0,
             content_type: None,
             expiry: None,
+            forked_from: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
                 metadata: JsonObject::new(),
                 content_type: None,
                 expiry: None,
+                forked_from: None,
             });
         }
         Some(Value::Object(body)) => body,
@@ -53,6 +54,7 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
         metadata,
         content_type: None,
         expiry: None,
+        forked_from: None,
     })
 }
 

@@ -135,6 +135,7 @@ impl SessionLog {
             archived: false,
             content_type: new.content_type,
             expiry: new.expiry,
+            forked_from: new.forked_from,
         };
         let record = SessionRecord {
             session,

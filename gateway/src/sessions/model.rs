@@ -96,6 +96,19 @@ pub struct Session {
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<Expiry>,
+    /// Where it was forked from: its log began as a copy of that session's up to this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkPoint>,
+}
+
+/// A point in a session's log: after `seq`, and `sub_offset` messages (JSON values, or
+/// bytes) into the append after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkPoint {
+    pub session: SessionId,
+    pub seq: Seq,
+    #[serde(default)]
+    pub sub_offset: u64,
 }
 
 /// When a session expires, after which it reads as deleted.
@@ -166,6 +179,7 @@ pub struct NewSession {
     pub metadata: JsonObject,
     pub content_type: Option<String>,
     pub expiry: Option<Expiry>,
+    pub forked_from: Option<ForkPoint>,
 }
 
 /// What a client sends to append one event.

@@ -19,8 +19,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{AppendError, ReadError};
+use super::limits::MAX_BATCH_EVENTS;
 use super::model::{
-    CLOSE_EVENT_TYPE, EventContent, Expiry, JsonObject, NewEvent, Seq, Session, SessionId,
+    CLOSE_EVENT_TYPE, EventContent, Expiry, ForkPoint, JsonObject, NewEvent, NewSession, Seq,
+    Session, SessionId,
 };
 use super::{SessionLog, lock};
 
@@ -31,6 +33,8 @@ pub const DATA_EVENT_TYPE: &str = "data";
 const POSITIONS_KEY: &str = "stream";
 /// How often a stream append decided on a state another writer changed is decided again.
 const MAX_ATTEMPTS: u32 = 8;
+/// The content type of a plain event log read as a stream.
+pub const JSON: &str = "application/json";
 /// How many sessions' last accesses a gateway remembers for idle expiry.
 const REMEMBERED_ACCESSES: usize = 100_000;
 
@@ -571,6 +575,178 @@ fn stream_events(
             expected_seq: expected_seq.filter(|_| index == 1),
         })
         .collect()
+}
+
+/// Why a fork cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    #[error("the fork point is past the source's end")]
+    BeyondEnd,
+    #[error("the sub-offset is past the end of the append after the fork point")]
+    SubOffsetBeyond,
+    #[error("a fork keeps its source's content type")]
+    ContentTypeDiffers,
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// What a fork is made from.
+#[derive(Debug, Clone)]
+pub struct ForkSource {
+    pub session: SessionId,
+    /// Where it forks: after this seq (`None`: the source's end).
+    pub seq: Option<Seq>,
+    pub sub_offset: u64,
+}
+
+impl SessionLog {
+    /// Checks a fork of `source` against the source as it stands, and completes the new
+    /// session's settings from it: its content type (which may not differ) and expiry.
+    pub async fn fork_point(
+        &self,
+        new: &mut NewSession,
+        source: ForkSource,
+    ) -> Result<(), ForkError> {
+        let status = self.stream_status(&source.session, true).await?;
+        let seq = source.seq.unwrap_or(status.last_seq);
+        if seq > status.last_seq {
+            return Err(ForkError::BeyondEnd);
+        }
+        match &new.content_type {
+            Some(wanted) => {
+                let actual = status.session.content_type.as_deref().unwrap_or(JSON);
+                if media_type(wanted) != media_type(actual) {
+                    return Err(ForkError::ContentTypeDiffers);
+                }
+            }
+            None => new.content_type = status.session.content_type.clone(),
+        }
+        if new.expiry.is_none() {
+            new.expiry = status.session.expiry.clone();
+        }
+        if source.sub_offset > 0 {
+            let next = self.event(&source.session, seq + 1).await?;
+            let fits = next
+                .map(|event| stored_messages(&event, status.format()))
+                .transpose()?
+                .and_then(|messages| messages.prefix(source.sub_offset as usize));
+            if fits.is_none() {
+                return Err(ForkError::SubOffsetBeyond);
+            }
+        }
+        new.forked_from = Some(ForkPoint {
+            session: source.session,
+            seq,
+            sub_offset: source.sub_offset,
+        });
+        Ok(())
+    }
+
+    /// Fills a new fork with its source's log up to its fork point: the same appends at the
+    /// same seqs, so an offset means the same on both, without the source's producers (a fork
+    /// is a new stream to its writers) and without its close; then the first `sub_offset`
+    /// messages of the source's next append. Returns the fork's last seq.
+    pub async fn copy_fork(&self, id: &SessionId, point: &ForkPoint) -> Result<Seq, AppendError> {
+        let format = MessageFormat::of(
+            self.store
+                .session(id)
+                .await?
+                .and_then(|revised| revised.record.session.content_type)
+                .as_deref(),
+        );
+        let mut copied = 0;
+        while copied < point.seq {
+            let limit = (point.seq - copied).min(MAX_BATCH_EVENTS as u64) as usize;
+            let page = self.read_page(&point.session, copied, limit).await?;
+            if page.events.is_empty() {
+                break;
+            }
+            let events = page
+                .events
+                .iter()
+                .zip(0..)
+                .map(|(event, index)| {
+                    inherited(event, format).map(|content| NewEvent {
+                        content,
+                        // The fork's seqs must be the source's: nothing else may land between.
+                        expected_seq: (index == 0).then_some(copied),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.append_all(id, events).await?;
+            copied = page.next_cursor;
+        }
+        if point.sub_offset > 0
+            && let Some(next) = self.event(&point.session, point.seq + 1).await?
+            && let Some(prefix) = stored_messages(&next, format)?.prefix(point.sub_offset as usize)
+        {
+            let append = StreamAppend {
+                messages: Some(prefix),
+                close: false,
+                producer: None,
+                writer_seq: None,
+                actor: actor_of(&next).unwrap_or_default(),
+            };
+            let mut events = stream_events(&append, 0, None);
+            for event in &mut events {
+                event.expected_seq = Some(copied);
+            }
+            copied = self
+                .append_all(id, events)
+                .await?
+                .last()
+                .map_or(copied, |appended| appended.last_seq);
+        }
+        Ok(copied)
+    }
+}
+
+/// A source event as its fork holds it: the same messages, without producer or writer
+/// positions; a close becomes an append of nothing, so the fork stays open.
+fn inherited(event: &Bytes, format: MessageFormat) -> Result<EventContent, ReadError> {
+    #[derive(Deserialize)]
+    struct Source {
+        #[serde(rename = "type")]
+        kind: String,
+        payload: JsonObject,
+        actor: String,
+        source: Option<String>,
+        #[serde(default)]
+        metadata: JsonObject,
+        #[serde(default)]
+        refs: JsonObject,
+    }
+    let mut source: Source = serde_json::from_slice(event).map_err(corrupt)?;
+    if source.kind == CLOSE_EVENT_TYPE {
+        source.kind = DATA_EVENT_TYPE.into();
+        source.payload = match format {
+            MessageFormat::Json => Messages::Json(Vec::new()),
+            MessageFormat::Bytes => Messages::Bytes(Bytes::new()),
+        }
+        .payload();
+    }
+    source.metadata.remove(POSITIONS_KEY);
+    Ok(EventContent {
+        kind: source.kind,
+        payload: source.payload,
+        actor: source.actor,
+        producer_id: String::new(),
+        producer_seq: 0,
+        source: source.source,
+        metadata: source.metadata,
+        refs: source.refs,
+        idempotency_key: None,
+    })
+}
+
+fn actor_of(event: &Bytes) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Actor {
+        actor: String,
+    }
+    serde_json::from_slice::<Actor>(event)
+        .ok()
+        .map(|event| event.actor)
 }
 
 /// When a stored event was appended.

@@ -24,8 +24,8 @@ use crate::live::Live;
 use crate::sessions::error::{CreateError, ReadError};
 use crate::sessions::model::{NewSession, Seq, SessionId};
 use crate::sessions::streams::{
-    InvalidMessages, MessageFormat, Messages, ProducerRefusal, StreamAppend, StreamAppendError,
-    StreamAppended, StreamStatus, media_type, stored_messages,
+    ForkError, InvalidMessages, JSON, MessageFormat, Messages, ProducerRefusal, StreamAppend,
+    StreamAppendError, StreamAppended, StreamStatus, media_type, stored_messages,
 };
 use crate::sessions::{SessionLog, limits};
 use parse::{LiveMode, Start, offset};
@@ -152,35 +152,51 @@ impl DurableStreams {
             Some(host) => format!("http://{host}{}", encoded_path(&id)),
             None => encoded_path(&id),
         };
-        if parse::header(&request, "stream-forked-from")?.is_some()
-            || parse::header(&request, "stream-fork-sub-offset")?.is_some()
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "Forks are not supported (docs/api.md, \"Durable Streams\")",
-            )
-            .into());
-        }
-        let content_type = parse::content_type(&request)?
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let expiry = parse::expiry(&request)?;
+        let fork = parse::fork(&request)?;
+        let content_type = parse::content_type(&request)?;
+        let mut new_session = NewSession {
+            id: Some(id.clone()),
+            title: None,
+            metadata: Default::default(),
+            // A fork without one takes its source's.
+            content_type: match (&fork, content_type) {
+                (None, None) => Some("application/octet-stream".to_owned()),
+                (_, content_type) => content_type,
+            },
+            expiry: parse::expiry(&request)?,
+            forked_from: None,
+        };
         let close = parse::closes(&request)?;
         let body = body(&mut request).await?;
-        let format = MessageFormat::of(Some(&content_type));
-        let messages = match Messages::parse(format, body.clone()) {
+        if let Some(source) = fork {
+            authorize(principal, Scope::Read, Some(&source.session))?;
+            own(&self.log, principal, &source.session).await?;
+            self.log
+                .fork_point(&mut new_session, source)
+                .await
+                .map_err(|err| match err {
+                    ForkError::BeyondEnd | ForkError::SubOffsetBeyond => {
+                        ApiError::new(ErrorCode::InvalidRequest, err.to_string())
+                    }
+                    ForkError::ContentTypeDiffers => {
+                        ApiError::new(ErrorCode::StreamConflict, err.to_string())
+                    }
+                    ForkError::Read(err) => err.into(),
+                })?;
+        }
+        let content_type = new_session
+            .content_type
+            .clone()
+            .unwrap_or_else(|| JSON.to_owned());
+        let messages = match Messages::parse(MessageFormat::of(Some(&content_type)), body.clone()) {
             _ if body.is_empty() => None,
             Ok(messages) => Some(messages),
             // Creating with `[]` creates an empty stream.
             Err(InvalidMessages::EmptyArray) => None,
             Err(err) => return Err(invalid_body(err).into()),
         };
-        let new_session = NewSession {
-            id: Some(id.clone()),
-            title: None,
-            metadata: Default::default(),
-            content_type: Some(content_type.clone()),
-            expiry: expiry.clone(),
-        };
+        let forked_from = new_session.forked_from.clone();
+        let expiry = new_session.expiry.clone();
         let tenant = principal.authenticated.then(|| principal.tenant.clone());
         match self.log.create(new_session, tenant).await {
             Ok(_) => {}
@@ -190,6 +206,7 @@ impl DurableStreams {
                 let same = status.session.content_type.as_deref().map(media_type)
                     == Some(media_type(&content_type))
                     && status.session.expiry == expiry
+                    && status.session.forked_from == forked_from
                     && status.closed == close;
                 if !same {
                     return Err(ApiError::new(
@@ -203,7 +220,10 @@ impl DurableStreams {
             }
             Err(err) => return Err(err.into()),
         }
-        let mut last_seq = 0;
+        let mut last_seq = match &forked_from {
+            Some(point) => self.log.copy_fork(&id, point).await?,
+            None => 0,
+        };
         if messages.is_some() || close {
             let append = StreamAppend {
                 messages,
@@ -261,7 +281,7 @@ impl DurableStreams {
                     .session
                     .content_type
                     .as_deref()
-                    .unwrap_or("application/json");
+                    .unwrap_or(JSON);
                 if media_type(content_type) != media_type(stream_type) {
                     return Err(ApiError::new(
                         ErrorCode::StreamConflict,
@@ -458,7 +478,7 @@ fn stream_headers(
         .session
         .content_type
         .clone()
-        .unwrap_or_else(|| "application/json".to_owned());
+        .unwrap_or_else(|| JSON.to_owned());
     let builder = builder
         .header(header::CONTENT_TYPE, content_type)
         .header("stream-next-offset", offset(status.last_seq));
@@ -598,7 +618,7 @@ fn page_response(
         .session
         .content_type
         .clone()
-        .unwrap_or_else(|| "application/json".to_owned());
+        .unwrap_or_else(|| JSON.to_owned());
     let mut builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)

@@ -4,8 +4,8 @@
 use poem::Request;
 
 use super::super::error::{ApiError, ErrorCode};
-use crate::sessions::model::{Expiry, Seq};
-use crate::sessions::streams::{EpochProducer, parse_instant};
+use crate::sessions::model::{Expiry, Seq, SessionId};
+use crate::sessions::streams::{EpochProducer, ForkSource, parse_instant};
 
 /// The offset of a stream at `seq`: the reader has everything up to and including it. Fixed
 /// width, so offsets compare as strings the way their seqs compare.
@@ -81,14 +81,66 @@ fn parse_offset(raw: &str) -> Result<Start, ApiError> {
     match raw {
         "-1" => Ok(Start::After(0)),
         "now" => Ok(Start::Now),
-        digits if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) => digits
-            .parse()
-            .map(Start::After)
-            .map_err(|_| bad_request("Invalid offset: too large")),
-        _ => Err(bad_request(
-            "Invalid offset: `-1`, `now` or an offset the stream gave",
-        )),
+        _ => offset_seq(raw).map(Start::After),
     }
+}
+
+/// The seq an offset names: ours (digits), or `<seq>_<0>`, the shape other servers use at an
+/// append's boundary.
+fn offset_seq(raw: &str) -> Result<Seq, ApiError> {
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+    let seq = match raw.split_once('_') {
+        None if digits(raw) => raw,
+        Some((seq, within)) if digits(seq) && digits(within) && within.bytes().all(|b| b == b'0') => {
+            seq
+        }
+        _ => {
+            return Err(bad_request(
+                "Invalid offset: `-1`, `now` or an offset the stream gave",
+            ));
+        }
+    };
+    seq.parse()
+        .map_err(|_| bad_request("Invalid offset: too large"))
+}
+
+/// `Stream-Forked-From` (a stream's path or URL), `Stream-Fork-Offset` and
+/// `Stream-Fork-Sub-Offset`.
+pub fn fork(request: &Request) -> Result<Option<ForkSource>, ApiError> {
+    let from = header(request, "stream-forked-from")?;
+    let at = header(request, "stream-fork-offset")?;
+    let sub_offset = header(request, "stream-fork-sub-offset")?;
+    let Some(from) = from else {
+        if at.is_some() || sub_offset.is_some() {
+            return Err(bad_request("Fork offsets need `Stream-Forked-From`"));
+        }
+        return Ok(None);
+    };
+    let path = match from.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |slash| &rest[slash..]),
+        None => from,
+    };
+    let name = path.strip_prefix(super::PREFIX).unwrap_or(path);
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .map_err(|_| bad_request("`Stream-Forked-From` is not a stream"))?;
+    let session = SessionId::parse(&name)
+        .map_err(|_| bad_request("`Stream-Forked-From` is not a stream"))?;
+    let seq = at.map(offset_seq).transpose()?;
+    let sub_offset = sub_offset
+        .map(|raw| strict_integer(raw, "Stream-Fork-Sub-Offset"))
+        .transpose()?
+        .unwrap_or(0);
+    if sub_offset > 0 && seq.is_none() {
+        return Err(bad_request(
+            "`Stream-Fork-Sub-Offset` needs `Stream-Fork-Offset`",
+        ));
+    }
+    Ok(Some(ForkSource {
+        session,
+        seq,
+        sub_offset,
+    }))
 }
 
 /// A header's value, if present and readable as text.
@@ -187,7 +239,8 @@ mod tests {
     fn offsets_sort_like_their_seqs_and_parse_back() {
         assert!(offset(9) < offset(10));
         assert_eq!(parse_offset(&offset(42)).ok(), Some(Start::After(42)));
-        for bad in ["", " 1", "1,2", "../1", "-2", "abc", "1_2"] {
+        assert_eq!(parse_offset("0000_0000").ok(), Some(Start::After(0)));
+        for bad in ["", " 1", "1,2", "../1", "-2", "abc", "1_2", "_0", "1_"] {
             assert!(parse_offset(bad).is_err(), "{bad:?}");
         }
     }
