@@ -11,6 +11,7 @@ mod chaos;
 mod clients;
 mod cluster;
 mod deploy;
+mod durable_streams;
 mod faults;
 mod fuzz;
 mod hazards;

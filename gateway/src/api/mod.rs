@@ -173,10 +173,7 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
     let verifier = state.verifier;
     let (metrics, auth_templates) = (state.metrics.clone(), templates.clone());
     let public = routes
-        .at(
-            format!("{}*name", durable_streams::PREFIX),
-            durable_streams,
-        )
+        .at(format!("{}*name", durable_streams::PREFIX), durable_streams)
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)

@@ -493,7 +493,10 @@ mod tests {
     #[test]
     fn a_closed_session_refuses_appends_but_dedupes_the_closing_retry() {
         let mut state = SessionState::default();
-        assert_eq!(append(&mut state, &content("a", 1, "x")), Decision::Append { seq: 1 });
+        assert_eq!(
+            append(&mut state, &content("a", 1, "x")),
+            Decision::Append { seq: 1 }
+        );
         let mut close = content("a", 2, "bye");
         close.kind = crate::sessions::model::CLOSE_EVENT_TYPE.into();
         assert_eq!(append(&mut state, &close), Decision::Append { seq: 2 });

@@ -93,8 +93,9 @@ impl Messages {
     /// The first `count` messages: JSON values, or bytes.
     pub fn prefix(&self, count: usize) -> Option<Messages> {
         match self {
-            Messages::Json(values) => (count <= values.len())
-                .then(|| Messages::Json(values[..count].to_vec())),
+            Messages::Json(values) => {
+                (count <= values.len()).then(|| Messages::Json(values[..count].to_vec()))
+            }
             Messages::Bytes(bytes) => {
                 (count <= bytes.len()).then(|| Messages::Bytes(bytes.slice(..count)))
             }
@@ -437,7 +438,10 @@ impl SessionLog {
         append: StreamAppend,
     ) -> Result<StreamAppended, StreamAppendError> {
         for _ in 0..MAX_ATTEMPTS {
-            let producer_id = append.producer.as_ref().map(|producer| producer.id.as_str());
+            let producer_id = append
+                .producer
+                .as_ref()
+                .map(|producer| producer.id.as_str());
             let status = self.write_status(id, producer_id).await?;
             let mut producer_seq = 0;
             if let Some(producer) = &append.producer {
@@ -550,9 +554,7 @@ fn stream_events(
         .messages
         .as_ref()
         .map(|messages| (DATA_EVENT_TYPE, messages.payload()));
-    let close = append
-        .close
-        .then(|| (CLOSE_EVENT_TYPE, JsonObject::new()));
+    let close = append.close.then(|| (CLOSE_EVENT_TYPE, JsonObject::new()));
     data.into_iter()
         .chain(close)
         .zip(1..)

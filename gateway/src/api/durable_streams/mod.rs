@@ -215,8 +215,9 @@ impl DurableStreams {
                     )
                     .into());
                 }
-                return Ok(stream_headers(Response::builder().status(StatusCode::OK), &status)
-                    .finish());
+                return Ok(
+                    stream_headers(Response::builder().status(StatusCode::OK), &status).finish(),
+                );
             }
             Err(err) => return Err(err.into()),
         }
@@ -267,21 +268,15 @@ impl DurableStreams {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "An append needs a body").into());
         }
         if !body.is_empty() && content_type.is_none() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "An append needs a Content-Type",
-            )
-            .into());
+            return Err(
+                ApiError::new(ErrorCode::InvalidRequest, "An append needs a Content-Type").into(),
+            );
         }
         own(&self.log, principal, &id).await?;
         let status = self.log.stream_status(&id, true).await?;
         let messages = match (body.is_empty(), &content_type) {
             (false, Some(content_type)) => {
-                let stream_type = status
-                    .session
-                    .content_type
-                    .as_deref()
-                    .unwrap_or(JSON);
+                let stream_type = status.session.content_type.as_deref().unwrap_or(JSON);
                 if media_type(content_type) != media_type(stream_type) {
                     return Err(ApiError::new(
                         ErrorCode::StreamConflict,
@@ -370,7 +365,12 @@ impl DurableStreams {
             }));
         }
         if query.start == Start::Now && query.live == LiveMode::CatchUp {
-            return Ok(page_response(&status, &Page::empty(after, &status), None, None));
+            return Ok(page_response(
+                &status,
+                &Page::empty(after, &status),
+                None,
+                None,
+            ));
         }
         let mut page = Page::read(&self.log, &id, after, &status).await?;
         let mut status = status;
@@ -388,10 +388,14 @@ impl DurableStreams {
                 }
             }
         }
-        let cursor = (query.live == LiveMode::LongPoll)
-            .then(|| response_cursor(query.cursor.as_deref()));
+        let cursor =
+            (query.live == LiveMode::LongPoll).then(|| response_cursor(query.cursor.as_deref()));
         let tag = etag(&status, &query.offset_text, page.next)
-            + if page.closed_at_tail(&status) { ":c" } else { "" };
+            + if page.closed_at_tail(&status) {
+                ":c"
+            } else {
+                ""
+            };
         let tag = format!("\"{tag}\"");
         let matches = request
             .headers()
@@ -420,7 +424,10 @@ async fn body(request: &mut Request) -> Result<Bytes, ApiError> {
     let mut read = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|err| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("Reading the body: {err}"))
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("Reading the body: {err}"),
+            )
         })?;
         read += chunk.len();
         if read <= limit {
@@ -470,10 +477,7 @@ fn encoded_path(id: &SessionId) -> String {
 }
 
 /// The headers every answer about a stream carries: its content type, tail and closure.
-fn stream_headers(
-    builder: poem::ResponseBuilder,
-    status: &StreamStatus,
-) -> poem::ResponseBuilder {
+fn stream_headers(builder: poem::ResponseBuilder, status: &StreamStatus) -> poem::ResponseBuilder {
     let content_type = status
         .session
         .content_type

@@ -91,7 +91,9 @@ fn offset_seq(raw: &str) -> Result<Seq, ApiError> {
     let digits = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
     let seq = match raw.split_once('_') {
         None if digits(raw) => raw,
-        Some((seq, within)) if digits(seq) && digits(within) && within.bytes().all(|b| b == b'0') => {
+        Some((seq, within))
+            if digits(seq) && digits(within) && within.bytes().all(|b| b == b'0') =>
+        {
             seq
         }
         _ => {
@@ -124,8 +126,8 @@ pub fn fork(request: &Request) -> Result<Option<ForkSource>, ApiError> {
     let name = percent_encoding::percent_decode_str(name)
         .decode_utf8()
         .map_err(|_| bad_request("`Stream-Forked-From` is not a stream"))?;
-    let session = SessionId::parse(&name)
-        .map_err(|_| bad_request("`Stream-Forked-From` is not a stream"))?;
+    let session =
+        SessionId::parse(&name).map_err(|_| bad_request("`Stream-Forked-From` is not a stream"))?;
     let seq = at.map(offset_seq).transpose()?;
     let sub_offset = sub_offset
         .map(|raw| strict_integer(raw, "Stream-Fork-Sub-Offset"))

@@ -55,7 +55,10 @@ pub fn respond(mut reading: Reading) -> Response {
         MessageFormat::Json => Encoding::Json,
         MessageFormat::Bytes
             if content_type.is_some_and(|content_type| {
-                content_type.trim().to_ascii_lowercase().starts_with("text/")
+                content_type
+                    .trim()
+                    .to_ascii_lowercase()
+                    .starts_with("text/")
             }) =>
         {
             Encoding::Text
@@ -94,7 +97,11 @@ enum Stopped {
 }
 
 impl Reading {
-    async fn run(mut self, encoding: Encoding, frames: &mpsc::Sender<String>) -> Result<(), Stopped> {
+    async fn run(
+        mut self,
+        encoding: Encoding,
+        frames: &mpsc::Sender<String>,
+    ) -> Result<(), Stopped> {
         let format = self.status.format();
         // Stored appends, a page at a time, each page closed by a control event.
         loop {
@@ -110,7 +117,8 @@ impl Reading {
                 let closed = is_close(event) || (at_end && self.status.closed && page.caught_up);
                 self.deliver(stored_messages(event, format)?, encoding, frames)
                     .await?;
-                self.control(at_end && page.caught_up, closed, frames).await?;
+                self.control(at_end && page.caught_up, closed, frames)
+                    .await?;
                 if closed {
                     return Ok(());
                 }
@@ -175,9 +183,7 @@ impl Reading {
     ) -> Result<(), Stopped> {
         let payload = match (messages, encoding) {
             (Messages::Json(values), _) if values.is_empty() => return Ok(()),
-            (Messages::Json(values), _) => {
-                serde_json::Value::Array(values).to_string()
-            }
+            (Messages::Json(values), _) => serde_json::Value::Array(values).to_string(),
             (Messages::Bytes(bytes), _) if bytes.is_empty() => return Ok(()),
             (Messages::Bytes(bytes), Encoding::Base64) => {
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
@@ -197,7 +203,8 @@ impl Reading {
             json!({"streamNextOffset": offset(self.after), "streamClosed": true})
         } else {
             let cursor = response_cursor(self.cursor.as_deref());
-            let mut control = json!({"streamNextOffset": offset(self.after), "streamCursor": cursor});
+            let mut control =
+                json!({"streamNextOffset": offset(self.after), "streamCursor": cursor});
             if up_to_date {
                 control["upToDate"] = true.into();
             }

@@ -25,11 +25,11 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Appended, WriteStatus};
 use super::error::AppendError;
 use super::lock;
 use super::model::{ContentHash, NewEvent, SessionId};
 use super::state::SessionState;
+use super::{Appended, WriteStatus};
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::telemetry;
