@@ -11,6 +11,7 @@
 
 mod appends;
 mod catalog;
+mod durable_streams;
 mod harness;
 mod produce;
 mod r3;
@@ -75,6 +76,8 @@ const SINGLE_NODE: &[&str] = &[
     "raw_publish_pipelined_small",
     "tail_1",
     "tail_1000",
+    "ds_append_c1",
+    "ds_sse_1000",
     "replay_100k",
     "raw_replay_100k",
     "idle_tailers_10k",
@@ -137,6 +140,12 @@ async fn single_node(scale: Scale, selection: &Selection, report: &mut Report) {
     }
     if selection.wants("tail_1000") {
         tails::tail_1000(&gateway, scale, report).await;
+    }
+    if selection.wants("ds_append_c1") {
+        durable_streams::ds_append_c1(&gateway, scale, report).await;
+    }
+    if selection.wants("ds_sse_1000") {
+        durable_streams::ds_sse_1000(&gateway, scale, report).await;
     }
 
     let long_session_scenarios = ["replay_100k", "raw_replay_100k", "cold_append_100k"];

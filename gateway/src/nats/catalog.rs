@@ -75,7 +75,11 @@ impl Store {
                 let Some(tombstone) = self.header(&record.session.id).await? else {
                     return Err(CreateSessionFailure::Exists);
                 };
-                if tombstone.record.change != Change::Deleted {
+                // Only its last owner may take a deleted id again: a gateway's cached owner
+                // of an id then never goes stale.
+                if tombstone.record.change != Change::Deleted
+                    || tombstone.record.session.tenant() != record.session.tenant()
+                {
                     return Err(CreateSessionFailure::Exists);
                 }
                 // What a delete may have left behind must not become the new session's log.

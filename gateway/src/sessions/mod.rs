@@ -87,9 +87,8 @@ pub struct SessionLog {
     store: Arc<Store>,
     /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
     states: Mutex<LruCache<SessionId, Arc<Writer>>>,
-    /// Who owns each session: fixed at create, so a cached owner goes stale only when the
-    /// session is deleted and its id created again by another tenant through another gateway
-    /// (docs/api.md, "Durable Streams"); a fenced append costs no extra read.
+    /// Who owns each session: fixed at create, and a deleted id can be created again only by
+    /// its owner, so a cached owner never goes stale, and a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, String>>,
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
