@@ -176,3 +176,92 @@ async fn the_official_client_resumes_after_a_gateway_restart_and_a_tailer_reads_
         "the first run's offset is the seq of its last write"
     );
 }
+
+/// A protocol request with a text body (`text/plain`), as a Durable Streams client sends it.
+async fn stream_request(
+    gateway: &TestGateway,
+    method: reqwest::Method,
+    name: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> reqwest::Response {
+    let mut request = gateway
+        .client
+        .request(method, format!("{}/v1/stream/{name}", gateway.base_url))
+        .header("content-type", "text/plain")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_closed_through_one_gateway_refuses_appends_through_another() {
+    let nats = TestNats::start();
+    let (first, second) = (
+        TestGateway::start(&nats).await,
+        TestGateway::start(&nats).await,
+    );
+    let put = stream_request(&first, reqwest::Method::PUT, "closing", &[], "a").await;
+    assert_eq!(put.status(), 201);
+    // The second gateway holds the session's write state from before the close.
+    let post = stream_request(&second, reqwest::Method::POST, "closing", &[], "b").await;
+    assert_eq!(post.status(), 204);
+
+    let close = [("stream-closed", "true")];
+    let closed = stream_request(&first, reqwest::Method::POST, "closing", &close, "").await;
+    assert_eq!(closed.status(), 204);
+    assert_eq!(closed.headers()["stream-next-offset"], format!("{:020}", 3));
+
+    let late = stream_request(&second, reqwest::Method::POST, "closing", &[], "c").await;
+    assert_eq!(late.status(), 409);
+    assert_eq!(late.headers()["stream-closed"], "true");
+    // The session API refuses it too: closing is the log's, not the protocol's.
+    let native = second
+        .append(
+            "closing",
+            json!({"type": "m", "payload": {}, "actor": "a", "producer_id": "p", "producer_seq": 1}),
+        )
+        .await;
+    assert_eq!(second.expect(native, 409).await["error"], "session_closed");
+    let read = stream_request(&second, reqwest::Method::GET, "closing", &[], "").await;
+    assert_eq!(read.headers()["stream-closed"], "true");
+    assert_eq!(read.text().await.unwrap(), "ab");
+}
+
+#[tokio::test]
+async fn a_deleted_stream_created_again_starts_over_on_every_gateway() {
+    let nats = TestNats::start();
+    let (first, second) = (
+        TestGateway::start(&nats).await,
+        TestGateway::start(&nats).await,
+    );
+    let put = stream_request(&first, reqwest::Method::PUT, "again", &[], "old").await;
+    assert_eq!(put.status(), 201);
+    let post = stream_request(&second, reqwest::Method::POST, "again", &[], "er").await;
+    assert_eq!(post.status(), 204);
+
+    let deleted = stream_request(&first, reqwest::Method::DELETE, "again", &[], "").await;
+    assert_eq!(deleted.status(), 204);
+    let gone = stream_request(&second, reqwest::Method::GET, "again", &[], "").await;
+    assert_eq!(gone.status(), 404);
+    let listed: Value = second
+        .request(reqwest::Method::GET, "/v1/sessions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"], json!([]));
+
+    let put = stream_request(&first, reqwest::Method::PUT, "again", &[], "new").await;
+    assert_eq!(put.status(), 201);
+    // The second gateway's cached state of the old log must not number the new one.
+    let post = stream_request(&second, reqwest::Method::POST, "again", &[], "er").await;
+    assert_eq!(post.status(), 204);
+    assert_eq!(post.headers()["stream-next-offset"], format!("{:020}", 2));
+    let read = stream_request(&first, reqwest::Method::GET, "again", &[], "").await;
+    assert_eq!(read.text().await.unwrap(), "newer");
+    let mut tail = first.tail("again", 0).await;
+    assert_eq!(tail.seqs(2).await, vec![1, 2]);
+}
