@@ -295,6 +295,7 @@ fn help_shows_every_default() {
             ("--append-rate", "off"),
             ("--append-burst", "the rate"),
             ("--produce-window", "256"),
+            ("--long-poll-timeout", "30s"),
             ("--auth-mode", "none"),
             ("--auth-jwks-url", "none"),
             ("--auth-key-file", "none"),
