@@ -359,14 +359,9 @@ pub fn parse_instant(raw: &str) -> Option<SystemTime> {
 }
 
 impl SessionLog {
-    /// The stream's header and where its writing stands, unless it expired: an expired stream
-    /// is deleted now and reads as missing. `touch` counts this as an access that keeps an
-    /// idle expiry away.
-    pub async fn stream_status(
-        &self,
-        id: &SessionId,
-        touch: bool,
-    ) -> Result<StreamStatus, ReadError> {
+    /// The stream's header, unless it expired: an expired stream is deleted now and reads as
+    /// missing. `touch` counts this as an access that keeps an idle expiry away.
+    pub async fn stream_header(&self, id: &SessionId, touch: bool) -> Result<Session, ReadError> {
         let session = self
             .store
             .session(id)
@@ -374,18 +369,28 @@ impl SessionLog {
             .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?
             .record
             .session;
-        let status = self.write_status(id, None).await.map_err(|err| match err {
-            AppendError::SessionNotFound(id) => ReadError::SessionNotFound(id),
-            AppendError::Store(err) => ReadError::Store(err),
-            other => ReadError::Store(crate::nats::StoreError::Unavailable(other.to_string())),
-        })?;
-        if self.expired(&session, status.last_seq).await? {
+        if self.expired(&session).await? {
             self.delete(id).await?;
             return Err(ReadError::SessionNotFound(id.clone()));
         }
         if touch {
             lock(&self.accesses.0).put(id.clone(), SystemTime::now());
         }
+        Ok(session)
+    }
+
+    /// The stream's header and where its writing stands, as `stream_header`.
+    pub async fn stream_status(
+        &self,
+        id: &SessionId,
+        touch: bool,
+    ) -> Result<StreamStatus, ReadError> {
+        let session = self.stream_header(id, touch).await?;
+        let status = self.write_status(id, None).await.map_err(|err| match err {
+            AppendError::SessionNotFound(id) => ReadError::SessionNotFound(id),
+            AppendError::Store(err) => ReadError::Store(err),
+            other => ReadError::Store(crate::nats::StoreError::Unavailable(other.to_string())),
+        })?;
         Ok(StreamStatus {
             session,
             last_seq: status.last_seq,
@@ -395,7 +400,7 @@ impl SessionLog {
 
     /// Whether `session` has expired. An idle expiry counts from the latest of its creation,
     /// its newest event (writes through any gateway) and this gateway's last access.
-    async fn expired(&self, session: &Session, last_seq: Seq) -> Result<bool, ReadError> {
+    async fn expired(&self, session: &Session) -> Result<bool, ReadError> {
         let now = SystemTime::now();
         let idle_for = match &session.expiry {
             None => return Ok(false),
@@ -409,10 +414,10 @@ impl SessionLog {
             return Ok(false);
         }
         // Only when it looks expired: the newest write may have come through another gateway.
-        let written = match last_seq {
-            0 => None,
-            seq => self
-                .event(&session.id, seq)
+        let written = match self.store.head(&session.id).await? {
+            None => None,
+            Some(head) => self
+                .event(&session.id, head.seq)
                 .await?
                 .and_then(|event| inserted_at(&event)),
         };
@@ -437,6 +442,9 @@ impl SessionLog {
         id: &SessionId,
         append: StreamAppend,
     ) -> Result<StreamAppended, StreamAppendError> {
+        if append.producer.is_none() && append.writer_seq.is_none() {
+            return self.append_plain(id, append).await;
+        }
         for _ in 0..MAX_ATTEMPTS {
             let producer_id = append
                 .producer
@@ -468,14 +476,6 @@ impl SessionLog {
                 }
             }
             if status.closed {
-                if append.messages.is_none() && append.producer.is_none() {
-                    // Closing a closed stream changes nothing.
-                    return Ok(StreamAppended {
-                        last_seq: status.last_seq,
-                        closed: true,
-                        duplicate_of: None,
-                    });
-                }
                 return Err(StreamAppendError::Closed {
                     last_seq: status.last_seq,
                 });
@@ -524,6 +524,34 @@ impl SessionLog {
             attempts: MAX_ATTEMPTS,
         }
         .into())
+    }
+}
+
+impl SessionLog {
+    /// An append with nothing to check but the close, which the log itself refuses after.
+    async fn append_plain(
+        &self,
+        id: &SessionId,
+        append: StreamAppend,
+    ) -> Result<StreamAppended, StreamAppendError> {
+        let close_only = append.messages.is_none();
+        match self.append_all(id, stream_events(&append, 0, None)).await {
+            Ok(appended) => Ok(StreamAppended {
+                last_seq: appended.last().map_or(0, |appended| appended.last_seq),
+                closed: append.close,
+                duplicate_of: None,
+            }),
+            // Closing a closed stream changes nothing.
+            Err(AppendError::SessionClosed { last_seq }) if close_only => Ok(StreamAppended {
+                last_seq,
+                closed: true,
+                duplicate_of: None,
+            }),
+            Err(AppendError::SessionClosed { last_seq }) => {
+                Err(StreamAppendError::Closed { last_seq })
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 }
 

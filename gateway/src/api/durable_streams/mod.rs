@@ -132,7 +132,7 @@ impl DurableStreams {
                 authorize(&principal, Scope::Create, Some(&id))?;
                 own(&self.log, &principal, &id).await?;
                 // An expired stream is as gone as a deleted one.
-                self.log.stream_status(&id, false).await?;
+                self.log.stream_header(&id, false).await?;
                 self.log.delete(&id).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
@@ -284,7 +284,8 @@ impl DurableStreams {
                     )
                     .into());
                 }
-                Some(Messages::parse(status.format(), body).map_err(invalid_body)?)
+                let format = MessageFormat::of(Some(stream_type));
+                Some(Messages::parse(format, body).map_err(invalid_body)?)
             }
             _ => None,
         };
