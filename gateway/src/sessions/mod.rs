@@ -213,15 +213,16 @@ impl SessionLog {
     }
 
     pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {
-        let session = self
-            .store
-            .session(id)
-            .await?
-            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?
-            .record
-            .session;
+        let session = self.header(id).await?;
         let last_seq = self.store.head(id).await?.map_or(0, |head| head.seq);
         Ok(SessionSummary { session, last_seq })
+    }
+
+    /// The session's header, read from the bucket stream's leader.
+    async fn header(&self, id: &SessionId) -> Result<Session, ReadError> {
+        let revised = self.store.session(id).await?;
+        let revised = revised.ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+        Ok(revised.record.session)
     }
 
     /// Appends `events` in order, all or none, each deduplicated and checked as if appended

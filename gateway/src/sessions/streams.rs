@@ -362,13 +362,7 @@ impl SessionLog {
     /// The stream's header, unless it expired: an expired stream is deleted now and reads as
     /// missing. `touch` counts this as an access that keeps an idle expiry away.
     pub async fn stream_header(&self, id: &SessionId, touch: bool) -> Result<Session, ReadError> {
-        let session = self
-            .store
-            .session(id)
-            .await?
-            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?
-            .record
-            .session;
+        let session = self.header(id).await?;
         if self.expired(&session).await? {
             self.delete(id).await?;
             return Err(ReadError::SessionNotFound(id.clone()));
