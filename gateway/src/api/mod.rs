@@ -141,6 +141,7 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
         live: live.clone(),
         append_rate: append_rate.clone(),
         long_poll_timeout: state.limits.long_poll_timeout,
+        rendered: Default::default(),
     };
     let producers = Arc::new(produce::Producers {
         log: state.log.clone(),

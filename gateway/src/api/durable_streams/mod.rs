@@ -47,6 +47,7 @@ pub struct DurableStreams {
     pub append_rate: Option<Arc<AppendRate>>,
     /// How long a long-poll read (or an idle SSE stream, between control events) waits.
     pub long_poll_timeout: Duration,
+    pub rendered: Arc<sse::RenderedAppends>,
 }
 
 impl Endpoint for DurableStreams {
@@ -363,6 +364,7 @@ impl DurableStreams {
                 idle: self.long_poll_timeout,
                 shutdown: self.live.shutdown.clone(),
                 permit,
+                rendered: self.rendered.clone(),
             }));
         }
         if query.start == Start::Now && query.live == LiveMode::CatchUp {

@@ -3,14 +3,16 @@
 //! stored appends first, then live ones from the session's shared feed, until the stream
 //! closes, the client goes or the gateway shuts down.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
+use lru::LruCache;
 use poem::http::header;
 use poem::{Body, Response};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{offset, response_cursor};
@@ -39,10 +41,11 @@ pub struct Reading {
     pub shutdown: Shutdown,
     /// The reader's place in its token's quota of live streams, held while it is open.
     pub permit: Option<TailPermit>,
+    pub rendered: Arc<RenderedAppends>,
 }
 
 /// How a stream's data events carry its messages.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Encoding {
     Json,
     Text,
@@ -65,7 +68,7 @@ pub fn respond(mut reading: Reading) -> Response {
         }
         MessageFormat::Bytes => Encoding::Base64,
     };
-    let (frames, queued) = mpsc::channel::<String>(BUFFERED_FRAMES);
+    let (frames, queued) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     tokio::spawn(async move {
         let permit = reading.permit.take();
         if let Err(err) = reading.run(encoding, &frames).await {
@@ -100,9 +103,8 @@ impl Reading {
     async fn run(
         mut self,
         encoding: Encoding,
-        frames: &mpsc::Sender<String>,
+        frames: &mpsc::Sender<Bytes>,
     ) -> Result<(), Stopped> {
-        let format = self.status.format();
         // Stored appends, a page at a time, each page closed by a control event.
         loop {
             let page = self
@@ -114,9 +116,8 @@ impl Reading {
                 // A page is contiguous up to its last seq.
                 self.after = page.next_cursor - (last - 1 - index) as u64;
                 let at_end = index + 1 == last;
-                let closed = is_close(event) || (at_end && self.status.closed && page.caught_up);
-                self.deliver(stored_messages(event, format)?, encoding, frames)
-                    .await?;
+                let closes = self.deliver(event, encoding, frames).await?;
+                let closed = closes || (at_end && self.status.closed && page.caught_up);
                 self.control(at_end && page.caught_up, closed, frames)
                     .await?;
                 if closed {
@@ -162,10 +163,8 @@ impl Reading {
                 .collect();
             let last = fresh.len();
             for (index, entry) in fresh.into_iter().enumerate() {
-                let closed = is_close(&entry.json);
-                self.deliver(stored_messages(&entry.json, format)?, encoding, frames)
-                    .await?;
                 self.after = entry.position;
+                let closed = self.deliver(&entry.json, encoding, frames).await?;
                 self.control(index + 1 == last, closed, frames).await?;
                 if closed {
                     return Ok(());
@@ -174,44 +173,109 @@ impl Reading {
         }
     }
 
-    /// A data event with an append's messages; none for an append that holds none.
+    /// The data event of the append at `self.after` (none for one that holds no messages),
+    /// rendered once for all its readers; whether the append closed the stream.
     async fn deliver(
         &self,
-        messages: Messages,
+        event: &Bytes,
         encoding: Encoding,
-        frames: &mpsc::Sender<String>,
-    ) -> Result<(), Stopped> {
-        let payload = match (messages, encoding) {
-            (Messages::Json(values), _) if values.is_empty() => return Ok(()),
-            (Messages::Json(values), _) => serde_json::Value::Array(values).to_string(),
-            (Messages::Bytes(bytes), _) if bytes.is_empty() => return Ok(()),
-            (Messages::Bytes(bytes), Encoding::Base64) => {
-                base64::engine::general_purpose::STANDARD.encode(&bytes)
-            }
-            (Messages::Bytes(bytes), _) => String::from_utf8_lossy(&bytes).into_owned(),
+        frames: &mpsc::Sender<Bytes>,
+    ) -> Result<bool, Stopped> {
+        let key = RenderKey {
+            session: self.id.clone(),
+            created_at: self.status.session.created_at.clone(),
+            seq: self.after,
+            encoding,
         };
-        send(frames, event_frame("data", &payload)).await
+        let cached = lock(&self.rendered.0).get(&key).cloned();
+        let rendered = match cached {
+            Some(rendered) => rendered,
+            None => {
+                let rendered = render(event, self.status.format(), encoding)?;
+                lock(&self.rendered.0).put(key, rendered.clone());
+                rendered
+            }
+        };
+        if let Some(frame) = rendered.frame {
+            send(frames, frame).await?;
+        }
+        Ok(rendered.closes)
     }
 
     async fn control(
         &self,
         up_to_date: bool,
         closed: bool,
-        frames: &mpsc::Sender<String>,
+        frames: &mpsc::Sender<Bytes>,
     ) -> Result<(), Stopped> {
+        // Offsets and cursors are digits: the JSON needs no escaping and holds no line break.
+        let offset = offset(self.after);
         let control = if closed {
-            json!({"streamNextOffset": offset(self.after), "streamClosed": true})
+            format!(r#"{{"streamNextOffset":"{offset}","streamClosed":true}}"#)
         } else {
             let cursor = response_cursor(self.cursor.as_deref());
-            let mut control =
-                json!({"streamNextOffset": offset(self.after), "streamCursor": cursor});
-            if up_to_date {
-                control["upToDate"] = true.into();
-            }
-            control
+            let up_to_date = if up_to_date {
+                r#","upToDate":true"#
+            } else {
+                ""
+            };
+            format!(r#"{{"streamNextOffset":"{offset}","streamCursor":"{cursor}"{up_to_date}}}"#)
         };
-        send(frames, event_frame("control", &control.to_string())).await
+        send(
+            frames,
+            Bytes::from(format!("event: control\ndata:{control}\n\n")),
+        )
+        .await
     }
+}
+
+/// An append as its readers receive it.
+#[derive(Clone)]
+struct Rendered {
+    frame: Option<Bytes>,
+    closes: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RenderKey {
+    session: SessionId,
+    /// Which incarnation of the session: one deleted and created again reuses its seqs.
+    created_at: String,
+    seq: Seq,
+    encoding: Encoding,
+}
+
+/// The appends rendered lately, shared by every SSE reader of this gateway: a thousand readers
+/// of one stream render each append once.
+pub struct RenderedAppends(Mutex<LruCache<RenderKey, Rendered>>);
+
+impl Default for RenderedAppends {
+    fn default() -> RenderedAppends {
+        let capacity = NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN);
+        RenderedAppends(Mutex::new(LruCache::new(capacity)))
+    }
+}
+
+fn render(event: &Bytes, format: MessageFormat, encoding: Encoding) -> Result<Rendered, ReadError> {
+    let payload = match (stored_messages(event, format)?, encoding) {
+        (Messages::Json(values), _) if values.is_empty() => None,
+        (Messages::Json(values), _) => Some(serde_json::Value::Array(values).to_string()),
+        (Messages::Bytes(bytes), _) if bytes.is_empty() => None,
+        (Messages::Bytes(bytes), Encoding::Base64) => {
+            Some(base64::engine::general_purpose::STANDARD.encode(&bytes))
+        }
+        (Messages::Bytes(bytes), _) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    };
+    Ok(Rendered {
+        frame: payload.map(|payload| Bytes::from(event_frame("data", &payload))),
+        closes: is_close(event),
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn is_close(event: &bytes::Bytes) -> bool {
@@ -237,7 +301,7 @@ fn event_frame(name: &str, payload: &str) -> String {
     frame
 }
 
-async fn send(frames: &mpsc::Sender<String>, frame: String) -> Result<(), Stopped> {
+async fn send(frames: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Stopped> {
     frames.send(frame).await.map_err(|_| Stopped::ClientGone)
 }
 
