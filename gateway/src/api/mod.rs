@@ -138,6 +138,7 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
     });
     let durable_streams = durable_streams::DurableStreams {
         log: state.log.clone(),
+        catalog: state.catalog.clone(),
         live: live.clone(),
         append_rate: append_rate.clone(),
         long_poll_timeout: state.limits.long_poll_timeout,

@@ -81,6 +81,10 @@ impl CatalogIndex {
         self.sessions.insert(id, session);
     }
 
+    pub fn get(&self, id: &SessionId) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
     /// Forgets a deleted session.
     pub fn remove(&mut self, id: &SessionId) {
         if let Some(previous) = self.sessions.remove(id) {

@@ -84,6 +84,17 @@ impl Catalog {
     }
 
     /// True once every session that existed at start-up is in the index.
+    /// The session's header as this gateway's index holds it: current within the moment the
+    /// bucket's stream takes to reach it, so a reader that must see every change reads the
+    /// bucket instead.
+    pub fn header(&self, id: &SessionId) -> Option<Session> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }

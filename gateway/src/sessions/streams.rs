@@ -360,12 +360,25 @@ pub fn parse_instant(raw: &str) -> Option<SystemTime> {
 
 impl SessionLog {
     /// The stream's header, unless it expired: an expired stream is deleted now and reads as
-    /// missing. `touch` counts this as an access that keeps an idle expiry away.
-    pub async fn stream_header(&self, id: &SessionId, touch: bool) -> Result<Session, ReadError> {
-        let session = self.header(id).await?;
+    /// missing. `known` is a header the caller holds (a gateway's catalog, a moment behind the
+    /// bucket), read afresh before anything is deleted on its word. `touch` counts this as an
+    /// access that keeps an idle expiry away.
+    pub async fn stream_header(
+        &self,
+        id: &SessionId,
+        known: Option<Session>,
+        touch: bool,
+    ) -> Result<Session, ReadError> {
+        let mut session = match known {
+            Some(session) => session,
+            None => self.header(id).await?,
+        };
         if self.expired(&session).await? {
-            self.delete(id).await?;
-            return Err(ReadError::SessionNotFound(id.clone()));
+            session = self.header(id).await?;
+            if self.expired(&session).await? {
+                self.delete(id).await?;
+                return Err(ReadError::SessionNotFound(id.clone()));
+            }
         }
         if touch {
             lock(&self.accesses.0).put(id.clone(), SystemTime::now());
@@ -379,7 +392,7 @@ impl SessionLog {
         id: &SessionId,
         touch: bool,
     ) -> Result<StreamStatus, ReadError> {
-        let session = self.stream_header(id, touch).await?;
+        let session = self.stream_header(id, None, touch).await?;
         let status = self.write_status(id, None).await.map_err(|err| match err {
             AppendError::SessionNotFound(id) => ReadError::SessionNotFound(id),
             AppendError::Store(err) => ReadError::Store(err),

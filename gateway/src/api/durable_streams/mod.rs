@@ -20,6 +20,7 @@ use super::limits::{AppendRate, take_appends};
 use super::raw_input::BodyLimit;
 use super::sessions::session_id;
 use crate::auth::{Principal, Scope};
+use crate::catalog::Catalog;
 use crate::live::Live;
 use crate::sessions::error::{CreateError, ReadError};
 use crate::sessions::model::{NewSession, Seq, SessionId};
@@ -43,6 +44,7 @@ const EXPOSED_HEADERS: &str = "stream-next-offset, stream-cursor, stream-up-to-d
 /// The protocol's endpoint.
 pub struct DurableStreams {
     pub log: Arc<SessionLog>,
+    pub catalog: Arc<Catalog>,
     pub live: Live,
     pub append_rate: Option<Arc<AppendRate>>,
     /// How long a long-poll read (or an idle SSE stream, between control events) waits.
@@ -133,7 +135,7 @@ impl DurableStreams {
                 authorize(&principal, Scope::Create, Some(&id))?;
                 own(&self.log, &principal, &id).await?;
                 // An expired stream is as gone as a deleted one.
-                self.log.stream_header(&id, false).await?;
+                self.log.stream_header(&id, None, false).await?;
                 self.log.delete(&id).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
@@ -274,10 +276,13 @@ impl DurableStreams {
             );
         }
         own(&self.log, principal, &id).await?;
-        let status = self.log.stream_status(&id, true).await?;
+        // The catalog's header: its content type and expiry never change, and an append to
+        // a session deleted meanwhile is refused by the log.
+        let known = self.catalog.header(&id);
+        let session = self.log.stream_header(&id, known, true).await?;
         let messages = match (body.is_empty(), &content_type) {
             (false, Some(content_type)) => {
-                let stream_type = status.session.content_type.as_deref().unwrap_or(JSON);
+                let stream_type = session.content_type.as_deref().unwrap_or(JSON);
                 if media_type(content_type) != media_type(stream_type) {
                     return Err(ApiError::new(
                         ErrorCode::StreamConflict,
