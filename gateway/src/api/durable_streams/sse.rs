@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use lru::LruCache;
 use poem::http::header;
@@ -112,31 +112,33 @@ impl Reading {
                 .read_page(&self.id, self.after, MAX_PAGE_SIZE as usize)
                 .await?;
             let last = page.events.len();
+            let mut out = BytesMut::new();
             for (index, event) in page.events.iter().enumerate() {
                 // A page is contiguous up to its last seq.
                 self.after = page.next_cursor - (last - 1 - index) as u64;
                 let at_end = index + 1 == last;
-                let closes = self.deliver(event, encoding, frames).await?;
-                let closed = closes || (at_end && self.status.closed && page.caught_up);
-                self.control(at_end && page.caught_up, closed, frames)
-                    .await?;
+                let rendered = self.rendered(event, encoding)?;
+                let closed = rendered.closes || (at_end && self.status.closed && page.caught_up);
+                rendered.write(&mut out);
+                self.control(at_end && page.caught_up, closed, &mut out);
                 if closed {
-                    return Ok(());
+                    return send(frames, out).await;
                 }
             }
             if page.events.is_empty() {
                 self.after = page.next_cursor;
                 let closed = self.status.closed && page.caught_up;
-                self.control(page.caught_up, closed, frames).await?;
+                self.control(page.caught_up, closed, &mut out);
                 if closed {
-                    return Ok(());
+                    return send(frames, out).await;
                 }
             }
+            send(frames, out).await?;
             if page.caught_up {
                 break;
             }
         }
-        // Then live, from the session's feed, a burst of events at a time.
+        // Then live, from the session's feed, a burst of events at a time, written at once.
         let mut entries = self.log.open_tail(&self.id, self.after).await?.entries;
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -145,9 +147,11 @@ impl Reading {
                 _ = shutdown.wait() => return Ok(()),
                 _ = frames.closed() => return Err(Stopped::ClientGone),
             };
+            let mut out = BytesMut::new();
             let first = match first {
                 Err(_) => {
-                    self.control(true, false, frames).await?;
+                    self.control(true, false, &mut out);
+                    send(frames, out).await?;
                     continue;
                 }
                 Ok(None) => return Ok(()),
@@ -164,50 +168,35 @@ impl Reading {
             let last = fresh.len();
             for (index, entry) in fresh.into_iter().enumerate() {
                 self.after = entry.position;
-                let closed = self.deliver(&entry.json, encoding, frames).await?;
-                self.control(index + 1 == last, closed, frames).await?;
-                if closed {
-                    return Ok(());
+                let rendered = self.rendered(&entry.json, encoding)?;
+                rendered.write(&mut out);
+                self.control(index + 1 == last, rendered.closes, &mut out);
+                if rendered.closes {
+                    return send(frames, out).await;
                 }
             }
+            send(frames, out).await?;
         }
     }
 
-    /// The data event of the append at `self.after` (none for one that holds no messages),
-    /// rendered once for all its readers; whether the append closed the stream.
-    async fn deliver(
-        &self,
-        event: &Bytes,
-        encoding: Encoding,
-        frames: &mpsc::Sender<Bytes>,
-    ) -> Result<bool, Stopped> {
+    /// The data event of the append at `self.after`, rendered once for all its readers.
+    fn rendered(&self, event: &Bytes, encoding: Encoding) -> Result<Rendered, ReadError> {
         let key = RenderKey {
             session: self.id.clone(),
             created_at: self.status.session.created_at.clone(),
             seq: self.after,
             encoding,
         };
-        let cached = lock(&self.rendered.0).get(&key).cloned();
-        let rendered = match cached {
-            Some(rendered) => rendered,
-            None => {
-                let rendered = render(event, self.status.format(), encoding)?;
-                lock(&self.rendered.0).put(key, rendered.clone());
-                rendered
-            }
-        };
-        if let Some(frame) = rendered.frame {
-            send(frames, frame).await?;
+        if let Some(rendered) = lock(&self.rendered.0).get(&key) {
+            return Ok(rendered.clone());
         }
-        Ok(rendered.closes)
+        let rendered = render(event, self.status.format(), encoding)?;
+        lock(&self.rendered.0).put(key, rendered.clone());
+        Ok(rendered)
     }
 
-    async fn control(
-        &self,
-        up_to_date: bool,
-        closed: bool,
-        frames: &mpsc::Sender<Bytes>,
-    ) -> Result<(), Stopped> {
+    /// The control event after `self.after`.
+    fn control(&self, up_to_date: bool, closed: bool, out: &mut BytesMut) {
         // Offsets and cursors are digits: the JSON needs no escaping and holds no line break.
         let offset = offset(self.after);
         let control = if closed {
@@ -221,19 +210,26 @@ impl Reading {
             };
             format!(r#"{{"streamNextOffset":"{offset}","streamCursor":"{cursor}"{up_to_date}}}"#)
         };
-        send(
-            frames,
-            Bytes::from(format!("event: control\ndata:{control}\n\n")),
-        )
-        .await
+        out.extend_from_slice(b"event: control\ndata:");
+        out.extend_from_slice(control.as_bytes());
+        out.extend_from_slice(b"\n\n");
     }
 }
 
-/// An append as its readers receive it.
+/// An append as its readers receive it: its data event (none for an append that holds no
+/// messages), and whether it closed the stream.
 #[derive(Clone)]
 struct Rendered {
     frame: Option<Bytes>,
     closes: bool,
+}
+
+impl Rendered {
+    fn write(&self, out: &mut BytesMut) {
+        if let Some(frame) = &self.frame {
+            out.extend_from_slice(frame);
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -301,8 +297,14 @@ fn event_frame(name: &str, payload: &str) -> String {
     frame
 }
 
-async fn send(frames: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Stopped> {
-    frames.send(frame).await.map_err(|_| Stopped::ClientGone)
+async fn send(frames: &mpsc::Sender<Bytes>, out: BytesMut) -> Result<(), Stopped> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    frames
+        .send(out.freeze())
+        .await
+        .map_err(|_| Stopped::ClientGone)
 }
 
 #[cfg(test)]
