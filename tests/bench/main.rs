@@ -253,6 +253,24 @@ fn targets(report: &Report) {
             true,
         ),
         (
+            "ds_append_c1.p50_us <= 1.1 x its native_p50_us",
+            figure("ds_append_c1", "p50_us"),
+            1.1 * figure("ds_append_c1", "native_p50_us"),
+            true,
+        ),
+        (
+            "ds_append_c1.p99_us <= 1.1 x its native_p99_us",
+            figure("ds_append_c1", "p99_us"),
+            1.1 * figure("ds_append_c1", "native_p99_us"),
+            true,
+        ),
+        (
+            "ds_sse_1000.p99_us <= 1.1 x tail_1000.p99_us",
+            figure("ds_sse_1000", "p99_us"),
+            1.1 * figure("tail_1000", "p99_us"),
+            true,
+        ),
+        (
             "cold_append_100k.ms <= 50",
             figure("cold_append_100k", "ms"),
             50.0,
