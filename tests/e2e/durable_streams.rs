@@ -265,3 +265,76 @@ async fn a_deleted_stream_created_again_starts_over_on_every_gateway() {
     let mut tail = first.tail("again", 0).await;
     assert_eq!(tail.seqs(2).await, vec![1, 2]);
 }
+
+#[tokio::test]
+async fn the_protocol_applies_tokens_tenants_and_append_rates_like_the_api() {
+    use starcite_tests::auth::{SigningKey, TestJwks, claims, mint};
+    let nats = TestNats::start();
+    let jwks = TestJwks::start().await;
+    let mut config = jwks.config(&nats);
+    config.limits.append_rate = Some(1);
+    let gateway = TestGateway::start_with(config).await;
+    let token = |tenant: &str, scope: &str| {
+        mint(&claims(tenant, "service:backend", scope), SigningKey::Rsa)
+    };
+    let all = "session:create session:read session:append";
+    let (acme, globex) = (token("acme", all), token("globex", all));
+    let url = format!("{}/v1/stream/secret", gateway.base_url);
+    let send = |method: reqwest::Method, token: Option<&str>, body: &str| {
+        let mut request = gateway
+            .client
+            .request(method, &url)
+            .header("content-type", "text/plain")
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    assert_eq!(
+        send(reqwest::Method::PUT, None, "").await.unwrap().status(),
+        401
+    );
+    let reader = token("acme", "session:read");
+    let refused = send(reqwest::Method::PUT, Some(&reader), "").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        send(reqwest::Method::PUT, Some(&acme), "")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Another tenant's stream is as missing as an unknown one, whatever the method.
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::HEAD,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+    ] {
+        let response = send(method.clone(), Some(&globex), "x").await.unwrap();
+        assert_eq!(response.status(), 404, "{method}");
+    }
+    // The tenant's append rate counts protocol appends too.
+    let first = send(reqwest::Method::POST, Some(&acme), "a").await.unwrap();
+    assert_eq!(first.status(), 204);
+    let second = send(reqwest::Method::POST, Some(&acme), "b").await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+
+    let events: Value = gateway
+        .request_as(
+            &acme,
+            reqwest::Method::GET,
+            "/v1/sessions/secret/events",
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["actor"], "service:backend");
+    assert_eq!(events["events"][0]["payload"], json!({"text": "a"}));
+}
