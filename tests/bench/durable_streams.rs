@@ -40,7 +40,7 @@ pub async fn ds_append_c1(gateway: &GatewayProcess, scale: Scale, report: &mut R
     let native = gateway.append_path(&session);
     // The same ~1 KiB body both ways: a native event, which the stream stores as one message.
     let (mut ds_seq, mut native_seq) = (0, 0);
-    let mut next = |seq: &mut u64| {
+    let next = |seq: &mut u64| {
         *seq += 1;
         event_body("c1", *seq)
     };
