@@ -37,6 +37,8 @@ fn session(n: usize) -> Session {
         content_type: None,
         expiry: None,
         forked_from: None,
+        fork_count: 0,
+        retired: false,
     }
 }
 

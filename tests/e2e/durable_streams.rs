@@ -10,21 +10,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use starcite_tests::{GatewayProcess, TailClient, TestGateway, TestNats};
 
-/// The suite's tests this gateway fails, each for a reason the README's "Durable Streams"
-/// section gives: a fork here is a copy of its source's log, so deleting a source is final at
-/// once instead of leaving it "soft-deleted" (410 Gone) while forks remain.
-const KNOWN_FAILURES: &[&str] = &[
-    "Fork - Deletion and Lifecycle should soft-delete source while fork exists — fork still reads",
-    "Fork - Deletion and Lifecycle should block re-creation of soft-deleted source (PUT returns 409)",
-    "Fork - Deletion and Lifecycle should return 410 for GET on soft-deleted source",
-    "Fork - Deletion and Lifecycle should return 410 for POST on soft-deleted source",
-    "Fork - Deletion and Lifecycle should return 410 for DELETE on soft-deleted source",
-    "Fork - Deletion and Lifecycle should return 409 for fork from soft-deleted source",
-    "Fork - Deletion and Lifecycle should cascade GC when last fork is deleted",
-    "Fork - Deletion and Lifecycle should cascade GC through three levels",
-    "Fork - Deletion and Lifecycle should preserve data when deleting middle of chain",
-];
-
 /// How long a long-poll waits in these tests; the suite is told the same.
 const LONG_POLL: Duration = Duration::from_secs(2);
 
@@ -41,7 +26,7 @@ fn require_installed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_durable_streams_conformance_suite_passes_but_for_soft_deleted_sources() {
+async fn the_durable_streams_conformance_suite_passes() {
     require_installed();
     let nats = TestNats::start();
     let mut config = TestGateway::config(&nats);
@@ -86,18 +71,14 @@ async fn the_durable_streams_conformance_suite_passes_but_for_soft_deleted_sourc
         .filter(|(_, status)| status == "failed")
         .map(|(name, _)| name.as_str())
         .collect();
-    let unexpected: Vec<&&str> = failed
-        .iter()
-        .filter(|name| !KNOWN_FAILURES.contains(name))
-        .collect();
-    assert!(unexpected.is_empty(), "failed: {unexpected:#?}");
+    assert!(failed.is_empty(), "failed: {failed:#?}");
     let passed = outcomes
         .iter()
         .filter(|(_, status)| status == "passed")
         .count();
-    // The suite's 338 tests, less the optional subscriptions block and the known failures.
+    // The suite's 338 tests, less its optional subscriptions block (skipped unless asked for).
     assert_eq!(outcomes.len(), 338);
-    assert_eq!(passed, 338 - 6 - failed.len(), "{outcomes:#?}");
+    assert_eq!(passed, 338 - 6, "{outcomes:#?}");
 }
 
 /// One run of tests/durable-streams/client.mjs: the offset its read ended at, and the values

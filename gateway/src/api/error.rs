@@ -45,6 +45,7 @@ pub enum ErrorCode {
     SessionExists,
     SessionNotFound,
     StreamConflict,
+    StreamGone,
     StreamSeqConflict,
     TooManyTails,
     Unauthorized,
@@ -83,6 +84,7 @@ impl ErrorCode {
             | ErrorCode::ForbiddenSession
             | ErrorCode::ProducerEpochStale => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::TooManyTails => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::StreamGone => StatusCode::GONE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -230,6 +230,8 @@ mod tests {
             content_type: None,
             expiry: None,
             forked_from: None,
+            fork_count: 0,
+            retired: false,
         }
     }
 

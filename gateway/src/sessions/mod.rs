@@ -135,6 +135,8 @@ impl SessionLog {
             content_type: new.content_type,
             expiry: new.expiry,
             forked_from: new.forked_from,
+            fork_count: 0,
+            retired: false,
         };
         let record = SessionRecord {
             session,

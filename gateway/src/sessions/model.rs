@@ -99,6 +99,17 @@ pub struct Session {
     /// Where it was forked from: its log began as a copy of that session's up to this point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkPoint>,
+    /// How many sessions forked from it exist.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fork_count: u64,
+    /// Deleted while forks of it remained: it reads as gone, and its id stays taken until its
+    /// last fork is deleted, when it is deleted too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A point in a session's log: after `seq`, and `sub_offset` messages (JSON values, or

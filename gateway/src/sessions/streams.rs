@@ -21,10 +21,11 @@ use serde_json::{Map, Value};
 use super::error::{AppendError, ReadError};
 use super::limits::MAX_BATCH_EVENTS;
 use super::model::{
-    CLOSE_EVENT_TYPE, EventContent, Expiry, ForkPoint, JsonObject, NewEvent, NewSession, Seq,
-    Session, SessionId,
+    CLOSE_EVENT_TYPE, Change, EventContent, Expiry, ForkPoint, JsonObject, NewEvent, NewSession,
+    Seq, Session, SessionId,
 };
 use super::{SessionLog, lock};
+use crate::nats::ReplaceSessionFailure;
 
 /// The `type` of an event holding one append's messages.
 pub const DATA_EVENT_TYPE: &str = "data";
@@ -376,7 +377,7 @@ impl SessionLog {
         if self.expired(&session).await? {
             session = self.header(id).await?;
             if self.expired(&session).await? {
-                self.delete(id).await?;
+                self.delete_stream(id).await?;
                 return Err(ReadError::SessionNotFound(id.clone()));
             }
         }
@@ -623,6 +624,8 @@ pub enum ForkError {
     SubOffsetBeyond,
     #[error("a fork keeps its source's content type")]
     ContentTypeDiffers,
+    #[error("the source was deleted; it remains only while forks of it do")]
+    SourceRetired,
     #[error(transparent)]
     Read(#[from] ReadError),
 }
@@ -645,6 +648,9 @@ impl SessionLog {
         source: ForkSource,
     ) -> Result<(), ForkError> {
         let status = self.stream_status(&source.session, true).await?;
+        if status.session.retired {
+            return Err(ForkError::SourceRetired);
+        }
         let seq = source.seq.unwrap_or(status.last_seq);
         if seq > status.last_seq {
             return Err(ForkError::BeyondEnd);
@@ -684,6 +690,9 @@ impl SessionLog {
     /// is a new stream to its writers) and without its close; then the first `sub_offset`
     /// messages of the source's next append. Returns the fork's last seq.
     pub async fn copy_fork(&self, id: &SessionId, point: &ForkPoint) -> Result<Seq, AppendError> {
+        // The source counts its forks: deleted while they remain, it is only retired.
+        self.update_header(&point.session, |source| source.fork_count += 1)
+            .await?;
         let format = MessageFormat::of(
             self.store
                 .session(id)
@@ -735,6 +744,59 @@ impl SessionLog {
                 .map_or(copied, |appended| appended.last_seq);
         }
         Ok(copied)
+    }
+}
+
+impl SessionLog {
+    /// Deletes a stream, or only retires it while forks of it remain; a fork's delete releases
+    /// its source, which goes too once it is retired and has no forks left, and so on up.
+    pub async fn delete_stream(&self, id: &SessionId) -> Result<(), ReadError> {
+        let session = self.header(id).await?;
+        if session.fork_count > 0 {
+            self.update_header(id, |session| session.retired = true)
+                .await?;
+            return Ok(());
+        }
+        self.delete(id).await?;
+        let mut source = session.forked_from.map(|point| point.session);
+        while let Some(id) = source {
+            let released = self
+                .update_header(&id, |source| {
+                    source.fork_count = source.fork_count.saturating_sub(1);
+                })
+                .await?;
+            let Some(released) = released.filter(|source| source.retired && source.fork_count == 0)
+            else {
+                break;
+            };
+            self.delete(&id).await?;
+            source = released.forked_from.map(|point| point.session);
+        }
+        Ok(())
+    }
+
+    /// Changes a session's header with a compare-and-set, read again on every lost race; the
+    /// header as changed, or `None` for a session that does not exist.
+    async fn update_header(
+        &self,
+        id: &SessionId,
+        change: impl Fn(&mut Session),
+    ) -> Result<Option<Session>, ReadError> {
+        loop {
+            let Some(revised) = self.store.session(id).await? else {
+                return Ok(None);
+            };
+            let mut record = revised.record;
+            change(&mut record.session);
+            record.change = Change::Updated;
+            record.session.version += 1;
+            record.session.updated_at = super::model::timestamp_now();
+            match self.store.replace_session(&record, revised.revision).await {
+                Ok(_) => return Ok(Some(record.session)),
+                Err(ReplaceSessionFailure::Changed) => continue,
+                Err(ReplaceSessionFailure::Store(err)) => return Err(err.into()),
+            }
+        }
     }
 }
 

@@ -81,8 +81,22 @@ impl<E: Into<ApiError>> From<E> for Refusal {
 }
 
 impl Refusal {
+    /// A deleted stream kept while forks of it remain: 410, which only the protocol answers
+    /// (the API's error type has no variant for it, so its status is set here).
+    fn gone() -> Refusal {
+        let code = ErrorCode::StreamGone;
+        Refusal::from(ApiError::new(code, "The stream was deleted"))
+    }
+
     fn into_response(self) -> Response {
+        let gone = matches!(
+            &self.error,
+            ApiError::Internal(body) if body.error == ErrorCode::StreamGone
+        );
         let mut response = self.error.into_response();
+        if gone {
+            response.set_status(StatusCode::GONE);
+        }
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);
@@ -135,8 +149,11 @@ impl DurableStreams {
                 authorize(&principal, Scope::Create, Some(&id))?;
                 own(&self.log, &principal, &id).await?;
                 // An expired stream is as gone as a deleted one.
-                self.log.stream_header(&id, None, false).await?;
-                self.log.delete(&id).await?;
+                let session = self.log.stream_header(&id, None, false).await?;
+                if session.retired {
+                    return Err(Refusal::gone());
+                }
+                self.log.delete_stream(&id).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             _ => Err(ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed").into()),
@@ -181,7 +198,7 @@ impl DurableStreams {
                     ForkError::BeyondEnd | ForkError::SubOffsetBeyond => {
                         ApiError::new(ErrorCode::InvalidRequest, err.to_string())
                     }
-                    ForkError::ContentTypeDiffers => {
+                    ForkError::ContentTypeDiffers | ForkError::SourceRetired => {
                         ApiError::new(ErrorCode::StreamConflict, err.to_string())
                     }
                     ForkError::Read(err) => err.into(),
@@ -206,8 +223,9 @@ impl DurableStreams {
             Err(CreateError::SessionExists(_)) => {
                 own(&self.log, principal, &id).await?;
                 let status = self.log.stream_status(&id, true).await?;
-                let same = status.session.content_type.as_deref().map(media_type)
-                    == Some(media_type(&content_type))
+                let same = !status.session.retired
+                    && status.session.content_type.as_deref().map(media_type)
+                        == Some(media_type(&content_type))
                     && status.session.expiry == expiry
                     && status.session.forked_from == forked_from
                     && status.closed == close;
@@ -280,6 +298,9 @@ impl DurableStreams {
         // a session deleted meanwhile is refused by the log.
         let known = self.catalog.header(&id);
         let session = self.log.stream_header(&id, known, true).await?;
+        if session.retired {
+            return Err(Refusal::gone());
+        }
         let messages = match (body.is_empty(), &content_type) {
             (false, Some(content_type)) => {
                 let stream_type = session.content_type.as_deref().unwrap_or(JSON);
@@ -328,6 +349,9 @@ impl DurableStreams {
         authorize(principal, Scope::Read, Some(&id))?;
         own(&self.log, principal, &id).await?;
         let status = self.log.stream_status(&id, false).await?;
+        if status.session.retired {
+            return Err(Refusal::gone());
+        }
         let mut builder = stream_headers(Response::builder().status(StatusCode::OK), &status)
             .header(header::CACHE_CONTROL, "no-store")
             .header(header::ETAG, etag(&status, "-1", status.last_seq));
@@ -354,6 +378,9 @@ impl DurableStreams {
         authorize(principal, Scope::Read, Some(&id))?;
         own(&self.log, principal, &id).await?;
         let status = self.log.stream_status(&id, true).await?;
+        if status.session.retired {
+            return Err(Refusal::gone());
+        }
         let after = match query.start {
             Start::After(seq) => seq,
             Start::Now => status.last_seq,
