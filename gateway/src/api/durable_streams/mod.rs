@@ -400,12 +400,8 @@ impl DurableStreams {
             }));
         }
         if query.start == Start::Now && query.live == LiveMode::CatchUp {
-            return Ok(page_response(
-                &status,
-                &Page::empty(after, &status),
-                None,
-                None,
-            ));
+            let page = Page::empty(after, &status);
+            return Ok(page_response(&status, page, None, None));
         }
         let mut page = Page::read(&self.log, &id, after, &status).await?;
         let mut status = status;
@@ -425,13 +421,7 @@ impl DurableStreams {
         }
         let cursor =
             (query.live == LiveMode::LongPoll).then(|| response_cursor(query.cursor.as_deref()));
-        let tag = etag(&status, &query.offset_text, page.next)
-            + if page.closed_at_tail(&status) {
-                ":c"
-            } else {
-                ""
-            };
-        let tag = format!("\"{tag}\"");
+        let tag = etag(&status, &query.offset_text, page.next);
         let matches = request
             .headers()
             .get(header::IF_NONE_MATCH)
@@ -443,7 +433,7 @@ impl DurableStreams {
                 .header(header::ETAG, tag)
                 .finish());
         }
-        Ok(page_response(&status, &page, cursor, Some(tag)))
+        Ok(page_response(&status, page, cursor, Some(tag)))
     }
 }
 
@@ -531,7 +521,16 @@ fn stream_headers(builder: poem::ResponseBuilder, status: &StreamStatus) -> poem
 /// Names what a read returned: the stream's incarnation (a stream created again at the same
 /// path starts over at the same offsets), where the read started and where it ended.
 fn etag(status: &StreamStatus, start: &str, end: Seq) -> String {
-    format!("{}:{start}:{}", status.session.created_at, offset(end))
+    let closed = if status.closed && end >= status.last_seq {
+        ":c"
+    } else {
+        ""
+    };
+    format!(
+        "\"{}:{start}:{}{closed}\"",
+        status.session.created_at,
+        offset(end)
+    )
 }
 
 /// `Stream-Cursor`: the current 20-second interval since a fixed epoch, or, when the client
@@ -649,7 +648,7 @@ impl Page {
 
 fn page_response(
     status: &StreamStatus,
-    page: &Page,
+    page: Page,
     cursor: Option<String>,
     etag: Option<String>,
 ) -> Response {
@@ -675,14 +674,7 @@ fn page_response(
         Some(etag) => builder = builder.header(header::ETAG, etag),
         None => builder = builder.header(header::CACHE_CONTROL, "no-store"),
     }
-    let body = Page {
-        body: page.body.clone(),
-        count: page.count,
-        next: page.next,
-        up_to_date: page.up_to_date,
-    }
-    .into_body(status.format());
-    builder.body(body)
+    builder.body(page.into_body(status.format()))
 }
 
 /// 200 for a producer's new messages, 204 for anything else (a duplicate, a close, an
