@@ -387,6 +387,7 @@ impl DurableStreams {
         };
         if query.live == LiveMode::ServerSentEvents {
             let permit = self.live.admit(holder(principal))?;
+            let incarnation = sse::incarnation(&id, &status.session.created_at);
             return Ok(sse::respond(sse::Reading {
                 log: self.log.clone(),
                 id,
@@ -397,6 +398,7 @@ impl DurableStreams {
                 shutdown: self.live.shutdown.clone(),
                 permit,
                 rendered: self.rendered.clone(),
+                incarnation,
             }));
         }
         if query.start == Start::Now && query.live == LiveMode::CatchUp {

@@ -42,6 +42,8 @@ pub struct Reading {
     /// The reader's place in its token's quota of live streams, held while it is open.
     pub permit: Option<TailPermit>,
     pub rendered: Arc<RenderedAppends>,
+    /// This incarnation of the stream among rendered appends (`incarnation`).
+    pub incarnation: Arc<str>,
 }
 
 /// How a stream's data events carry its messages.
@@ -50,6 +52,12 @@ enum Encoding {
     Json,
     Text,
     Base64,
+}
+
+/// What names one incarnation of a stream among rendered appends: its id and creation, one
+/// shared string for every lookup of a reader.
+pub fn incarnation(id: &SessionId, created_at: &str) -> Arc<str> {
+    Arc::from(format!("{id}\0{created_at}"))
 }
 
 pub fn respond(mut reading: Reading) -> Response {
@@ -182,8 +190,7 @@ impl Reading {
     /// The data event of the append at `self.after`, rendered once for all its readers.
     fn rendered(&self, event: &Bytes, encoding: Encoding) -> Result<Rendered, ReadError> {
         let key = RenderKey {
-            session: self.id.clone(),
-            created_at: self.status.session.created_at.clone(),
+            stream: self.incarnation.clone(),
             seq: self.after,
             encoding,
         };
@@ -234,9 +241,8 @@ impl Rendered {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct RenderKey {
-    session: SessionId,
-    /// Which incarnation of the session: one deleted and created again reuses its seqs.
-    created_at: String,
+    /// The session and its creation (one deleted and created again reuses its seqs).
+    stream: Arc<str>,
     seq: Seq,
     encoding: Encoding,
 }
