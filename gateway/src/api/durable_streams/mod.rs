@@ -408,7 +408,7 @@ impl DurableStreams {
         let mut page = Page::read(&self.log, &id, after, &status).await?;
         let mut status = status;
         if query.live == LiveMode::LongPoll && page.messages_empty() && page.up_to_date {
-            let cursor = response_cursor(query.cursor.as_deref());
+            let cursor = response_cursor(query.cursor.as_deref()).to_string();
             if status.closed {
                 return Ok(long_poll_timeout(page.next, Some(cursor), true));
             }
@@ -421,8 +421,8 @@ impl DurableStreams {
                 }
             }
         }
-        let cursor =
-            (query.live == LiveMode::LongPoll).then(|| response_cursor(query.cursor.as_deref()));
+        let cursor = (query.live == LiveMode::LongPoll)
+            .then(|| response_cursor(query.cursor.as_deref()).to_string());
         let tag = etag(&status, &query.offset_text, page.next);
         let matches = request
             .headers()
@@ -538,7 +538,7 @@ fn etag(status: &StreamStatus, start: &str, end: Seq) -> String {
 /// `Stream-Cursor`: the current 20-second interval since a fixed epoch, or, when the client
 /// is already there (a cached answer would loop), a later one, so that CDN collapsing never
 /// hands a client back its own request.
-fn response_cursor(client: Option<&str>) -> String {
+fn response_cursor(client: Option<&str>) -> u64 {
     const EPOCH_SECONDS: u64 = 1_728_432_000; // 2024-10-09T00:00:00Z
     const INTERVAL_SECONDS: u64 = 20;
     let now = SystemTime::now()
@@ -549,9 +549,9 @@ fn response_cursor(client: Option<&str>) -> String {
     match client.and_then(|client| client.parse::<u64>().ok()) {
         Some(client) if client >= current => {
             let jitter = 1 + rand::random::<u64>() % (3600 / INTERVAL_SECONDS);
-            (client + jitter).to_string()
+            client + jitter
         }
-        _ => current.to_string(),
+        _ => current,
     }
 }
 

@@ -15,7 +15,7 @@ use poem::http::header;
 use poem::{Body, Response};
 use tokio::sync::mpsc;
 
-use super::{offset, response_cursor};
+use super::response_cursor;
 use crate::live::TailPermit;
 use crate::sessions::SessionLog;
 use crate::sessions::error::ReadError;
@@ -165,22 +165,26 @@ impl Reading {
                 Ok(None) => return Ok(()),
                 Ok(Some(entry)) => entry.map_err(ReadError::from)?,
             };
-            let mut burst = vec![first];
-            while let Some(Some(entry)) = entries.next().now_or_never() {
-                burst.push(entry.map_err(ReadError::from)?);
-            }
-            let fresh: Vec<_> = burst
-                .iter()
-                .filter(|entry| entry.position > self.after)
-                .collect();
-            let last = fresh.len();
-            for (index, entry) in fresh.into_iter().enumerate() {
-                self.after = entry.position;
-                let rendered = self.rendered(&entry.json, encoding)?;
-                rendered.write(&mut out);
-                self.control(index + 1 == last, rendered.closes, &mut out);
-                if rendered.closes {
-                    return send(frames, out).await;
+            // Each append as it comes, and every one already waiting, in one write; only the
+            // last one's control event can say the reader is up to date.
+            let mut current = first;
+            loop {
+                let following = match entries.next().now_or_never() {
+                    Some(Some(entry)) => Some(entry.map_err(ReadError::from)?),
+                    _ => None,
+                };
+                if current.position > self.after {
+                    self.after = current.position;
+                    let rendered = self.rendered(&current.json, encoding)?;
+                    rendered.write(&mut out);
+                    self.control(following.is_none(), rendered.closes, &mut out);
+                    if rendered.closes {
+                        return send(frames, out).await;
+                    }
+                }
+                match following {
+                    Some(entry) => current = entry,
+                    None => break,
                 }
             }
             send(frames, out).await?;
@@ -202,12 +206,18 @@ impl Reading {
         Ok(rendered)
     }
 
-    /// The control event after `self.after`.
+    /// The control event after `self.after` (its offset in the 20 digits of `parse::offset`),
+    /// written straight into `out`: offsets and cursors are digits, so the JSON needs no
+    /// escaping and holds no line break.
     fn control(&self, up_to_date: bool, closed: bool, out: &mut BytesMut) {
-        // Offsets and cursors are digits: the JSON needs no escaping and holds no line break.
-        let offset = offset(self.after);
-        let control = if closed {
-            format!(r#"{{"streamNextOffset":"{offset}","streamClosed":true}}"#)
+        use std::fmt::Write as _;
+        let offset = self.after;
+        // Writing into a growable buffer cannot fail.
+        let _ = if closed {
+            write!(
+                out,
+                "event: control\ndata:{{\"streamNextOffset\":\"{offset:020}\",\"streamClosed\":true}}\n\n"
+            )
         } else {
             let cursor = response_cursor(self.cursor.as_deref());
             let up_to_date = if up_to_date {
@@ -215,11 +225,11 @@ impl Reading {
             } else {
                 ""
             };
-            format!(r#"{{"streamNextOffset":"{offset}","streamCursor":"{cursor}"{up_to_date}}}"#)
+            write!(
+                out,
+                "event: control\ndata:{{\"streamNextOffset\":\"{offset:020}\",\"streamCursor\":\"{cursor}\"{up_to_date}}}\n\n"
+            )
         };
-        out.extend_from_slice(b"event: control\ndata:");
-        out.extend_from_slice(control.as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
 }
 
