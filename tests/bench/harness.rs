@@ -407,6 +407,10 @@ impl Connection {
         self.send(Method::POST, path, body).await
     }
 
+    pub async fn put_json(&mut self, path: &Uri, body: Bytes) -> (StatusCode, Bytes) {
+        self.send(Method::PUT, path, body).await
+    }
+
     /// One request and its whole response; the connection is driven meanwhile.
     async fn send(&mut self, method: Method, path: &Uri, body: Bytes) -> (StatusCode, Bytes) {
         let has_body = !body.is_empty();

@@ -11,6 +11,7 @@
 
 mod appends;
 mod catalog;
+mod durable_streams;
 mod harness;
 mod produce;
 mod r3;
@@ -75,6 +76,8 @@ const SINGLE_NODE: &[&str] = &[
     "raw_publish_pipelined_small",
     "tail_1",
     "tail_1000",
+    "ds_append_c1",
+    "ds_sse_1000",
     "replay_100k",
     "raw_replay_100k",
     "idle_tailers_10k",
@@ -137,6 +140,12 @@ async fn single_node(scale: Scale, selection: &Selection, report: &mut Report) {
     }
     if selection.wants("tail_1000") {
         tails::tail_1000(&gateway, scale, report).await;
+    }
+    if selection.wants("ds_append_c1") {
+        durable_streams::ds_append_c1(&gateway, scale, report).await;
+    }
+    if selection.wants("ds_sse_1000") {
+        durable_streams::ds_sse_1000(&gateway, scale, report).await;
     }
 
     let long_session_scenarios = ["replay_100k", "raw_replay_100k", "cold_append_100k"];
@@ -241,6 +250,24 @@ fn targets(report: &Report) {
             "idle_tailers_10k nats_consumers <= 1 per session",
             figure("idle_tailers_10k", "nats_consumers"),
             1000.0,
+            true,
+        ),
+        (
+            "ds_append_c1.p50_us <= 1.1 x its native_p50_us",
+            figure("ds_append_c1", "p50_us"),
+            1.1 * figure("ds_append_c1", "native_p50_us"),
+            true,
+        ),
+        (
+            "ds_append_c1.p99_us <= 1.1 x its native_p99_us",
+            figure("ds_append_c1", "p99_us"),
+            1.1 * figure("ds_append_c1", "native_p99_us"),
+            true,
+        ),
+        (
+            "ds_sse_1000.p99_us <= 1.1 x tail_1000.p99_us",
+            figure("ds_sse_1000", "p99_us"),
+            1.1 * figure("tail_1000", "p99_us"),
             true,
         ),
         (

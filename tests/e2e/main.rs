@@ -11,6 +11,7 @@ mod catalog_view;
 mod chaos;
 mod cluster;
 mod deploy;
+mod durable_streams;
 mod faults;
 mod fuzz;
 mod hazards;

@@ -93,6 +93,7 @@ class CreateSessionRequest:
 
 
 class ErrorCode(Enum):
+    catalog_loading = 'catalog_loading'
     event_too_large = 'event_too_large'
     expected_seq_conflict = 'expected_seq_conflict'
     expected_version_conflict = 'expected_version_conflict'
@@ -116,11 +117,16 @@ class ErrorCode(Enum):
     nats_unavailable = 'nats_unavailable'
     not_found = 'not_found'
     payload_too_large = 'payload_too_large'
+    producer_epoch_stale = 'producer_epoch_stale'
     producer_replay_conflict = 'producer_replay_conflict'
     producer_seq_conflict = 'producer_seq_conflict'
     rate_limited = 'rate_limited'
+    session_closed = 'session_closed'
     session_exists = 'session_exists'
     session_not_found = 'session_not_found'
+    stream_conflict = 'stream_conflict'
+    stream_gone = 'stream_gone'
+    stream_seq_conflict = 'stream_seq_conflict'
     too_many_tails = 'too_many_tails'
     unauthorized = 'unauthorized'
     unsupported_media_type = 'unsupported_media_type'

@@ -38,11 +38,16 @@ pub enum ErrorCode {
     NatsUnavailable,
     NotFound,
     PayloadTooLarge,
+    ProducerEpochStale,
     ProducerReplayConflict,
     ProducerSeqConflict,
     RateLimited,
+    SessionClosed,
     SessionExists,
     SessionNotFound,
+    StreamConflict,
+    StreamGone,
+    StreamSeqConflict,
     TooManyTails,
     Unauthorized,
     UnsupportedMediaType,
@@ -69,12 +74,18 @@ impl ErrorCode {
             | ErrorCode::ExpectedVersionConflict
             | ErrorCode::ProducerReplayConflict
             | ErrorCode::ProducerSeqConflict
-            | ErrorCode::SessionExists => StatusCode::CONFLICT,
+            | ErrorCode::SessionClosed
+            | ErrorCode::SessionExists
+            | ErrorCode::StreamConflict
+            | ErrorCode::StreamSeqConflict => StatusCode::CONFLICT,
             ErrorCode::EventTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::ForbiddenScope | ErrorCode::ForbiddenSession => StatusCode::FORBIDDEN,
+            ErrorCode::ForbiddenScope
+            | ErrorCode::ForbiddenSession
+            | ErrorCode::ProducerEpochStale => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::TooManyTails => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::StreamGone => StatusCode::GONE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::CatalogLoading | ErrorCode::NatsTimeout | ErrorCode::NatsUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -320,6 +331,7 @@ impl From<AppendError> for ApiError {
             AppendError::ExpectedSeqConflict { .. } => ErrorCode::ExpectedSeqConflict,
             AppendError::ProducerSeqConflict { .. } => ErrorCode::ProducerSeqConflict,
             AppendError::ProducerReplayConflict => ErrorCode::ProducerReplayConflict,
+            AppendError::SessionClosed { .. } => ErrorCode::SessionClosed,
             AppendError::EventTooLarge => ErrorCode::EventTooLarge,
         };
         ApiError::new(code, err.to_string())

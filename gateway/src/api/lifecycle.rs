@@ -25,14 +25,16 @@ impl LifecycleApi {
     /// Follow session lifecycle events: those after a cursor, then new ones live.
     ///
     /// Each event is `{"cursor": N, "event": {"kind": "session.created" | "session.updated" |
-    /// "session.archived" | "session.unarchived", "session_id": …}}`, delivered after `cursor`
+    /// "session.archived" | "session.unarchived" | "session.deleted", "session_id": …}}`,
+    /// delivered after `cursor`
     /// (default 0: everything retained) over a WebSocket, or as Server-Sent Events with `Accept:
     /// text/event-stream` (`id:` is the cursor; `Last-Event-ID` resumes).
     ///
-    /// Every change to a session header (create, PATCH, archive, unarchive) is one event, in the
-    /// order the changes were stored. `session.created` carries `title`, `metadata`, `created_at`
-    /// and `version`; `session.updated` `title`, `metadata`, `updated_at` and `version`;
-    /// `session.archived` and `session.unarchived` `archived`, `updated_at` and `version`. Appends
+    /// Every change to a session header (create, PATCH, archive, unarchive, and a Durable Streams
+    /// delete or expiry) is one event, in the order the changes were stored. `session.created`
+    /// carries `title`, `metadata`, `created_at` and `version`; `session.updated` `title`,
+    /// `metadata`, `updated_at` and `version`; `session.archived` and `session.unarchived`
+    /// `archived`, `updated_at` and `version`; `session.deleted` `updated_at` and `version`. Appends
     /// are not lifecycle events, and archiving an archived session (or unarchiving an active one)
     /// emits none. The newest 64 changes of each session are retained; older ones are not replayed,
     /// and no gap is announced for them. Cursors increase but skip values, so a jump is not a loss.

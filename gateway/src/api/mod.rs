@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket surface: the only module that knows poem, status codes and JSON.
 
 mod auth;
+mod durable_streams;
 pub mod error;
 mod health;
 mod lifecycle;
@@ -134,6 +135,14 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
             state.limits.append_burst.unwrap_or(rate),
         ))
     });
+    let durable_streams = durable_streams::DurableStreams {
+        log: state.log.clone(),
+        catalog: state.catalog.clone(),
+        live: live.clone(),
+        append_rate: append_rate.clone(),
+        long_poll_timeout: state.limits.long_poll_timeout,
+        rendered: Default::default(),
+    };
     let producers = Arc::new(produce::Producers {
         log: state.log.clone(),
         live: live.clone(),
@@ -165,6 +174,7 @@ pub fn routes(state: ApiState, beside: Route) -> Routes {
     let verifier = state.verifier;
     let (metrics, auth_templates) = (state.metrics.clone(), templates.clone());
     let public = routes
+        .at(format!("{}*name", durable_streams::PREFIX), durable_streams)
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::nats::BucketSource;
-use crate::sessions::model::{Session, SessionId};
+use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
 /// Bumped whenever the layout below changes: a view of another format is built anew.
 const FORMAT: u32 = 1;
@@ -192,12 +192,12 @@ impl CatalogIndex {
         Ok(state)
     }
 
-    /// Applies `sessions` (header versions in bucket order) up to revision `through` in one
-    /// transaction. A commit that is not `durable` is lost by a crash, and the view then
-    /// resumes from an earlier revision: it only costs re-reading.
+    /// Applies `records` (header versions in bucket order; a tombstone removes its session) up
+    /// to revision `through` in one transaction. A commit that is not `durable` is lost by a
+    /// crash, and the view then resumes from an earlier revision: it only costs re-reading.
     pub fn apply(
         &self,
-        sessions: &[Session],
+        records: &[SessionRecord],
         through: u64,
         complete: bool,
         durable: bool,
@@ -217,27 +217,42 @@ impl CatalogIndex {
                 // Each session's newest version in the batch, in id order, and then the
                 // postings in key order: a B-tree takes sorted keys at a fraction of the cost of
                 // scattered ones, as they share the pages they touch.
-                let newest: BTreeMap<&str, &Session> = sessions
+                let newest: BTreeMap<&str, &SessionRecord> = records
                     .iter()
-                    .map(|session| (session.id.as_str(), session))
+                    .map(|record| (record.session.id.as_str(), record))
                     .collect();
                 let mut stale = Vec::new();
                 let mut fresh = Vec::new();
-                for (id, session) in newest {
-                    // Plain strings, numbers and maps always serialize.
-                    let header = serde_json::to_vec(session).unwrap_or_default();
-                    let previous = table
-                        .insert(id, header.as_slice())?
-                        .map(|previous| serde_json::from_slice::<Session>(previous.value()));
-                    let postings_now = postings_of(session);
+                for (id, record) in newest {
+                    let session = &record.session;
+                    let deleted = record.change == Change::Deleted;
+                    let previous = if deleted {
+                        table.remove(id)?
+                    } else {
+                        // Plain strings, numbers and maps always serialize.
+                        let header = serde_json::to_vec(session).unwrap_or_default();
+                        table.insert(id, header.as_slice())?
+                    }
+                    .map(|previous| serde_json::from_slice::<Session>(previous.value()));
+                    let postings_now = if deleted {
+                        Vec::new()
+                    } else {
+                        postings_of(session)
+                    };
                     match previous {
+                        None if deleted => {}
                         None => state.sessions += 1,
                         Some(Err(_)) => return Ok(Err(ViewError::Corrupt(self.path.clone()))),
-                        Some(Ok(previous)) => stale.extend(
-                            postings_of(&previous)
-                                .into_iter()
-                                .filter(|key| !postings_now.contains(key)),
-                        ),
+                        Some(Ok(previous)) => {
+                            if deleted {
+                                state.sessions = state.sessions.saturating_sub(1);
+                            }
+                            stale.extend(
+                                postings_of(&previous)
+                                    .into_iter()
+                                    .filter(|key| !postings_now.contains(key)),
+                            );
+                        }
                     }
                     fresh.extend(postings_now);
                 }
@@ -258,6 +273,21 @@ impl CatalogIndex {
             Ok(Ok(state))
         };
         apply().map_err(self.storage())?
+    }
+
+    /// The header the view holds for `id`.
+    pub fn get(&self, id: &SessionId) -> Result<Option<Session>, ViewError> {
+        let read = || -> Result<Result<Option<Session>, ViewError>, redb::Error> {
+            let transaction = self.database.begin_read()?;
+            let sessions = transaction.open_table(SESSIONS)?;
+            let Some(header) = sessions.get(id.as_str())? else {
+                return Ok(Ok(None));
+            };
+            Ok(serde_json::from_slice(header.value())
+                .map(Some)
+                .map_err(|_| ViewError::Corrupt(self.path.clone())))
+        };
+        read().map_err(self.storage())?
     }
 
     /// One page in id order, and whether more sessions match after it.
@@ -495,6 +525,28 @@ mod tests {
             version: 1,
             archived,
             shard: 0,
+            content_type: None,
+            expiry: None,
+            forked_from: None,
+            fork_count: 0,
+            retired: false,
+        }
+    }
+
+    fn created(session: Session) -> SessionRecord {
+        SessionRecord {
+            session,
+            change: Change::Created,
+        }
+    }
+
+    fn filter(pairs: &[(&str, &str)]) -> ListQuery {
+        ListQuery {
+            metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..query(10)
         }
     }
 
@@ -513,7 +565,9 @@ mod tests {
 
         fn upsert(&self, session: Session) {
             let through = self.index.state().unwrap().applied + 1;
-            self.index.apply(&[session], through, true, false).unwrap();
+            self.index
+                .apply(&[created(session)], through, true, false)
+                .unwrap();
         }
 
         fn len(&self) -> u64 {
@@ -673,13 +727,6 @@ mod tests {
         ));
         index.upsert(session("c", false, json!({"tenant": "other", "n": 1})));
         index.upsert(session("d", false, json!({"n": "1"})));
-        let filter = |pairs: &[(&str, &str)]| ListQuery {
-            metadata: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..query(10)
-        };
         assert_eq!(
             ids(&index.page(&filter(&[("tenant", "acme")])).0),
             vec!["a", "b"]
@@ -700,8 +747,8 @@ mod tests {
         );
         // Two versions in one batch: the later one counts.
         let versions = [
-            session("b", false, json!({"tenant": "first"})),
-            session("b", true, json!({"tenant": "second"})),
+            created(session("b", false, json!({"tenant": "first"}))),
+            created(session("b", true, json!({"tenant": "second"}))),
         ];
         index.index.apply(&versions, 9, true, false).unwrap();
         assert!(index.page(&filter(&[("tenant", "first")])).0.is_empty());
@@ -714,11 +761,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_removes_its_session_and_postings_and_the_id_may_come_back() {
+        let index = TestIndex::new();
+        index.upsert(session("a", false, json!({"tenant": "acme"})));
+        index.upsert(session("b", false, json!({"tenant": "acme"})));
+        let id = SessionId::parse("a").unwrap();
+        let tombstone = SessionRecord {
+            session: session("a", false, json!({"tenant": "acme"})),
+            change: Change::Deleted,
+        };
+        index.index.apply(&[tombstone], 9, true, false).unwrap();
+        assert_eq!(index.index.get(&id).unwrap(), None);
+        assert_eq!(index.len(), 1);
+        assert_eq!(
+            ids(&index.page(&filter(&[("tenant", "acme")])).0),
+            vec!["b"]
+        );
+        index.upsert(session("a", false, json!({"tenant": "other"})));
+        assert_eq!(index.len(), 2);
+        assert_eq!(
+            ids(&index.page(&filter(&[("tenant", "other")])).0),
+            vec!["a"]
+        );
+        assert!(index.index.get(&id).unwrap().is_some());
+    }
+
+    #[test]
     fn a_second_opener_of_a_directory_gets_its_own_file_and_a_reopened_view_keeps_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let first = CatalogIndex::open(dir.path(), "bucket").unwrap();
         first
-            .apply(&[session("a", false, json!({}))], 7, true, true)
+            .apply(&[created(session("a", false, json!({})))], 7, true, true)
             .unwrap();
         let second = CatalogIndex::open(dir.path(), "bucket").unwrap();
         assert_ne!(first.path(), second.path());

@@ -126,6 +126,13 @@ impl Catalog {
         })
     }
 
+    /// The session's header as this gateway's view holds it: current within the moment the
+    /// bucket's stream takes to reach it, so a reader that must see every change reads the
+    /// bucket instead. `None` also when the view cannot be read.
+    pub fn header(&self, id: &SessionId) -> Option<Session> {
+        self.index.get(id).ok().flatten()
+    }
+
     /// How many sessions the view holds.
     pub fn session_count(&self) -> u64 {
         self.sessions.load(Ordering::Relaxed)
@@ -214,19 +221,19 @@ impl Catalog {
             // One batch is applied while the next gathers, so the feed never waits on disk.
             if applying.is_none() && !batch.is_empty() {
                 let through = batch.last().map_or(0, |version| version.revision);
-                let sessions: Vec<Session> = batch
+                let records: Vec<SessionRecord> = batch
                     .drain(..)
-                    .filter_map(|version| version.record.map(|record| record.session))
+                    .filter_map(|version| version.record)
                     .collect();
                 self.applied_total
-                    .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
                 let durable = durable_at.elapsed() >= DURABLE_EVERY || !state.complete && complete;
                 if durable {
                     durable_at = Instant::now();
                 }
                 let index = self.index.clone();
                 applying = Some(tokio::task::spawn_blocking(move || {
-                    index.apply(&sessions, through, complete, durable)
+                    index.apply(&records, through, complete, durable)
                 }));
             }
             if stopped && applying.is_none() {
@@ -443,6 +450,10 @@ fn lifecycle_json(change: &CatalogChange) -> bytes::Bytes {
         Change::Updated => json!({
             "kind": change.record.change, "session_id": session.id, "title": session.title,
             "metadata": session.metadata, "updated_at": session.updated_at, "version": session.version,
+        }),
+        Change::Deleted => json!({
+            "kind": change.record.change, "session_id": session.id,
+            "updated_at": session.updated_at, "version": session.version,
         }),
         Change::Archived | Change::Unarchived => json!({
             "kind": change.record.change, "session_id": session.id, "archived": session.archived,

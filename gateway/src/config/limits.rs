@@ -1,5 +1,7 @@
 //! What one request, and one tenant's stream of appends, may cost a gateway.
 
+use std::time::Duration;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitsConfig {
     /// The largest request body accepted, in bytes.
@@ -11,6 +13,9 @@ pub struct LimitsConfig {
     /// How many requests one producer socket may have unanswered before the gateway stops
     /// reading it.
     pub produce_window: usize,
+    /// How long a Durable Streams long-poll read waits for new messages, and how often an idle
+    /// SSE read says it is still up to date.
+    pub long_poll_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -20,6 +25,7 @@ impl Default for LimitsConfig {
             append_rate: None,
             append_burst: None,
             produce_window: 256,
+            long_poll_timeout: Duration::from_secs(30),
         }
     }
 }

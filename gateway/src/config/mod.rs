@@ -155,6 +155,7 @@ const SETTINGS: &[Setting] = settings! {
         unless_off(number_in(1, u32::MAX)), or("the rate");
     limits.produce_window: "STARCITE_PRODUCE_WINDOW" "--produce-window",
         number_in(1, 65_536), shown;
+    limits.long_poll_timeout: "STARCITE_LONG_POLL_TIMEOUT" "--long-poll-timeout", duration, shown;
     auth.mode: "STARCITE_AUTH_MODE" "--auth-mode", named, name_of;
     auth.jwks_url: "STARCITE_AUTH_JWKS_URL" "--auth-jwks-url", optional(text), or("none");
     auth.key_file: "STARCITE_AUTH_KEY_FILE" "--auth-key-file", optional(path), or("none");

@@ -193,6 +193,7 @@ fn every_setting_reaches_its_field() {
             ("STARCITE_APPEND_RATE", "10"),
             ("STARCITE_APPEND_BURST", "OFF"),
             ("STARCITE_PRODUCE_WINDOW", "32"),
+            ("STARCITE_LONG_POLL_TIMEOUT", "3s"),
             ("STARCITE_AUTH_MODE", "jwt"),
             ("STARCITE_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks"),
             ("STARCITE_AUTH_KEY_FILE", "/run/key.pem"),
@@ -233,6 +234,7 @@ fn every_setting_reaches_its_field() {
             append_rate: Some(10),
             append_burst: None,
             produce_window: 32,
+            long_poll_timeout: Duration::from_secs(3),
         },
         catalog: CatalogConfig {
             dir: "/var/lib/starcite/catalog".into(),
@@ -303,6 +305,7 @@ fn help_shows_every_default() {
             ("--append-rate", "off"),
             ("--append-burst", "the rate"),
             ("--produce-window", "256"),
+            ("--long-poll-timeout", "30s"),
             ("--auth-mode", "none"),
             ("--auth-jwks-url", "none"),
             ("--auth-key-file", "none"),

@@ -36,7 +36,21 @@ impl Store {
         self.require_usable()?;
         let _in_flight = InFlight::count(&self.appends_in_flight);
         let mut headers = event_headers(append);
-        let message_id = message_id(id, append.content, append.expected_stream_seq);
+        // Only a decision made on an empty log can meet one of a deleted incarnation of the
+        // session (stream sequences are never reused): tell them apart by its creation.
+        let created_at = match append.expected_stream_seq {
+            0 => self
+                .session(id)
+                .await?
+                .map(|revised| revised.record.session.created_at),
+            _ => None,
+        };
+        let message_id = message_id(
+            id,
+            append.content,
+            append.expected_stream_seq,
+            created_at.as_deref(),
+        );
         headers.insert("Nats-Msg-Id", message_id.as_str());
         expect_last(&mut headers, append);
         let subject = self.subject_of(id).await?;
@@ -87,16 +101,27 @@ pub(super) fn expect_last(headers: &mut HeaderMap, append: &PendingAppend<'_>) {
 /// producer the log has forgotten (evicted, or its events expired) may then start again, as
 /// docs/api.md says, without JetStream's memory of the old request refusing it.
 /// Hashed because producer ids are unbounded client strings that a header cannot always hold.
-fn message_id(id: &SessionId, content: &EventContent, expected_stream_seq: u64) -> String {
-    // The JSON array `[session, producer_id, producer_seq, expected_stream_seq]`, written
-    // straight from the tuple; strings and integers always serialize.
+/// A decision made on an empty log also names the session's `created_at`: a session deleted
+/// and created again starts from an empty log too, within JetStream's memory of the first.
+fn message_id(
+    id: &SessionId,
+    content: &EventContent,
+    expected_stream_seq: u64,
+    created_at: Option<&str>,
+) -> String {
+    // The JSON array `[session, producer_id, producer_seq, expected_stream_seq]` (and
+    // `created_at`), written straight from the tuple; strings and integers always serialize.
     let key = (
         id.as_str(),
         &content.producer_id,
         content.producer_seq,
         expected_stream_seq,
     );
-    sha256_hex(&serde_json::to_vec(&key).unwrap_or_default())
+    let key = match created_at {
+        None => serde_json::to_vec(&key),
+        Some(created_at) => serde_json::to_vec(&(key.0, key.1, key.2, key.3, created_at)),
+    };
+    sha256_hex(&key.unwrap_or_default())
 }
 
 pub(super) fn publish_failure(err: async_nats::jetstream::context::PublishError) -> AppendFailure {
@@ -137,7 +162,7 @@ mod tests {
         };
         // sha256 of `["ses_1","p\"qé",7,42]`.
         assert_eq!(
-            message_id(&id, &content, 42),
+            message_id(&id, &content, 42, None),
             "5b8ae3bfbb5f5ad2def0160d673e9e4109a9b5d2e0fd4d59481de91a6b6da67b"
         );
     }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::feed::{BoxStream, ConsumerGuard, Feed, RawFeed};
 use super::{Store, StoreError, subjects, unavailable};
-use crate::sessions::model::{SessionId, SessionRecord};
+use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateSessionFailure {
@@ -89,36 +89,83 @@ fn encode(record: &SessionRecord) -> Bytes {
 }
 
 impl Store {
-    /// Creates the header only if no session has this id: the bucket's create is atomic, so
-    /// of two racing creates exactly one wins, on any gateway.
+    /// Creates the header only if no session has this id: the bucket's create (or, over a
+    /// deleted session's tombstone, a compare-and-set on it) is atomic, so of two racing
+    /// creates exactly one wins, on any gateway.
     pub async fn create_session(
         &self,
         record: &SessionRecord,
     ) -> Result<u64, CreateSessionFailure> {
         let bucket = self.usable_sessions_bucket()?;
         let incarnation = self.incarnation();
-        match bucket
-            .create(subjects::token(&record.session.id), encode(record))
-            .await
-        {
-            Ok(revision) => {
-                self.remember_shard(&record.session.id, record.session.shard, incarnation);
-                Ok(revision)
-            }
+        let key = subjects::token(&record.session.id);
+        let created = match bucket.create(&key, encode(record)).await {
+            Ok(revision) => revision,
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
-                Err(CreateSessionFailure::Exists)
+                let Some(tombstone) = self.header(&record.session.id).await? else {
+                    return Err(CreateSessionFailure::Exists);
+                };
+                // Only its last owner may take a deleted id again: a gateway's cached owner
+                // of an id then never goes stale.
+                if tombstone.record.change != Change::Deleted
+                    || tombstone.record.session.tenant() != record.session.tenant()
+                {
+                    return Err(CreateSessionFailure::Exists);
+                }
+                // What a delete may have left behind must not become the new session's log.
+                self.purge_events(&tombstone.record.session).await?;
+                match self.replace_session(record, tombstone.revision).await {
+                    Ok(revision) => revision,
+                    Err(ReplaceSessionFailure::Changed) => {
+                        return Err(CreateSessionFailure::Exists);
+                    }
+                    Err(ReplaceSessionFailure::Store(err)) => return Err(err.into()),
+                }
             }
             // The create was sent but its outcome is unknown: a retry may find it stored.
             Err(err) if err.kind() == CreateErrorKind::Ack => {
-                Err(StoreError::Timeout(err.to_string()).into())
+                return Err(StoreError::Timeout(err.to_string()).into());
             }
-            Err(err) => Err(unavailable(err).into()),
-        }
+            Err(err) => return Err(unavailable(err).into()),
+        };
+        self.remember_shard(&record.session.id, record.session.shard, incarnation);
+        Ok(created)
+    }
+
+    /// Deletes a session read at `revision`: its header becomes a tombstone (a compare-and-set,
+    /// so a concurrent change wins and this answers `Changed`), then its events are purged.
+    pub async fn delete_session(
+        &self,
+        tombstone: &SessionRecord,
+        revision: u64,
+    ) -> Result<(), ReplaceSessionFailure> {
+        self.replace_session(tombstone, revision).await?;
+        Ok(self.purge_events(&tombstone.session).await?)
+    }
+
+    async fn purge_events(&self, session: &Session) -> Result<(), StoreError> {
+        let placement = self.placement_on(&session.id, session.shard).await?;
+        placement
+            .stream
+            .purge()
+            .filter(&placement.subject)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// The session's header, read from the bucket stream's leader: a session created through
-    /// any gateway is found at once, where a follower's copy may not hold it yet.
+    /// any gateway is found at once, where a follower's copy may not hold it yet. A deleted
+    /// session has none.
     pub async fn session(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
+        Ok(self
+            .header(id)
+            .await?
+            .filter(|revised| revised.record.change != Change::Deleted))
+    }
+
+    /// The newest header version, a deleted session's tombstone included.
+    async fn header(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.usable_sessions_bucket()?;
         let key = format!("$KV.{}.{}", bucket.name, subjects::token(id));
         let incarnation = self.incarnation();
@@ -131,7 +178,7 @@ impl Store {
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(err) => return Err(unavailable(err)),
         };
-        // A delete or purge marker: the key has no value (sessions are never deleted by us).
+        // A delete or purge marker: the key has no value (we delete with tombstones instead).
         if message.headers.get(KV_OPERATION_HEADER).is_some() {
             return Ok(None);
         }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::StoreError;
-use crate::sessions::model::{ContentHash, EventContent, EventRecord, Seq};
+use crate::sessions::model::{CLOSE_EVENT_TYPE, ContentHash, EventContent, EventRecord, Seq};
 
 /// The session seq of a stored event, so heads and searches need not parse bodies.
 const SEQ_HEADER: &str = "Starcite-Seq";
@@ -51,11 +51,13 @@ pub struct StoredEvent {
     pub trace: Option<Arc<str>>,
 }
 
-/// The producer fields of a stored body; serde skips the rest.
+/// The fields of a stored body the write state folds; serde skips the rest.
 #[derive(Deserialize)]
 struct ProducerFields {
     producer_id: String,
     producer_seq: u64,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 impl StoredEvent {
@@ -114,6 +116,7 @@ impl StoredEvent {
             producer_id: producer.producer_id,
             producer_seq: producer.producer_seq,
             hash: self.hash.clone(),
+            closes: producer.kind == CLOSE_EVENT_TYPE,
         })
     }
 }

@@ -86,6 +86,8 @@ pub enum AppendError {
     },
     #[error("Producer sequence was already used with different event content")]
     ProducerReplayConflict,
+    #[error("The session was closed at seq {last_seq}")]
+    SessionClosed { last_seq: Seq },
     #[error("The event is larger than the storage accepts")]
     EventTooLarge,
     /// The session's appends lost the race to other writers on every attempt; nothing of the
@@ -116,6 +118,7 @@ impl AppendError {
             | AppendError::ExpectedSeqConflict { .. }
             | AppendError::ProducerSeqConflict { .. }
             | AppendError::ProducerReplayConflict
+            | AppendError::SessionClosed { .. }
             | AppendError::EventTooLarge => false,
         }
     }
@@ -137,6 +140,7 @@ impl From<Rejection> for AppendError {
                 got,
             },
             Rejection::ProducerReplay => AppendError::ProducerReplayConflict,
+            Rejection::Closed { last_seq } => AppendError::SessionClosed { last_seq },
         }
     }
 }

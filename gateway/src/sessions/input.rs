@@ -17,6 +17,9 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
                 id: None,
                 title: None,
                 metadata: JsonObject::new(),
+                content_type: None,
+                expiry: None,
+                forked_from: None,
             });
         }
         Some(Value::Object(body)) => body,
@@ -49,6 +52,9 @@ pub fn new_session(body: Option<Value>) -> Result<NewSession, InvalidInput> {
         id,
         title,
         metadata,
+        content_type: None,
+        expiry: None,
+        forked_from: None,
     })
 }
 

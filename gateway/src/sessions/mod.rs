@@ -12,6 +12,7 @@ pub mod limits;
 pub mod model;
 mod reader;
 mod state;
+pub mod streams;
 mod writer;
 
 use std::num::NonZeroUsize;
@@ -23,7 +24,7 @@ use futures::{Stream, StreamExt};
 use lru::LruCache;
 
 use crate::metrics::{AppendOutcome, Metrics};
-use crate::nats::{CreateSessionFailure, Head, Store, StoreError};
+use crate::nats::{CreateSessionFailure, Head, ReplaceSessionFailure, Store, StoreError};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use fanout::Fanout;
@@ -43,6 +44,16 @@ pub struct Appended {
     /// The session's newest seq after this request.
     pub last_seq: Seq,
     pub deduped: bool,
+}
+
+/// Where a session's writing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStatus {
+    pub last_seq: Seq,
+    /// Whether its last event closed it: it takes no more appends.
+    pub closed: bool,
+    /// The asked producer's latest stored request, if the session remembers it.
+    pub producer: Option<ProducerPosition>,
 }
 
 /// A page of a session's events, oldest first.
@@ -76,12 +87,14 @@ pub struct SessionLog {
     store: Arc<Store>,
     /// A cache only: dropping any entry costs one rebuild from JetStream, never correctness.
     states: Mutex<LruCache<SessionId, Arc<Writer>>>,
-    /// Who owns each session: fixed at create and sessions are never deleted, so a cached
-    /// owner never goes stale, and a fenced append costs no extra read.
+    /// Who owns each session: fixed at create, and a deleted id can be created again only by
+    /// its owner, so a cached owner never goes stale, and a fenced append costs no extra read.
     owners: Mutex<LruCache<SessionId, String>>,
     /// The store's incarnation the caches were filled in.
     cached_incarnation: AtomicU64,
     fanout: Arc<Fanout>,
+    /// When streams were last read or written here, for their idle expiry.
+    accesses: streams::Accesses,
     /// Appends by outcome, and what the writers count: commits, their sizes, retries.
     metrics: Arc<Metrics>,
 }
@@ -96,6 +109,7 @@ impl SessionLog {
             states: Mutex::new(LruCache::new(capacity)),
             owners: Mutex::new(LruCache::new(capacity)),
             cached_incarnation: AtomicU64::new(store_incarnation),
+            accesses: streams::Accesses::default(),
             metrics,
         }
     }
@@ -118,6 +132,11 @@ impl SessionLog {
             updated_at: now,
             version: 1,
             archived: false,
+            content_type: new.content_type,
+            expiry: new.expiry,
+            forked_from: new.forked_from,
+            fork_count: 0,
+            retired: false,
         };
         let record = SessionRecord {
             session,
@@ -165,16 +184,47 @@ impl SessionLog {
         Ok(())
     }
 
+    /// Deletes a session: its header becomes a tombstone (the catalog drops it and the
+    /// lifecycle feed says `session.deleted`), its events are purged, and its id may be
+    /// created again, starting over at seq 1.
+    pub async fn delete(&self, id: &SessionId) -> Result<(), ReadError> {
+        loop {
+            let revised = self
+                .store
+                .session(id)
+                .await?
+                .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+            let mut tombstone = revised.record;
+            tombstone.change = Change::Deleted;
+            tombstone.session.updated_at = model::timestamp_now();
+            tombstone.session.version += 1;
+            match self
+                .store
+                .delete_session(&tombstone, revised.revision)
+                .await
+            {
+                Ok(()) => break,
+                // Changed since it was read: read it again.
+                Err(ReplaceSessionFailure::Changed) => continue,
+                Err(ReplaceSessionFailure::Store(err)) => return Err(err.into()),
+            }
+        }
+        self.forget(id);
+        lock(&self.owners).pop(id);
+        Ok(())
+    }
+
     pub async fn get(&self, id: &SessionId) -> Result<SessionSummary, ReadError> {
-        let session = self
-            .store
-            .session(id)
-            .await?
-            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?
-            .record
-            .session;
+        let session = self.header(id).await?;
         let last_seq = self.store.head(id).await?.map_or(0, |head| head.seq);
         Ok(SessionSummary { session, last_seq })
+    }
+
+    /// The session's header, read from the bucket stream's leader.
+    async fn header(&self, id: &SessionId) -> Result<Session, ReadError> {
+        let revised = self.store.session(id).await?;
+        let revised = revised.ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+        Ok(revised.record.session)
     }
 
     /// Appends `events` in order, all or none, each deduplicated and checked as if appended
@@ -213,22 +263,23 @@ impl SessionLog {
         async move { log.answered(&id, count, answer.await) }
     }
 
-    /// The latest `(producer_seq, seq)` the session holds for `producer_id` (`None` without
-    /// one): what a producer resuming after a drop need not send again. Fails for a session
-    /// that does not exist, and leaves its write state loaded for the appends to come.
-    pub async fn producer_position(
+    /// Where the session's writing stands, as the stream leader has it: its last seq, whether
+    /// it is closed, and the latest `(producer_seq, seq)` it holds for `producer_id` (what a
+    /// producer resuming after a drop need not send again). Fails for a session that does not
+    /// exist, and leaves its write state loaded for the appends to come.
+    pub async fn write_status(
         &self,
         id: &SessionId,
         producer_id: Option<&str>,
-    ) -> Result<Option<ProducerPosition>, AppendError> {
-        let position = self
+    ) -> Result<WriteStatus, AppendError> {
+        let status = self
             .writer(id)
             .position(&self.store, &self.metrics, id, producer_id)
             .await;
-        if let Err(AppendError::SessionNotFound(_)) = position {
+        if let Err(AppendError::SessionNotFound(_)) = status {
             self.forget(id);
         }
-        position
+        status
     }
 
     /// Counts an append's outcome.

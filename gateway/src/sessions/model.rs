@@ -69,6 +69,10 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// The `type` of the event that closes a session: it is the session's last, and every append
+/// after it is refused.
+pub const CLOSE_EVENT_TYPE: &str = "session.closed";
+
 /// A session header as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
@@ -86,6 +90,46 @@ pub struct Session {
     /// written before shards existed has none: shard 0, where all events were.
     #[serde(default, skip_serializing_if = "is_first_shard")]
     pub shard: u32,
+    /// The media type of the session's messages, for a session created as a stream of bytes
+    /// or JSON values (docs/api.md, "Durable Streams"); a plain event log has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Expiry>,
+    /// Where it was forked from: its log began as a copy of that session's up to this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkPoint>,
+    /// How many sessions forked from it exist.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fork_count: u64,
+    /// Deleted while forks of it remained: it reads as gone, and its id stays taken until its
+    /// last fork is deleted, when it is deleted too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
+/// A point in a session's log: after `seq`, and `sub_offset` messages (JSON values, or
+/// bytes) into the append after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkPoint {
+    pub session: SessionId,
+    pub seq: Seq,
+    #[serde(default)]
+    pub sub_offset: u64,
+}
+
+/// When a session expires, after which it reads as deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// This many seconds after it was last read or written.
+    IdleSeconds(u64),
+    /// At this instant, as the client gave it (RFC 3339).
+    At(String),
 }
 
 fn is_first_shard(shard: &u32) -> bool {
@@ -118,6 +162,9 @@ pub enum Change {
     Archived,
     #[serde(rename = "session.unarchived")]
     Unarchived,
+    /// A tombstone: the session and its events are gone, and its id may be created again.
+    #[serde(rename = "session.deleted")]
+    Deleted,
 }
 
 /// A session header as the bucket stores it.
@@ -141,6 +188,9 @@ pub struct NewSession {
     pub id: Option<SessionId>,
     pub title: Option<String>,
     pub metadata: JsonObject,
+    pub content_type: Option<String>,
+    pub expiry: Option<Expiry>,
+    pub forked_from: Option<ForkPoint>,
 }
 
 /// What a client sends to append one event.
@@ -165,6 +215,13 @@ pub struct EventContent {
     pub metadata: JsonObject,
     pub refs: JsonObject,
     pub idempotency_key: Option<String>,
+}
+
+impl EventContent {
+    /// Whether this event closes its session.
+    pub fn closes(&self) -> bool {
+        self.kind == CLOSE_EVENT_TYPE
+    }
 }
 
 /// A SHA-256 digest of an event's content, hex-encoded.
@@ -272,6 +329,8 @@ pub struct EventRecord {
     pub producer_id: String,
     pub producer_seq: u64,
     pub hash: ContentHash,
+    /// Whether the event closes its session (`CLOSE_EVENT_TYPE`).
+    pub closes: bool,
 }
 
 /// The current time as RFC 3339 UTC with microseconds, the one timestamp format of the API.

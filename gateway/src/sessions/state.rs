@@ -36,6 +36,8 @@ pub struct SessionState {
     /// The stream sequence of the newest folded event, 0 when none: the expected last subject
     /// sequence of the next append.
     stream_seq: u64,
+    /// Set by the event that closed the session, its last.
+    closed: bool,
     producers: LruCache<String, ProducerCursor>,
 }
 
@@ -45,6 +47,9 @@ pub struct SessionState {
 pub struct Snapshot {
     last_seq: Seq,
     stream_seq: u64,
+    /// Absent in snapshots taken before sessions could be closed.
+    #[serde(default)]
+    closed: bool,
     /// `(producer_id, producer_seq, seq, content hash)`.
     producers: Vec<(String, u64, Seq, String)>,
 }
@@ -90,6 +95,10 @@ pub enum Rejection {
         got: u64,
     },
     ProducerReplay,
+    /// The session was closed at `last_seq`.
+    Closed {
+        last_seq: Seq,
+    },
 }
 
 impl Default for SessionState {
@@ -97,6 +106,7 @@ impl Default for SessionState {
         SessionState {
             last_seq: 0,
             stream_seq: 0,
+            closed: false,
             producers: LruCache::unbounded(),
         }
     }
@@ -105,6 +115,11 @@ impl Default for SessionState {
 impl SessionState {
     pub fn last_seq(&self) -> Seq {
         self.last_seq
+    }
+
+    /// Whether the session's last event closed it.
+    pub fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Where `producer_id` stands, if the session remembers it.
@@ -134,6 +149,7 @@ impl SessionState {
         Snapshot {
             last_seq: self.last_seq,
             stream_seq: self.stream_seq,
+            closed: self.closed,
             producers,
         }
     }
@@ -142,6 +158,7 @@ impl SessionState {
         let mut state = SessionState {
             last_seq: snapshot.last_seq,
             stream_seq: snapshot.stream_seq,
+            closed: snapshot.closed,
             producers: LruCache::unbounded(),
         };
         for (id, producer_seq, seq, hash) in snapshot.producers {
@@ -168,6 +185,7 @@ impl SessionState {
         }
         self.last_seq = record.seq;
         self.stream_seq = record.stream_seq;
+        self.closed = record.closes;
         let cursor = ProducerCursor {
             producer_seq: record.producer_seq,
             seq: record.seq,
@@ -218,9 +236,11 @@ pub struct Discontinuity {
     next_seq: Seq,
 }
 
-/// The documented order: `expected_seq` first, then the producer's cursor.
+/// The documented order: `expected_seq` first, then the producer's cursor, then whether the
+/// session is closed (so a retry of the closing request is still deduplicated).
 fn decide(
     last_seq: Seq,
+    closed: bool,
     cursor: Option<&ProducerCursor>,
     content: &EventContent,
     expected_seq: Option<Seq>,
@@ -234,8 +254,13 @@ fn decide(
             actual: last_seq,
         });
     }
-    let next = Decision::Append { seq: last_seq + 1 };
-    let Some(cursor) = cursor else {
+    let next = if closed {
+        Decision::Reject(Rejection::Closed { last_seq })
+    } else {
+        Decision::Append { seq: last_seq + 1 }
+    };
+    // An event without a producer is neither deduplicated nor ordered.
+    let Some(cursor) = cursor.filter(|_| !content.producer_id.is_empty()) else {
         return next;
     };
     match content.producer_seq {
@@ -257,6 +282,7 @@ fn decide(
 pub struct Overlay<'a> {
     base: &'a SessionState,
     last_seq: Seq,
+    closed: bool,
     producers: HashMap<String, ProducerCursor>,
 }
 
@@ -265,6 +291,7 @@ impl<'a> Overlay<'a> {
         Overlay {
             base,
             last_seq: base.last_seq,
+            closed: base.closed,
             producers: HashMap::new(),
         }
     }
@@ -279,7 +306,14 @@ impl<'a> Overlay<'a> {
             .producers
             .get(&content.producer_id)
             .or_else(|| self.base.producers.peek(&content.producer_id));
-        decide(self.last_seq, cursor, content, expected_seq, hash)
+        decide(
+            self.last_seq,
+            self.closed,
+            cursor,
+            content,
+            expected_seq,
+            hash,
+        )
     }
 
     pub fn last_seq(&self) -> Seq {
@@ -289,6 +323,7 @@ impl<'a> Overlay<'a> {
     /// Counts an append decided on this overlay as done.
     pub fn apply(&mut self, content: &EventContent, seq: Seq, hash: &ContentHash) {
         self.last_seq = seq;
+        self.closed = content.closes();
         let cursor = ProducerCursor {
             producer_seq: content.producer_seq,
             seq,
@@ -318,6 +353,7 @@ mod tests {
                     producer_id: content.producer_id.clone(),
                     producer_seq: content.producer_seq,
                     hash,
+                    closes: content.closes(),
                 })
                 .unwrap();
         }
@@ -450,7 +486,36 @@ mod tests {
             producer_id: producer_id.into(),
             producer_seq: seq,
             hash: ContentHash::of(&content(producer_id, seq, "x")),
+            closes: false,
         }
+    }
+
+    #[test]
+    fn a_closed_session_refuses_appends_but_dedupes_the_closing_retry() {
+        let mut state = SessionState::default();
+        assert_eq!(
+            append(&mut state, &content("a", 1, "x")),
+            Decision::Append { seq: 1 }
+        );
+        let mut close = content("a", 2, "bye");
+        close.kind = crate::sessions::model::CLOSE_EVENT_TYPE.into();
+        assert_eq!(append(&mut state, &close), Decision::Append { seq: 2 });
+        assert!(state.closed());
+        assert_eq!(append(&mut state, &close), Decision::Deduped { seq: 2 });
+        assert_eq!(
+            append(&mut state, &content("b", 1, "late")),
+            Decision::Reject(Rejection::Closed { last_seq: 2 })
+        );
+        let restored = SessionState::restore(state.snapshot());
+        assert!(restored.closed());
+    }
+
+    #[test]
+    fn events_without_a_producer_are_never_deduplicated() {
+        let mut state = SessionState::default();
+        let anonymous = content("", 0, "same");
+        assert_eq!(append(&mut state, &anonymous), Decision::Append { seq: 1 });
+        assert_eq!(append(&mut state, &anonymous), Decision::Append { seq: 2 });
     }
 
     #[test]

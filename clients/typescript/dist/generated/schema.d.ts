@@ -35,11 +35,12 @@ export interface paths {
         };
         /**
          * The gateway can serve: NATS is reachable and the stream usable.
-         * @description 200 `{"status": "ok"}` once NATS is connected, the events stream and the sessions bucket are
-         *     in place and the session catalog is loaded. Otherwise 503 `{"status": "starting", "reason":
-         *     …}`, the reason being `nats_unavailable`, `stream_missing` (a stream or bucket was deleted
-         *     and is being created again) or `catalog_loading`; meanwhile requests to `/v1` may be
-         *     answered 503 too. Send traffic to a gateway only while it answers 200. The answer comes from
+         * @description 200 `{"status": "ok"}` once NATS is connected and the events stream and the sessions bucket
+         *     are in place, whatever the size of the session catalog: appends and tails are served at
+         *     once, while lists answer `503 catalog_loading` until this gateway's catalog view is built.
+         *     Otherwise 503 `{"status": "starting", "reason": …}`, the reason being `nats_unavailable` or
+         *     `stream_missing` (a stream or bucket was deleted and is being created again); meanwhile
+         *     requests to `/v1` may be answered 503 too. Send traffic to a gateway only while it answers 200. The answer comes from
          *     the gateway's own state, without a call to NATS, so polling it often costs nothing. Never
          *     authenticated. With `STARCITE_OPS_LISTEN` set it is served on that address only, beside
          *     `/metrics`, and this address answers 404.
@@ -63,14 +64,16 @@ export interface paths {
         /**
          * Follow session lifecycle events: those after a cursor, then new ones live.
          * @description Each event is `{"cursor": N, "event": {"kind": "session.created" | "session.updated" |
-         *     "session.archived" | "session.unarchived", "session_id": …}}`, delivered after `cursor`
+         *     "session.archived" | "session.unarchived" | "session.deleted", "session_id": …}}`,
+         *     delivered after `cursor`
          *     (default 0: everything retained) over a WebSocket, or as Server-Sent Events with `Accept:
          *     text/event-stream` (`id:` is the cursor; `Last-Event-ID` resumes).
          *
-         *     Every change to a session header (create, PATCH, archive, unarchive) is one event, in the
-         *     order the changes were stored. `session.created` carries `title`, `metadata`, `created_at`
-         *     and `version`; `session.updated` `title`, `metadata`, `updated_at` and `version`;
-         *     `session.archived` and `session.unarchived` `archived`, `updated_at` and `version`. Appends
+         *     Every change to a session header (create, PATCH, archive, unarchive, and a Durable Streams
+         *     delete or expiry) is one event, in the order the changes were stored. `session.created`
+         *     carries `title`, `metadata`, `created_at` and `version`; `session.updated` `title`,
+         *     `metadata`, `updated_at` and `version`; `session.archived` and `session.unarchived`
+         *     `archived`, `updated_at` and `version`; `session.deleted` `updated_at` and `version`. Appends
          *     are not lifecycle events, and archiving an archived session (or unarchiving an active one)
          *     emits none. The newest 64 changes of each session are retained; older ones are not replayed,
          *     and no gap is announced for them. Cursors increase but skip values, so a jump is not a loss.
@@ -527,7 +530,7 @@ export interface components {
          * @description A stable, machine-readable error code; docs/api.md lists when each is used.
          * @enum {string}
          */
-        ErrorCode: "event_too_large" | "expected_seq_conflict" | "expected_version_conflict" | "forbidden_scope" | "forbidden_session" | "internal_error" | "invalid_cursor" | "invalid_event" | "invalid_limit" | "invalid_list_query" | "invalid_metadata" | "invalid_refs" | "invalid_request" | "invalid_session" | "invalid_session_id" | "invalid_tail_batch_size" | "invalid_wait" | "invalid_websocket_upgrade" | "method_not_allowed" | "nats_timeout" | "nats_unavailable" | "not_found" | "payload_too_large" | "producer_replay_conflict" | "producer_seq_conflict" | "rate_limited" | "session_exists" | "session_not_found" | "too_many_tails" | "unauthorized" | "unsupported_media_type";
+        ErrorCode: "catalog_loading" | "event_too_large" | "expected_seq_conflict" | "expected_version_conflict" | "forbidden_scope" | "forbidden_session" | "internal_error" | "invalid_cursor" | "invalid_event" | "invalid_limit" | "invalid_list_query" | "invalid_metadata" | "invalid_refs" | "invalid_request" | "invalid_session" | "invalid_session_id" | "invalid_tail_batch_size" | "invalid_wait" | "invalid_websocket_upgrade" | "method_not_allowed" | "nats_timeout" | "nats_unavailable" | "not_found" | "payload_too_large" | "producer_epoch_stale" | "producer_replay_conflict" | "producer_seq_conflict" | "rate_limited" | "session_closed" | "session_exists" | "session_not_found" | "stream_conflict" | "stream_gone" | "stream_seq_conflict" | "too_many_tails" | "unauthorized" | "unsupported_media_type";
         /**
          * EventBody
          * @description A committed event, exactly as tails deliver it.
@@ -687,8 +690,8 @@ export interface operations {
                 };
             };
             /**
-             * @description Not ready: NATS is unreachable, the stream is not set up yet, a stream or bucket is
-             *     missing and being created again, or the catalog is still loading.
+             * @description Not ready: NATS is unreachable, the stream is not set up yet, or a stream or bucket is
+             *     missing and being created again.
              */
             503: {
                 headers: {
@@ -820,8 +823,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -948,8 +952,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1077,8 +1082,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1203,8 +1209,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1340,8 +1347,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1471,8 +1479,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1602,8 +1611,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1728,8 +1738,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1858,8 +1869,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -1985,8 +1997,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -2122,8 +2135,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {
@@ -2248,8 +2262,9 @@ export interface operations {
                 };
             };
             /**
-             * @description NATS is unreachable, electing a stream leader, or did not answer in time: retry the
-             *     same request after `Retry-After` seconds, it is safe.
+             * @description NATS is unreachable, electing a stream leader, or did not answer in time, or (lists) the
+             *     gateway's catalog view is being built: retry the same request after `Retry-After`
+             *     seconds, it is safe.
              */
             503: {
                 headers: {

@@ -444,8 +444,9 @@ impl SessionsApi {
         // Read even without a producer id: it is what finds a session that does not exist.
         let position = self
             .log
-            .producer_position(&id, producer_id.as_deref())
-            .await?;
+            .write_status(&id, producer_id.as_deref())
+            .await?
+            .producer;
         let producer = producer_id.map(|producer_id| (producer_id, position));
         let start = ProducerStart {
             session: id,

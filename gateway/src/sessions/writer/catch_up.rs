@@ -100,7 +100,11 @@ async fn follow_the_stream(
     };
     if !same_log || !fold_up_to(store, id, state, head).await? {
         // The state describes a log that no longer exists: retention dropped events it never
-        // saw, or the stream was deleted and created again. Fold the one that does.
+        // saw, the stream was deleted and created again, or the session was deleted (then
+        // there is nothing to fold). Fold the one that does.
+        if store.session(id).await?.is_none() {
+            return Err(AppendError::SessionNotFound(id.clone()));
+        }
         *state = SessionState::default();
         if !fold_up_to(store, id, state, head).await? {
             return Err(AppendError::Inconsistent(format!(

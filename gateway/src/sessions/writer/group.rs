@@ -263,6 +263,7 @@ pub(super) fn fold(
             producer_id: event.content.producer_id.clone(),
             producer_seq: event.content.producer_seq,
             hash: hash.clone(),
+            closes: event.content.closes(),
         })?;
     }
     Ok(())
@@ -321,6 +322,7 @@ mod tests {
                 producer_id: content.producer_id.clone(),
                 producer_seq: 1,
                 hash: ContentHash::of(&content),
+                closes: false,
             };
             assert_eq!(state.apply(record), Ok(()));
         }

@@ -25,11 +25,11 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::Appended;
 use super::error::AppendError;
 use super::lock;
 use super::model::{ContentHash, NewEvent, SessionId};
-use super::state::{ProducerPosition, SessionState};
+use super::state::SessionState;
+use super::{Appended, WriteStatus};
 use crate::metrics::Metrics;
 use crate::nats::Store;
 use crate::telemetry;
@@ -129,7 +129,7 @@ impl Writer {
         metrics: &Arc<Metrics>,
         id: &SessionId,
         producer_id: Option<&str>,
-    ) -> Result<Option<ProducerPosition>, AppendError> {
+    ) -> Result<WriteStatus, AppendError> {
         let mut state = self.state.lock().await;
         let state = match state.as_mut() {
             Some(state) => {
@@ -146,7 +146,11 @@ impl Writer {
                 state.insert(committer.load().await?)
             }
         };
-        Ok(producer_id.and_then(|producer_id| state.position(producer_id)))
+        Ok(WriteStatus {
+            last_seq: state.last_seq(),
+            closed: state.closed(),
+            producer: producer_id.and_then(|producer_id| state.position(producer_id)),
+        })
     }
 }
 
