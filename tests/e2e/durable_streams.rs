@@ -212,6 +212,31 @@ async fn a_stream_closed_through_one_gateway_refuses_appends_through_another() {
 }
 
 #[tokio::test]
+async fn a_source_retired_through_one_gateway_is_gone_for_appends_through_another() {
+    let nats = TestNats::start();
+    let (first, second) = (
+        TestGateway::start(&nats).await,
+        TestGateway::start(&nats).await,
+    );
+    let put = stream_request(&first, reqwest::Method::PUT, "source", &[], "a").await;
+    assert_eq!(put.status(), 201);
+    let fork = [("stream-forked-from", "/v1/stream/source")];
+    let forked = stream_request(&first, reqwest::Method::PUT, "fork", &fork, "").await;
+    assert_eq!(forked.status(), 201);
+    // The second gateway has appended to the source, so it knows its header.
+    let post = stream_request(&second, reqwest::Method::POST, "source", &[], "b").await;
+    assert_eq!(post.status(), 204);
+
+    let deleted = stream_request(&first, reqwest::Method::DELETE, "source", &[], "").await;
+    assert_eq!(deleted.status(), 204);
+    // Whether or not the second gateway's catalog has seen the delete yet, its append is gone.
+    let late = stream_request(&second, reqwest::Method::POST, "source", &[], "c").await;
+    assert_eq!(late.status(), 410);
+    let read = stream_request(&second, reqwest::Method::GET, "fork", &[], "").await;
+    assert_eq!(read.text().await.unwrap(), "a");
+}
+
+#[tokio::test]
 async fn a_deleted_stream_created_again_starts_over_on_every_gateway() {
     let nats = TestNats::start();
     let (first, second) = (

@@ -394,11 +394,10 @@ impl SessionLog {
         touch: bool,
     ) -> Result<StreamStatus, ReadError> {
         let session = self.stream_header(id, None, touch).await?;
-        let status = self.write_status(id, None).await.map_err(|err| match err {
-            AppendError::SessionNotFound(id) => ReadError::SessionNotFound(id),
-            AppendError::Store(err) => ReadError::Store(err),
-            other => ReadError::Store(crate::nats::StoreError::Unavailable(other.to_string())),
-        })?;
+        let status = self
+            .write_status(id, None)
+            .await
+            .map_err(|err| as_read_error(err.into()))?;
         Ok(StreamStatus {
             session,
             last_seq: status.last_seq,
@@ -560,6 +559,18 @@ impl SessionLog {
             }
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+/// A write's failure as a read's: a missing session or the store's error as they are, anything
+/// else (only a race could give one) as the store being unavailable for now.
+fn as_read_error(err: StreamAppendError) -> ReadError {
+    match err {
+        StreamAppendError::Append(AppendError::SessionNotFound(id)) => {
+            ReadError::SessionNotFound(id)
+        }
+        StreamAppendError::Append(AppendError::Store(err)) => ReadError::Store(err),
+        other => ReadError::Store(crate::nats::StoreError::Unavailable(other.to_string())),
     }
 }
 
@@ -747,6 +758,9 @@ impl SessionLog {
     }
 }
 
+/// Who closes the log of a stream retired by its delete.
+const RETIRING_ACTOR: &str = "durable-streams";
+
 impl SessionLog {
     /// Deletes a stream, or only retires it while forks of it remain; a fork's delete releases
     /// its source, which goes too once it is retired and has no forks left, and so on up.
@@ -755,6 +769,16 @@ impl SessionLog {
         if session.fork_count > 0 {
             self.update_header(id, |session| session.retired = true)
                 .await?;
+            // Closing its log makes every gateway refuse appends at once, however far behind
+            // its catalog is; a refused append then finds the header retired.
+            let close = StreamAppend {
+                messages: None,
+                close: true,
+                producer: None,
+                writer_seq: None,
+                actor: RETIRING_ACTOR.to_owned(),
+            };
+            self.append_plain(id, close).await.map_err(as_read_error)?;
             return Ok(());
         }
         self.delete(id).await?;

@@ -333,11 +333,20 @@ impl DurableStreams {
             writer_seq,
             actor: actor(principal),
         };
-        let appended = self
-            .log
-            .append_messages(&id, append)
-            .await
-            .map_err(|err| refusal(err, echo))?;
+        let appended = match self.log.append_messages(&id, append).await {
+            Ok(appended) => appended,
+            // The catalog's header may be older than a delete that retired the stream and
+            // closed its log: the header read afresh tells which refusal this is.
+            Err(err @ StreamAppendError::Closed { .. }) => {
+                let fresh = self.log.stream_header(&id, None, false).await?;
+                return Err(if fresh.retired {
+                    Refusal::gone()
+                } else {
+                    refusal(err, echo)
+                });
+            }
+            Err(err) => return Err(refusal(err, echo)),
+        };
         if appended.duplicate_of.is_none() {
             self.live.figures.appended(1);
         }
