@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
-use super::runs::SortedRuns;
+use super::runs::{Merge, SortedRuns};
 use crate::nats::BucketSource;
 use crate::sessions::model::{Session, SessionId};
 
@@ -223,35 +223,6 @@ impl CatalogIndex {
         })
     }
 
-    /// Runs `fill` in transactions on `table` until it returns false; they are committed
-    /// without waiting for the disk, so only a later durable commit keeps them.
-    fn in_transactions<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        table: TableDefinition<K, V>,
-        mut fill: impl FnMut(&mut redb::Table<K, V>) -> Result<bool, ViewError>,
-    ) -> Result<(), ViewError> {
-        loop {
-            let begin = || -> Result<redb::WriteTransaction, redb::Error> {
-                let mut transaction = self.database.begin_write()?;
-                transaction.set_durability(Durability::None)?;
-                Ok(transaction)
-            };
-            let transaction = begin().map_err(self.storage())?;
-            let more = {
-                let mut table = transaction
-                    .open_table(table)
-                    .map_err(|err| self.storage()(err.into()))?;
-                fill(&mut table)?
-            };
-            transaction
-                .commit()
-                .map_err(|err| self.storage()(err.into()))?;
-            if !more {
-                return Ok(());
-            }
-        }
-    }
-
     /// Applies `sessions` (header versions in bucket order) up to revision `through` in one
     /// transaction. A commit that is not `durable` is lost by a crash, and the view then
     /// resumes from an earlier revision: it only costs re-reading.
@@ -414,45 +385,29 @@ impl BulkLoad {
         let mut postings = SortedRuns::new(&self.build_dir, "postings", RUN_BYTES);
         let mut count = 0u64;
         let storage = self.index.storage();
-        self.index.in_transactions(SESSIONS, |table| {
-            for _ in 0..BULK_KEYS_PER_COMMIT {
-                let Some((id, value)) = merged
-                    .next_record()
-                    .map_err(|source| self.io_error(source))?
-                else {
-                    return Ok(false);
-                };
-                let corrupt = || ViewError::Corrupt(self.index.path.clone());
-                let id = String::from_utf8(id).map_err(|_| corrupt())?;
-                let mut parts = Parts(&value);
-                let header = parts.next().ok_or_else(corrupt)?;
-                table
-                    .insert(id.as_str(), header)
-                    .map_err(|err| storage(err.into()))?;
-                for key in parts {
-                    postings
-                        .push(key.to_vec(), 0, Vec::new())
-                        .map_err(|source| self.io_error(source))?;
-                }
-                count += 1;
+        self.write_in_order(SESSIONS, &mut merged, |table, id, value| {
+            let corrupt = || ViewError::Corrupt(self.index.path.clone());
+            let id = String::from_utf8(id).map_err(|_| corrupt())?;
+            let mut parts = Parts(&value);
+            let header = parts.next().ok_or_else(corrupt)?;
+            table
+                .insert(id.as_str(), header)
+                .map_err(|err| storage(err.into()))?;
+            for key in parts {
+                postings
+                    .push(key.to_vec(), 0, Vec::new())
+                    .map_err(|source| self.io_error(source))?;
             }
-            Ok(true)
+            count += 1;
+            Ok(())
         })?;
         drop(merged);
         let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
-        self.index.in_transactions(POSTINGS, |table| {
-            for _ in 0..BULK_KEYS_PER_COMMIT {
-                let Some((key, _)) = merged
-                    .next_record()
-                    .map_err(|source| self.io_error(source))?
-                else {
-                    return Ok(false);
-                };
-                table
-                    .insert(key.as_slice(), ())
-                    .map_err(|err| storage(err.into()))?;
-            }
-            Ok(true)
+        self.write_in_order(POSTINGS, &mut merged, |table, key, _| {
+            table
+                .insert(key.as_slice(), ())
+                .map_err(|err| storage(err.into()))?;
+            Ok(())
         })?;
         let state = ViewState {
             applied: through,
@@ -469,6 +424,46 @@ impl BulkLoad {
         };
         record().map_err(self.index.storage())?;
         Ok(state)
+    }
+
+    /// Hands every merged record to `insert` on `table`, in transactions of
+    /// `BULK_KEYS_PER_COMMIT` that are committed without waiting for the disk: only a later
+    /// durable commit keeps them.
+    fn write_in_order<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+        merged: &mut Merge,
+        mut insert: impl FnMut(&mut redb::Table<K, V>, Vec<u8>, Vec<u8>) -> Result<(), ViewError>,
+    ) -> Result<(), ViewError> {
+        let storage = self.index.storage();
+        loop {
+            let begin = || -> Result<redb::WriteTransaction, redb::Error> {
+                let mut transaction = self.index.database.begin_write()?;
+                transaction.set_durability(Durability::None)?;
+                Ok(transaction)
+            };
+            let transaction = begin().map_err(&storage)?;
+            let mut more = true;
+            {
+                let mut table = transaction
+                    .open_table(table)
+                    .map_err(|err| storage(err.into()))?;
+                for _ in 0..BULK_KEYS_PER_COMMIT {
+                    let Some((key, value)) = merged
+                        .next_record()
+                        .map_err(|source| self.io_error(source))?
+                    else {
+                        more = false;
+                        break;
+                    };
+                    insert(&mut table, key, value)?;
+                }
+            }
+            transaction.commit().map_err(|err| storage(err.into()))?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     fn io_error(&self, source: std::io::Error) -> ViewError {

@@ -357,9 +357,7 @@ impl Catalog {
             return Err(ViewError::Interrupted("the bulk load stopped".into()).into());
         };
         let replayed = started.elapsed().as_secs_f64();
-        let state = tokio::task::spawn_blocking(move || load.finish(through))
-            .await
-            .map_err(|err| ViewError::Interrupted(err.to_string()))??;
+        let state = self.blocking(move |_| load.finish(through)).await?;
         let seconds = started.elapsed().as_secs_f64();
         info!(
             catalog.sessions = state.sessions,
