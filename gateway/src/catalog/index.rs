@@ -924,8 +924,10 @@ mod tests {
         }
     }
 
-    /// Every key of both tables, in the order the view stores them.
-    fn contents(index: &CatalogIndex) -> (Vec<(String, Vec<u8>)>, Vec<Vec<u8>>) {
+    /// Every header by id and every posting key, in the order the view stores them.
+    type Contents = (Vec<(String, Vec<u8>)>, Vec<Vec<u8>>);
+
+    fn contents(index: &CatalogIndex) -> Contents {
         let transaction = index.database.begin_read().unwrap();
         let sessions = transaction.open_table(SESSIONS).unwrap();
         let postings = transaction.open_table(POSTINGS).unwrap();
