@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
+use super::runs::{Merge, SortedRuns};
 use crate::nats::BucketSource;
 use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
@@ -27,6 +28,13 @@ const SLOTS: usize = 16;
 
 /// The store's page cache: the view's only memory that depends on what it holds.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a bulk load's sorts gather in memory before writing a sorted run to disk.
+const RUN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Keys a bulk load inserts per transaction: in key order each only appends at the tree's
+/// right edge, so this bounds the dirty pages held until the commit.
+const BULK_KEYS_PER_COMMIT: usize = 65_536;
 
 /// Id -> the session header as JSON.
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -192,6 +200,29 @@ impl CatalogIndex {
         Ok(state)
     }
 
+    /// Starts a fresh view's bulk load: the view is emptied (an interrupted bulk load starts
+    /// over) and the sorted runs go to a directory next to the view file.
+    pub fn bulk_load(&self, source: BucketSource) -> Result<BulkLoad, ViewError> {
+        let mut build_dir = self.path.clone().into_os_string();
+        build_dir.push(".build");
+        let build_dir = PathBuf::from(build_dir);
+        let io_error = |source| ViewError::Io {
+            path: build_dir.clone(),
+            source,
+        };
+        match std::fs::remove_dir_all(&build_dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io_error(err)),
+            _ => {}
+        }
+        std::fs::create_dir_all(&build_dir).map_err(io_error)?;
+        self.reset(source)?;
+        Ok(BulkLoad {
+            sessions: SortedRuns::new(&build_dir, "sessions", RUN_BYTES),
+            index: self.clone(),
+            build_dir,
+        })
+    }
+
     /// Applies `records` (header versions in bucket order; a tombstone removes its session) up
     /// to revision `through` in one transaction. A commit that is not `durable` is lost by a
     /// crash, and the view then resumes from an earlier revision: it only costs re-reading.
@@ -344,6 +375,165 @@ impl CatalogIndex {
     }
 }
 
+/// A fresh view being built from a full replay of its bucket: each session's newest version
+/// is kept in sorted runs on disk, and `finish` inserts every table in key order. The view
+/// records no revision until `finish` commits, so an interrupted bulk load starts over; its
+/// runs are removed when it is dropped.
+pub struct BulkLoad {
+    index: CatalogIndex,
+    sessions: SortedRuns,
+    build_dir: PathBuf,
+}
+
+impl BulkLoad {
+    /// Adds a header version; of one session's versions the highest `revision` is kept, and
+    /// a session whose newest is a tombstone is left out.
+    pub fn add(&mut self, record: &SessionRecord, revision: u64) -> Result<(), ViewError> {
+        let session = &record.session;
+        // A tombstone is an empty value: a header is never empty.
+        let mut value = Vec::new();
+        if record.change != Change::Deleted {
+            // Plain strings, numbers and maps always serialize.
+            let header = serde_json::to_vec(session).unwrap_or_default();
+            let postings = postings_of(session);
+            value.reserve(
+                4 + header.len() + postings.iter().map(|key| 4 + key.len()).sum::<usize>(),
+            );
+            push_part(&mut value, &header);
+            for key in &postings {
+                push_part(&mut value, key);
+            }
+        }
+        let id = session.id.as_str().as_bytes().to_vec();
+        self.sessions
+            .push(id, revision, value)
+            .map_err(|source| self.io_error(source))
+    }
+
+    /// Writes every session and posting in key order, then records the view as complete
+    /// through revision `through`, durably.
+    pub fn finish(mut self, through: u64) -> Result<ViewState, ViewError> {
+        let sessions = std::mem::replace(
+            &mut self.sessions,
+            SortedRuns::new(&self.build_dir, "sessions", RUN_BYTES),
+        );
+        let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
+        let mut postings = SortedRuns::new(&self.build_dir, "postings", RUN_BYTES);
+        let mut count = 0u64;
+        let storage = self.index.storage();
+        self.write_in_order(SESSIONS, &mut merged, |table, id, value| {
+            let corrupt = || ViewError::Corrupt(self.index.path.clone());
+            if value.is_empty() {
+                return Ok(());
+            }
+            let id = String::from_utf8(id).map_err(|_| corrupt())?;
+            let mut parts = Parts(&value);
+            let header = parts.next().ok_or_else(corrupt)?;
+            table
+                .insert(id.as_str(), header)
+                .map_err(|err| storage(err.into()))?;
+            for key in parts {
+                postings
+                    .push(key.to_vec(), 0, Vec::new())
+                    .map_err(|source| self.io_error(source))?;
+            }
+            count += 1;
+            Ok(())
+        })?;
+        drop(merged);
+        let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
+        self.write_in_order(POSTINGS, &mut merged, |table, key, _| {
+            table
+                .insert(key.as_slice(), ())
+                .map_err(|err| storage(err.into()))?;
+            Ok(())
+        })?;
+        let state = ViewState {
+            applied: through,
+            complete: true,
+            sessions: count,
+            ..self.index.state()?
+        };
+        let record = || -> Result<(), redb::Error> {
+            let transaction = self.index.database.begin_write()?;
+            write_state(&mut transaction.open_table(META)?, &state)?;
+            // Durable, and with it every bulk transaction before it.
+            transaction.commit()?;
+            Ok(())
+        };
+        record().map_err(self.index.storage())?;
+        Ok(state)
+    }
+
+    /// Hands every merged record to `insert` on `table`, in transactions of
+    /// `BULK_KEYS_PER_COMMIT` that are committed without waiting for the disk: only a later
+    /// durable commit keeps them.
+    fn write_in_order<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+        merged: &mut Merge,
+        mut insert: impl FnMut(&mut redb::Table<K, V>, Vec<u8>, Vec<u8>) -> Result<(), ViewError>,
+    ) -> Result<(), ViewError> {
+        let storage = self.index.storage();
+        loop {
+            let begin = || -> Result<redb::WriteTransaction, redb::Error> {
+                let mut transaction = self.index.database.begin_write()?;
+                transaction.set_durability(Durability::None)?;
+                Ok(transaction)
+            };
+            let transaction = begin().map_err(&storage)?;
+            let mut more = true;
+            {
+                let mut table = transaction
+                    .open_table(table)
+                    .map_err(|err| storage(err.into()))?;
+                for _ in 0..BULK_KEYS_PER_COMMIT {
+                    let Some((key, value)) = merged
+                        .next_record()
+                        .map_err(|source| self.io_error(source))?
+                    else {
+                        more = false;
+                        break;
+                    };
+                    insert(&mut table, key, value)?;
+                }
+            }
+            transaction.commit().map_err(|err| storage(err.into()))?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ViewError {
+        ViewError::Io {
+            path: self.build_dir.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for BulkLoad {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.build_dir);
+    }
+}
+
+/// The length-prefixed parts of a bulk load's record, in order.
+struct Parts<'a>(&'a [u8]);
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (length, rest) = self.0.split_first_chunk::<4>()?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let (part, rest) = (rest.get(..length)?, rest.get(length..)?);
+        self.0 = rest;
+        Some(part)
+    }
+}
+
 fn open_file(path: &Path) -> Result<Database, redb::Error> {
     let database = Database::builder()
         .set_cache_size(CACHE_BYTES)
@@ -478,10 +668,11 @@ fn pair_prefix(key: &str, value: &str) -> Vec<u8> {
 
 /// Length-prefixed, so no part can run into the next and one list's prefix is never
 /// another's.
-fn push_part(prefix: &mut Vec<u8>, part: &str) {
+fn push_part(prefix: &mut Vec<u8>, part: impl AsRef<[u8]>) {
+    let part = part.as_ref();
     let length = u32::try_from(part.len()).unwrap_or(u32::MAX);
     prefix.extend_from_slice(&length.to_be_bytes());
-    prefix.extend_from_slice(part.as_bytes());
+    prefix.extend_from_slice(part);
 }
 
 fn matches(session: &Session, query: &ListQuery) -> bool {
@@ -805,6 +996,118 @@ mod tests {
             (state.applied, state.sessions, state.complete),
             (7, 1, true)
         );
+    }
+
+    fn source() -> BucketSource {
+        BucketSource {
+            stream: "KV_test".into(),
+            created: "then".into(),
+            cluster: None,
+        }
+    }
+
+    /// Every header by id and every posting key, in the order the view stores them.
+    type Contents = (Vec<(String, Vec<u8>)>, Vec<Vec<u8>>);
+
+    fn contents(index: &CatalogIndex) -> Contents {
+        let transaction = index.database.begin_read().unwrap();
+        let sessions = transaction.open_table(SESSIONS).unwrap();
+        let postings = transaction.open_table(POSTINGS).unwrap();
+        let headers = sessions
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (id, header) = entry.unwrap();
+                (id.value().to_owned(), header.value().to_vec())
+            })
+            .collect();
+        let keys = postings
+            .iter()
+            .unwrap()
+            .map(|entry| entry.unwrap().0.value().to_vec())
+            .collect();
+        (headers, keys)
+    }
+
+    #[test]
+    fn a_bulk_load_keeps_each_sessions_newest_version_and_equals_applying_them_in_order() {
+        // Versions in bucket order, ids in no order, several per session, across many runs.
+        let mut versions = Vec::new();
+        for revision in 1..=3_000u64 {
+            let id = format!("s{:04}", (revision * 7_919) % 1_000);
+            let tenant = format!("t{}", revision % 5);
+            // Some versions are tombstones, and some of those are a session's newest.
+            let change = if revision % 11 == 0 {
+                Change::Deleted
+            } else {
+                Change::Created
+            };
+            let session = session(
+                &id,
+                revision % 3 == 0,
+                json!({"tenant": tenant, "n": revision}),
+            );
+            versions.push((SessionRecord { session, change }, revision));
+        }
+        let newest: BTreeMap<&str, &SessionRecord> = versions
+            .iter()
+            .map(|(record, _)| (record.session.id.as_str(), record))
+            .collect();
+        let live = newest
+            .values()
+            .filter(|record| record.change != Change::Deleted)
+            .count() as u64;
+        assert!(live < 1_000, "some sessions end deleted");
+        let bulk = TestIndex::new();
+        // A first bulk load interrupted halfway: the next starts over.
+        let mut interrupted = bulk.index.bulk_load(source()).unwrap();
+        for (record, revision) in &versions[..1_500] {
+            interrupted.add(record, *revision).unwrap();
+        }
+        drop(interrupted);
+        let mut load = bulk.index.bulk_load(source()).unwrap();
+        load.sessions = SortedRuns::new(&load.build_dir, "sessions", 16 * 1024);
+        for (record, revision) in &versions {
+            load.add(record, *revision).unwrap();
+        }
+        let build_dir = load.build_dir.clone();
+        let state = load.finish(3_000).unwrap();
+        assert!(!build_dir.exists());
+        assert_eq!(
+            (
+                state.applied,
+                state.complete,
+                state.sessions,
+                state.source.clone()
+            ),
+            (3_000, true, live, Some(source()))
+        );
+        assert_eq!(bulk.index.state().unwrap(), state);
+
+        let applied = TestIndex::new();
+        applied.index.reset(source()).unwrap();
+        let records: Vec<SessionRecord> =
+            versions.iter().map(|(record, _)| record.clone()).collect();
+        for chunk in records.chunks(64) {
+            applied.index.apply(chunk, 0, true, false).unwrap();
+        }
+        let (headers, postings) = contents(&bulk.index);
+        assert_eq!(
+            (headers.clone(), postings.clone()),
+            contents(&applied.index)
+        );
+        // The newest version of each: revision 3000 wrote s0000's last header.
+        let (_, newest) = headers.iter().find(|(id, _)| id == "s0000").unwrap();
+        let newest: Session = serde_json::from_slice(newest).unwrap();
+        assert_eq!(newest.metadata.get("n"), Some(&json!(3_000)));
+        assert!(headers.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        assert!(postings.windows(2).all(|pair| pair[0] < pair[1]));
+        let archived_t1 = ListQuery {
+            archived: ArchivedFilter::Archived,
+            metadata: vec![("tenant".into(), "t1".into())],
+            ..query(1_000)
+        };
+        assert_eq!(bulk.page(&archived_t1).0, applied.page(&archived_t1).0);
     }
 
     #[test]

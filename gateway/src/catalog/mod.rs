@@ -8,6 +8,7 @@
 
 pub mod index;
 pub mod input;
+mod runs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +17,14 @@ use std::time::{Duration, Instant};
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::CatalogConfig;
-use crate::nats::{CatalogChange, CatalogVersion, ReplaceSessionFailure, Store, StoreError};
+use crate::nats::{
+    BucketSource, CatalogChange, CatalogVersion, ReplaceSessionFailure, Store, StoreError,
+};
 use crate::sessions::error::{Field, InvalidInput};
 use crate::sessions::limits::check_metadata;
 use crate::sessions::model::{
@@ -37,6 +40,11 @@ const MAX_EDIT_ATTEMPTS: u32 = 16;
 /// Header versions applied in one transaction at most: large enough that a build is bound by
 /// the feed, small enough that a list waiting on it is not held for long.
 const MAX_BATCH: usize = 16_384;
+
+/// Header versions a fresh view's bulk load hands to its sorting thread at once, and how many
+/// such batches may wait: what the replay holds in memory.
+const BULK_BATCH: usize = 4_096;
+const BULK_BATCHES_QUEUED: usize = 2;
 
 /// How often the view is made durable while it keeps changing; a crash loses at most this much
 /// applying, which a restart reads again from the bucket.
@@ -206,6 +214,16 @@ impl Catalog {
                 .blocking(move |index| index.apply(&[], through, true, true))
                 .await?;
         }
+        if !state.complete && state.applied == 0 {
+            match self
+                .build_fresh(bucket.source.clone(), &mut stopping, &mut incarnations)
+                .await?
+            {
+                Some(built) => state = built,
+                None => return Ok(()),
+            }
+            self.sessions.store(state.sessions, Ordering::Relaxed);
+        }
         let mut complete = state.complete;
         if complete {
             self.readable.send_replace(Some(state.applied));
@@ -280,6 +298,81 @@ impl Catalog {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Builds an empty view by a bulk load of the bucket's replay up to the newest revision
+    /// it finds, which `follow_bucket` then follows on from; `None` when stopped first. An
+    /// interrupted bulk load leaves the view empty, and the next pass starts it over.
+    async fn build_fresh(
+        &self,
+        source: BucketSource,
+        stopping: &mut watch::Receiver<bool>,
+        incarnations: &mut watch::Receiver<u64>,
+    ) -> Result<Option<ViewState>, FollowError> {
+        if *stopping.borrow() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let mut load = self.blocking(move |index| index.bulk_load(source)).await?;
+        let mut versions = self.store.catalog_versions(0).await?;
+        // Sorting runs on its own thread while the replay gathers the next batches.
+        let (batches, mut gathered) = mpsc::channel::<Vec<CatalogVersion>>(BULK_BATCHES_QUEUED);
+        let loading = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = gathered.blocking_recv() {
+                for version in batch {
+                    if let Some(record) = version.record {
+                        load.add(&record, version.revision)?;
+                    }
+                }
+            }
+            Ok::<_, ViewError>(load)
+        });
+        let mut batch = Vec::with_capacity(BULK_BATCH);
+        let mut through = None;
+        while through.is_none() {
+            tokio::select! {
+                version = versions.next() => {
+                    let Some(version) = version else {
+                        return Err(StoreError::Unavailable("the catalog feed ended".into()).into());
+                    };
+                    let version = version?;
+                    if version.pending == 0 {
+                        through = Some(version.revision);
+                    }
+                    batch.push(version);
+                    if batch.len() == BULK_BATCH || through.is_some() {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BULK_BATCH));
+                        let headers = full.iter().filter(|version| version.record.is_some()).count();
+                        self.applied_total.fetch_add(headers as u64, Ordering::Relaxed);
+                        // The loader only stops early on an error, which joining it reports.
+                        if batches.send(full).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                _ = incarnations.changed() => {
+                    return Err(StoreError::Unavailable("a new incarnation began".into()).into());
+                }
+                _ = stopping.changed() => return Ok(None),
+            }
+        }
+        drop((batches, versions));
+        let load = loading
+            .await
+            .map_err(|err| ViewError::Interrupted(err.to_string()))??;
+        let Some(through) = through else {
+            return Err(ViewError::Interrupted("the bulk load stopped".into()).into());
+        };
+        let replayed = started.elapsed().as_secs_f64();
+        let state = self.blocking(move |_| load.finish(through)).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        info!(
+            catalog.sessions = state.sessions,
+            "catalog view built: {} sessions in {seconds:.1} s ({replayed:.1} s replaying the \
+             bucket into sorted runs, the rest writing them in key order)",
+            state.sessions
+        );
+        Ok(Some(state))
     }
 
     /// Runs `work` on the view off the async workers: it reads and writes the disk.

@@ -286,8 +286,10 @@ impl Store {
         let deliver_policy = DeliverPolicy::ByStartSequence {
             start_sequence: after_revision + 1,
         };
+        // No filter: the bucket's stream holds its keys only, and a filter, even one matching
+        // every subject, has the server count what is pending subject by subject when the
+        // consumer is created (longer than a request's timeout at 10M sessions).
         let config = pull::OrderedConfig {
-            filter_subject: format!("$KV.{}.>", self.topology.sessions_bucket),
             deliver_policy,
             ..Default::default()
         };

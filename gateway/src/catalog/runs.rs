@@ -1,0 +1,284 @@
+//! An external sort for a fresh view's bulk load: records gathered in any order come back in
+//! key order, one per key (the highest rank wins), with memory bounded by one run being
+//! gathered plus a read buffer per run on disk.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The read and write buffer of each run file.
+const RUN_BUFFER: usize = 32 * 1024;
+
+/// What one record costs in a run being gathered beyond its bytes: the vectors and their
+/// allocations.
+const RECORD_OVERHEAD: usize = 64;
+
+struct Record {
+    key: Vec<u8>,
+    rank: u64,
+    value: Vec<u8>,
+}
+
+/// Records gathered into sorted runs, each written to a file in `dir` once it holds
+/// `run_bytes`.
+pub struct SortedRuns {
+    dir: PathBuf,
+    name: &'static str,
+    run_bytes: usize,
+    gathering: Vec<Record>,
+    gathered_bytes: usize,
+    files: Vec<PathBuf>,
+}
+
+impl SortedRuns {
+    /// `dir` must exist; the runs are named after `name`, so several sorts can share it.
+    pub fn new(dir: &Path, name: &'static str, run_bytes: usize) -> SortedRuns {
+        SortedRuns {
+            dir: dir.to_owned(),
+            name,
+            run_bytes,
+            gathering: Vec::new(),
+            gathered_bytes: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Adds a record; of several with one key, the merge keeps the one of highest rank (the
+    /// one added last among equal ranks).
+    pub fn push(&mut self, key: Vec<u8>, rank: u64, value: Vec<u8>) -> io::Result<()> {
+        self.gathered_bytes += key.len() + value.len() + RECORD_OVERHEAD;
+        self.gathering.push(Record { key, rank, value });
+        if self.gathered_bytes >= self.run_bytes {
+            self.write_run()?;
+        }
+        Ok(())
+    }
+
+    fn write_run(&mut self) -> io::Result<()> {
+        let mut records = std::mem::take(&mut self.gathering);
+        self.gathered_bytes = 0;
+        // Stable: among equal keys and ranks the record added last ends up first.
+        records.reverse();
+        records.sort_by(|a, b| a.key.cmp(&b.key).then(b.rank.cmp(&a.rank)));
+        records.dedup_by(|later, first| later.key == first.key);
+        let path = self
+            .dir
+            .join(format!("{}-{}.run", self.name, self.files.len()));
+        let mut file = BufWriter::with_capacity(RUN_BUFFER, File::create(&path)?);
+        for record in &records {
+            write_part(&mut file, &record.key)?;
+            file.write_all(&record.rank.to_be_bytes())?;
+            write_part(&mut file, &record.value)?;
+        }
+        file.flush()?;
+        self.files.push(path);
+        Ok(())
+    }
+
+    /// Every key once, in order, with the value of its highest rank.
+    pub fn merge(mut self) -> io::Result<Merge> {
+        if !self.gathering.is_empty() {
+            self.write_run()?;
+        }
+        let mut runs = Vec::with_capacity(self.files.len());
+        let mut heap = BinaryHeap::with_capacity(self.files.len());
+        for (run, path) in self.files.iter().enumerate() {
+            let mut reader = BufReader::with_capacity(RUN_BUFFER, File::open(path)?);
+            if let Some(record) = read_record(&mut reader)? {
+                heap.push(Head::new(record, run));
+            }
+            runs.push(reader);
+        }
+        Ok(Merge {
+            runs,
+            heap,
+            files: self.files,
+        })
+    }
+}
+
+/// The smallest record not yet merged from one run.
+struct Head {
+    record: Record,
+    run: usize,
+}
+
+impl Head {
+    fn new(record: Record, run: usize) -> Head {
+        Head { record, run }
+    }
+
+    /// Smallest key first; among equal keys the highest rank, then the latest run.
+    fn order(&self) -> (&[u8], Reverse<u64>, Reverse<usize>) {
+        (
+            &self.record.key,
+            Reverse(self.record.rank),
+            Reverse(self.run),
+        )
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Head) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Head) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    // Reversed: `BinaryHeap` pops its largest.
+    fn cmp(&self, other: &Head) -> std::cmp::Ordering {
+        other.order().cmp(&self.order())
+    }
+}
+
+/// The k-way merge of a sort's runs; the run files are removed when it is dropped.
+pub struct Merge {
+    runs: Vec<BufReader<File>>,
+    heap: BinaryHeap<Head>,
+    files: Vec<PathBuf>,
+}
+
+impl Merge {
+    /// The next key and its winning value.
+    pub fn next_record(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(winner) = self.pop()? else {
+            return Ok(None);
+        };
+        // The same key from older runs or lower ranks lost.
+        while self
+            .heap
+            .peek()
+            .is_some_and(|head| head.record.key == winner.key)
+        {
+            self.pop()?;
+        }
+        Ok(Some((winner.key, winner.value)))
+    }
+
+    fn pop(&mut self) -> io::Result<Option<Record>> {
+        let Some(head) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = read_record(&mut self.runs[head.run])? {
+            self.heap.push(Head::new(next, head.run));
+        }
+        Ok(Some(head.record))
+    }
+}
+
+impl Drop for Merge {
+    fn drop(&mut self) {
+        for path in &self.files {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn write_part(file: &mut impl Write, part: &[u8]) -> io::Result<()> {
+    let length = u32::try_from(part.len()).map_err(|_| io::Error::other("record too large"))?;
+    file.write_all(&length.to_be_bytes())?;
+    file.write_all(part)
+}
+
+fn read_part(file: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut length = [0; 4];
+    file.read_exact(&mut length)?;
+    let mut part = vec![0; u32::from_be_bytes(length) as usize];
+    file.read_exact(&mut part)?;
+    Ok(part)
+}
+
+fn read_record(file: &mut impl Read) -> io::Result<Option<Record>> {
+    let mut length = [0; 4];
+    match file.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let mut key = vec![0; u32::from_be_bytes(length) as usize];
+    file.read_exact(&mut key)?;
+    let mut rank = [0; 8];
+    file.read_exact(&mut rank)?;
+    let value = read_part(file)?;
+    Ok(Some(Record {
+        key,
+        rank: u64::from_be_bytes(rank),
+        value,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(mut merge: Merge) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Some((key, value)) = merge.next_record().unwrap() {
+            out.push((
+                String::from_utf8(key).unwrap(),
+                String::from_utf8(value).unwrap(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn keys_come_back_in_order_once_each_with_the_highest_rank_across_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        // Tiny runs: every few records is a run of its own.
+        let mut runs = SortedRuns::new(dir.path(), "test", 3 * RECORD_OVERHEAD);
+        let pushes = [
+            ("c", 1, "c1"),
+            ("a", 2, "a2"),
+            ("b", 3, "b3"),
+            ("a", 7, "a7"),
+            ("c", 4, "c4"),
+            ("a", 5, "a5"),
+            ("d", 6, "d6"),
+            ("b", 8, "b8"),
+            ("b", 8, "b8-later"),
+        ];
+        for (key, rank, value) in pushes {
+            runs.push(key.into(), rank, value.into()).unwrap();
+        }
+        let merge = runs.merge().unwrap();
+        assert!(merge.files.len() >= 3, "{} runs", merge.files.len());
+        let files = merge.files.clone();
+        let pairs = |raw: &[(&str, &str)]| -> Vec<(String, String)> {
+            raw.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            drain(merge),
+            pairs(&[("a", "a7"), ("b", "b8-later"), ("c", "c4"), ("d", "d6")])
+        );
+        assert!(files.iter().all(|file| !file.exists()));
+    }
+
+    #[test]
+    fn one_run_in_memory_and_no_records_both_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = SortedRuns::new(dir.path(), "one", usize::MAX);
+        runs.push(b"z".to_vec(), 0, Vec::new()).unwrap();
+        runs.push(b"y".to_vec(), 0, Vec::new()).unwrap();
+        runs.push(b"z".to_vec(), 0, Vec::new()).unwrap();
+        let keys: Vec<String> = drain(runs.merge().unwrap())
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, vec!["y", "z"]);
+        let empty = SortedRuns::new(dir.path(), "empty", usize::MAX);
+        assert!(drain(empty.merge().unwrap()).is_empty());
+    }
+}
