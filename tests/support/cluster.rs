@@ -13,7 +13,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::TcpProxy;
-use crate::nats::{signal, spawn, try_spawn};
+use crate::nats::{respawn, signal, try_spawn};
 
 pub struct TestCluster {
     nodes: Vec<Node>,
@@ -158,7 +158,7 @@ impl TestCluster {
     pub fn restart(&mut self, node: usize) {
         self.kill(node);
         let node = &mut self.nodes[node];
-        let (process, _) = spawn(node.store.path(), Some(node.port), Some(&node.config));
+        let (process, _) = respawn(node.store.path(), node.port, Some(&node.config));
         node.process = Some(process);
     }
 

@@ -84,7 +84,7 @@ impl TestNats {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (process, ports) = spawn(self.store.path(), Some(self.port), self.config.as_deref());
+        let (process, ports) = respawn(self.store.path(), self.port, self.config.as_deref());
         self.process = process;
         self.monitoring_url = ports.monitoring;
     }
@@ -159,6 +159,23 @@ pub(crate) struct Ports {
 
 pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, Ports) {
     try_spawn(dir, port, config).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Starts a server again on the ports it had. While it was down, one of them (picked from the
+/// kernel's ephemeral range) may have become the source port of another process's outgoing
+/// connection; such connections end, so it is tried again for a while.
+pub(crate) fn respawn(dir: &Path, port: u16, config: Option<&Path>) -> (Child, Ports) {
+    let mut attempts = 0;
+    loop {
+        match try_spawn(dir, Some(port), config) {
+            Ok(started) => return started,
+            Err(why) if attempts == 30 => panic!("{why}, 30 times"),
+            Err(_) => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
+    }
 }
 
 /// Starts a server, or says why it did not start: it exited (a port it was given was taken
