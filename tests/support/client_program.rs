@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::{GatewayProcess, TcpProxy, TestNats, path_segment};
+use crate::{GatewayProcess, TcpProxy, TestNats, stored_events};
 
 /// What a test does to the deployment while the program runs.
 #[derive(Clone, Copy, Debug)]
@@ -72,25 +72,10 @@ impl FaultyDeployment {
         }
     }
 
-    /// Every event of `session`, in seq order, read in pages from the gateway itself (not
-    /// through the proxy).
+    /// Every event of `session`, in seq order, read from the gateway itself (not through the
+    /// proxy).
     pub async fn stored_events(&self, session: &str) -> Vec<Value> {
-        let client = reqwest::Client::new();
-        let mut events = Vec::new();
-        loop {
-            let url = format!(
-                "{}/v1/sessions/{}/events?cursor={}&limit=1000",
-                self.gateway.base_url,
-                path_segment(session),
-                events.len()
-            );
-            let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-            let batch = page["events"].as_array().unwrap();
-            if batch.is_empty() {
-                return events;
-            }
-            events.extend(batch.iter().cloned());
-        }
+        stored_events(&self.gateway.base_url, session).await
     }
 
     /// Runs `program` against this deployment, injecting each `(n, fault)` once the program

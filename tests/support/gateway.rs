@@ -221,6 +221,28 @@ impl Drop for TestGateway {
 }
 
 /// Percent-encodes everything but unreserved characters, for ids in URL paths.
+/// Every event of `session_id` stored behind the gateway at `base_url`, in seq order, read
+/// page by page.
+pub async fn stored_events(base_url: &str, session_id: &str) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut events = Vec::new();
+    loop {
+        let url = format!(
+            "{base_url}/v1/sessions/{}/events?cursor={}&limit=1000",
+            path_segment(session_id),
+            events.len()
+        );
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "reading {session_id} back");
+        let page: Value = response.json().await.unwrap();
+        let batch = page["events"].as_array().unwrap();
+        if batch.is_empty() {
+            return events;
+        }
+        events.extend(batch.iter().cloned());
+    }
+}
+
 pub fn path_segment(raw: &str) -> String {
     raw.bytes()
         .map(|byte| {

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use starcite_tests::{
     GatewayProcess, ProducerFrame, ProducerReplies, ProducerSender, TcpProxy, TestGateway,
-    TestNats, connect_producer, event, path_segment,
+    TestNats, connect_producer, event, path_segment, stored_events,
 };
 
 fn produce_url(base_url: &str, session_id: &str, producer_id: &str) -> String {
@@ -81,31 +81,19 @@ async fn pipeline(
     (sending.await.unwrap(), answers)
 }
 
-/// Every `(producer_seq, seq)` of `producer` stored in the session, read back page by page.
+/// Every `(producer_seq, seq)` of `producer` stored in the session.
 async fn stored(gateway: &TestGateway, session_id: &str, producer: &str) -> Vec<(u64, u64)> {
-    let mut stored = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let path = format!(
-            "/v1/sessions/{}/events?cursor={cursor}&limit=1000",
-            path_segment(session_id)
-        );
-        let page = gateway
-            .expect(gateway.request(Method::GET, &path, None).await, 200)
-            .await;
-        for event in page["events"].as_array().unwrap() {
-            if event["producer_id"] == producer {
-                stored.push((
-                    event["producer_seq"].as_u64().unwrap(),
-                    event["seq"].as_u64().unwrap(),
-                ));
-            }
-        }
-        cursor = page["next_cursor"].as_u64().unwrap();
-        if page["caught_up"] == true {
-            return stored;
-        }
-    }
+    stored_events(&gateway.base_url, session_id)
+        .await
+        .iter()
+        .filter(|event| event["producer_id"] == producer)
+        .map(|event| {
+            (
+                event["producer_seq"].as_u64().unwrap(),
+                event["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
