@@ -1,12 +1,13 @@
 //! The catalog view on local disk: every session's newest header, sorted by id, and postings
 //! (the archived flag, the tenant, each string metadata pair) so a filtered page is a seek per
-//! filter plus the matches it walks. A materialised view of the sessions bucket's stream: it
+//! filter plus the matches it walks. Both are kept in blocks of many entries (`blocks`), which
+//! is what lets a fresh view be written at the speed of its bytes. A materialised view of the sessions bucket's stream: it
 //! records which bucket it was built from and the last revision applied, and is thrown away
 //! and built anew whenever either stops matching the bucket.
 //!
 //! Memory is the store's bounded page cache, whatever the number of sessions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,12 +17,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
-use super::runs::{Merge, SortedRuns};
+use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable};
+use super::runs::SortedRuns;
 use crate::nats::BucketSource;
 use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
 /// Bumped whenever the layout below changes: a view of another format is built anew.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Gateways that can share one directory, each with its own view file.
 const SLOTS: usize = 16;
@@ -32,14 +34,17 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// What a bulk load's sorts gather in memory before writing a sorted run to disk.
 const RUN_BYTES: usize = 16 * 1024 * 1024;
 
-/// Keys a bulk load inserts per transaction: in key order each only appends at the tree's
+/// Blocks a bulk load inserts per transaction: in key order each only appends at the tree's
 /// right edge, so this bounds the dirty pages held until the commit.
-const BULK_KEYS_PER_COMMIT: usize = 65_536;
+const BULK_BLOCKS_PER_COMMIT: usize = 512;
+
+/// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
+const POSTING_CHUNK_BYTES: usize = 4096;
 
 /// Id -> the session header as JSON.
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-/// Posting prefix + id -> nothing: one key per (filter value, session).
-const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+const SESSIONS: BlockTable = TableDefinition::new("sessions");
+/// Posting prefix + id -> nothing: one entry per (filter value, session).
+const POSTINGS: BlockTable = TableDefinition::new("postings");
 /// `state` -> `ViewState` as JSON.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: &str = "state";
@@ -167,6 +172,13 @@ impl CatalogIndex {
         }
     }
 
+    fn view_error(&self) -> impl Fn(BlockError) -> ViewError + '_ {
+        |err| match err {
+            BlockError::Storage(source) => self.storage()(source),
+            BlockError::Corrupt => ViewError::Corrupt(self.path.clone()),
+        }
+    }
+
     /// What the view holds; a view of another format reads as never built.
     pub fn state(&self) -> Result<ViewState, ViewError> {
         let read = || -> Result<ViewState, redb::Error> {
@@ -233,7 +245,7 @@ impl CatalogIndex {
         complete: bool,
         durable: bool,
     ) -> Result<ViewState, ViewError> {
-        let apply = || -> Result<Result<ViewState, ViewError>, redb::Error> {
+        let apply = || -> Result<ViewState, BlockError> {
             let mut transaction = self.database.begin_write()?;
             if durable {
                 transaction.set_quick_repair(true);
@@ -243,82 +255,72 @@ impl CatalogIndex {
             let state = {
                 let mut meta = transaction.open_table(META)?;
                 let mut state = read_state(meta.get(STATE)?.map(|state| state.value().to_vec()));
-                let mut table = transaction.open_table(SESSIONS)?;
-                let mut postings = transaction.open_table(POSTINGS)?;
-                // Each session's newest version in the batch, in id order, and then the
-                // postings in key order: a B-tree takes sorted keys at a fraction of the cost of
-                // scattered ones, as they share the pages they touch.
+                // Each session's newest version in the batch, in id order, as the blocks take
+                // their changes.
                 let newest: BTreeMap<&str, &SessionRecord> = records
                     .iter()
                     .map(|record| (record.session.id.as_str(), record))
                     .collect();
-                let mut stale = Vec::new();
-                let mut fresh = Vec::new();
-                for (id, record) in newest {
-                    let session = &record.session;
+                let headers = newest
+                    .values()
+                    .map(|record| {
+                        let header = (record.change != Change::Deleted)
+                            // Plain strings, numbers and maps always serialize.
+                            .then(|| serde_json::to_vec(&record.session).unwrap_or_default());
+                        (record.session.id.as_str().as_bytes().to_vec(), header)
+                    })
+                    .collect();
+                let previous = blocks::apply(&mut transaction.open_table(SESSIONS)?, headers)?;
+                // Stale postings go, unless the new header has them too.
+                let mut postings = BTreeMap::new();
+                for (record, previous) in newest.values().zip(previous) {
                     let deleted = record.change == Change::Deleted;
-                    let previous = if deleted {
-                        table.remove(id)?
-                    } else {
-                        // Plain strings, numbers and maps always serialize.
-                        let header = serde_json::to_vec(session).unwrap_or_default();
-                        table.insert(id, header.as_slice())?
-                    }
-                    .map(|previous| serde_json::from_slice::<Session>(previous.value()));
-                    let postings_now = if deleted {
-                        Vec::new()
-                    } else {
-                        postings_of(session)
-                    };
                     match previous {
                         None if deleted => {}
                         None => state.sessions += 1,
-                        Some(Err(_)) => return Ok(Err(ViewError::Corrupt(self.path.clone()))),
-                        Some(Ok(previous)) => {
+                        Some(previous) => {
+                            let previous = serde_json::from_slice::<Session>(&previous)
+                                .map_err(|_| BlockError::Corrupt)?;
                             if deleted {
                                 state.sessions = state.sessions.saturating_sub(1);
                             }
-                            stale.extend(
-                                postings_of(&previous)
-                                    .into_iter()
-                                    .filter(|key| !postings_now.contains(key)),
-                            );
+                            postings
+                                .extend(postings_of(&previous).into_iter().map(|key| (key, None)));
                         }
                     }
-                    fresh.extend(postings_now);
+                    if !deleted {
+                        postings.extend(
+                            postings_of(&record.session)
+                                .into_iter()
+                                .map(|key| (key, Some(Vec::new()))),
+                        );
+                    }
                 }
-                stale.sort_unstable();
-                fresh.sort_unstable();
-                for key in &stale {
-                    postings.remove(key.as_slice())?;
-                }
-                for key in &fresh {
-                    postings.insert(key.as_slice(), ())?;
-                }
+                blocks::apply(
+                    &mut transaction.open_table(POSTINGS)?,
+                    postings.into_iter().collect(),
+                )?;
                 state.applied = state.applied.max(through);
                 state.complete = complete;
                 write_state(&mut meta, &state)?;
                 state
             };
             transaction.commit()?;
-            Ok(Ok(state))
+            Ok(state)
         };
-        apply().map_err(self.storage())?
+        apply().map_err(self.view_error())
     }
 
     /// The header the view holds for `id`.
     pub fn get(&self, id: &SessionId) -> Result<Option<Session>, ViewError> {
-        let read = || -> Result<Result<Option<Session>, ViewError>, redb::Error> {
+        let read = || -> Result<Option<Session>, BlockError> {
             let transaction = self.database.begin_read()?;
             let sessions = transaction.open_table(SESSIONS)?;
-            let Some(header) = sessions.get(id.as_str())? else {
-                return Ok(Ok(None));
-            };
-            Ok(serde_json::from_slice(header.value())
-                .map(Some)
-                .map_err(|_| ViewError::Corrupt(self.path.clone())))
+            blocks::get(&sessions, id.as_str().as_bytes())?
+                .map(|header| decode_header(&header))
+                .transpose()
         };
-        read().map_err(self.storage())?
+        read().map_err(self.view_error())
     }
 
     /// One page in id order, and whether more sessions match after it.
@@ -327,7 +329,7 @@ impl CatalogIndex {
     /// seeks to the largest id another proposed), so the cost is a seek per filter and match,
     /// whichever filter is the narrowest.
     pub fn page(&self, query: &ListQuery) -> Result<(Vec<Session>, bool), ViewError> {
-        let read = || -> Result<Result<(Vec<Session>, bool), ViewError>, redb::Error> {
+        let read = || -> Result<(Vec<Session>, bool), BlockError> {
             let transaction = self.database.begin_read()?;
             let sessions = transaction.open_table(SESSIONS)?;
             let postings = transaction.open_table(POSTINGS)?;
@@ -340,24 +342,19 @@ impl CatalogIndex {
                         .as_deref()
                         .is_none_or(|after| only.as_str() > after)
                         .then(|| only.to_string()),
-                    None if lists.is_empty() => sessions
-                        .range::<&str>((
-                            after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-                            Bound::Unbounded,
-                        ))?
-                        .next()
-                        .transpose()?
-                        .map(|(id, _)| id.value().to_owned()),
-                    None => match first_in_all(&postings, &lists, after.as_deref())? {
-                        Ok(candidate) => candidate,
-                        Err(()) => return Ok(Err(ViewError::Corrupt(self.path.clone()))),
-                    },
+                    None if lists.is_empty() => {
+                        let from = after
+                            .as_deref()
+                            .map_or(Bound::Unbounded, |after| Bound::Excluded(after.as_bytes()));
+                        blocks::first_from(&sessions, from)?
+                            .map(|(id, _)| String::from_utf8(id).map_err(|_| BlockError::Corrupt))
+                            .transpose()?
+                    }
+                    None => first_in_all(&postings, &lists, after.as_deref())?,
                 };
                 let Some(id) = candidate else { break };
-                if let Some(header) = sessions.get(id.as_str())? {
-                    let Ok(session) = serde_json::from_slice::<Session>(header.value()) else {
-                        return Ok(Err(ViewError::Corrupt(self.path.clone())));
-                    };
+                if let Some(header) = blocks::get(&sessions, id.as_bytes())? {
+                    let session = decode_header(&header)?;
                     if matches(&session, query) {
                         page.push(session);
                     }
@@ -369,16 +366,16 @@ impl CatalogIndex {
             }
             let more = page.len() > query.limit;
             page.truncate(query.limit);
-            Ok(Ok((page, more)))
+            Ok((page, more))
         };
-        read().map_err(self.storage())?
+        read().map_err(self.view_error())
     }
 }
 
 /// A fresh view being built from a full replay of its bucket: each session's newest version
-/// is kept in sorted runs on disk, and `finish` inserts every table in key order. The view
-/// records no revision until `finish` commits, so an interrupted bulk load starts over; its
-/// runs are removed when it is dropped.
+/// is kept in sorted runs on disk, and `finish` writes every table in key order, in whole
+/// blocks. The view records no revision until `finish` commits, so an interrupted bulk load
+/// starts over; its runs are removed when it is dropped.
 pub struct BulkLoad {
     index: CatalogIndex,
     sessions: SortedRuns,
@@ -395,13 +392,9 @@ impl BulkLoad {
         if record.change != Change::Deleted {
             // Plain strings, numbers and maps always serialize.
             let header = serde_json::to_vec(session).unwrap_or_default();
-            let postings = postings_of(session);
-            value.reserve(
-                4 + header.len() + postings.iter().map(|key| 4 + key.len()).sum::<usize>(),
-            );
             push_part(&mut value, &header);
-            for key in &postings {
-                push_part(&mut value, key);
+            for prefix in posting_lists_of(session) {
+                push_part(&mut value, prefix);
             }
         }
         let id = session.id.as_str().as_bytes().to_vec();
@@ -418,36 +411,55 @@ impl BulkLoad {
             SortedRuns::new(&self.build_dir, "sessions", RUN_BYTES),
         );
         let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
-        let mut postings = SortedRuns::new(&self.build_dir, "postings", RUN_BYTES);
+        let mut postings = PostingChunks::new(&self.build_dir);
         let mut count = 0u64;
-        let storage = self.index.storage();
-        self.write_in_order(SESSIONS, &mut merged, |table, id, value| {
-            let corrupt = || ViewError::Corrupt(self.index.path.clone());
+        let view_error = self.index.view_error();
+        let corrupt = || ViewError::Corrupt(self.index.path.clone());
+        let mut writer = BulkWriter::new(&self.index.database, SESSIONS);
+        let mut headers = BlockBuilder::default();
+        while let Some((id, value)) = merged.next_record().map_err(|err| self.io_error(err))? {
             if value.is_empty() {
-                return Ok(());
+                continue;
             }
-            let id = String::from_utf8(id).map_err(|_| corrupt())?;
             let mut parts = Parts(&value);
             let header = parts.next().ok_or_else(corrupt)?;
-            table
-                .insert(id.as_str(), header)
-                .map_err(|err| storage(err.into()))?;
-            for key in parts {
+            if let Some(block) = headers.add(&id, header) {
+                writer.write(block).map_err(&view_error)?;
+            }
+            for prefix in parts {
                 postings
-                    .push(key.to_vec(), 0, Vec::new())
+                    .add(prefix, &id)
                     .map_err(|source| self.io_error(source))?;
             }
             count += 1;
-            Ok(())
-        })?;
+        }
         drop(merged);
+        if let Some(block) = headers.finish() {
+            writer.write(block).map_err(&view_error)?;
+        }
+        writer.finish().map_err(&view_error)?;
+
         let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
-        self.write_in_order(POSTINGS, &mut merged, |table, key, _| {
-            table
-                .insert(key.as_slice(), ())
-                .map_err(|err| storage(err.into()))?;
-            Ok(())
-        })?;
+        let mut writer = BulkWriter::new(&self.index.database, POSTINGS);
+        let mut keys = BlockBuilder::default();
+        let mut key = Vec::new();
+        while let Some((_, chunk)) = merged.next_record().map_err(|err| self.io_error(err))? {
+            let mut parts = Parts(&chunk);
+            let prefix = parts.next().ok_or_else(corrupt)?;
+            for id in parts {
+                key.clear();
+                key.extend_from_slice(prefix);
+                key.extend_from_slice(id);
+                if let Some(block) = keys.add(&key, &[]) {
+                    writer.write(block).map_err(&view_error)?;
+                }
+            }
+        }
+        if let Some(block) = keys.finish() {
+            writer.write(block).map_err(&view_error)?;
+        }
+        writer.finish().map_err(&view_error)?;
+
         let state = ViewState {
             applied: through,
             complete: true,
@@ -465,46 +477,6 @@ impl BulkLoad {
         Ok(state)
     }
 
-    /// Hands every merged record to `insert` on `table`, in transactions of
-    /// `BULK_KEYS_PER_COMMIT` that are committed without waiting for the disk: only a later
-    /// durable commit keeps them.
-    fn write_in_order<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        table: TableDefinition<K, V>,
-        merged: &mut Merge,
-        mut insert: impl FnMut(&mut redb::Table<K, V>, Vec<u8>, Vec<u8>) -> Result<(), ViewError>,
-    ) -> Result<(), ViewError> {
-        let storage = self.index.storage();
-        loop {
-            let begin = || -> Result<redb::WriteTransaction, redb::Error> {
-                let mut transaction = self.index.database.begin_write()?;
-                transaction.set_durability(Durability::None)?;
-                Ok(transaction)
-            };
-            let transaction = begin().map_err(&storage)?;
-            let mut more = true;
-            {
-                let mut table = transaction
-                    .open_table(table)
-                    .map_err(|err| storage(err.into()))?;
-                for _ in 0..BULK_KEYS_PER_COMMIT {
-                    let Some((key, value)) = merged
-                        .next_record()
-                        .map_err(|source| self.io_error(source))?
-                    else {
-                        more = false;
-                        break;
-                    };
-                    insert(&mut table, key, value)?;
-                }
-            }
-            transaction.commit().map_err(|err| storage(err.into()))?;
-            if !more {
-                return Ok(());
-            }
-        }
-    }
-
     fn io_error(&self, source: std::io::Error) -> ViewError {
         ViewError::Io {
             path: self.build_dir.clone(),
@@ -517,6 +489,113 @@ impl Drop for BulkLoad {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.build_dir);
     }
+}
+
+/// Whole blocks appended to one table, in transactions of `BULK_BLOCKS_PER_COMMIT` that are
+/// committed without waiting for the disk: only a later durable commit keeps them.
+struct BulkWriter<'a> {
+    database: &'a Database,
+    table: BlockTable,
+    transaction: Option<redb::WriteTransaction>,
+    blocks: usize,
+}
+
+impl<'a> BulkWriter<'a> {
+    fn new(database: &'a Database, table: BlockTable) -> BulkWriter<'a> {
+        BulkWriter {
+            database,
+            table,
+            transaction: None,
+            blocks: 0,
+        }
+    }
+
+    fn write(&mut self, block: Block) -> Result<(), BlockError> {
+        let transaction = match self.transaction.take() {
+            Some(transaction) => transaction,
+            None => {
+                let mut transaction = self.database.begin_write()?;
+                transaction.set_durability(Durability::None)?;
+                transaction
+            }
+        };
+        transaction
+            .open_table(self.table)?
+            .insert(block.bound.as_slice(), block.bytes.as_slice())?;
+        self.blocks += 1;
+        if self.blocks.is_multiple_of(BULK_BLOCKS_PER_COMMIT) {
+            transaction.commit()?;
+        } else {
+            self.transaction = Some(transaction);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), BlockError> {
+        if let Some(transaction) = self.transaction.take() {
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// The posting lists of a bulk load, gathered while its headers are merged in id order: each
+/// list's ids arrive in order, so they are cut into chunks keyed by the list and the chunk's
+/// first id, and the chunks sorted by key come back as every list whole and in order.
+struct PostingChunks {
+    /// List prefix -> (its open chunk's key, the chunk: the prefix, then ids, as parts).
+    open: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)>,
+    open_bytes: usize,
+    chunks: SortedRuns,
+}
+
+impl PostingChunks {
+    fn new(build_dir: &Path) -> PostingChunks {
+        PostingChunks {
+            open: HashMap::new(),
+            open_bytes: 0,
+            chunks: SortedRuns::new(build_dir, "postings", RUN_BYTES),
+        }
+    }
+
+    fn add(&mut self, prefix: &[u8], id: &[u8]) -> std::io::Result<()> {
+        let (key, chunk) = self.open.entry(prefix.to_vec()).or_insert_with(|| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(id);
+            let mut chunk = Vec::new();
+            push_part(&mut chunk, prefix);
+            (key, chunk)
+        });
+        let before = chunk_footprint(key, chunk);
+        push_part(chunk, id);
+        self.open_bytes += chunk_footprint(key, chunk) - before;
+        if chunk.len() >= POSTING_CHUNK_BYTES {
+            if let Some((_, (key, chunk))) = self.open.remove_entry(prefix) {
+                self.open_bytes -= chunk_footprint(&key, &chunk);
+                self.chunks.push(key, 0, chunk)?;
+            }
+        } else if self.open_bytes >= RUN_BYTES {
+            // Many short lists (a metadata value per session): their chunks go as they are.
+            for (_, (key, chunk)) in self.open.drain() {
+                self.chunks.push(key, 0, chunk)?;
+            }
+            self.open_bytes = 0;
+        }
+        Ok(())
+    }
+
+    fn merge(mut self) -> std::io::Result<super::runs::Merge> {
+        for (_, (key, chunk)) in self.open.drain() {
+            self.chunks.push(key, 0, chunk)?;
+        }
+        self.chunks.merge()
+    }
+}
+
+/// What an open chunk holds in memory, about: its list's prefix in the map's key and in the
+/// chunk's key and bytes, its ids, and the allocations' overhead.
+fn chunk_footprint(key: &[u8], chunk: &[u8]) -> usize {
+    2 * key.len() + chunk.len() + 128
 }
 
 /// The length-prefixed parts of a bulk load's record, in order.
@@ -568,34 +647,34 @@ fn write_state(meta: &mut redb::Table<&str, &[u8]>, state: &ViewState) -> Result
     Ok(())
 }
 
-/// The smallest id after `after` that every posting list in `lists` holds; `Err` for a key
-/// that is not a prefix and an id.
+/// The smallest id after `after` that every posting list in `lists` holds.
 fn first_in_all(
-    postings: &redb::ReadOnlyTable<&[u8], ()>,
+    postings: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     lists: &[Vec<u8>],
     after: Option<&str>,
-) -> Result<Result<Option<String>, ()>, redb::Error> {
+) -> Result<Option<String>, BlockError> {
     let mut from = after.map(|after| (after.to_owned(), false));
     let mut agreed = 0;
     for list in lists.iter().cycle() {
         let mut start = list.clone();
-        if let Some((id, inclusive)) = &from {
-            start.extend_from_slice(id.as_bytes());
-            // The smallest key after `prefix + id`.
-            if !inclusive {
-                start.push(0);
+        let bound = match &from {
+            Some((id, inclusive)) => {
+                start.extend_from_slice(id.as_bytes());
+                if *inclusive {
+                    Bound::Included(start.as_slice())
+                } else {
+                    Bound::Excluded(start.as_slice())
+                }
             }
-        }
-        let Some(found) = postings.range::<&[u8]>(start.as_slice()..)?.next() else {
-            return Ok(Ok(None));
+            None => Bound::Included(start.as_slice()),
         };
-        let (key, _) = found?;
-        let Some(id) = key.value().strip_prefix(list.as_slice()) else {
-            return Ok(Ok(None));
+        let Some((key, _)) = blocks::first_from(postings, bound)? else {
+            return Ok(None);
         };
-        let Ok(id) = std::str::from_utf8(id) else {
-            return Ok(Err(()));
+        let Some(id) = key.strip_prefix(list.as_slice()) else {
+            return Ok(None);
         };
+        let id = std::str::from_utf8(id).map_err(|_| BlockError::Corrupt)?;
         match &from {
             Some((current, true)) if current == id => agreed += 1,
             _ => {
@@ -604,10 +683,14 @@ fn first_in_all(
             }
         }
         if agreed == lists.len() {
-            return Ok(Ok(from.map(|(id, _)| id)));
+            return Ok(from.map(|(id, _)| id));
         }
     }
-    Ok(Ok(None))
+    Ok(None)
+}
+
+fn decode_header(header: &[u8]) -> Result<Session, BlockError> {
+    serde_json::from_slice(header).map_err(|_| BlockError::Corrupt)
 }
 
 /// The posting lists a query's filters name: each metadata pair, the tenant, the flag.
@@ -628,13 +711,22 @@ fn posting_prefixes(query: &ListQuery) -> Vec<Vec<u8>> {
     lists
 }
 
-/// Every posting key of a session.
+/// Every posting key of a session: each list it is on, and its id.
 fn postings_of(session: &Session) -> Vec<Vec<u8>> {
-    let mut keys = vec![
+    let mut keys = posting_lists_of(session);
+    for key in &mut keys {
+        key.extend_from_slice(session.id.as_str().as_bytes());
+    }
+    keys
+}
+
+/// The prefix of every posting list a session is on.
+fn posting_lists_of(session: &Session) -> Vec<Vec<u8>> {
+    let mut lists = vec![
         flag_prefix(session.archived),
         tenant_prefix(session.tenant()),
     ];
-    keys.extend(
+    lists.extend(
         session
             .metadata
             .iter()
@@ -643,10 +735,7 @@ fn postings_of(session: &Session) -> Vec<Vec<u8>> {
                 _ => None,
             }),
     );
-    for key in &mut keys {
-        key.extend_from_slice(session.id.as_str().as_bytes());
-    }
-    keys
+    lists
 }
 
 fn flag_prefix(archived: bool) -> Vec<u8> {
@@ -1013,18 +1102,15 @@ mod tests {
         let transaction = index.database.begin_read().unwrap();
         let sessions = transaction.open_table(SESSIONS).unwrap();
         let postings = transaction.open_table(POSTINGS).unwrap();
-        let headers = sessions
-            .iter()
+        let headers = blocks::scan(&sessions)
             .unwrap()
-            .map(|entry| {
-                let (id, header) = entry.unwrap();
-                (id.value().to_owned(), header.value().to_vec())
-            })
+            .into_iter()
+            .map(|(id, header)| (String::from_utf8(id).unwrap(), header))
             .collect();
-        let keys = postings
-            .iter()
+        let keys = blocks::scan(&postings)
             .unwrap()
-            .map(|entry| entry.unwrap().0.value().to_vec())
+            .into_iter()
+            .map(|(key, _)| key)
             .collect();
         (headers, keys)
     }

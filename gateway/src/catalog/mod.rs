@@ -6,6 +6,7 @@
 //! A list first learns the bucket's newest revision and waits until the view has it, so a
 //! session is listed everywhere as soon as its create returned.
 
+mod blocks;
 pub mod index;
 pub mod input;
 mod runs;

@@ -1,0 +1,435 @@
+//! A sorted map of byte keys to byte values kept in blocks of a redb table: a view of
+//! millions of small entries then costs the store thousands of B-tree inserts, not millions.
+//! A bulk load appends whole blocks; a change rewrites the block it falls in.
+//!
+//! A block is stored under its bound: a key no greater than any of its entries, and greater
+//! than every entry of the blocks before it. Its entries are in key order and front-coded
+//! (each key as the length it shares with the previous key, then the rest), so a posting
+//! list's repeated prefix takes a byte per entry.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use redb::{ReadableTable, Table, TableDefinition};
+
+/// A table of blocks: bound -> encoded entries.
+pub type BlockTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A key and its new value, `None` to remove it.
+pub type Edit = (Vec<u8>, Option<Vec<u8>>);
+
+/// An entry read in place: the key in the reader's buffer, the value in the block.
+type EntryRef<'k, 'a> = (&'k [u8], &'a [u8]);
+
+/// A block is closed once its entries take this many bytes: small enough that finding one
+/// entry in it is a short scan, large enough that a page of the store holds a block.
+const BLOCK_BYTES: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error(transparent)]
+    Storage(#[from] redb::Error),
+    #[error("a stored block is unreadable")]
+    Corrupt,
+}
+
+/// `?` on any of redb's errors, which all convert into `redb::Error`.
+macro_rules! storage_errors {
+    ($($error:ty),*) => {$(
+        impl From<$error> for BlockError {
+            fn from(err: $error) -> BlockError {
+                BlockError::Storage(err.into())
+            }
+        }
+    )*};
+}
+
+storage_errors!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Builds blocks from entries given in key order.
+#[derive(Default)]
+pub struct BlockBuilder {
+    bytes: Vec<u8>,
+    first_key: Vec<u8>,
+    last_key: Vec<u8>,
+}
+
+/// A closed block and its bound (its first key, unless the caller bounds it lower).
+pub struct Block {
+    pub bound: Vec<u8>,
+    pub bytes: Vec<u8>,
+}
+
+impl BlockBuilder {
+    /// Adds the entry after every one added before it, and hands back the block it closes.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Option<Block> {
+        let shared = if self.bytes.is_empty() {
+            self.first_key.clear();
+            self.first_key.extend_from_slice(key);
+            0
+        } else {
+            shared_length(&self.last_key, key)
+        };
+        push_varint(&mut self.bytes, shared);
+        push_varint(&mut self.bytes, key.len() - shared);
+        self.bytes.extend_from_slice(&key[shared..]);
+        push_varint(&mut self.bytes, value.len());
+        self.bytes.extend_from_slice(value);
+        self.last_key.truncate(shared);
+        self.last_key.extend_from_slice(&key[shared..]);
+        (self.bytes.len() >= BLOCK_BYTES).then(|| self.close())
+    }
+
+    /// The block of the entries added since the last one closed, if any.
+    pub fn finish(&mut self) -> Option<Block> {
+        (!self.bytes.is_empty()).then(|| self.close())
+    }
+
+    fn close(&mut self) -> Block {
+        Block {
+            bound: std::mem::take(&mut self.first_key),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+}
+
+/// Reads a block's entries in order; each key is rebuilt in a buffer the next one reuses.
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    key: Vec<u8>,
+}
+
+impl<'a> Entries<'a> {
+    pub fn new(block: &'a [u8]) -> Entries<'a> {
+        Entries {
+            rest: block,
+            key: Vec::new(),
+        }
+    }
+
+    pub fn next_entry(&mut self) -> Result<Option<EntryRef<'_, 'a>>, BlockError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let shared = self.varint()?;
+        let suffix = self.varint()?;
+        let suffix = self.take(suffix)?;
+        if shared > self.key.len() {
+            return Err(BlockError::Corrupt);
+        }
+        self.key.truncate(shared);
+        self.key.extend_from_slice(suffix);
+        let length = self.varint()?;
+        let value = self.take(length)?;
+        Ok(Some((&self.key, value)))
+    }
+
+    fn varint(&mut self) -> Result<usize, BlockError> {
+        let mut value = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let (&byte, rest) = self.rest.split_first().ok_or(BlockError::Corrupt)?;
+            self.rest = rest;
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(BlockError::Corrupt)
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'a [u8], BlockError> {
+        if length > self.rest.len() {
+            return Err(BlockError::Corrupt);
+        }
+        let (taken, rest) = self.rest.split_at(length);
+        self.rest = rest;
+        Ok(taken)
+    }
+}
+
+/// The value stored for `key`.
+pub fn get(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, BlockError> {
+    let Some(block) = table.range::<&[u8]>(..=key)?.next_back().transpose()? else {
+        return Ok(None);
+    };
+    let mut entries = Entries::new(block.1.value());
+    while let Some((found, value)) = entries.next_entry()? {
+        match found.cmp(key) {
+            Ordering::Less => {}
+            Ordering::Equal => return Ok(Some(value.to_vec())),
+            Ordering::Greater => break,
+        }
+    }
+    Ok(None)
+}
+
+/// The first entry after `from` (a key included or excluded, or the first of all).
+pub fn first_from(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    from: Bound<&[u8]>,
+) -> Result<Option<Entry>, BlockError> {
+    // The block that would hold `from`, and the ones after it.
+    let start = match from {
+        Bound::Included(key) | Bound::Excluded(key) => table
+            .range::<&[u8]>(..=key)?
+            .next_back()
+            .transpose()?
+            .map_or(Bound::Unbounded, |(bound, _)| {
+                Bound::Included(bound.value().to_vec())
+            }),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let after = |key: &[u8]| match from {
+        Bound::Included(from) => key >= from,
+        Bound::Excluded(from) => key > from,
+        Bound::Unbounded => true,
+    };
+    let start = start.as_ref().map(Vec::as_slice);
+    for block in table.range::<&[u8]>((start, Bound::Unbounded))? {
+        let (_, block) = block?;
+        let mut entries = Entries::new(block.value());
+        while let Some((key, value)) = entries.next_entry()? {
+            if after(key) {
+                return Ok(Some((key.to_vec(), value.to_vec())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Sets (`Some`) or removes (`None`) each key of `changes`, given in key order and each once,
+/// and returns what each held before, in the same order. Each block touched is read and
+/// written once, however many of the changes fall in it.
+pub fn apply(
+    table: &mut Table<&'static [u8], &'static [u8]>,
+    changes: Vec<Edit>,
+) -> Result<Vec<Option<Vec<u8>>>, BlockError> {
+    let mut previous = Vec::with_capacity(changes.len());
+    let mut changes = changes.into_iter().peekable();
+    while let Some((key, _)) = changes.peek() {
+        // The block holding `key`: the last bounded at or before it. Without one, the key
+        // comes before every block and starts a new one.
+        let (bound, mut entries) = match table.range::<&[u8]>(..=key.as_slice())?.next_back() {
+            Some(block) => {
+                let (bound, block) = block?;
+                (Some(bound.value().to_vec()), decode(block.value())?)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut next_bound = bound_after(table, key)?;
+        loop {
+            while let Some((key, value)) =
+                changes.next_if(|(key, _)| next_bound.as_ref().is_none_or(|next| key < next))
+            {
+                match (entries.binary_search_by(|(held, _)| held.cmp(&key)), value) {
+                    (Ok(at), Some(value)) => {
+                        previous.push(Some(std::mem::replace(&mut entries[at].1, value)));
+                    }
+                    (Ok(at), None) => previous.push(Some(entries.remove(at).1)),
+                    (Err(at), Some(value)) => {
+                        previous.push(None);
+                        entries.insert(at, (key, value));
+                    }
+                    (Err(_), None) => previous.push(None),
+                }
+            }
+            // A block left small takes in the next one, so removals do not leave the table
+            // a trail of near-empty blocks.
+            let held: usize = entries
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum();
+            let Some(next) = next_bound.take().filter(|_| held < BLOCK_BYTES / 4) else {
+                break;
+            };
+            if let Some(block) = table.remove(next.as_slice())? {
+                entries.extend(decode(block.value())?);
+            }
+            next_bound = bound_after(table, &next)?;
+        }
+        if let Some(bound) = &bound {
+            table.remove(bound.as_slice())?;
+        }
+        let mut builder = BlockBuilder::default();
+        let mut first_bound = bound;
+        let mut write = |block: Block| -> Result<(), BlockError> {
+            let bound = first_bound.take().unwrap_or(block.bound);
+            table.insert(bound.as_slice(), block.bytes.as_slice())?;
+            Ok(())
+        };
+        for (key, value) in &entries {
+            if let Some(block) = builder.add(key, value) {
+                write(block)?;
+            }
+        }
+        if let Some(block) = builder.finish() {
+            write(block)?;
+        }
+    }
+    Ok(previous)
+}
+
+/// The bound of the first block after `key`.
+fn bound_after(
+    table: &Table<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, BlockError> {
+    Ok(table
+        .range::<&[u8]>((Bound::Excluded(key), Bound::Unbounded))?
+        .next()
+        .transpose()?
+        .map(|(bound, _)| bound.value().to_vec()))
+}
+
+fn decode(block: &[u8]) -> Result<Vec<Entry>, BlockError> {
+    let mut entries = Entries::new(block);
+    let mut decoded = Vec::new();
+    while let Some((key, value)) = entries.next_entry()? {
+        decoded.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(decoded)
+}
+
+/// Every entry, in order.
+#[cfg(test)]
+pub fn scan(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<Vec<Entry>, BlockError> {
+    let mut all = Vec::new();
+    for block in table.iter()? {
+        all.extend(decode(block?.1.value())?);
+    }
+    Ok(all)
+}
+
+fn shared_length(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(a, b)| a == b).count()
+}
+
+fn push_varint(bytes: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        bytes.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+
+    use super::*;
+
+    const TABLE: BlockTable = TableDefinition::new("blocks");
+
+    fn key(n: u32) -> Vec<u8> {
+        format!("key-{n:06}").into_bytes()
+    }
+
+    /// Applies `changes` to the table and to a `BTreeMap`, and checks that both agree on what
+    /// was held before, on every entry, and on every lookup.
+    fn check(
+        database: &Database,
+        model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) {
+        let expected: Vec<Option<Vec<u8>>> = changes
+            .iter()
+            .map(|(key, value)| match value {
+                Some(value) => model.insert(key.clone(), value.clone()),
+                None => model.remove(key),
+            })
+            .collect();
+        let transaction = database.begin_write().unwrap();
+        let previous = apply(&mut transaction.open_table(TABLE).unwrap(), changes).unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(previous, expected);
+        let transaction = database.begin_read().unwrap();
+        let table = transaction.open_table(TABLE).unwrap();
+        let stored = scan(&table).unwrap();
+        let modelled: Vec<Entry> = model.clone().into_iter().collect();
+        assert_eq!(stored, modelled);
+        for n in (0..2_000).step_by(37) {
+            assert_eq!(get(&table, &key(n)).unwrap(), model.get(&key(n)).cloned());
+            let after = model
+                .range::<Vec<u8>, _>((Bound::Excluded(key(n)), Bound::Unbounded))
+                .next()
+                .map(|(key, value)| (key.clone(), value.clone()));
+            assert_eq!(first_from(&table, Bound::Excluded(&key(n))).unwrap(), after);
+        }
+    }
+
+    #[test]
+    fn blocks_split_merge_and_answer_like_a_sorted_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::create(dir.path().join("blocks.redb")).unwrap();
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(TABLE).unwrap();
+        transaction.commit().unwrap();
+        let mut model = BTreeMap::new();
+        // Every third key, with values large enough to need many blocks.
+        let value =
+            |n: u32, round: u32| format!("{round}:{}", "v".repeat(n as usize % 300)).into_bytes();
+        check(
+            &database,
+            &mut model,
+            (0..2_000)
+                .step_by(3)
+                .map(|n| (key(n), Some(value(n, 0))))
+                .collect(),
+        );
+        // Keys before every block, between blocks and inside them; replacements; removals.
+        check(
+            &database,
+            &mut model,
+            (0..2_000)
+                .filter(|n| n % 5 != 4)
+                .map(|n| (key(n), (n % 7 != 0).then(|| value(n, 1))))
+                .collect(),
+        );
+        // Every key removed but a few: emptied blocks go.
+        check(
+            &database,
+            &mut model,
+            (0..2_000)
+                .map(|n| (key(n), (n % 500 == 1).then(|| value(n, 2))))
+                .collect(),
+        );
+        let transaction = database.begin_read().unwrap();
+        let blocks = transaction.open_table(TABLE).unwrap().len().unwrap();
+        assert_eq!(blocks, 1, "four small entries fit one block");
+    }
+
+    #[test]
+    fn a_truncated_block_is_corrupt() {
+        let mut builder = BlockBuilder::default();
+        assert!(builder.add(b"alpha", b"one").is_none());
+        assert!(builder.add(b"alphabet", b"two").is_none());
+        let block = builder.finish().unwrap();
+        assert_eq!(block.bound, b"alpha");
+        let entries = decode(&block.bytes).unwrap();
+        assert_eq!(entries[1], (b"alphabet".to_vec(), b"two".to_vec()));
+        // Cut anywhere, a block reads as corrupt or, cut between entries, as the ones before.
+        for cut in 1..block.bytes.len() {
+            match decode(&block.bytes[..cut]) {
+                Err(BlockError::Corrupt) => {}
+                Ok(read) => assert_eq!(read, entries[..1], "cut at {cut}"),
+                Err(err) => panic!("cut at {cut}: {err}"),
+            }
+        }
+    }
+}
