@@ -24,9 +24,13 @@ pub type Edit = (Vec<u8>, Option<Vec<u8>>);
 /// An entry read in place: the key in the reader's buffer, the value in the block.
 type EntryRef<'k, 'a> = (&'k [u8], &'a [u8]);
 
-/// A block is closed once its entries take this many bytes: small enough that finding one
-/// entry in it is a short scan, large enough that a page of the store holds a block.
-const BLOCK_BYTES: usize = 4096;
+/// What a block's entries may take (one larger entry is a block of its own): a block and its
+/// bound then fit one 4 KiB page of the store, whose leaves take values larger than a page
+/// whole, on pages twice the size. Small enough that finding an entry is a short scan.
+const BLOCK_BYTES: usize = 3584;
+
+/// The most an entry's three lengths take encoded, for entries that could fit a block.
+const LENGTHS_BYTES: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -70,8 +74,13 @@ pub struct Block {
 }
 
 impl BlockBuilder {
-    /// Adds the entry after every one added before it, and hands back the block it closes.
+    /// Adds the entry after every one added before it, and hands back the block closed to
+    /// make room for it.
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> Option<Block> {
+        // Counted without the prefix it may share: at most a few bytes of a block unused.
+        let room = key.len() + value.len() + LENGTHS_BYTES;
+        let closed =
+            (!self.bytes.is_empty() && self.bytes.len() + room > BLOCK_BYTES).then(|| self.close());
         let shared = if self.bytes.is_empty() {
             self.first_key.clear();
             self.first_key.extend_from_slice(key);
@@ -86,7 +95,7 @@ impl BlockBuilder {
         self.bytes.extend_from_slice(value);
         self.last_key.truncate(shared);
         self.last_key.extend_from_slice(&key[shared..]);
-        (self.bytes.len() >= BLOCK_BYTES).then(|| self.close())
+        closed
     }
 
     /// The block of the entries added since the last one closed, if any.

@@ -20,7 +20,7 @@ use tracing::warn;
 use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable};
 use super::runs::SortedRuns;
 use crate::nats::BucketSource;
-use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
+use crate::sessions::model::{Change, JsonObject, Session, SessionId, SessionRecord, owner_tenant};
 
 /// Bumped whenever the layout below changes: a view of another format is built anew.
 const FORMAT: u32 = 2;
@@ -30,6 +30,19 @@ const SLOTS: usize = 16;
 
 /// The store's page cache: the view's only memory that depends on what it holds.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a bulk load reads of a stored header: what places it in the view.
+#[derive(Deserialize)]
+struct IndexedFields {
+    id: String,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    metadata: JsonObject,
+    change: Change,
+}
 
 /// What a bulk load's sorts gather in memory before writing a sorted run to disk.
 const RUN_BYTES: usize = 16 * 1024 * 1024;
@@ -41,7 +54,7 @@ const BULK_BLOCKS_PER_COMMIT: usize = 512;
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
 
-/// Id -> the session header as JSON.
+/// Id -> the session header as JSON (as the bucket stores it, from a bulk load).
 const SESSIONS: BlockTable = TableDefinition::new("sessions");
 /// Posting prefix + id -> nothing: one entry per (filter value, session).
 const POSTINGS: BlockTable = TableDefinition::new("postings");
@@ -111,6 +124,8 @@ pub enum ViewError {
     },
     #[error("catalog view {0}: a stored header is unreadable")]
     Corrupt(PathBuf),
+    #[error("the session header at bucket revision {revision} is unreadable: {reason}")]
+    UnreadableHeader { revision: u64, reason: String },
     #[error("catalog view work was interrupted: {0}")]
     Interrupted(String),
 }
@@ -383,23 +398,27 @@ pub struct BulkLoad {
 }
 
 impl BulkLoad {
-    /// Adds a header version; of one session's versions the highest `revision` is kept, and
-    /// a session whose newest is a tombstone is left out.
-    pub fn add(&mut self, record: &SessionRecord, revision: u64) -> Result<(), ViewError> {
-        let session = &record.session;
+    /// Adds a header version as the bucket stores it; of one session's versions the highest
+    /// `revision` is kept, and a session whose newest is a tombstone is left out. The header
+    /// is kept as stored: only what places it is decoded.
+    pub fn add(&mut self, stored: &[u8], revision: u64) -> Result<(), ViewError> {
+        let fields = serde_json::from_slice::<IndexedFields>(stored).map_err(|err| {
+            ViewError::UnreadableHeader {
+                revision,
+                reason: err.to_string(),
+            }
+        })?;
         // A tombstone is an empty value: a header is never empty.
         let mut value = Vec::new();
-        if record.change != Change::Deleted {
-            // Plain strings, numbers and maps always serialize.
-            let header = serde_json::to_vec(session).unwrap_or_default();
-            push_part(&mut value, &header);
-            for prefix in posting_lists_of(session) {
+        if fields.change != Change::Deleted {
+            push_part(&mut value, stored);
+            let tenant = owner_tenant(fields.tenant_id.as_deref());
+            for prefix in posting_lists(fields.archived, tenant, &fields.metadata) {
                 push_part(&mut value, prefix);
             }
         }
-        let id = session.id.as_str().as_bytes().to_vec();
         self.sessions
-            .push(id, revision, value)
+            .push(fields.id.into_bytes(), revision, value)
             .map_err(|source| self.io_error(source))
     }
 
@@ -713,7 +732,7 @@ fn posting_prefixes(query: &ListQuery) -> Vec<Vec<u8>> {
 
 /// Every posting key of a session: each list it is on, and its id.
 fn postings_of(session: &Session) -> Vec<Vec<u8>> {
-    let mut keys = posting_lists_of(session);
+    let mut keys = posting_lists(session.archived, session.tenant(), &session.metadata);
     for key in &mut keys {
         key.extend_from_slice(session.id.as_str().as_bytes());
     }
@@ -721,20 +740,12 @@ fn postings_of(session: &Session) -> Vec<Vec<u8>> {
 }
 
 /// The prefix of every posting list a session is on.
-fn posting_lists_of(session: &Session) -> Vec<Vec<u8>> {
-    let mut lists = vec![
-        flag_prefix(session.archived),
-        tenant_prefix(session.tenant()),
-    ];
-    lists.extend(
-        session
-            .metadata
-            .iter()
-            .filter_map(|(key, value)| match value {
-                Value::String(value) => Some(pair_prefix(key, value)),
-                _ => None,
-            }),
-    );
+fn posting_lists(archived: bool, tenant: &str, metadata: &JsonObject) -> Vec<Vec<u8>> {
+    let mut lists = vec![flag_prefix(archived), tenant_prefix(tenant)];
+    lists.extend(metadata.iter().filter_map(|(key, value)| match value {
+        Value::String(value) => Some(pair_prefix(key, value)),
+        _ => None,
+    }));
     lists
 }
 
@@ -1096,7 +1107,7 @@ mod tests {
     }
 
     /// Every header by id and every posting key, in the order the view stores them.
-    type Contents = (Vec<(String, Vec<u8>)>, Vec<Vec<u8>>);
+    type Contents = (Vec<(String, Session)>, Vec<Vec<u8>>);
 
     fn contents(index: &CatalogIndex) -> Contents {
         let transaction = index.database.begin_read().unwrap();
@@ -1105,7 +1116,10 @@ mod tests {
         let headers = blocks::scan(&sessions)
             .unwrap()
             .into_iter()
-            .map(|(id, header)| (String::from_utf8(id).unwrap(), header))
+            .map(|(id, header)| {
+                let header = serde_json::from_slice(&header).unwrap();
+                (String::from_utf8(id).unwrap(), header)
+            })
             .collect();
         let keys = blocks::scan(&postings)
             .unwrap()
@@ -1147,15 +1161,23 @@ mod tests {
         let bulk = TestIndex::new();
         // A first bulk load interrupted halfway: the next starts over.
         let mut interrupted = bulk.index.bulk_load(source()).unwrap();
+        let stored = |record: &SessionRecord| serde_json::to_vec(record).unwrap();
         for (record, revision) in &versions[..1_500] {
-            interrupted.add(record, *revision).unwrap();
+            interrupted.add(&stored(record), *revision).unwrap();
         }
         drop(interrupted);
         let mut load = bulk.index.bulk_load(source()).unwrap();
         load.sessions = SortedRuns::new(&load.build_dir, "sessions", 16 * 1024);
         for (record, revision) in &versions {
-            load.add(record, *revision).unwrap();
+            load.add(&stored(record), *revision).unwrap();
         }
+        assert!(matches!(
+            load.add(b"{\"id\": 7}", 3_001),
+            Err(ViewError::UnreadableHeader {
+                revision: 3_001,
+                ..
+            })
+        ));
         let build_dir = load.build_dir.clone();
         let state = load.finish(3_000).unwrap();
         assert!(!build_dir.exists());
@@ -1184,7 +1206,6 @@ mod tests {
         );
         // The newest version of each: revision 3000 wrote s0000's last header.
         let (_, newest) = headers.iter().find(|(id, _)| id == "s0000").unwrap();
-        let newest: Session = serde_json::from_slice(newest).unwrap();
         assert_eq!(newest.metadata.get("n"), Some(&json!(3_000)));
         assert!(headers.windows(2).all(|pair| pair[0].0 < pair[1].0));
         assert!(postings.windows(2).all(|pair| pair[0] < pair[1]));

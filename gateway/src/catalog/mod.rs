@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::config::CatalogConfig;
 use crate::nats::{
     BucketSource, CatalogChange, CatalogVersion, ReplaceSessionFailure, Store, StoreError,
+    StoredVersion,
 };
 use crate::sessions::error::{Field, InvalidInput};
 use crate::sessions::limits::check_metadata;
@@ -315,15 +316,14 @@ impl Catalog {
         }
         let started = Instant::now();
         let mut load = self.blocking(move |index| index.bulk_load(source)).await?;
-        let mut versions = self.store.catalog_versions(0).await?;
-        // Sorting runs on its own thread while the replay gathers the next batches.
-        let (batches, mut gathered) = mpsc::channel::<Vec<CatalogVersion>>(BULK_BATCHES_QUEUED);
+        let mut versions = self.store.catalog_replay().await?;
+        // Decoding and sorting run on their own thread while the replay gathers the next
+        // batches.
+        let (batches, mut gathered) = mpsc::channel::<Vec<StoredVersion>>(BULK_BATCHES_QUEUED);
         let loading = tokio::task::spawn_blocking(move || {
             while let Some(batch) = gathered.blocking_recv() {
-                for version in batch {
-                    if let Some(record) = version.record {
-                        load.add(&record, version.revision)?;
-                    }
+                for version in batch.iter().filter(|version| !version.value.is_empty()) {
+                    load.add(&version.value, version.revision)?;
                 }
             }
             Ok::<_, ViewError>(load)
@@ -343,7 +343,7 @@ impl Catalog {
                     batch.push(version);
                     if batch.len() == BULK_BATCH || through.is_some() {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BULK_BATCH));
-                        let headers = full.iter().filter(|version| version.record.is_some()).count();
+                        let headers = full.iter().filter(|version| !version.value.is_empty()).count();
                         self.applied_total.fetch_add(headers as u64, Ordering::Relaxed);
                         // The loader only stops early on an error, which joining it reports.
                         if batches.send(full).await.is_err() {

@@ -56,6 +56,17 @@ pub struct CatalogVersion {
     pub record: Option<SessionRecord>,
 }
 
+/// One message of the bucket's stream as stored, undecoded: what a fresh catalog view's bulk
+/// load reads, on its own thread.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub revision: u64,
+    /// Messages the replay has yet to deliver after this one: 0 once it has caught up.
+    pub pending: u64,
+    /// A session header as JSON; empty for a delete or purge marker.
+    pub value: Bytes,
+}
+
 /// Which bucket stream, in which incarnation and cluster: what a catalog view is a view of.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BucketSource {
@@ -276,6 +287,25 @@ impl Store {
     ) -> Result<Feed<CatalogVersion>, StoreError> {
         let (versions, consumer) = self.bucket_versions(after_revision).await?;
         Ok(Feed::new(versions, consumer))
+    }
+
+    /// Every message of the bucket's stream, once, as stored: a fresh view's bulk load. The
+    /// replay pauses whenever the reader does (flow control), and does not end: the reader
+    /// stops at the version with nothing `pending`.
+    pub async fn catalog_replay(&self) -> Result<Feed<StoredVersion>, StoreError> {
+        self.require_usable()?;
+        let RawFeed { messages, consumer } = self
+            .ordered_push_feed(&self.sessions_stream, DeliverPolicy::All)
+            .await?;
+        let versions = messages.map(|message| {
+            let message = message?;
+            Ok(StoredVersion {
+                revision: message.stream_seq,
+                pending: message.pending,
+                value: message.payload,
+            })
+        });
+        Ok(Feed::new(Box::pin(versions), consumer))
     }
 
     async fn bucket_versions(

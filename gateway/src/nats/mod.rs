@@ -35,7 +35,7 @@ pub use append::AppendFailure;
 pub use batch::{BatchSlot, OpenBatch};
 pub use catalog::{
     BucketSource, BucketState, CatalogChange, CatalogVersion, CreateSessionFailure,
-    ReplaceSessionFailure, RevisedRecord,
+    ReplaceSessionFailure, RevisedRecord, StoredVersion,
 };
 pub use events::{Head, PendingAppend, StoredEvent};
 pub use feed::Feed;

@@ -136,11 +136,16 @@ fn is_first_shard(shard: &u32) -> bool {
     *shard == 0
 }
 
+/// The tenant that owns a session created by `tenant_id`: the local tenant when none did.
+pub fn owner_tenant(tenant_id: Option<&str>) -> &str {
+    tenant_id.unwrap_or(LOCAL_TENANT)
+}
+
 impl Session {
     /// The tenant that owns the session: the one that created it, or the local tenant for a
     /// session created with authentication off.
     pub fn tenant(&self) -> &str {
-        self.tenant_id.as_deref().unwrap_or(LOCAL_TENANT)
+        owner_tenant(self.tenant_id.as_deref())
     }
 
     /// Whether a reader confined to `tenant` sees the session: only its owner does. `None` is a
