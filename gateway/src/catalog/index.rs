@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ const RUN_BYTES: usize = 16 * 1024 * 1024;
 /// Blocks a bulk load inserts per transaction: in key order each only appends at the tree's
 /// right edge, so this bounds the dirty pages held until the commit.
 const BULK_BLOCKS_PER_COMMIT: usize = 512;
+
+/// Blocks a bulk load's merge may have ready before the writer takes them.
+const BLOCKS_QUEUED: usize = 64;
 
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
@@ -423,62 +427,27 @@ impl BulkLoad {
     }
 
     /// Writes every session and posting in key order, then records the view as complete
-    /// through revision `through`, durably.
+    /// through revision `through`, durably. The runs are merged into blocks on a thread of
+    /// their own while this one writes the blocks.
     pub fn finish(mut self, through: u64) -> Result<ViewState, ViewError> {
         let sessions = std::mem::replace(
             &mut self.sessions,
             SortedRuns::new(&self.build_dir, "sessions", RUN_BYTES),
         );
-        let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
-        let mut postings = PostingChunks::new(&self.build_dir);
-        let mut count = 0u64;
-        let view_error = self.index.view_error();
-        let corrupt = || ViewError::Corrupt(self.index.path.clone());
-        let mut writer = BulkWriter::new(&self.index.database, SESSIONS);
-        let mut headers = BlockBuilder::default();
-        while let Some((id, value)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            if value.is_empty() {
-                continue;
+        let (blocks, merged) = std::sync::mpsc::sync_channel(BLOCKS_QUEUED);
+        let count = std::thread::scope(|scope| {
+            let merging = scope.spawn(|| self.merge_into_blocks(sessions, blocks));
+            let mut writer = BulkWriter::new(&self.index.database);
+            for (table, block) in merged {
+                writer
+                    .write(table, block)
+                    .map_err(self.index.view_error())?;
             }
-            let mut parts = Parts(&value);
-            let header = parts.next().ok_or_else(corrupt)?;
-            if let Some(block) = headers.add(&id, header) {
-                writer.write(block).map_err(&view_error)?;
-            }
-            for prefix in parts {
-                postings
-                    .add(prefix, &id)
-                    .map_err(|source| self.io_error(source))?;
-            }
-            count += 1;
-        }
-        drop(merged);
-        if let Some(block) = headers.finish() {
-            writer.write(block).map_err(&view_error)?;
-        }
-        writer.finish().map_err(&view_error)?;
-
-        let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
-        let mut writer = BulkWriter::new(&self.index.database, POSTINGS);
-        let mut keys = BlockBuilder::default();
-        let mut key = Vec::new();
-        while let Some((_, chunk)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            let mut parts = Parts(&chunk);
-            let prefix = parts.next().ok_or_else(corrupt)?;
-            for id in parts {
-                key.clear();
-                key.extend_from_slice(prefix);
-                key.extend_from_slice(id);
-                if let Some(block) = keys.add(&key, &[]) {
-                    writer.write(block).map_err(&view_error)?;
-                }
-            }
-        }
-        if let Some(block) = keys.finish() {
-            writer.write(block).map_err(&view_error)?;
-        }
-        writer.finish().map_err(&view_error)?;
-
+            writer.finish().map_err(self.index.view_error())?;
+            merging
+                .join()
+                .unwrap_or_else(|_| Err(ViewError::Interrupted("the merge panicked".into())))
+        })?;
         let state = ViewState {
             applied: through,
             complete: true,
@@ -496,6 +465,65 @@ impl BulkLoad {
         Ok(state)
     }
 
+    /// Merges the sessions' runs into blocks of headers, gathering their postings, then the
+    /// postings into blocks; returns how many sessions there are.
+    fn merge_into_blocks(
+        &self,
+        sessions: SortedRuns,
+        blocks: SyncSender<(BlockTable, Block)>,
+    ) -> Result<u64, ViewError> {
+        let corrupt = || ViewError::Corrupt(self.index.path.clone());
+        let send = |table, block| {
+            blocks
+                .send((table, block))
+                .map_err(|_| ViewError::Interrupted("the view writer stopped".into()))
+        };
+        let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
+        let mut postings = PostingChunks::new(&self.build_dir);
+        let mut count = 0u64;
+        let mut headers = BlockBuilder::default();
+        while let Some((id, value)) = merged.next_record().map_err(|err| self.io_error(err))? {
+            if value.is_empty() {
+                continue;
+            }
+            let mut parts = Parts(&value);
+            let header = parts.next().ok_or_else(corrupt)?;
+            if let Some(block) = headers.add(&id, header) {
+                send(SESSIONS, block)?;
+            }
+            for prefix in parts {
+                postings
+                    .add(prefix, &id)
+                    .map_err(|source| self.io_error(source))?;
+            }
+            count += 1;
+        }
+        drop(merged);
+        if let Some(block) = headers.finish() {
+            send(SESSIONS, block)?;
+        }
+
+        let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
+        let mut keys = BlockBuilder::default();
+        let mut key = Vec::new();
+        while let Some((_, chunk)) = merged.next_record().map_err(|err| self.io_error(err))? {
+            let mut parts = Parts(&chunk);
+            let prefix = parts.next().ok_or_else(corrupt)?;
+            for id in parts {
+                key.clear();
+                key.extend_from_slice(prefix);
+                key.extend_from_slice(id);
+                if let Some(block) = keys.add(&key, &[]) {
+                    send(POSTINGS, block)?;
+                }
+            }
+        }
+        if let Some(block) = keys.finish() {
+            send(POSTINGS, block)?;
+        }
+        Ok(count)
+    }
+
     fn io_error(&self, source: std::io::Error) -> ViewError {
         ViewError::Io {
             path: self.build_dir.clone(),
@@ -510,26 +538,24 @@ impl Drop for BulkLoad {
     }
 }
 
-/// Whole blocks appended to one table, in transactions of `BULK_BLOCKS_PER_COMMIT` that are
-/// committed without waiting for the disk: only a later durable commit keeps them.
+/// Whole blocks appended to their tables, in transactions of `BULK_BLOCKS_PER_COMMIT` that
+/// are committed without waiting for the disk: only a later durable commit keeps them.
 struct BulkWriter<'a> {
     database: &'a Database,
-    table: BlockTable,
     transaction: Option<redb::WriteTransaction>,
     blocks: usize,
 }
 
 impl<'a> BulkWriter<'a> {
-    fn new(database: &'a Database, table: BlockTable) -> BulkWriter<'a> {
+    fn new(database: &'a Database) -> BulkWriter<'a> {
         BulkWriter {
             database,
-            table,
             transaction: None,
             blocks: 0,
         }
     }
 
-    fn write(&mut self, block: Block) -> Result<(), BlockError> {
+    fn write(&mut self, table: BlockTable, block: Block) -> Result<(), BlockError> {
         let transaction = match self.transaction.take() {
             Some(transaction) => transaction,
             None => {
@@ -539,7 +565,7 @@ impl<'a> BulkWriter<'a> {
             }
         };
         transaction
-            .open_table(self.table)?
+            .open_table(table)?
             .insert(block.bound.as_slice(), block.bytes.as_slice())?;
         self.blocks += 1;
         if self.blocks.is_multiple_of(BULK_BLOCKS_PER_COMMIT) {
