@@ -46,7 +46,10 @@ struct IndexedFields {
 }
 
 /// What a bulk load's sorts gather in memory before writing a sorted run to disk.
-const RUN_BYTES: usize = 16 * 1024 * 1024;
+const RUN_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a bulk load's open posting chunks may hold before they all go to their sort.
+const OPEN_CHUNKS_BYTES: usize = 4 * 1024 * 1024;
 
 /// Blocks a bulk load inserts per transaction: in key order each only appends at the tree's
 /// right edge, so this bounds the dirty pages held until the commit.
@@ -619,7 +622,7 @@ impl PostingChunks {
                 self.open_bytes -= chunk_footprint(&key, &chunk);
                 self.chunks.push(key, 0, chunk)?;
             }
-        } else if self.open_bytes >= RUN_BYTES {
+        } else if self.open_bytes >= OPEN_CHUNKS_BYTES {
             // Many short lists (a metadata value per session): their chunks go as they are.
             for (_, (key, chunk)) in self.open.drain() {
                 self.chunks.push(key, 0, chunk)?;

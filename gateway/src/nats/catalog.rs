@@ -290,13 +290,10 @@ impl Store {
     }
 
     /// Every message of the bucket's stream, once, as stored: a fresh view's bulk load. The
-    /// replay pauses whenever the reader does (flow control), and does not end: the reader
-    /// stops at the version with nothing `pending`.
+    /// replay does not end: the reader stops at the version with nothing `pending`.
     pub async fn catalog_replay(&self) -> Result<Feed<StoredVersion>, StoreError> {
         self.require_usable()?;
-        let RawFeed { messages, consumer } = self
-            .ordered_push_feed(&self.sessions_stream, DeliverPolicy::All)
-            .await?;
+        let RawFeed { messages, consumer } = self.replay_feed(&self.sessions_stream).await?;
         let versions = messages.map(|message| {
             let message = message?;
             Ok(StoredVersion {

@@ -3,9 +3,10 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull, push};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -91,28 +92,30 @@ impl Store {
             .messages()
             .await
             .map_err(unavailable)?
-            .map(|message| raw_message(message.map_err(unavailable)?));
+            .map(|message| Ok(raw_message(message.map_err(unavailable)?)?.0));
         Ok(RawFeed {
             messages: Box::pin(messages),
             consumer: guard,
         })
     }
 
-    /// An ordered push consumer from `deliver_policy` on: the server sends without waiting for
-    /// requests, under flow control, which replays a large stream about 1.5x as fast as pull
-    /// requests for a fraction of the CPU on both sides. For one pass over what is stored;
-    /// long-lived feeds pull, so the server never sends faster than they read.
-    pub(super) async fn ordered_push_feed(
+    /// One pass over what `stream` stores, from its first message, read in large pulls: a
+    /// quarter faster than an ordered consumer's small ones, with at most two batches in
+    /// memory. Not ordered (ordered consumers pull 500 at a time), so it checks the one thing
+    /// that buys: a message lost in transit (the consumer's numbering skips) ends the feed
+    /// with an error, and the reader starts over.
+    pub(super) async fn replay_feed(
         &self,
         stream: &stream::Stream<()>,
-        deliver_policy: DeliverPolicy,
     ) -> Result<RawFeed, StoreError> {
         let name = format!("starcite-{:016x}", rand::random::<u64>());
         let consumer = stream
-            .create_consumer(push::OrderedConfig {
+            .create_consumer(pull::Config {
                 name: Some(name.clone()),
-                deliver_subject: self.client.new_inbox(),
-                deliver_policy,
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                // Removed by the server should the gateway die mid-replay.
+                inactive_threshold: Duration::from_secs(30),
                 ..Default::default()
             })
             .await
@@ -121,11 +124,24 @@ impl Store {
             stream: stream.clone(),
             name,
         };
+        let mut delivered = 0;
         let messages = consumer
+            .stream()
+            .max_messages_per_batch(REPLAY_BATCH_MESSAGES)
+            .max_bytes_per_batch(REPLAY_BATCH_BYTES)
             .messages()
             .await
             .map_err(unavailable)?
-            .map(|message| raw_message(message.map_err(unavailable)?));
+            .map(move |message| {
+                let (message, consumer_seq) = raw_message(message.map_err(unavailable)?)?;
+                if consumer_seq != delivered + 1 {
+                    return Err(StoreError::Unavailable(format!(
+                        "a replay skipped from message {delivered} to {consumer_seq}"
+                    )));
+                }
+                delivered = consumer_seq;
+                Ok(message)
+            });
         Ok(RawFeed {
             messages: Box::pin(messages),
             consumer: guard,
@@ -133,18 +149,26 @@ impl Store {
     }
 }
 
-fn raw_message(message: async_nats::jetstream::Message) -> Result<RawMessage, StoreError> {
+/// A replay's pull: large enough that requests are few, small enough in bytes that two in
+/// memory stay a few MiB.
+const REPLAY_BATCH_MESSAGES: usize = 4096;
+const REPLAY_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// A delivered message, and its number in its consumer's deliveries.
+fn raw_message(message: async_nats::jetstream::Message) -> Result<(RawMessage, u64), StoreError> {
     let info = message.info().map_err(unavailable)?;
-    let (stream_seq, pending) = (info.stream_sequence, info.pending);
+    let (stream_seq, pending, consumer_seq) =
+        (info.stream_sequence, info.pending, info.consumer_sequence);
     // Moved, not cloned: a header map is a hash map of strings, and copying it was a tenth of
     // a replay's CPU in the gateway.
     let async_nats::Message {
         headers, payload, ..
     } = message.message;
-    Ok(RawMessage {
+    let raw = RawMessage {
         stream_seq,
         pending,
         headers,
         payload,
-    })
+    };
+    Ok((raw, consumer_seq))
 }
