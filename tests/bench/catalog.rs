@@ -32,6 +32,33 @@ fn resident_bytes() -> u64 {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The highest resident memory of this process seen by a thread sampling it every 20 ms.
+struct PeakResident {
+    stop: std::sync::mpsc::Sender<()>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakResident {
+    fn sample() -> PeakResident {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = resident_bytes();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(20))
+            {
+                peak = peak.max(resident_bytes());
+            }
+            peak
+        });
+        PeakResident { stop, sampler }
+    }
+
+    fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.sampler.join().unwrap_or(0)
+    }
+}
+
 /// Ids in no particular order, as generated ids arrive: what a B-tree finds hardest.
 fn id(n: usize) -> String {
     // splitmix64: a bijection, so ids never collide.
@@ -170,11 +197,13 @@ async fn figures(count: usize) {
 
     // A fresh view: ready at once, lists once the view is built.
     let before = resident_bytes();
+    let peak = PeakResident::sample();
     let started = Instant::now();
     let gateway = TestGateway::start_with(config.clone()).await;
     let ready = started.elapsed();
     let built = until_listed(&gateway, started).await;
     let grown = resident_bytes().saturating_sub(before);
+    let peak_grown = peak.stop().saturating_sub(before);
     let applied = metric(&gateway, "starcite_catalog_view_applied_total")
         .await
         .unwrap_or(0.0);
@@ -201,9 +230,11 @@ async fn figures(count: usize) {
     }
     let grown_after_pages = resident_bytes().saturating_sub(before);
     println!(
-        "{:<44} {:>8} sessions: {:>6.1} MiB after the build, {:>6.1} MiB after 1,100 lists",
+        "{:<44} {:>8} sessions: {:>6.1} MiB at most while building, {:>6.1} MiB after the \
+         build, {:>6.1} MiB after 1,100 lists",
         "gateway memory growth (RSS)",
         count,
+        peak_grown as f64 / MIB,
         grown as f64 / MIB,
         grown_after_pages as f64 / MIB
     );

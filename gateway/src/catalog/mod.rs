@@ -367,7 +367,6 @@ impl Catalog {
         let replayed = started.elapsed().as_secs_f64();
         let state = self.blocking(move |_| load.finish(through)).await?;
         let seconds = started.elapsed().as_secs_f64();
-        eprintln!("TMP built {seconds:.2} replayed {replayed:.2}");
         info!(
             catalog.sessions = state.sessions,
             "catalog view built: {} sessions in {seconds:.1} s ({replayed:.1} s replaying the \
