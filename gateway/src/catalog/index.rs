@@ -418,10 +418,15 @@ impl BulkLoad {
         // A tombstone is an empty value: a header is never empty.
         let mut value = Vec::new();
         if fields.change != Change::Deleted {
-            push_part(&mut value, stored);
             let tenant = owner_tenant(fields.tenant_id.as_deref());
-            for prefix in posting_lists(fields.archived, tenant, &fields.metadata) {
-                push_part(&mut value, prefix);
+            let lists = posting_lists(fields.archived, tenant, &fields.metadata);
+            // Exactly: a run's memory is counted in the bytes its records hold.
+            value.reserve_exact(
+                4 + stored.len() + lists.iter().map(|list| 4 + list.len()).sum::<usize>(),
+            );
+            push_part(&mut value, stored);
+            for list in lists {
+                push_part(&mut value, list);
             }
         }
         self.sessions

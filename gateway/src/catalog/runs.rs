@@ -9,7 +9,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The read and write buffer of each run file.
-const RUN_BUFFER: usize = 32 * 1024;
+const RUN_BUFFER: usize = 16 * 1024;
 
 /// What one record costs in a run being gathered beyond its bytes: the vectors and their
 /// allocations.

@@ -152,7 +152,7 @@ impl Store {
 /// A replay's pull: large enough that requests are few, small enough in bytes that two in
 /// memory stay a few MiB.
 const REPLAY_BATCH_MESSAGES: usize = 16_384;
-const REPLAY_BATCH_BYTES: usize = 8 * 1024 * 1024;
+const REPLAY_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A delivered message, and its number in its consumer's deliveries.
 fn raw_message(message: async_nats::jetstream::Message) -> Result<(RawMessage, u64), StoreError> {
