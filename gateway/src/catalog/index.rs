@@ -254,6 +254,7 @@ impl CatalogIndex {
             sessions: SortedRuns::new(&build_dir, "sessions", RUN_BYTES),
             index: self.clone(),
             build_dir,
+            value: Vec::new(),
         })
     }
 
@@ -402,6 +403,8 @@ pub struct BulkLoad {
     index: CatalogIndex,
     sessions: SortedRuns,
     build_dir: PathBuf,
+    /// The value `add` gathers a record's parts in, reused.
+    value: Vec<u8>,
 }
 
 impl BulkLoad {
@@ -416,22 +419,21 @@ impl BulkLoad {
             }
         })?;
         // A tombstone is an empty value: a header is never empty.
-        let mut value = Vec::new();
+        let value = &mut self.value;
+        value.clear();
         if fields.change != Change::Deleted {
+            push_part(value, stored);
             let tenant = owner_tenant(fields.tenant_id.as_deref());
-            let lists = posting_lists(fields.archived, tenant, &fields.metadata);
-            // Exactly: a run's memory is counted in the bytes its records hold.
-            value.reserve_exact(
-                4 + stored.len() + lists.iter().map(|list| 4 + list.len()).sum::<usize>(),
-            );
-            push_part(&mut value, stored);
-            for list in lists {
-                push_part(&mut value, list);
+            for list in posting_lists(fields.archived, tenant, &fields.metadata) {
+                push_part(value, list);
             }
         }
         self.sessions
-            .push(fields.id.into_bytes(), revision, value)
-            .map_err(|source| self.io_error(source))
+            .push(fields.id.as_bytes(), revision, value)
+            .map_err(|source| ViewError::Io {
+                path: self.build_dir.clone(),
+                source,
+            })
     }
 
     /// Writes every session and posting in key order, then records the view as complete
@@ -625,12 +627,12 @@ impl PostingChunks {
         if chunk.len() >= POSTING_CHUNK_BYTES {
             if let Some((_, (key, chunk))) = self.open.remove_entry(prefix) {
                 self.open_bytes -= chunk_footprint(&key, &chunk);
-                self.chunks.push(key, 0, chunk)?;
+                self.chunks.push(&key, 0, &chunk)?;
             }
         } else if self.open_bytes >= OPEN_CHUNKS_BYTES {
             // Many short lists (a metadata value per session): their chunks go as they are.
             for (_, (key, chunk)) in self.open.drain() {
-                self.chunks.push(key, 0, chunk)?;
+                self.chunks.push(&key, 0, &chunk)?;
             }
             self.open_bytes = 0;
         }
@@ -639,7 +641,7 @@ impl PostingChunks {
 
     fn merge(mut self) -> std::io::Result<super::runs::Merge> {
         for (_, (key, chunk)) in self.open.drain() {
-            self.chunks.push(key, 0, chunk)?;
+            self.chunks.push(&key, 0, &chunk)?;
         }
         self.chunks.merge()
     }

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 /// The read and write buffer of each run file.
 const RUN_BUFFER: usize = 16 * 1024;
 
-/// What one record costs in a run being gathered beyond its bytes: the vectors and their
-/// allocations.
-const RECORD_OVERHEAD: usize = 64;
+/// A run's arena starts this large (or at its run's size) and grows as records come.
+const RUN_ARENA_START: usize = 1024 * 1024;
+
+/// What one record costs in a run being gathered beyond its bytes: where it is.
+const RECORD_OVERHEAD: usize = std::mem::size_of::<Gathered>();
 
 struct Record {
     key: Vec<u8>,
@@ -21,14 +23,23 @@ struct Record {
     value: Vec<u8>,
 }
 
+/// A record of the run being gathered: its key, then its value, from `start` in the arena.
+struct Gathered {
+    start: usize,
+    key_length: u32,
+    value_length: u32,
+    rank: u64,
+}
+
 /// Records gathered into sorted runs, each written to a file in `dir` once it holds
-/// `run_bytes`.
+/// `run_bytes`. A run is gathered in one arena, so a record costs no allocation of its own
+/// and the run's memory is the bytes it holds.
 pub struct SortedRuns {
     dir: PathBuf,
     name: &'static str,
     run_bytes: usize,
-    gathering: Vec<Record>,
-    gathered_bytes: usize,
+    arena: Vec<u8>,
+    gathering: Vec<Gathered>,
     files: Vec<PathBuf>,
 }
 
@@ -39,41 +50,67 @@ impl SortedRuns {
             dir: dir.to_owned(),
             name,
             run_bytes,
+            arena: Vec::new(),
             gathering: Vec::new(),
-            gathered_bytes: 0,
             files: Vec::new(),
         }
     }
 
     /// Adds a record; of several with one key, the merge keeps the one of highest rank (the
     /// one added last among equal ranks).
-    pub fn push(&mut self, key: Vec<u8>, rank: u64, value: Vec<u8>) -> io::Result<()> {
-        self.gathered_bytes += key.len() + value.len() + RECORD_OVERHEAD;
-        self.gathering.push(Record { key, rank, value });
-        if self.gathered_bytes >= self.run_bytes {
+    pub fn push(&mut self, key: &[u8], rank: u64, value: &[u8]) -> io::Result<()> {
+        let too_large = || io::Error::other("record too large");
+        let gathered = Gathered {
+            start: self.arena.len(),
+            key_length: u32::try_from(key.len()).map_err(|_| too_large())?,
+            value_length: u32::try_from(value.len()).map_err(|_| too_large())?,
+            rank,
+        };
+        if self.arena.capacity() == 0 {
+            self.arena.reserve(self.run_bytes.min(RUN_ARENA_START));
+        }
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(value);
+        self.gathering.push(gathered);
+        if self.arena.len() + self.gathering.len() * RECORD_OVERHEAD >= self.run_bytes {
             self.write_run()?;
         }
         Ok(())
     }
 
     fn write_run(&mut self) -> io::Result<()> {
-        let mut records = std::mem::take(&mut self.gathering);
-        self.gathered_bytes = 0;
-        // Stable: among equal keys and ranks the record added last ends up first.
-        records.reverse();
-        records.sort_by(|a, b| a.key.cmp(&b.key).then(b.rank.cmp(&a.rank)));
-        records.dedup_by(|later, first| later.key == first.key);
+        let arena = &self.arena;
+        let key = |record: &Gathered| &arena[record.start..][..record.key_length as usize];
+        // Among equal keys the highest rank first, and among equal ranks the one added last.
+        self.gathering.sort_unstable_by(|a, b| {
+            key(a)
+                .cmp(key(b))
+                .then(b.rank.cmp(&a.rank))
+                .then(b.start.cmp(&a.start))
+        });
         let path = self
             .dir
             .join(format!("{}-{}.run", self.name, self.files.len()));
         let mut file = BufWriter::with_capacity(RUN_BUFFER, File::create(&path)?);
-        for record in &records {
-            write_part(&mut file, &record.key)?;
+        let mut previous: Option<&[u8]> = None;
+        for record in &self.gathering {
+            let key = key(record);
+            if previous == Some(key) {
+                continue;
+            }
+            let value_start = record.start + key.len();
+            write_part(&mut file, key)?;
             file.write_all(&record.rank.to_be_bytes())?;
-            write_part(&mut file, &record.value)?;
+            write_part(
+                &mut file,
+                &arena[value_start..][..record.value_length as usize],
+            )?;
+            previous = Some(key);
         }
         file.flush()?;
         self.files.push(path);
+        self.arena.clear();
+        self.gathering.clear();
         Ok(())
     }
 
@@ -249,7 +286,7 @@ mod tests {
             ("b", 8, "b8-later"),
         ];
         for (key, rank, value) in pushes {
-            runs.push(key.into(), rank, value.into()).unwrap();
+            runs.push(key.as_bytes(), rank, value.as_bytes()).unwrap();
         }
         let merge = runs.merge().unwrap();
         assert!(merge.files.len() >= 3, "{} runs", merge.files.len());
@@ -270,9 +307,9 @@ mod tests {
     fn one_run_in_memory_and_no_records_both_merge() {
         let dir = tempfile::tempdir().unwrap();
         let mut runs = SortedRuns::new(dir.path(), "one", usize::MAX);
-        runs.push(b"z".to_vec(), 0, Vec::new()).unwrap();
-        runs.push(b"y".to_vec(), 0, Vec::new()).unwrap();
-        runs.push(b"z".to_vec(), 0, Vec::new()).unwrap();
+        runs.push(b"z", 0, b"").unwrap();
+        runs.push(b"y", 0, b"").unwrap();
+        runs.push(b"z", 0, b"").unwrap();
         let keys: Vec<String> = drain(runs.merge().unwrap())
             .into_iter()
             .map(|(key, _)| key)
