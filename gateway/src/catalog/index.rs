@@ -56,7 +56,7 @@ const OPEN_CHUNKS_BYTES: usize = 4 * 1024 * 1024;
 const BULK_BLOCKS_PER_COMMIT: usize = 512;
 
 /// Blocks a bulk load's merge may have ready before the writer takes them.
-const BLOCKS_QUEUED: usize = 64;
+const BLOCKS_QUEUED: usize = 1024;
 
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
@@ -496,14 +496,14 @@ impl BulkLoad {
             if value.is_empty() {
                 continue;
             }
-            let mut parts = Parts(&value);
+            let mut parts = Parts(value);
             let header = parts.next().ok_or_else(corrupt)?;
-            if let Some(block) = headers.add(&id, header) {
+            if let Some(block) = headers.add(id, header) {
                 send(SESSIONS, block)?;
             }
             for prefix in parts {
                 postings
-                    .add(prefix, &id)
+                    .add(prefix, id)
                     .map_err(|source| self.io_error(source))?;
             }
             count += 1;
@@ -517,7 +517,7 @@ impl BulkLoad {
         let mut keys = BlockBuilder::default();
         let mut key = Vec::new();
         while let Some((_, chunk)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            let mut parts = Parts(&chunk);
+            let mut parts = Parts(chunk);
             let prefix = parts.next().ok_or_else(corrupt)?;
             for id in parts {
                 key.clear();

@@ -17,6 +17,7 @@ const RUN_ARENA_START: usize = 1024 * 1024;
 /// What one record costs in a run being gathered beyond its bytes: where it is.
 const RECORD_OVERHEAD: usize = std::mem::size_of::<Gathered>();
 
+#[derive(Default)]
 struct Record {
     key: Vec<u8>,
     rank: u64,
@@ -123,7 +124,8 @@ impl SortedRuns {
         let mut heap = BinaryHeap::with_capacity(self.files.len());
         for (run, path) in self.files.iter().enumerate() {
             let mut reader = BufReader::with_capacity(RUN_BUFFER, File::open(path)?);
-            if let Some(record) = read_record(&mut reader)? {
+            let mut record = Record::default();
+            if read_record(&mut reader, &mut record)? {
                 heap.push(Head::new(record, run));
             }
             runs.push(reader);
@@ -132,6 +134,8 @@ impl SortedRuns {
             runs,
             heap,
             files: self.files,
+            current: Record::default(),
+            spare: Vec::new(),
         })
     }
 }
@@ -183,11 +187,14 @@ pub struct Merge {
     runs: Vec<BufReader<File>>,
     heap: BinaryHeap<Head>,
     files: Vec<PathBuf>,
+    /// The record `next_record` last returned.
+    current: Record,
+    spare: Vec<Record>,
 }
 
 impl Merge {
     /// The next key and its winning value.
-    pub fn next_record(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    pub fn next_record(&mut self) -> io::Result<Option<(&[u8], &[u8])>> {
         let Some(winner) = self.pop()? else {
             return Ok(None);
         };
@@ -197,17 +204,25 @@ impl Merge {
             .peek()
             .is_some_and(|head| head.record.key == winner.key)
         {
-            self.pop()?;
+            if let Some(loser) = self.pop()? {
+                self.spare.push(loser);
+            }
         }
-        Ok(Some((winner.key, winner.value)))
+        let done = std::mem::replace(&mut self.current, winner);
+        self.spare.push(done);
+        Ok(Some((&self.current.key, &self.current.value)))
     }
 
     fn pop(&mut self) -> io::Result<Option<Record>> {
         let Some(head) = self.heap.pop() else {
             return Ok(None);
         };
-        if let Some(next) = read_record(&mut self.runs[head.run])? {
+        // Records read are recycled: a merge allocates only while its buffers grow.
+        let mut next = self.spare.pop().unwrap_or_default();
+        if read_record(&mut self.runs[head.run], &mut next)? {
             self.heap.push(Head::new(next, head.run));
+        } else {
+            self.spare.push(next);
         }
         Ok(Some(head.record))
     }
@@ -227,31 +242,28 @@ fn write_part(file: &mut impl Write, part: &[u8]) -> io::Result<()> {
     file.write_all(part)
 }
 
-fn read_part(file: &mut impl Read) -> io::Result<Vec<u8>> {
+fn read_part(file: &mut impl Read, part: &mut Vec<u8>) -> io::Result<()> {
     let mut length = [0; 4];
     file.read_exact(&mut length)?;
-    let mut part = vec![0; u32::from_be_bytes(length) as usize];
-    file.read_exact(&mut part)?;
-    Ok(part)
+    part.resize(u32::from_be_bytes(length) as usize, 0);
+    file.read_exact(part)
 }
 
-fn read_record(file: &mut impl Read) -> io::Result<Option<Record>> {
+/// Reads the next record of a run into `record`; false at the run's end.
+fn read_record(file: &mut impl Read, record: &mut Record) -> io::Result<bool> {
     let mut length = [0; 4];
     match file.read_exact(&mut length) {
         Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(err) => return Err(err),
     }
-    let mut key = vec![0; u32::from_be_bytes(length) as usize];
-    file.read_exact(&mut key)?;
+    record.key.resize(u32::from_be_bytes(length) as usize, 0);
+    file.read_exact(&mut record.key)?;
     let mut rank = [0; 8];
     file.read_exact(&mut rank)?;
-    let value = read_part(file)?;
-    Ok(Some(Record {
-        key,
-        rank: u64::from_be_bytes(rank),
-        value,
-    }))
+    record.rank = u64::from_be_bytes(rank);
+    read_part(file, &mut record.value)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -262,8 +274,8 @@ mod tests {
         let mut out = Vec::new();
         while let Some((key, value)) = merge.next_record().unwrap() {
             out.push((
-                String::from_utf8(key).unwrap(),
-                String::from_utf8(value).unwrap(),
+                String::from_utf8(key.to_vec()).unwrap(),
+                String::from_utf8(value.to_vec()).unwrap(),
             ));
         }
         out
