@@ -599,7 +599,9 @@ impl<'a> BulkWriter<'a> {
 /// first id, and the chunks sorted by key come back as every list whole and in order.
 struct PostingChunks {
     /// List prefix -> (its open chunk's key, the chunk: the prefix, then ids, as parts).
-    open: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)>,
+    /// Hashed with foldhash (randomly seeded too): each session's postings are looked up here,
+    /// and SipHash was a tenth of the merge.
+    open: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>), foldhash::fast::RandomState>,
     open_bytes: usize,
     chunks: SortedRuns,
 }
@@ -607,24 +609,33 @@ struct PostingChunks {
 impl PostingChunks {
     fn new(build_dir: &Path) -> PostingChunks {
         PostingChunks {
-            open: HashMap::new(),
+            open: HashMap::default(),
             open_bytes: 0,
             chunks: SortedRuns::new(build_dir, "postings", RUN_BYTES),
         }
     }
 
     fn add(&mut self, prefix: &[u8], id: &[u8]) -> std::io::Result<()> {
-        let (key, chunk) = self.open.entry(prefix.to_vec()).or_insert_with(|| {
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(id);
-            let mut chunk = Vec::new();
-            push_part(&mut chunk, prefix);
-            (key, chunk)
-        });
-        let before = chunk_footprint(key, chunk);
-        push_part(chunk, id);
-        self.open_bytes += chunk_footprint(key, chunk) - before;
-        if chunk.len() >= POSTING_CHUNK_BYTES {
+        // Looked up by the borrowed prefix: a list's first id is the only one that allocates.
+        let full = match self.open.get_mut(prefix) {
+            Some((key, chunk)) => {
+                let before = chunk_footprint(key, chunk);
+                push_part(chunk, id);
+                self.open_bytes += chunk_footprint(key, chunk) - before;
+                chunk.len() >= POSTING_CHUNK_BYTES
+            }
+            None => {
+                let mut key = prefix.to_vec();
+                key.extend_from_slice(id);
+                let mut chunk = Vec::new();
+                push_part(&mut chunk, prefix);
+                push_part(&mut chunk, id);
+                self.open_bytes += chunk_footprint(&key, &chunk);
+                self.open.insert(prefix.to_vec(), (key, chunk));
+                false
+            }
+        };
+        if full {
             if let Some((_, (key, chunk))) = self.open.remove_entry(prefix) {
                 self.open_bytes -= chunk_footprint(&key, &chunk);
                 self.chunks.push(&key, 0, &chunk)?;
