@@ -365,10 +365,8 @@ impl Catalog {
             return Err(ViewError::Interrupted("the bulk load stopped".into()).into());
         };
         let replayed = started.elapsed().as_secs_f64();
-        eprintln!("TMP replayed {replayed:.2}");
         let state = self.blocking(move |_| load.finish(through)).await?;
         let seconds = started.elapsed().as_secs_f64();
-        eprintln!("TMP built {seconds:.2}");
         info!(
             catalog.sessions = state.sessions,
             "catalog view built: {} sessions in {seconds:.1} s ({replayed:.1} s replaying the \

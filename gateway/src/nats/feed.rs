@@ -100,10 +100,10 @@ impl Store {
     }
 
     /// One pass over what `stream` stores, from its first message, read in large pulls: a
-    /// quarter faster than an ordered consumer's small ones, with at most two batches in
-    /// memory. Not ordered (ordered consumers pull 500 at a time), so it checks the one thing
-    /// that buys: a message lost in transit (the consumer's numbering skips) ends the feed
-    /// with an error, and the reader starts over.
+    /// quarter faster than an ordered consumer's pulls of 500, with at most two pulls in
+    /// memory. Instead of an ordered consumer's recovery it checks for the loss that recovery
+    /// repairs: a message lost in transit (the consumer's numbering skips) ends the feed with
+    /// an error, and the reader starts over.
     pub(super) async fn replay_feed(
         &self,
         stream: &stream::Stream<()>,
