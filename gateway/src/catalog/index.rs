@@ -255,6 +255,8 @@ impl CatalogIndex {
             index: self.clone(),
             build_dir,
             value: Vec::new(),
+            run_bytes: RUN_BYTES,
+            open_chunk_bytes: OPEN_CHUNKS_BYTES,
         })
     }
 
@@ -405,6 +407,10 @@ pub struct BulkLoad {
     build_dir: PathBuf,
     /// The value `add` gathers a record's parts in, reused.
     value: Vec<u8>,
+    /// What a sort gathers before writing a run, and what the open posting chunks may hold:
+    /// `RUN_BYTES` and `OPEN_CHUNKS_BYTES`, smaller in tests so every path is taken.
+    run_bytes: usize,
+    open_chunk_bytes: usize,
 }
 
 impl BulkLoad {
@@ -442,7 +448,7 @@ impl BulkLoad {
     pub fn finish(mut self, through: u64) -> Result<ViewState, ViewError> {
         let sessions = std::mem::replace(
             &mut self.sessions,
-            SortedRuns::new(&self.build_dir, "sessions", RUN_BYTES),
+            SortedRuns::new(&self.build_dir, "sessions", self.run_bytes),
         );
         let (blocks, merged) = std::sync::mpsc::sync_channel(BLOCKS_QUEUED);
         let count = std::thread::scope(|scope| {
@@ -489,7 +495,8 @@ impl BulkLoad {
                 .map_err(|_| ViewError::Interrupted("the view writer stopped".into()))
         };
         let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
-        let mut postings = PostingChunks::new(&self.build_dir);
+        let mut postings =
+            PostingChunks::new(&self.build_dir, self.run_bytes, self.open_chunk_bytes);
         let mut count = 0u64;
         let mut headers = BlockBuilder::default();
         while let Some((id, value)) = merged.next_record().map_err(|err| self.io_error(err))? {
@@ -603,15 +610,17 @@ struct PostingChunks {
     /// and SipHash was a tenth of the merge.
     open: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>), foldhash::fast::RandomState>,
     open_bytes: usize,
+    open_limit: usize,
     chunks: SortedRuns,
 }
 
 impl PostingChunks {
-    fn new(build_dir: &Path) -> PostingChunks {
+    fn new(build_dir: &Path, run_bytes: usize, open_limit: usize) -> PostingChunks {
         PostingChunks {
             open: HashMap::default(),
             open_bytes: 0,
-            chunks: SortedRuns::new(build_dir, "postings", RUN_BYTES),
+            open_limit,
+            chunks: SortedRuns::new(build_dir, "postings", run_bytes),
         }
     }
 
@@ -640,7 +649,7 @@ impl PostingChunks {
                 self.open_bytes -= chunk_footprint(&key, &chunk);
                 self.chunks.push(&key, 0, &chunk)?;
             }
-        } else if self.open_bytes >= OPEN_CHUNKS_BYTES {
+        } else if self.open_bytes >= self.open_limit {
             // Many short lists (a metadata value per session): their chunks go as they are.
             for (_, (key, chunk)) in self.open.drain() {
                 self.chunks.push(&key, 0, &chunk)?;
@@ -1189,10 +1198,11 @@ mod tests {
             } else {
                 Change::Created
             };
+            // A topic per version: many short posting lists.
             let session = session(
                 &id,
                 revision % 3 == 0,
-                json!({"tenant": tenant, "n": revision}),
+                json!({"tenant": tenant, "n": revision, "topic": format!("topic-{}", revision % 97)}),
             );
             versions.push((SessionRecord { session, change }, revision));
         }
@@ -1214,7 +1224,11 @@ mod tests {
         }
         drop(interrupted);
         let mut load = bulk.index.bulk_load(source()).unwrap();
-        load.sessions = SortedRuns::new(&load.build_dir, "sessions", 16 * 1024);
+        // Small enough that both sorts write many runs and the open posting chunks are
+        // flushed as they are, again and again.
+        load.run_bytes = 16 * 1024;
+        load.open_chunk_bytes = 2 * 1024;
+        load.sessions = SortedRuns::new(&load.build_dir, "sessions", load.run_bytes);
         for (record, revision) in &versions {
             load.add(&stored(record), *revision).unwrap();
         }
