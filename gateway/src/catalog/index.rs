@@ -32,10 +32,10 @@ const SLOTS: usize = 16;
 /// The store's page cache: the view's only memory that depends on what it holds.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// What a bulk load reads of a stored header: what places it in the view.
+/// What a bulk load reads of a stored header: what places it in the view (the id is the
+/// key's).
 #[derive(Deserialize)]
 struct IndexedFields {
-    id: String,
     #[serde(default)]
     tenant_id: Option<String>,
     #[serde(default)]
@@ -131,8 +131,8 @@ pub enum ViewError {
     },
     #[error("catalog view {0}: a stored header is unreadable")]
     Corrupt(PathBuf),
-    #[error("the session header at bucket revision {revision} is unreadable: {reason}")]
-    UnreadableHeader { revision: u64, reason: String },
+    #[error("the stored header of session {id} is unreadable: {reason}")]
+    UnreadableHeader { id: String, reason: String },
     #[error("catalog view work was interrupted: {0}")]
     Interrupted(String),
 }
@@ -254,7 +254,6 @@ impl CatalogIndex {
             sessions: SortedRuns::new(&build_dir, "sessions", RUN_BYTES),
             index: self.clone(),
             build_dir,
-            value: Vec::new(),
             run_bytes: RUN_BYTES,
             open_chunk_bytes: OPEN_CHUNKS_BYTES,
         })
@@ -405,8 +404,6 @@ pub struct BulkLoad {
     index: CatalogIndex,
     sessions: SortedRuns,
     build_dir: PathBuf,
-    /// The value `add` gathers a record's parts in, reused.
-    value: Vec<u8>,
     /// What a sort gathers before writing a run, and what the open posting chunks may hold:
     /// `RUN_BYTES` and `OPEN_CHUNKS_BYTES`, smaller in tests so every path is taken.
     run_bytes: usize,
@@ -414,32 +411,14 @@ pub struct BulkLoad {
 }
 
 impl BulkLoad {
-    /// Adds a header version as the bucket stores it; of one session's versions the highest
-    /// `revision` is kept, and a session whose newest is a tombstone is left out. The header
-    /// is kept as stored: only what places it is decoded.
-    pub fn add(&mut self, stored: &[u8], revision: u64) -> Result<(), ViewError> {
-        let fields = serde_json::from_slice::<IndexedFields>(stored).map_err(|err| {
-            ViewError::UnreadableHeader {
-                revision,
-                reason: err.to_string(),
-            }
-        })?;
-        // A tombstone is an empty value: a header is never empty.
-        let value = &mut self.value;
-        value.clear();
-        if fields.change != Change::Deleted {
-            push_part(value, stored);
-            let tenant = owner_tenant(fields.tenant_id.as_deref());
-            for list in posting_lists(fields.archived, tenant, &fields.metadata) {
-                push_part(value, list);
-            }
-        }
+    /// Adds a version of session `id`'s header as the bucket stores it; of one session's
+    /// versions the highest `revision` is kept, and a session whose newest is a tombstone is
+    /// left out. Nothing is decoded here: only each session's newest version is, once, while
+    /// the runs are merged.
+    pub fn add(&mut self, id: &[u8], stored: &[u8], revision: u64) -> Result<(), ViewError> {
         self.sessions
-            .push(fields.id.as_bytes(), revision, value)
-            .map_err(|source| ViewError::Io {
-                path: self.build_dir.clone(),
-                source,
-            })
+            .push(id, revision, stored)
+            .map_err(|source| self.io_error(source))
     }
 
     /// Writes every session and posting in key order, then records the view as complete
@@ -499,18 +478,23 @@ impl BulkLoad {
             PostingChunks::new(&self.build_dir, self.run_bytes, self.open_chunk_bytes);
         let mut count = 0u64;
         let mut headers = BlockBuilder::default();
-        while let Some((id, value)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            if value.is_empty() {
+        while let Some((id, stored)) = merged.next_record().map_err(|err| self.io_error(err))? {
+            let fields = serde_json::from_slice::<IndexedFields>(stored).map_err(|err| {
+                ViewError::UnreadableHeader {
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    reason: err.to_string(),
+                }
+            })?;
+            if fields.change == Change::Deleted {
                 continue;
             }
-            let mut parts = Parts(value);
-            let header = parts.next().ok_or_else(corrupt)?;
-            if let Some(block) = headers.add(id, header) {
+            if let Some(block) = headers.add(id, stored) {
                 send(SESSIONS, block)?;
             }
-            for prefix in parts {
+            let tenant = owner_tenant(fields.tenant_id.as_deref());
+            for list in posting_lists(fields.archived, tenant, &fields.metadata) {
                 postings
-                    .add(prefix, id)
+                    .add(&list, id)
                     .map_err(|source| self.io_error(source))?;
             }
             count += 1;
@@ -1219,8 +1203,11 @@ mod tests {
         // A first bulk load interrupted halfway: the next starts over.
         let mut interrupted = bulk.index.bulk_load(source()).unwrap();
         let stored = |record: &SessionRecord| serde_json::to_vec(record).unwrap();
+        let id = |record: &SessionRecord| record.session.id.as_str().as_bytes().to_vec();
         for (record, revision) in &versions[..1_500] {
-            interrupted.add(&stored(record), *revision).unwrap();
+            interrupted
+                .add(&id(record), &stored(record), *revision)
+                .unwrap();
         }
         drop(interrupted);
         let mut load = bulk.index.bulk_load(source()).unwrap();
@@ -1230,15 +1217,8 @@ mod tests {
         load.open_chunk_bytes = 2 * 1024;
         load.sessions = SortedRuns::new(&load.build_dir, "sessions", load.run_bytes);
         for (record, revision) in &versions {
-            load.add(&stored(record), *revision).unwrap();
+            load.add(&id(record), &stored(record), *revision).unwrap();
         }
-        assert!(matches!(
-            load.add(b"{\"id\": 7}", 3_001),
-            Err(ViewError::UnreadableHeader {
-                revision: 3_001,
-                ..
-            })
-        ));
         let build_dir = load.build_dir.clone();
         let state = load.finish(3_000).unwrap();
         assert!(!build_dir.exists());
@@ -1276,6 +1256,19 @@ mod tests {
             ..query(1_000)
         };
         assert_eq!(bulk.page(&archived_t1).0, applied.page(&archived_t1).0);
+    }
+
+    #[test]
+    fn a_bulk_load_of_an_unreadable_header_fails_and_records_nothing() {
+        let view = TestIndex::new();
+        let mut load = view.index.bulk_load(source()).unwrap();
+        load.add(b"s1", b"{\"id\": 7}", 1).unwrap();
+        assert!(matches!(
+            load.finish(1),
+            Err(ViewError::UnreadableHeader { id, .. }) if id == "s1"
+        ));
+        let state = view.index.state().unwrap();
+        assert_eq!((state.applied, state.complete), (0, false));
     }
 
     #[test]

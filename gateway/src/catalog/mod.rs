@@ -317,13 +317,12 @@ impl Catalog {
         let started = Instant::now();
         let mut load = self.blocking(move |index| index.bulk_load(source)).await?;
         let mut versions = self.store.catalog_replay().await?;
-        // Decoding and sorting run on their own thread while the replay gathers the next
-        // batches.
+        // Sorting runs on its own thread while the replay gathers the next batches.
         let (batches, mut gathered) = mpsc::channel::<Vec<StoredVersion>>(BULK_BATCHES_QUEUED);
         let loading = tokio::task::spawn_blocking(move || {
             while let Some(batch) = gathered.blocking_recv() {
                 for version in batch.iter().filter(|version| !version.value.is_empty()) {
-                    load.add(&version.value, version.revision)?;
+                    load.add(&version.id, &version.value, version.revision)?;
                 }
             }
             Ok::<_, ViewError>(load)

@@ -63,6 +63,8 @@ pub struct StoredVersion {
     pub revision: u64,
     /// Messages the replay has yet to deliver after this one: 0 once it has caught up.
     pub pending: u64,
+    /// The session's id, from the message's subject (its key).
+    pub id: Vec<u8>,
     /// A session header as JSON; empty for a delete or purge marker.
     pub value: Bytes,
 }
@@ -289,16 +291,26 @@ impl Store {
         Ok(Feed::new(versions, consumer))
     }
 
-    /// Every message of the bucket's stream, once, as stored: a fresh view's bulk load. The
-    /// replay does not end: the reader stops at the version with nothing `pending`.
+    /// Every message of the bucket's stream, once, as stored: a fresh view's bulk load, which
+    /// takes each version's id from its subject and decodes only the newest. The replay does
+    /// not end: the reader stops at the version with nothing `pending`.
     pub async fn catalog_replay(&self) -> Result<Feed<StoredVersion>, StoreError> {
         self.require_usable()?;
         let RawFeed { messages, consumer } = self.replay_feed(&self.sessions_stream).await?;
-        let versions = messages.map(|message| {
+        let keys = format!("$KV.{}.", self.topology.sessions_bucket);
+        let versions = messages.map(move |message| {
             let message = message?;
+            let id = message
+                .subject
+                .strip_prefix(keys.as_str())
+                .and_then(subjects::id_of_token)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("a session key's subject: {}", message.subject))
+                })?;
             Ok(StoredVersion {
                 revision: message.stream_seq,
                 pending: message.pending,
+                id,
                 value: message.payload,
             })
         });

@@ -15,6 +15,7 @@ use super::{Store, StoreError, unavailable};
 
 /// A stored message as an ordered consumer delivers it.
 pub(super) struct RawMessage {
+    pub subject: async_nats::Subject,
     pub stream_seq: u64,
     /// Messages the consumer has yet to deliver after this one.
     pub pending: u64,
@@ -162,9 +163,13 @@ fn raw_message(message: async_nats::jetstream::Message) -> Result<(RawMessage, u
     // Moved, not cloned: a header map is a hash map of strings, and copying it was a tenth of
     // a replay's CPU in the gateway.
     let async_nats::Message {
-        headers, payload, ..
+        subject,
+        headers,
+        payload,
+        ..
     } = message.message;
     let raw = RawMessage {
+        subject,
         stream_seq,
         pending,
         headers,

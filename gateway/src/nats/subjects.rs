@@ -18,6 +18,27 @@ pub fn token(id: &SessionId) -> String {
     token
 }
 
+/// The id bytes a token stands for; `None` for text `token` never makes.
+pub fn id_of_token(token: &str) -> Option<Vec<u8>> {
+    if token.is_empty() {
+        return None;
+    }
+    let mut id = Vec::with_capacity(token.len());
+    let mut bytes = token.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'=' {
+            let high = char::from(bytes.next()?).to_digit(16)?;
+            let low = char::from(bytes.next()?).to_digit(16)?;
+            id.push(u8::try_from(high * 16 + low).ok()?);
+        } else if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+            id.push(byte);
+        } else {
+            return None;
+        }
+    }
+    Some(id)
+}
+
 /// The subject holding one session's events.
 pub fn events_subject(prefix: &str, id: &SessionId) -> String {
     format!("{prefix}.{}", token(id))
@@ -51,6 +72,16 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
                 "{token}"
             );
+        }
+    }
+
+    #[test]
+    fn a_token_reads_back_as_its_id() {
+        for raw in ["ses_AbC-9", "a.b", "a=2Eb", "é", "a\nb", "."] {
+            assert_eq!(id_of_token(&token(&id(raw))), Some(raw.as_bytes().to_vec()));
+        }
+        for never in ["a.b", "a=2", "a=ZZ", "a b", ""] {
+            assert_eq!(id_of_token(never), None, "{never}");
         }
     }
 
