@@ -1272,6 +1272,30 @@ mod tests {
     }
 
     #[test]
+    fn a_view_of_the_format_before_blocks_is_replaced_by_an_empty_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bucket-0.redb");
+        {
+            // Format 1 kept a key per header and per posting.
+            let database = Database::create(&path).unwrap();
+            let transaction = database.begin_write().unwrap();
+            let mut sessions = transaction
+                .open_table(TableDefinition::<&str, &[u8]>::new("sessions"))
+                .unwrap();
+            sessions.insert("s1", b"{}".as_slice()).unwrap();
+            drop(sessions);
+            transaction
+                .open_table(TableDefinition::<&[u8], ()>::new("postings"))
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        let index = CatalogIndex::open(dir.path(), "bucket").unwrap();
+        assert_eq!(index.path(), path);
+        assert_eq!(index.state().unwrap(), ViewState::default());
+        assert_eq!(index.get(&SessionId::parse("s1").unwrap()).unwrap(), None);
+    }
+
+    #[test]
     fn an_unreadable_file_is_replaced_by_an_empty_view() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bucket-0.redb"), vec![0x5a; 64 * 1024]).unwrap();
