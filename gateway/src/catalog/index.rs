@@ -507,10 +507,11 @@ impl BulkLoad {
         let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
         let mut keys = BlockBuilder::default();
         let mut key = Vec::new();
-        while let Some((_, chunk)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            let mut parts = Parts(chunk);
-            let prefix = parts.next().ok_or_else(corrupt)?;
-            for id in parts {
+        while let Some((first_key, ids)) = merged.next_record().map_err(|err| self.io_error(err))? {
+            let mut ids = Parts(ids).peekable();
+            let first = ids.peek().ok_or_else(corrupt)?;
+            let prefix = first_key.strip_suffix(*first).ok_or_else(corrupt)?;
+            for id in ids {
                 key.clear();
                 key.extend_from_slice(prefix);
                 key.extend_from_slice(id);
@@ -589,10 +590,10 @@ impl<'a> BulkWriter<'a> {
 /// list's ids arrive in order, so they are cut into chunks keyed by the list and the chunk's
 /// first id, and the chunks sorted by key come back as every list whole and in order.
 struct PostingChunks {
-    /// List prefix -> (its open chunk's key, the chunk: the prefix, then ids, as parts).
+    /// List prefix -> its open chunk, the ids as parts.
     /// Hashed with foldhash (randomly seeded too): each session's postings are looked up here,
     /// and SipHash was a tenth of the merge.
-    open: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>), foldhash::fast::RandomState>,
+    open: HashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState>,
     open_bytes: usize,
     open_limit: usize,
     chunks: SortedRuns,
@@ -611,32 +612,28 @@ impl PostingChunks {
     fn add(&mut self, prefix: &[u8], id: &[u8]) -> std::io::Result<()> {
         // Looked up by the borrowed prefix: a list's first id is the only one that allocates.
         let full = match self.open.get_mut(prefix) {
-            Some((key, chunk)) => {
-                let before = chunk_footprint(key, chunk);
+            Some(chunk) => {
                 push_part(chunk, id);
-                self.open_bytes += chunk_footprint(key, chunk) - before;
+                self.open_bytes += 4 + id.len();
                 chunk.len() >= POSTING_CHUNK_BYTES
             }
             None => {
-                let mut key = prefix.to_vec();
-                key.extend_from_slice(id);
                 let mut chunk = Vec::new();
-                push_part(&mut chunk, prefix);
                 push_part(&mut chunk, id);
-                self.open_bytes += chunk_footprint(&key, &chunk);
-                self.open.insert(prefix.to_vec(), (key, chunk));
+                self.open_bytes += chunk_footprint(prefix, &chunk);
+                self.open.insert(prefix.to_vec(), chunk);
                 false
             }
         };
         if full {
-            if let Some((_, (key, chunk))) = self.open.remove_entry(prefix) {
-                self.open_bytes -= chunk_footprint(&key, &chunk);
-                self.chunks.push(&key, 0, &chunk)?;
+            if let Some((prefix, chunk)) = self.open.remove_entry(prefix) {
+                self.open_bytes -= chunk_footprint(&prefix, &chunk);
+                close_chunk(&mut self.chunks, &prefix, &chunk)?;
             }
         } else if self.open_bytes >= self.open_limit {
             // Many short lists (a metadata value per session): their chunks go as they are.
-            for (_, (key, chunk)) in self.open.drain() {
-                self.chunks.push(&key, 0, &chunk)?;
+            for (prefix, chunk) in self.open.drain() {
+                close_chunk(&mut self.chunks, &prefix, &chunk)?;
             }
             self.open_bytes = 0;
         }
@@ -644,17 +641,26 @@ impl PostingChunks {
     }
 
     fn merge(mut self) -> std::io::Result<super::runs::Merge> {
-        for (_, (key, chunk)) in self.open.drain() {
-            self.chunks.push(&key, 0, &chunk)?;
+        for (prefix, chunk) in self.open.drain() {
+            close_chunk(&mut self.chunks, &prefix, &chunk)?;
         }
         self.chunks.merge()
     }
 }
 
-/// What an open chunk holds in memory, about: its list's prefix in the map's key and in the
-/// chunk's key and bytes, its ids, and the allocations' overhead.
-fn chunk_footprint(key: &[u8], chunk: &[u8]) -> usize {
-    2 * key.len() + chunk.len() + 128
+/// Hands a chunk of list `prefix` to its sort, keyed by the list and the chunk's first id.
+fn close_chunk(chunks: &mut SortedRuns, prefix: &[u8], ids: &[u8]) -> std::io::Result<()> {
+    let first = Parts(ids).next().unwrap_or_default();
+    let mut key = Vec::with_capacity(prefix.len() + first.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(first);
+    chunks.push(&key, 0, ids)
+}
+
+/// What an open chunk holds in memory, about: its list's prefix (the map's key), its ids, and
+/// the allocations' overhead.
+fn chunk_footprint(prefix: &[u8], chunk: &[u8]) -> usize {
+    prefix.len() + chunk.len() + 128
 }
 
 /// The length-prefixed parts of a bulk load's record, in order.

@@ -77,7 +77,7 @@ impl Store {
         stream: &stream::Stream<()>,
         config: pull::OrderedConfig,
     ) -> Result<RawFeed, StoreError> {
-        let name = format!("starcite-{:016x}", rand::random::<u64>());
+        let name = consumer_name();
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 name: Some(name.clone()),
@@ -109,7 +109,7 @@ impl Store {
         &self,
         stream: &stream::Stream<()>,
     ) -> Result<RawFeed, StoreError> {
-        let name = format!("starcite-{:016x}", rand::random::<u64>());
+        let name = consumer_name();
         let consumer = stream
             .create_consumer(pull::Config {
                 name: Some(name.clone()),
@@ -148,6 +148,11 @@ impl Store {
             consumer: guard,
         })
     }
+}
+
+/// A name of our own for a consumer, so its guard can delete it.
+fn consumer_name() -> String {
+    format!("starcite-{:016x}", rand::random::<u64>())
 }
 
 /// A replay's pull: large enough that requests are few, small enough in bytes that two in

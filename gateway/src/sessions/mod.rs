@@ -24,7 +24,9 @@ use futures::{Stream, StreamExt};
 use lru::LruCache;
 
 use crate::metrics::{AppendOutcome, Metrics};
-use crate::nats::{CreateSessionFailure, Head, ReplaceSessionFailure, Store, StoreError};
+use crate::nats::{
+    CreateSessionFailure, Head, ReplaceSessionFailure, RevisedRecord, Store, StoreError,
+};
 use crate::tail::Positioned;
 use error::{AppendError, CreateError, ReadError};
 use fanout::Fanout;
@@ -168,12 +170,7 @@ impl SessionLog {
         let owner = match cached {
             Some(owner) => owner,
             None => {
-                let revised = self
-                    .store
-                    .session(id)
-                    .await?
-                    .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
-                let owner = revised.record.session.tenant().to_owned();
+                let owner = self.header(id).await?.tenant().to_owned();
                 lock(&self.owners).put(id.clone(), owner.clone());
                 owner
             }
@@ -189,11 +186,7 @@ impl SessionLog {
     /// created again, starting over at seq 1.
     pub async fn delete(&self, id: &SessionId) -> Result<(), ReadError> {
         loop {
-            let revised = self
-                .store
-                .session(id)
-                .await?
-                .ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
+            let revised = self.revised_header(id).await?;
             let mut tombstone = revised.record;
             tombstone.change = Change::Deleted;
             tombstone.session.updated_at = model::timestamp_now();
@@ -222,9 +215,15 @@ impl SessionLog {
 
     /// The session's header, read from the bucket stream's leader.
     async fn header(&self, id: &SessionId) -> Result<Session, ReadError> {
-        let revised = self.store.session(id).await?;
-        let revised = revised.ok_or_else(|| ReadError::SessionNotFound(id.clone()))?;
-        Ok(revised.record.session)
+        Ok(self.revised_header(id).await?.record.session)
+    }
+
+    /// The session's header and its bucket revision, read from the bucket stream's leader.
+    async fn revised_header(&self, id: &SessionId) -> Result<RevisedRecord, ReadError> {
+        self.store
+            .session(id)
+            .await?
+            .ok_or_else(|| ReadError::SessionNotFound(id.clone()))
     }
 
     /// Appends `events` in order, all or none, each deduplicated and checked as if appended
