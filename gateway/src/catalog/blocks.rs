@@ -106,7 +106,8 @@ impl BlockBuilder {
     fn close(&mut self) -> Block {
         Block {
             bound: std::mem::take(&mut self.first_key),
-            bytes: std::mem::take(&mut self.bytes),
+            // Sized for a whole block at once, so filling it never reallocates.
+            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(BLOCK_BYTES)),
         }
     }
 }

@@ -19,9 +19,10 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable};
+use super::fields::IndexedFields;
 use super::runs::SortedRuns;
 use crate::nats::BucketSource;
-use crate::sessions::model::{Change, JsonObject, Session, SessionId, SessionRecord, owner_tenant};
+use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
 /// Bumped whenever the layout below changes: a view of another format is built anew.
 const FORMAT: u32 = 2;
@@ -31,19 +32,6 @@ const SLOTS: usize = 16;
 
 /// The store's page cache: the view's only memory that depends on what it holds.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
-
-/// What a bulk load reads of a stored header: what places it in the view (the id is the
-/// key's).
-#[derive(Deserialize)]
-struct IndexedFields {
-    #[serde(default)]
-    tenant_id: Option<String>,
-    #[serde(default)]
-    archived: bool,
-    #[serde(default)]
-    metadata: JsonObject,
-    change: Change,
-}
 
 /// What a bulk load's sorts gather in memory before writing a sorted run to disk.
 const RUN_BYTES: usize = 8 * 1024 * 1024;
@@ -55,8 +43,12 @@ const OPEN_CHUNKS_BYTES: usize = 4 * 1024 * 1024;
 /// right edge, so this bounds the dirty pages held until the commit.
 const BULK_BLOCKS_PER_COMMIT: usize = 512;
 
-/// Blocks a bulk load's merge may have ready before the writer takes them.
-const BLOCKS_QUEUED: usize = 1024;
+/// Blocks a bulk load's merge hands to the writer at a time: one wake-up of the writer per
+/// block was a seventh of the merge's time.
+const BLOCKS_PER_HANDOVER: usize = 64;
+
+/// Handovers of blocks the merge may have ready before the writer takes them.
+const HANDOVERS_QUEUED: usize = 16;
 
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
@@ -429,11 +421,11 @@ impl BulkLoad {
             &mut self.sessions,
             SortedRuns::new(&self.build_dir, "sessions", self.run_bytes),
         );
-        let (blocks, merged) = std::sync::mpsc::sync_channel(BLOCKS_QUEUED);
+        let (blocks, merged) = std::sync::mpsc::sync_channel(HANDOVERS_QUEUED);
         let count = std::thread::scope(|scope| {
             let merging = scope.spawn(|| self.merge_into_blocks(sessions, blocks));
             let mut writer = BulkWriter::new(&self.index.database);
-            for (table, block) in merged {
+            for (table, block) in merged.into_iter().flatten() {
                 writer
                     .write(table, block)
                     .map_err(self.index.view_error())?;
@@ -465,38 +457,40 @@ impl BulkLoad {
     fn merge_into_blocks(
         &self,
         sessions: SortedRuns,
-        blocks: SyncSender<(BlockTable, Block)>,
+        writer: SyncSender<Vec<(BlockTable, Block)>>,
     ) -> Result<u64, ViewError> {
         let corrupt = || ViewError::Corrupt(self.index.path.clone());
-        let send = |table, block| {
-            blocks
-                .send((table, block))
-                .map_err(|_| ViewError::Interrupted("the view writer stopped".into()))
+        let mut handover = Handover {
+            writer,
+            blocks: Vec::with_capacity(BLOCKS_PER_HANDOVER),
         };
+        let mut send = |table, block| handover.send(table, block);
         let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
         let mut postings =
             PostingChunks::new(&self.build_dir, self.run_bytes, self.open_chunk_bytes);
         let mut count = 0u64;
         let mut headers = BlockBuilder::default();
+        let mut list = Vec::new();
         while let Some((id, stored)) = merged.next_record().map_err(|err| self.io_error(err))? {
-            let fields = serde_json::from_slice::<IndexedFields>(stored).map_err(|err| {
-                ViewError::UnreadableHeader {
+            let fields =
+                IndexedFields::decode(stored).map_err(|err| ViewError::UnreadableHeader {
                     id: String::from_utf8_lossy(id).into_owned(),
                     reason: err.to_string(),
-                }
-            })?;
+                })?;
             if fields.change == Change::Deleted {
                 continue;
             }
             if let Some(block) = headers.add(id, stored) {
                 send(SESSIONS, block)?;
             }
-            let tenant = owner_tenant(fields.tenant_id.as_deref());
-            for list in posting_lists(fields.archived, tenant, &fields.metadata) {
-                postings
-                    .add(&list, id)
-                    .map_err(|source| self.io_error(source))?;
-            }
+            each_posting_list(
+                fields.archived,
+                fields.tenant(),
+                fields.string_pairs(),
+                &mut list,
+                |list| postings.add(list, id),
+            )
+            .map_err(|source| self.io_error(source))?;
             count += 1;
         }
         drop(merged);
@@ -523,6 +517,7 @@ impl BulkLoad {
         if let Some(block) = keys.finish() {
             send(POSTINGS, block)?;
         }
+        handover.flush()?;
         Ok(count)
     }
 
@@ -537,6 +532,33 @@ impl BulkLoad {
 impl Drop for BulkLoad {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.build_dir);
+    }
+}
+
+/// Blocks on their way from a bulk load's merge to its writer, `BLOCKS_PER_HANDOVER` at a
+/// time.
+struct Handover {
+    writer: SyncSender<Vec<(BlockTable, Block)>>,
+    blocks: Vec<(BlockTable, Block)>,
+}
+
+impl Handover {
+    fn send(&mut self, table: BlockTable, block: Block) -> Result<(), ViewError> {
+        self.blocks.push((table, block));
+        if self.blocks.len() < BLOCKS_PER_HANDOVER {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), ViewError> {
+        if self.blocks.is_empty() {
+            return Ok(());
+        }
+        let blocks = std::mem::replace(&mut self.blocks, Vec::with_capacity(BLOCKS_PER_HANDOVER));
+        self.writer
+            .send(blocks)
+            .map_err(|_| ViewError::Interrupted("the view writer stopped".into()))
     }
 }
 
@@ -760,17 +782,22 @@ fn decode_header(header: &[u8]) -> Result<Session, BlockError> {
 
 /// The posting lists a query's filters name: each metadata pair, the tenant, the flag.
 fn posting_prefixes(query: &ListQuery) -> Vec<Vec<u8>> {
+    let built = |push: &dyn Fn(&mut Vec<u8>)| {
+        let mut list = Vec::new();
+        push(&mut list);
+        list
+    };
     let mut lists: Vec<Vec<u8>> = query
         .metadata
         .iter()
-        .map(|(key, value)| pair_prefix(key, value))
+        .map(|(key, value)| built(&|list| push_pair_prefix(list, key, value)))
         .collect();
     if let Some(tenant) = &query.tenant {
-        lists.push(tenant_prefix(tenant));
+        lists.push(built(&|list| push_tenant_prefix(list, tenant)));
     }
     match query.archived {
-        ArchivedFilter::Active => lists.push(flag_prefix(false)),
-        ArchivedFilter::Archived => lists.push(flag_prefix(true)),
+        ArchivedFilter::Active => lists.push(built(&|list| push_flag_prefix(list, false))),
+        ArchivedFilter::Archived => lists.push(built(&|list| push_flag_prefix(list, true))),
         ArchivedFilter::All => {}
     }
     lists
@@ -778,38 +805,65 @@ fn posting_prefixes(query: &ListQuery) -> Vec<Vec<u8>> {
 
 /// Every posting key of a session: each list it is on, and its id.
 fn postings_of(session: &Session) -> Vec<Vec<u8>> {
-    let mut keys = posting_lists(session.archived, session.tenant(), &session.metadata);
-    for key in &mut keys {
-        key.extend_from_slice(session.id.as_str().as_bytes());
-    }
+    let mut keys = Vec::new();
+    let string_pairs = session
+        .metadata
+        .iter()
+        .filter_map(|(key, value)| match value {
+            Value::String(value) => Some((key.as_str(), value.as_str())),
+            _ => None,
+        });
+    let Ok(()) = each_posting_list::<std::convert::Infallible>(
+        session.archived,
+        session.tenant(),
+        string_pairs,
+        &mut Vec::new(),
+        |list| {
+            let mut key = list.to_vec();
+            key.extend_from_slice(session.id.as_str().as_bytes());
+            keys.push(key);
+            Ok(())
+        },
+    );
     keys
 }
 
-/// The prefix of every posting list a session is on.
-fn posting_lists(archived: bool, tenant: &str, metadata: &JsonObject) -> Vec<Vec<u8>> {
-    let mut lists = vec![flag_prefix(archived), tenant_prefix(tenant)];
-    lists.extend(metadata.iter().filter_map(|(key, value)| match value {
-        Value::String(value) => Some(pair_prefix(key, value)),
-        _ => None,
-    }));
-    lists
+/// Calls `each` with the prefix of every posting list a session is on, each built in `list`:
+/// one buffer for all, so a bulk load allocates nothing per session here.
+fn each_posting_list<'a, E>(
+    archived: bool,
+    tenant: &str,
+    string_pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    list: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    list.clear();
+    push_flag_prefix(list, archived);
+    each(list)?;
+    list.clear();
+    push_tenant_prefix(list, tenant);
+    each(list)?;
+    for (key, value) in string_pairs {
+        list.clear();
+        push_pair_prefix(list, key, value);
+        each(list)?;
+    }
+    Ok(())
 }
 
-fn flag_prefix(archived: bool) -> Vec<u8> {
-    vec![ARCHIVED_FLAG, u8::from(archived)]
+fn push_flag_prefix(list: &mut Vec<u8>, archived: bool) {
+    list.extend_from_slice(&[ARCHIVED_FLAG, u8::from(archived)]);
 }
 
-fn tenant_prefix(tenant: &str) -> Vec<u8> {
-    let mut prefix = vec![TENANT];
-    push_part(&mut prefix, tenant);
-    prefix
+fn push_tenant_prefix(list: &mut Vec<u8>, tenant: &str) {
+    list.push(TENANT);
+    push_part(list, tenant);
 }
 
-fn pair_prefix(key: &str, value: &str) -> Vec<u8> {
-    let mut prefix = vec![METADATA_PAIR];
-    push_part(&mut prefix, key);
-    push_part(&mut prefix, value);
-    prefix
+fn push_pair_prefix(list: &mut Vec<u8>, key: &str, value: &str) {
+    list.push(METADATA_PAIR);
+    push_part(list, key);
+    push_part(list, value);
 }
 
 /// Length-prefixed, so no part can run into the next and one list's prefix is never
@@ -1192,7 +1246,15 @@ mod tests {
             let session = session(
                 &id,
                 revision % 3 == 0,
-                json!({"tenant": tenant, "n": revision, "topic": format!("topic-{}", revision % 97)}),
+                json!({
+                    "tenant": tenant,
+                    "n": revision,
+                    "topic": format!("topic-{}", revision % 97),
+                    // Escaped strings are decoded apart, and values that are not strings name
+                    // no list.
+                    "quote\"d": format!("line\n{}", revision % 3),
+                    "nested": {"tenant": "not a pair"},
+                }),
             );
             versions.push((SessionRecord { session, change }, revision));
         }

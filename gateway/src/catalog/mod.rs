@@ -7,6 +7,7 @@
 //! session is listed everywhere as soon as its create returned.
 
 mod blocks;
+mod fields;
 pub mod index;
 pub mod input;
 mod runs;
