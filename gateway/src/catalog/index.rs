@@ -40,8 +40,13 @@ const RUN_BYTES: usize = 8 * 1024 * 1024;
 const OPEN_CHUNKS_BYTES: usize = 4 * 1024 * 1024;
 
 /// Blocks a bulk load inserts per transaction: in key order each only appends at the tree's
-/// right edge, so this bounds the dirty pages held until the commit.
-const BULK_BLOCKS_PER_COMMIT: usize = 512;
+/// right edge, so this bounds the dirty pages held until the commit. They must fit redb's
+/// write buffer, a tenth of its cache: at 512 blocks (2 MiB) pages spilled and were read and
+/// written again, 40 % more bytes written while building.
+const BULK_BLOCKS_PER_COMMIT: usize = CACHE_BYTES / 10 / PAGE_BYTES / 2;
+
+/// redb's page, which a block fills.
+const PAGE_BYTES: usize = 4096;
 
 /// Blocks a bulk load's merge hands to the writer at a time: one wake-up of the writer per
 /// block was a seventh of the merge's time.

@@ -30,6 +30,22 @@ struct Gathered {
     key_length: u32,
     value_length: u32,
     rank: u64,
+    prefix: KeyPrefix,
+}
+
+/// A key's first 16 bytes as one number, ordered as the keys are, so most comparisons of
+/// two keys are one comparison of numbers: comparing the bytes was a third of sorting a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct KeyPrefix(u128);
+
+impl KeyPrefix {
+    fn of(key: &[u8]) -> KeyPrefix {
+        // Zeros after a short key: a tie then, settled by the whole keys.
+        let mut bytes = [0; 16];
+        let length = key.len().min(16);
+        bytes[..length].copy_from_slice(&key[..length]);
+        KeyPrefix(u128::from_be_bytes(bytes))
+    }
 }
 
 /// Records gathered into sorted runs, each written to a file in `dir` once it holds
@@ -66,6 +82,7 @@ impl SortedRuns {
             key_length: u32::try_from(key.len()).map_err(|_| too_large())?,
             value_length: u32::try_from(value.len()).map_err(|_| too_large())?,
             rank,
+            prefix: KeyPrefix::of(key),
         };
         if self.arena.capacity() == 0 {
             self.arena.reserve(self.run_bytes.min(RUN_ARENA_START));
@@ -84,8 +101,9 @@ impl SortedRuns {
         let key = |record: &Gathered| &arena[record.start..][..record.key_length as usize];
         // Among equal keys the highest rank first, and among equal ranks the one added last.
         self.gathering.sort_unstable_by(|a, b| {
-            key(a)
-                .cmp(key(b))
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| key(a).cmp(key(b)))
                 .then(b.rank.cmp(&a.rank))
                 .then(b.start.cmp(&a.start))
         });
@@ -142,18 +160,24 @@ impl SortedRuns {
 
 /// The smallest record not yet merged from one run.
 struct Head {
+    prefix: KeyPrefix,
     record: Record,
     run: usize,
 }
 
 impl Head {
     fn new(record: Record, run: usize) -> Head {
-        Head { record, run }
+        Head {
+            prefix: KeyPrefix::of(&record.key),
+            record,
+            run,
+        }
     }
 
     /// Smallest key first; among equal keys the highest rank, then the latest run.
-    fn order(&self) -> (&[u8], Reverse<u64>, Reverse<usize>) {
+    fn order(&self) -> (KeyPrefix, &[u8], Reverse<u64>, Reverse<usize>) {
         (
+            self.prefix,
             &self.record.key,
             Reverse(self.record.rank),
             Reverse(self.run),
@@ -313,6 +337,47 @@ mod tests {
             pairs(&[("a", "a7"), ("b", "b8-later"), ("c", "c4"), ("d", "d6")])
         );
         assert!(files.iter().all(|file| !file.exists()));
+    }
+
+    #[test]
+    fn keys_alike_in_their_first_sixteen_bytes_are_sorted_by_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = SortedRuns::new(dir.path(), "long", 40 * (RECORD_OVERHEAD + 32));
+        let mut expected = Vec::new();
+        for n in 0..500u32 {
+            // A bijection of 0..500, so the keys come in no order.
+            let key = format!("same-sixteen-byt-{:03}", (n * 211) % 500);
+            runs.push(key.as_bytes(), 0, b"").unwrap();
+            expected.push(key);
+        }
+        expected.sort();
+        let merge = runs.merge().unwrap();
+        assert!(merge.files.len() > 1);
+        let keys: Vec<String> = drain(merge).into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn key_prefixes_order_as_their_keys_do() {
+        let keys: [&[u8]; 8] = [
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"ab",
+            b"abcdefghijklmnop",
+            b"abcdefghijklmnop\0",
+            b"abcdefghijklmnoq",
+        ];
+        for a in keys {
+            for b in keys {
+                let by_prefix = KeyPrefix::of(a).cmp(&KeyPrefix::of(b));
+                assert!(
+                    by_prefix == a.cmp(b) || by_prefix == std::cmp::Ordering::Equal,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 
     #[test]
