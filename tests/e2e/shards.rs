@@ -210,6 +210,45 @@ async fn a_session_on_a_later_shard_behaves_like_one_on_the_first() {
 }
 
 #[tokio::test]
+async fn a_list_over_every_shard_carries_each_sessions_newest_seq() {
+    let nats = TestNats::start();
+    let gateway = TestGateway::start_with(sharded(&nats, 4)).await;
+    let mut expected = Vec::new();
+    for shard in 0..4 {
+        for (n, id) in ids_on("listed", shard, 4, 3).into_iter().enumerate() {
+            create(&gateway, &id).await;
+            // No event at all lists 0.
+            let events = (shard as u64 + n as u64) % 4;
+            for producer_seq in 1..=events {
+                gateway.append_ok(&id, event("p", producer_seq)).await;
+            }
+            expected.push((id, events));
+        }
+    }
+    expected.sort();
+    let listed = gateway
+        .expect(
+            gateway
+                .request(Method::GET, "/v1/sessions?limit=100", None)
+                .await,
+            200,
+        )
+        .await;
+    let newest: Vec<(String, u64)> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| {
+            (
+                session["id"].as_str().unwrap().to_owned(),
+                session["last_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(newest, expected);
+}
+
+#[tokio::test]
 async fn changing_the_number_of_shards_keeps_every_session() {
     let nats = TestNats::start();
     let mut sessions: Vec<String> = Vec::new();

@@ -97,6 +97,13 @@ impl StoredEvent {
         StoredEvent::parse(message.sequence, Some(&message.headers), message.payload)
     }
 
+    /// An event as a Direct Get batch answers it, its sequence in a header.
+    pub(super) fn from_direct_reply(reply: async_nats::Message) -> Result<StoredEvent, StoreError> {
+        let stream_seq = header_number(reply.headers.as_ref(), STREAM_SEQ_HEADER)
+            .ok_or_else(|| StoreError::Corrupt("a Direct Get reply without its sequence".into()))?;
+        StoredEvent::parse(stream_seq, reply.headers.as_ref(), reply.payload)
+    }
+
     /// Where this event is.
     pub fn head(&self) -> Head {
         Head {

@@ -5,12 +5,17 @@
 use async_nats::jetstream::stream::{
     DirectGetErrorKind, LastRawMessageErrorKind, RawMessageErrorKind,
 };
-use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashMap};
 
-use super::events::{Head, STREAM_SEQ_HEADER, StoredEvent, header_number};
+use futures::StreamExt;
+
+use super::events::{Head, StoredEvent};
 use super::shards::Placement;
 use super::{Store, StoreError, unavailable, within};
 use crate::sessions::model::{Seq, Session, SessionId};
+
+/// The header JetStream names a Direct Get reply's subject in.
+const SUBJECT_HEADER: &str = "Nats-Subject";
 
 /// Catch-ups this much behind the head use a consumer instead of one Direct Get batch.
 const DIRECT_READ_LIMIT: u64 = 64;
@@ -63,35 +68,50 @@ impl Store {
         Ok(event.as_ref().map(StoredEvent::head))
     }
 
-    /// Each session's newest seq (0 for none), read concurrently from any replica: figures for
-    /// lists and pages, which may lag the leader by a moment, never for a decision. The
-    /// headers name the shards, so nothing else is read.
+    /// Each session's newest seq (0 for none), read from any replica: figures for lists and
+    /// pages, which may lag the leader by a moment, never for a decision. The headers name the
+    /// shards, and one Direct Get batch per shard asks for all of its sessions' newest
+    /// messages: a page costs a round trip, not one per session.
     pub async fn last_seqs(&self, sessions: &[Session]) -> Result<Vec<Seq>, StoreError> {
         self.require_usable()?;
-        let lookups: Vec<_> = sessions
+        let subjects: Vec<String> = sessions
             .iter()
-            .map(|session| self.last_seq(session))
+            .map(|session| self.subject_on(&session.id, session.shard))
             .collect();
-        futures::stream::iter(lookups)
-            .buffered(32)
-            .try_collect()
-            .await
-    }
-
-    async fn last_seq(&self, session: &Session) -> Result<Seq, StoreError> {
-        let placement = self.placement_on(&session.id, session.shard).await?;
-        match placement
-            .stream
-            .direct_get_last_for_subject(placement.subject)
-            .await
-        {
-            Ok(message) => StoredEvent::from_stream(message).map(|event| event.seq),
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(0),
-            Err(err) if err.kind() == DirectGetErrorKind::TimedOut => {
-                Err(StoreError::Timeout(err.to_string()))
-            }
-            Err(err) => Err(unavailable(err)),
+        let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for (session, subject) in sessions.iter().zip(&subjects) {
+            by_shard.entry(session.shard).or_default().push(subject);
         }
+        let lookups = by_shard.into_iter().map(|(shard, subjects)| async move {
+            let request = serde_json::json!({"multi_last": subjects, "batch": subjects.len()});
+            let stream_name = self.topology.stream_name(shard);
+            let replies = self
+                .direct_get_batch(&stream_name, request, "reading the newest events")
+                .await?;
+            replies
+                .into_iter()
+                .map(|reply| {
+                    let subject = reply
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get(SUBJECT_HEADER))
+                        .map(|subject| subject.as_str().to_owned())
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("a Direct Get reply without its subject".into())
+                        })?;
+                    Ok((subject, StoredEvent::from_direct_reply(reply)?.seq))
+                })
+                .collect::<Result<Vec<(String, Seq)>, StoreError>>()
+        });
+        let newest: HashMap<String, Seq> = futures::future::try_join_all(lookups)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(subjects
+            .iter()
+            .map(|subject| newest.get(subject).copied().unwrap_or(0))
+            .collect())
     }
 
     /// Every event of the session after `after_stream_seq`, up to and including `head`.
@@ -179,48 +199,49 @@ impl Store {
         from_stream_seq: u64,
         count: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let inbox = self.client.new_inbox();
-        let mut replies = within(
-            self.timeout,
-            "reading events",
-            self.client.subscribe(inbox.clone()),
-        )
-        .await?
-        .map_err(unavailable)?;
         let request = serde_json::json!({
             "seq": from_stream_seq,
             "next_by_subj": placement.subject,
             "batch": count,
         });
+        self.direct_get_batch(&placement.stream_name, request, "reading events")
+            .await?
+            .into_iter()
+            .map(StoredEvent::from_direct_reply)
+            .collect()
+    }
+
+    /// The messages a Direct Get batch `request` on `stream_name` answers, up to the end of
+    /// the batch, in one round trip.
+    async fn direct_get_batch(
+        &self,
+        stream_name: &str,
+        request: serde_json::Value,
+        reading: &str,
+    ) -> Result<Vec<async_nats::Message>, StoreError> {
+        let inbox = self.client.new_inbox();
+        let mut replies = within(self.timeout, reading, self.client.subscribe(inbox.clone()))
+            .await?
+            .map_err(unavailable)?;
         let send = self.client.publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{}", placement.stream_name),
+            format!("$JS.API.DIRECT.GET.{stream_name}"),
             inbox,
             request.to_string().into(),
         );
-        within(self.timeout, "reading events", send)
+        within(self.timeout, reading, send)
             .await?
             .map_err(unavailable)?;
-        let mut events = Vec::new();
+        let mut messages = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let reply = tokio::time::timeout_at(deadline, replies.next())
                 .await
-                .map_err(|_| StoreError::Timeout("reading a session's events".into()))?
+                .map_err(|_| StoreError::Timeout(format!("{reading} took too long")))?
                 .ok_or_else(|| unavailable("the Direct Get replies ended"))?;
             match reply.status.map(|status| status.as_u16()) {
-                None | Some(200) => {
-                    let stream_seq = header_number(reply.headers.as_ref(), STREAM_SEQ_HEADER)
-                        .ok_or_else(|| {
-                            StoreError::Corrupt("a Direct Get reply without its sequence".into())
-                        })?;
-                    events.push(StoredEvent::parse(
-                        stream_seq,
-                        reply.headers.as_ref(),
-                        reply.payload,
-                    )?);
-                }
-                // The end of the batch, or nothing from there on.
-                Some(204 | 404) => return Ok(events),
+                None | Some(200) => messages.push(reply),
+                // The end of the batch, or nothing matched.
+                Some(204 | 404) => return Ok(messages),
                 Some(status) => {
                     let description = reply.description.unwrap_or_default();
                     return Err(unavailable(format!(

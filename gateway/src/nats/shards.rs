@@ -105,7 +105,7 @@ impl Store {
         Ok(self.subject_on(id, shard))
     }
 
-    fn subject_on(&self, id: &SessionId, shard: u32) -> String {
+    pub(super) fn subject_on(&self, id: &SessionId, shard: u32) -> String {
         subjects::events_subject(&self.topology.subject_prefix(shard), id)
     }
 
