@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::json;
@@ -333,14 +334,22 @@ impl Catalog {
         while through.is_none() {
             tokio::select! {
                 version = versions.next() => {
-                    let Some(version) = version else {
-                        return Err(StoreError::Unavailable("the catalog feed ended".into()).into());
-                    };
-                    let version = version?;
-                    if version.pending == 0 {
-                        through = Some(version.revision);
+                    let mut next = Some(version);
+                    // What else the feed has ready is taken without another select: polling
+                    // three futures per message was a tenth of the gateway's replay CPU.
+                    while let Some(version) = next.take() {
+                        let Some(version) = version else {
+                            return Err(StoreError::Unavailable("the catalog feed ended".into()).into());
+                        };
+                        let version = version?;
+                        if version.pending == 0 {
+                            through = Some(version.revision);
+                        }
+                        batch.push(version);
+                        if batch.len() < BULK_BATCH && through.is_none() {
+                            next = versions.next().now_or_never();
+                        }
                     }
-                    batch.push(version);
                     if batch.len() == BULK_BATCH || through.is_some() {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BULK_BATCH));
                         let headers = full.iter().filter(|version| !version.value.is_empty()).count();
