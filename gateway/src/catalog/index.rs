@@ -31,7 +31,7 @@ const FORMAT: u32 = 2;
 const SLOTS: usize = 16;
 
 /// The store's page cache: the view's only memory that depends on what it holds.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a bulk load's sorts gather in memory before writing a sorted run to disk.
 const RUN_BYTES: usize = 8 * 1024 * 1024;
@@ -56,7 +56,7 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 const BLOCKS_PER_HANDOVER: usize = 64;
 
 /// Handovers of blocks the merge may have ready before the writer takes them.
-const HANDOVERS_QUEUED: usize = 16;
+const HANDOVERS_QUEUED: usize = 4;
 
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
