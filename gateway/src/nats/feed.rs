@@ -117,6 +117,9 @@ impl Store {
                 deliver_policy: DeliverPolicy::All,
                 // Removed by the server should the gateway die mid-replay.
                 inactive_threshold: Duration::from_secs(30),
+                // Its state is lost with it anyway: kept in memory, on the leader only.
+                memory_storage: true,
+                num_replicas: 1,
                 ..Default::default()
             })
             .await
