@@ -281,10 +281,10 @@ struct RunReader {
 
 impl RunReader {
     fn next(&mut self, record: &mut Record) -> io::Result<bool> {
-        if !read_record(&mut self.reader, record)? {
+        let Some(length) = read_record(&mut self.reader, record)? else {
             return Ok(false);
-        }
-        self.read += (4 + record.key.len() + 8 + 4 + record.value.len()) as u64;
+        };
+        self.read += length;
         if self.read - self.released >= RELEASE_BYTES {
             self.release_read();
         }
@@ -325,12 +325,13 @@ fn read_part(file: &mut impl Read, part: &mut Vec<u8>) -> io::Result<()> {
     file.read_exact(part)
 }
 
-/// Reads the next record of a run into `record`; false at the run's end.
-fn read_record(file: &mut impl Read, record: &mut Record) -> io::Result<bool> {
+/// Reads the next record of a run into `record`, and says how many bytes of the run it took;
+/// `None` at the run's end.
+fn read_record(file: &mut impl Read, record: &mut Record) -> io::Result<Option<u64>> {
     let mut length = [0; 4];
     match file.read_exact(&mut length) {
         Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(err) => return Err(err),
     }
     record.key.resize(u32::from_be_bytes(length) as usize, 0);
@@ -339,7 +340,9 @@ fn read_record(file: &mut impl Read, record: &mut Record) -> io::Result<bool> {
     file.read_exact(&mut rank)?;
     record.rank = u64::from_be_bytes(rank);
     read_part(file, &mut record.value)?;
-    Ok(true)
+    Ok(Some(
+        (4 + record.key.len() + 8 + 4 + record.value.len()) as u64,
+    ))
 }
 
 #[cfg(test)]
