@@ -43,13 +43,15 @@ const OPEN_CHUNKS_BYTES: usize = 4 * 1024 * 1024;
 /// right edge, so this bounds the dirty pages held until the commit. They must fit redb's
 /// write buffer, a tenth of its cache: at 512 blocks (2 MiB) pages spilled and were read and
 /// written again, 40 % more bytes written while building.
-const BULK_BLOCKS_PER_COMMIT: usize = CACHE_BYTES / 10 / PAGE_BYTES / 2;
-
-/// Blocks a bulk load writes between durable commits (~400 MiB): until one, redb keeps every
+///
+/// One in 512 of those commits (~400 MiB of blocks) is durable: until one, redb keeps every
 /// page written since the last in a set in memory, which at 10M sessions (3.7 GB) reached
 /// 41 MB. Each waits 20–120 ms, as the view file is flushed meanwhile (`FLUSH_EVERY`): at 10M
 /// sessions 17 of them took 1 s in all.
-const BULK_BLOCKS_PER_DURABLE_COMMIT: usize = BULK_BLOCKS_PER_COMMIT * 512;
+const BULK_COMMITS: CommitEvery = CommitEvery {
+    blocks: CACHE_BYTES / 10 / PAGE_BYTES / 2,
+    durable: 512,
+};
 
 /// redb's page, which a block fills.
 const PAGE_BYTES: usize = 4096;
@@ -262,6 +264,7 @@ impl CatalogIndex {
             build_dir,
             run_bytes: RUN_BYTES,
             open_chunk_bytes: OPEN_CHUNKS_BYTES,
+            commit_every: BULK_COMMITS,
         })
     }
 
@@ -410,10 +413,12 @@ pub struct BulkLoad {
     index: CatalogIndex,
     sessions: SortedRuns,
     build_dir: PathBuf,
-    /// What a sort gathers before writing a run, and what the open posting chunks may hold:
-    /// `RUN_BYTES` and `OPEN_CHUNKS_BYTES`, smaller in tests so every path is taken.
+    /// What a sort gathers before writing a run, what the open posting chunks may hold, and
+    /// how often blocks are committed: `RUN_BYTES`, `OPEN_CHUNKS_BYTES` and `BULK_COMMITS`,
+    /// smaller in tests so every path is taken.
     run_bytes: usize,
     open_chunk_bytes: usize,
+    commit_every: CommitEvery,
 }
 
 impl BulkLoad {
@@ -440,7 +445,7 @@ impl BulkLoad {
         let count = std::thread::scope(|scope| {
             let merging = scope.spawn(|| self.merge_into_blocks(sessions, blocks));
             scope.spawn(|| flush_while_writing(&self.index.path, writing));
-            let mut writer = BulkWriter::new(&self.index.database);
+            let mut writer = BulkWriter::new(&self.index.database, self.commit_every);
             for (table, block) in merged.into_iter().flatten() {
                 writer
                     .write(table, block)
@@ -597,20 +602,28 @@ impl Handover {
     }
 }
 
-/// Whole blocks appended to their tables, in transactions of `BULK_BLOCKS_PER_COMMIT`, most
-/// committed without waiting for the disk (one in `BULK_BLOCKS_PER_DURABLE_COMMIT` waits):
-/// until the view records its revision, a crash only means the bulk load starts over.
+/// A bulk load's transactions: `blocks` each, and every `durable`-th waits for the disk.
+#[derive(Debug, Clone, Copy)]
+struct CommitEvery {
+    blocks: usize,
+    durable: usize,
+}
+
+/// Whole blocks appended to their tables, most transactions committed without waiting for the
+/// disk: until the view records its revision, a crash only means the bulk load starts over.
 struct BulkWriter<'a> {
     database: &'a Database,
     transaction: Option<redb::WriteTransaction>,
+    commit_every: CommitEvery,
     blocks: usize,
 }
 
 impl<'a> BulkWriter<'a> {
-    fn new(database: &'a Database) -> BulkWriter<'a> {
+    fn new(database: &'a Database, commit_every: CommitEvery) -> BulkWriter<'a> {
         BulkWriter {
             database,
             transaction: None,
+            commit_every,
             blocks: 0,
         }
     }
@@ -628,8 +641,9 @@ impl<'a> BulkWriter<'a> {
             .open_table(table)?
             .insert(block.bound.as_slice(), block.bytes.as_slice())?;
         self.blocks += 1;
-        if self.blocks.is_multiple_of(BULK_BLOCKS_PER_COMMIT) {
-            if self.blocks.is_multiple_of(BULK_BLOCKS_PER_DURABLE_COMMIT) {
+        let CommitEvery { blocks, durable } = self.commit_every;
+        if self.blocks.is_multiple_of(blocks) {
+            if self.blocks.is_multiple_of(blocks * durable) {
                 transaction.set_durability(Durability::Immediate)?;
             }
             transaction.commit()?;
@@ -1319,9 +1333,14 @@ mod tests {
         drop(interrupted);
         let mut load = bulk.index.bulk_load(source()).unwrap();
         // Small enough that both sorts write many runs and the open posting chunks are
-        // flushed as they are, again and again.
+        // flushed as they are, again and again,
         load.run_bytes = 16 * 1024;
         load.open_chunk_bytes = 2 * 1024;
+        // And its blocks written over many transactions, some durable.
+        load.commit_every = CommitEvery {
+            blocks: 4,
+            durable: 3,
+        };
         load.sessions = SortedRuns::new(&load.build_dir, "sessions", load.run_bytes);
         for (record, revision) in &versions {
             load.add(&id(record), &stored(record), *revision).unwrap();
