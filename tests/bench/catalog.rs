@@ -296,8 +296,8 @@ async fn figures(count: usize) {
     let mut view = Histogram::<u64>::new(3).unwrap();
     for round in 0..11_000 {
         let asked = Instant::now();
-        let (page, _) = index.page(&query).unwrap();
-        assert_eq!(page.len(), 50);
+        let page = index.page(&query).unwrap();
+        assert_eq!(page.sessions.len(), 50);
         if round >= 1000 {
             view.record(asked.elapsed().as_micros() as u64).unwrap();
         }

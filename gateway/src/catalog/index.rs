@@ -109,6 +109,16 @@ pub struct ListQuery {
     pub search: Option<String>,
 }
 
+/// A page of sessions in id order, as the view held them at one revision.
+#[derive(Debug)]
+pub struct Page {
+    pub sessions: Vec<Session>,
+    /// Whether more sessions match after the page.
+    pub more: bool,
+    /// The bucket revision the view had applied when the page was read.
+    pub applied: u64,
+}
+
 /// What the view holds, stored with it and changed in the same transactions as its sessions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ViewState {
@@ -213,10 +223,7 @@ impl CatalogIndex {
     pub fn state(&self) -> Result<ViewState, ViewError> {
         let read = || -> Result<ViewState, redb::Error> {
             let transaction = self.database.begin_read()?;
-            let meta = transaction.open_table(META)?;
-            Ok(read_state(
-                meta.get(STATE)?.map(|state| state.value().to_vec()),
-            ))
+            Ok(read_state(&transaction.open_table(META)?)?)
         };
         read().map_err(self.storage())
     }
@@ -287,7 +294,7 @@ impl CatalogIndex {
             }
             let state = {
                 let mut meta = transaction.open_table(META)?;
-                let mut state = read_state(meta.get(STATE)?.map(|state| state.value().to_vec()));
+                let mut state = read_state(&meta)?;
                 // Each session's newest version in the batch, in id order, as the blocks take
                 // their changes.
                 let newest: BTreeMap<&str, &SessionRecord> = records
@@ -356,14 +363,15 @@ impl CatalogIndex {
         read().map_err(self.view_error())
     }
 
-    /// One page in id order, and whether more sessions match after it.
+    /// One page in id order.
     ///
     /// Candidates are the ids every applicable posting list holds (a leapfrog join: each list
     /// seeks to the largest id another proposed), so the cost is a seek per filter and match,
     /// whichever filter is the narrowest.
-    pub fn page(&self, query: &ListQuery) -> Result<(Vec<Session>, bool), ViewError> {
-        let read = || -> Result<(Vec<Session>, bool), BlockError> {
+    pub fn page(&self, query: &ListQuery) -> Result<Page, ViewError> {
+        let read = || -> Result<Page, BlockError> {
             let transaction = self.database.begin_read()?;
+            let applied = read_state(&transaction.open_table(META)?)?.applied;
             let sessions = transaction.open_table(SESSIONS)?;
             let postings = transaction.open_table(POSTINGS)?;
             let lists = posting_prefixes(query);
@@ -399,7 +407,11 @@ impl CatalogIndex {
             }
             let more = page.len() > query.limit;
             page.truncate(query.limit);
-            Ok((page, more))
+            Ok(Page {
+                sessions: page,
+                more,
+                applied,
+            })
         };
         read().map_err(self.view_error())
     }
@@ -770,11 +782,14 @@ fn open_file(path: &Path) -> Result<Database, redb::Error> {
     Ok(database)
 }
 
-fn read_state(stored: Option<Vec<u8>>) -> ViewState {
-    stored
-        .and_then(|state| serde_json::from_slice::<ViewState>(&state).ok())
+fn read_state(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<ViewState, redb::StorageError> {
+    Ok(meta
+        .get(STATE)?
+        .and_then(|state| serde_json::from_slice::<ViewState>(state.value()).ok())
         .filter(|state| state.format == FORMAT)
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 fn write_state(meta: &mut redb::Table<&str, &[u8]>, state: &ViewState) -> Result<(), redb::Error> {
@@ -1019,7 +1034,8 @@ mod tests {
         }
 
         fn page(&self, query: &ListQuery) -> (Vec<Session>, bool) {
-            self.index.page(query).unwrap()
+            let page = self.index.page(query).unwrap();
+            (page.sessions, page.more)
         }
     }
 

@@ -35,7 +35,7 @@ use crate::sessions::model::{
     Change, Session, SessionId, SessionRecord, SessionSummary, timestamp_now,
 };
 use crate::tail::Positioned;
-use index::{CatalogIndex, ListQuery, ViewError, ViewState};
+use index::{CatalogIndex, ListQuery, Page, ViewError, ViewState};
 use input::SessionPatch;
 
 /// How many times a header edit re-reads after losing a race before giving up with a 503.
@@ -397,8 +397,54 @@ impl Catalog {
     }
 
     /// One page, as of a moment after the request arrived.
+    ///
+    /// The view is read while the bucket's newest revision is asked for, and the page stands
+    /// if the view had applied that revision when it was read, as it has unless writes are
+    /// arriving: then it waits for the view to catch up and reads again. (One after the
+    /// other, the two took 0.2 ms and 0.45 ms of a page's ~1.3 ms at 1M sessions.)
     pub async fn list(&self, query: &ListQuery) -> Result<ListPage, ListError> {
-        let newest = self.store.catalog_revision().await?;
+        let ready = self.readable.borrow().is_some();
+        let early_read = async {
+            if ready {
+                Some(self.read_page(query).await)
+            } else {
+                None
+            }
+        };
+        let (newest, early) = tokio::join!(self.store.catalog_revision(), early_read);
+        let newest = newest?;
+        let page = match early {
+            Some(Ok(page)) if page.applied >= newest => page,
+            _ => {
+                self.until_applied(newest).await?;
+                self.read_page(query).await?
+            }
+        };
+        let last_seqs = self.store.last_seqs(&page.sessions).await?;
+        let next_cursor = page
+            .more
+            .then(|| page.sessions.last().map(|session| session.id.to_string()))
+            .flatten();
+        let sessions = page
+            .sessions
+            .into_iter()
+            .zip(last_seqs)
+            .map(|(session, last_seq)| SessionSummary { session, last_seq })
+            .collect();
+        Ok(ListPage {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    async fn read_page(&self, query: &ListQuery) -> Result<Page, ViewError> {
+        let query = query.clone();
+        self.blocking(move |index| index.page(&query)).await
+    }
+
+    /// Waits until the view is readable (while a fresh one is built, up to `loading_wait`) and
+    /// has applied bucket revision `newest`.
+    async fn until_applied(&self, newest: u64) -> Result<(), ListError> {
         let mut readable = self.readable.subscribe();
         tokio::time::timeout(self.loading_wait, readable.wait_for(Option::is_some))
             .await
@@ -411,20 +457,7 @@ impl Catalog {
         .await
         .map_err(|_| StoreError::Timeout("the catalog view is behind the bucket".into()))?
         .map_err(|_| StoreError::Unavailable("the catalog view stopped".into()))?;
-        let query = query.clone();
-        let (sessions, more) = self.blocking(move |index| index.page(&query)).await?;
-        let ids: Vec<SessionId> = sessions.iter().map(|session| session.id.clone()).collect();
-        let last_seqs = self.store.last_seqs(&sessions).await?;
-        let next_cursor = more.then(|| ids.last().map(ToString::to_string)).flatten();
-        let sessions = sessions
-            .into_iter()
-            .zip(last_seqs)
-            .map(|(session, last_seq)| SessionSummary { session, last_seq })
-            .collect();
-        Ok(ListPage {
-            sessions,
-            next_cursor,
-        })
+        Ok(())
     }
 
     /// Sets or clears the title and merges metadata; `expected_version` makes it a
