@@ -13,7 +13,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::TcpProxy;
-use crate::nats::{respawn, signal, try_spawn};
+use crate::nats::{freeze, respawn, signal, try_spawn};
 
 pub struct TestCluster {
     nodes: Vec<Node>,
@@ -165,7 +165,7 @@ impl TestCluster {
     /// Freezes a node (SIGSTOP): its connections stay open, nothing is answered.
     pub fn pause(&self, node: usize) {
         if let Some(process) = &self.nodes[node].process {
-            signal(process.id(), "-STOP");
+            freeze(process.id());
         }
     }
 

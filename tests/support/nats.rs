@@ -113,7 +113,7 @@ impl TestNats {
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
     pub fn pause(&self) {
-        signal(self.process.id(), "-STOP");
+        freeze(self.process.id());
     }
 
     pub fn resume(&self) {
@@ -127,6 +127,31 @@ impl Drop for TestNats {
         self.resume();
         self.kill();
     }
+}
+
+/// Stops process `pid` (SIGSTOP) and returns once every thread of it has stopped. The signal
+/// reaches one thread, which then stops the others: on a busy machine they ran on for
+/// milliseconds, long enough to answer a request sent after the pause.
+pub(crate) fn freeze(pid: u32) {
+    signal(pid, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !every_thread_stopped(pid) {
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn every_thread_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command's name, which is in parentheses.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
 }
 
 pub(crate) fn signal(pid: u32, signal: &str) {
