@@ -1352,7 +1352,7 @@ mod tests {
         // flushed as they are, again and again,
         load.run_bytes = 16 * 1024;
         load.open_chunk_bytes = 2 * 1024;
-        // And its blocks written over many transactions, some durable.
+        // and its blocks written over many transactions, some durable.
         load.commit_every = CommitEvery {
             blocks: 4,
             durable: 3,
