@@ -240,25 +240,20 @@ async fn figures(count: usize) {
         }
     }
     let grown_after_pages = resident_bytes().saturating_sub(before);
-    println!(
-        "{:<44} {:>8} sessions: {:>6.1} MiB at most while building, {:>6.1} MiB after the \
-         build, {:>6.1} MiB after 1,100 lists",
-        "gateway memory growth (RSS)",
-        count,
-        peak_grown as f64 / MIB,
-        grown as f64 / MIB,
-        grown_after_pages as f64 / MIB
-    );
-    let beyond = |grown: u64| grown.saturating_sub(own) as f64 / MIB;
-    println!(
-        "{:<44} {:>8} sessions: {:>6.1} MiB at most while building, {:>6.1} MiB after the \
-         build, {:>6.1} MiB after 1,100 lists",
-        "  of which beyond a gateway with no session",
-        count,
-        beyond(peak_grown),
-        beyond(grown),
-        beyond(grown_after_pages)
-    );
+    // Each growth in all, then beyond what the gateway grew with no session.
+    for (label, less) in [
+        ("gateway memory growth (RSS)", 0),
+        ("  of which beyond a gateway with no session", own),
+    ] {
+        let mib = |grown: u64| grown.saturating_sub(less) as f64 / MIB;
+        println!(
+            "{label:<44} {count:>8} sessions: {:>6.1} MiB at most while building, {:>6.1} MiB \
+             after the build, {:>6.1} MiB after 1,100 lists",
+            mib(peak_grown),
+            mib(grown),
+            mib(grown_after_pages)
+        );
+    }
     println!(
         "{:<44} {:>8} sessions: {:>6.1} B/session ({:.0} MiB)",
         "view on disk",

@@ -428,13 +428,12 @@ mod tests {
         assert!(merge.files.len() >= 3, "{} runs", merge.files.len());
         let files = merge.files.clone();
         // Half merged, at least a fifth of the runs' bytes are given back.
-        let allocated = || {
+        let allocated = || -> u64 {
             use std::os::unix::fs::MetadataExt;
-            let blocks: u64 = files
+            files
                 .iter()
                 .map(|file| std::fs::metadata(file).unwrap().blocks() * 512)
-                .sum();
-            blocks
+                .sum()
         };
         let written = allocated();
         for _ in 0..12_000 {
