@@ -8,7 +8,7 @@
 //! list's repeated prefix takes a byte per entry.
 
 use std::cmp::Ordering;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 
 use redb::{ReadableTable, Table, TableDefinition};
 
@@ -185,38 +185,101 @@ pub fn get(
     Ok(None)
 }
 
-/// The first entry after `from` (a key included or excluded, or the first of all).
-pub fn first_from(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    from: Bound<&[u8]>,
-) -> Result<Option<Entry>, BlockError> {
-    // The block that would hold `from`, and the ones after it.
-    let start = match from {
-        Bound::Included(key) | Bound::Excluded(key) => table
-            .range::<&[u8]>(..=key)?
-            .next_back()
-            .transpose()?
-            .map_or(Bound::Unbounded, |(bound, _)| {
-                Bound::Included(bound.value().to_vec())
-            }),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    let after = |key: &[u8]| match from {
+/// Finds entries in key order, each seek going on from where the last one ended when the
+/// entry sought lies ahead of it in the same block. An intersection of posting lists seeks
+/// each list many times, each a little further on; finding the block again and decoding it
+/// from its start every time was most of a filtered page's time.
+#[derive(Default)]
+pub struct Cursor {
+    /// The block of the last entry found, and how much of it is decoded.
+    block: Vec<u8>,
+    read: usize,
+    /// The last entry found (empty `block`: none); its value is `block[value]`.
+    key: Vec<u8>,
+    value: Range<usize>,
+}
+
+impl Cursor {
+    /// The first entry after `from` (a key included or excluded, or the first of all).
+    pub fn seek(
+        &mut self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        from: Bound<&[u8]>,
+    ) -> Result<Option<EntryRef<'_, '_>>, BlockError> {
+        if !self.block.is_empty() {
+            if from == Bound::Included(self.key.as_slice()) {
+                return Ok(Some(self.entry()));
+            }
+            // Nothing before the last entry found comes after `from` either.
+            if !comes_after(&self.key, from) && self.decode_to(from)? {
+                return Ok(Some(self.entry()));
+            }
+        }
+        // The block that would hold `from`, then the ones after it.
+        let holding = match from {
+            Bound::Included(key) | Bound::Excluded(key) => {
+                table.range::<&[u8]>(..=key)?.next_back().transpose()?
+            }
+            Bound::Unbounded => None,
+        };
+        let later = match &holding {
+            Some((bound, block)) => {
+                self.load(block.value());
+                if self.decode_to(from)? {
+                    return Ok(Some(self.entry()));
+                }
+                Bound::Excluded(bound.value())
+            }
+            None => Bound::Unbounded,
+        };
+        for block in table.range::<&[u8]>((later, Bound::Unbounded))? {
+            self.load(block?.1.value());
+            if self.decode_to(from)? {
+                return Ok(Some(self.entry()));
+            }
+        }
+        self.block.clear();
+        Ok(None)
+    }
+
+    fn load(&mut self, block: &[u8]) {
+        self.block.clear();
+        self.block.extend_from_slice(block);
+        self.read = 0;
+        self.key.clear();
+    }
+
+    /// Decodes on to the block's first entry after `from`; false at the block's end.
+    fn decode_to(&mut self, from: Bound<&[u8]>) -> Result<bool, BlockError> {
+        let mut entries = Entries {
+            rest: &self.block[self.read..],
+            key: std::mem::take(&mut self.key),
+        };
+        let mut found = false;
+        while let Some((key, value)) = entries.next_entry()? {
+            if comes_after(key, from) {
+                let end = self.block.len() - entries.rest.len();
+                self.value = end - value.len()..end;
+                found = true;
+                break;
+            }
+        }
+        self.read = self.block.len() - entries.rest.len();
+        self.key = entries.key;
+        Ok(found)
+    }
+
+    fn entry(&self) -> EntryRef<'_, '_> {
+        (&self.key, &self.block[self.value.clone()])
+    }
+}
+
+fn comes_after(key: &[u8], from: Bound<&[u8]>) -> bool {
+    match from {
         Bound::Included(from) => key >= from,
         Bound::Excluded(from) => key > from,
         Bound::Unbounded => true,
-    };
-    let start = start.as_ref().map(Vec::as_slice);
-    for block in table.range::<&[u8]>((start, Bound::Unbounded))? {
-        let (_, block) = block?;
-        let mut entries = Entries::new(block.value());
-        while let Some((key, value)) = entries.next_entry()? {
-            if after(key) {
-                return Ok(Some((key.to_vec(), value.to_vec())));
-            }
-        }
     }
-    Ok(None)
 }
 
 /// Sets (`Some`) or removes (`None`) each key of `changes`, given in key order and each once,
@@ -379,7 +442,34 @@ mod tests {
                 .range::<Vec<u8>, _>((Bound::Excluded(key(n)), Bound::Unbounded))
                 .next()
                 .map(|(key, value)| (key.clone(), value.clone()));
-            assert_eq!(first_from(&table, Bound::Excluded(&key(n))).unwrap(), after);
+            let found = Cursor::default()
+                .seek(&table, Bound::Excluded(&key(n)))
+                .unwrap()
+                .map(|(key, value)| (key.to_vec(), value.to_vec()));
+            assert_eq!(found, after);
+        }
+        // One cursor seeking ever further on, as an intersection of lists does: ahead in its
+        // block, past it, and at the very entry it stands on.
+        let mut cursor = Cursor::default();
+        for n in (0..2_000).step_by(7) {
+            let from = if n % 2 == 0 {
+                Bound::Included(key(n))
+            } else {
+                Bound::Excluded(key(n))
+            };
+            let expected = model
+                .range::<Vec<u8>, _>((from.clone(), Bound::Unbounded))
+                .next()
+                .map(|(key, value)| (key.clone(), value.clone()));
+            let found = cursor
+                .seek(&table, from.as_ref().map(Vec::as_slice))
+                .unwrap()
+                .map(|(key, value)| (key.to_vec(), value.to_vec()));
+            assert_eq!(found, expected, "from {from:?}");
+            if let Some((key, value)) = expected {
+                let again = cursor.seek(&table, Bound::Included(&key)).unwrap();
+                assert_eq!(again, Some((key.as_slice(), value.as_slice())));
+            }
         }
     }
 

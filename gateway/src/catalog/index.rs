@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
-use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable};
+use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable, Cursor};
 use super::fields::IndexedFields;
 use super::runs::SortedRuns;
 use crate::nats::BucketSource;
@@ -374,7 +374,12 @@ impl CatalogIndex {
             let applied = read_state(&transaction.open_table(META)?)?.applied;
             let sessions = transaction.open_table(SESSIONS)?;
             let postings = transaction.open_table(POSTINGS)?;
-            let lists = posting_prefixes(query);
+            // A cursor per table and list read: each step of the page goes on from the last.
+            let mut lists: Vec<(Vec<u8>, Cursor)> = posting_prefixes(query)
+                .into_iter()
+                .map(|list| (list, Cursor::default()))
+                .collect();
+            let mut headers = Cursor::default();
             let mut after = query.after.clone();
             let mut page = Vec::new();
             while page.len() <= query.limit {
@@ -387,15 +392,19 @@ impl CatalogIndex {
                         let from = after
                             .as_deref()
                             .map_or(Bound::Unbounded, |after| Bound::Excluded(after.as_bytes()));
-                        blocks::first_from(&sessions, from)?
-                            .map(|(id, _)| String::from_utf8(id).map_err(|_| BlockError::Corrupt))
-                            .transpose()?
+                        headers
+                            .seek(&sessions, from)?
+                            .map(|(id, _)| String::from_utf8(id.to_vec()))
+                            .transpose()
+                            .map_err(|_| BlockError::Corrupt)?
                     }
-                    None => first_in_all(&postings, &lists, after.as_deref())?,
+                    None => first_in_all(&postings, &mut lists, after.as_deref())?,
                 };
                 let Some(id) = candidate else { break };
-                if let Some(header) = blocks::get(&sessions, id.as_bytes())? {
-                    let session = decode_header(&header)?;
+                // Where the headers' cursor already stands when the candidate came from it.
+                let header = headers.seek(&sessions, Bound::Included(id.as_bytes()))?;
+                if let Some((_, header)) = header.filter(|(found, _)| *found == id.as_bytes()) {
+                    let session = decode_header(header)?;
                     if matches(&session, query) {
                         page.push(session);
                     }
@@ -805,12 +814,13 @@ fn write_state(meta: &mut redb::Table<&str, &[u8]>, state: &ViewState) -> Result
 /// The smallest id after `after` that every posting list in `lists` holds.
 fn first_in_all(
     postings: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    lists: &[Vec<u8>],
+    lists: &mut [(Vec<u8>, Cursor)],
     after: Option<&str>,
 ) -> Result<Option<String>, BlockError> {
     let mut from = after.map(|after| (after.to_owned(), false));
     let mut agreed = 0;
-    for list in lists.iter().cycle() {
+    for turn in (0..lists.len()).cycle() {
+        let (list, cursor) = &mut lists[turn];
         let mut start = list.clone();
         let bound = match &from {
             Some((id, inclusive)) => {
@@ -823,7 +833,7 @@ fn first_in_all(
             }
             None => Bound::Included(start.as_slice()),
         };
-        let Some((key, _)) = blocks::first_from(postings, bound)? else {
+        let Some((key, _)) = cursor.seek(postings, bound)? else {
             return Ok(None);
         };
         let Some(id) = key.strip_prefix(list.as_slice()) else {

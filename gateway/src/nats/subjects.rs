@@ -9,7 +9,7 @@ use crate::sessions::model::SessionId;
 pub fn token(id: &SessionId) -> String {
     let mut token = String::with_capacity(id.as_str().len());
     for byte in id.as_str().bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+        if unescaped(byte) {
             token.push(char::from(byte));
         } else {
             token.push_str(&format!("={byte:02X}"));
@@ -23,6 +23,11 @@ pub fn id_of_token(token: &str) -> Option<Vec<u8>> {
     if token.is_empty() {
         return None;
     }
+    // Most ids need no escape: one pass that copies, instead of a push per byte (a catalog
+    // view's replay decodes ten million).
+    if token.bytes().all(unescaped) {
+        return Some(token.as_bytes().to_vec());
+    }
     let mut id = Vec::with_capacity(token.len());
     let mut bytes = token.bytes();
     while let Some(byte) = bytes.next() {
@@ -30,13 +35,18 @@ pub fn id_of_token(token: &str) -> Option<Vec<u8>> {
             let high = char::from(bytes.next()?).to_digit(16)?;
             let low = char::from(bytes.next()?).to_digit(16)?;
             id.push(u8::try_from(high * 16 + low).ok()?);
-        } else if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+        } else if unescaped(byte) {
             id.push(byte);
         } else {
             return None;
         }
     }
     Some(id)
+}
+
+/// A byte a token holds as itself.
+fn unescaped(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
 }
 
 /// The subject holding one session's events.
