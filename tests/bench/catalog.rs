@@ -6,18 +6,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use gateway::catalog::index::{ArchivedFilter, CatalogIndex, ListQuery};
-use gateway::sessions::model::{Change, Session, SessionId, SessionRecord};
 use hdrhistogram::Histogram;
 use reqwest::Method;
+use starcite_tests::catalog::{BUCKET, fill_bucket};
 use starcite_tests::{TestGateway, TestNats, eventually};
-
-/// The default bucket's name: the view's file is named after it.
-const BUCKET: &str = "starcite_sessions";
-
-/// Headers published before waiting for their acknowledgements.
-const IN_FLIGHT: usize = 4096;
 
 /// Resident memory of this process, in bytes.
 fn resident_bytes() -> u64 {
@@ -59,39 +52,6 @@ impl PeakResident {
     }
 }
 
-/// Ids in no particular order, as generated ids arrive: what a B-tree finds hardest.
-fn id(n: usize) -> String {
-    // splitmix64: a bijection, so ids never collide.
-    let mut z = (n as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    format!("ses_{:016x}", z ^ (z >> 31))
-}
-
-/// A typical header: a generated-looking id, a title and two metadata strings; one in ten is
-/// archived.
-fn session(n: usize) -> Session {
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("tenant".into(), format!("tenant-{}", n % 100).into());
-    metadata.insert("agent".into(), "researcher".into());
-    Session {
-        id: SessionId::parse(&id(n)).unwrap(),
-        tenant_id: None,
-        title: Some(format!("Conversation {n}")),
-        metadata,
-        created_at: "2026-11-25T20:00:00.000000Z".into(),
-        updated_at: "2026-11-25T20:00:00.000000Z".into(),
-        version: 1,
-        archived: n.is_multiple_of(10),
-        shard: 0,
-        content_type: None,
-        expiry: None,
-        forked_from: None,
-        fork_count: 0,
-        retired: false,
-    }
-}
-
 /// The page the figures time: one tenant's active sessions from the middle of the id space.
 fn filtered_page() -> ListQuery {
     ListQuery {
@@ -103,42 +63,6 @@ fn filtered_page() -> ListQuery {
         only: None,
         search: None,
     }
-}
-
-/// Writes `count` headers in the stored format straight into the bucket, pipelined.
-async fn fill_bucket(nats: &TestNats, count: usize) {
-    let jetstream = nats.jetstream().await;
-    let started = Instant::now();
-    let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
-    for n in 0..count {
-        let record = SessionRecord {
-            session: session(n),
-            change: Change::Created,
-        };
-        let subject = format!(
-            "$KV.{BUCKET}.{}",
-            gateway::nats::subjects::token(&record.session.id)
-        );
-        let ack = jetstream
-            .publish(subject, Bytes::from(serde_json::to_vec(&record).unwrap()))
-            .await
-            .unwrap();
-        pending.push_back(ack);
-        if pending.len() == IN_FLIGHT
-            && let Some(ack) = pending.pop_front()
-        {
-            ack.await.unwrap();
-        }
-    }
-    for ack in pending {
-        ack.await.unwrap();
-    }
-    println!(
-        "{:<44} {:>8} sessions in {:>6.1} s",
-        "bucket filled (pipelined publishes)",
-        count,
-        started.elapsed().as_secs_f64()
-    );
 }
 
 async fn metric(gateway: &TestGateway, name: &str) -> Option<f64> {
@@ -201,7 +125,14 @@ async fn figures(count: usize) {
         0,
         own as f64 / MIB
     );
+    let started = Instant::now();
     fill_bucket(&nats, count).await;
+    println!(
+        "{:<44} {:>8} sessions in {:>6.1} s",
+        "bucket filled (pipelined publishes)",
+        count,
+        started.elapsed().as_secs_f64()
+    );
     let mut config = TestGateway::config(&nats);
     config.catalog.dir = nats.catalog_dir().join(format!("bench-{count}"));
     let dir = config.catalog.dir.clone();

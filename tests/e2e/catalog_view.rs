@@ -1,14 +1,17 @@
 //! The catalog view on a gateway's disk: resumed after a restart without reading the bucket
 //! again, built anew when deleted, unreadable or of another bucket, and lists answering
-//! `503 catalog_loading` while it is being built, with appends served meanwhile.
+//! `503 catalog_loading` while it is being built, with appends served meanwhile; a build
+//! whose replay loses messages with its connection starts over instead of leaving sessions out.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
-use starcite_tests::{TestGateway, TestNats, error_of, event, eventually};
+use starcite_tests::catalog::{fill_bucket, id};
+use starcite_tests::{TcpProxy, TestGateway, TestNats, error_of, event, eventually};
 
 /// The bucket's stream, as the default configuration names it.
 const BUCKET_STREAM: &str = "KV_starcite_sessions";
@@ -40,6 +43,16 @@ async fn metric(gateway: &TestGateway, name: &str) -> f64 {
 
 async fn applied(gateway: &TestGateway) -> f64 {
     metric(gateway, "starcite_catalog_view_applied_total").await
+}
+
+/// Messages delivered by every consumer on the bucket's stream.
+async fn delivered(bucket: &async_nats::jetstream::stream::Stream) -> u64 {
+    let mut consumers = bucket.consumers();
+    let mut delivered = 0;
+    while let Some(info) = consumers.next().await {
+        delivered += info.unwrap().delivered.consumer_sequence;
+    }
+    delivered
 }
 
 /// Creates `count` sessions `<prefix>-00`, `<prefix>-01`, …
@@ -233,4 +246,72 @@ async fn a_sessions_bucket_created_anew_gets_its_view_built_anew() {
     .await;
     let ids = create(&gateway, "new", 2).await;
     assert_eq!(list(&gateway, "").await, ids);
+}
+
+#[tokio::test]
+async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves_no_session_out() {
+    const SESSIONS: usize = 60_000;
+    let nats = TestNats::start();
+    TestGateway::start(&nats).await.stop().await;
+    fill_bucket(&nats, SESSIONS).await;
+    let bucket = nats
+        .jetstream()
+        .await
+        .get_stream(BUCKET_STREAM)
+        .await
+        .unwrap();
+    let proxy = TcpProxy::start(nats.url.trim_start_matches("nats://")).await;
+    let mut config = TestGateway::config(&nats);
+    config.nats.urls = vec![proxy.url.clone()];
+    config.catalog.dir = nats.catalog_dir().join("cut");
+    let gateway = TestGateway::start_with(config).await;
+    eventually(Duration::from_secs(30), || async {
+        if applied(&gateway).await > 0.0 {
+            Ok(())
+        } else {
+            Err("the replay has not begun".to_owned())
+        }
+    })
+    .await;
+
+    // The link stops carrying what the server sends, then drops: the gateway's next pull still
+    // reaches the server, whose consumer counts its messages delivered, and they are lost.
+    proxy.stop_replies();
+    let applied_before_the_cut = applied(&gateway).await;
+    let sent_before = delivered(&bucket).await;
+    eventually(Duration::from_secs(30), || async {
+        if delivered(&bucket).await > sent_before {
+            Ok(())
+        } else {
+            Err("no message has been sent since".to_owned())
+        }
+    })
+    .await;
+    proxy.cut();
+    proxy.heal();
+    assert!(
+        applied_before_the_cut < SESSIONS as f64,
+        "the replay ended before its link was cut"
+    );
+
+    eventually(Duration::from_secs(120), || async {
+        let response = gateway
+            .request(Method::GET, "/v1/sessions?limit=1", None)
+            .await;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("the list is still {status}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        metric(&gateway, "starcite_catalog_sessions").await,
+        SESSIONS as f64
+    );
+    // Read whole again after the replay cut short: one that went on past the loss would have
+    // left the sessions it lost out of the view.
+    assert!(applied(&gateway).await >= applied_before_the_cut + SESSIONS as f64);
+    let mut ids: Vec<String> = (0..SESSIONS).map(id).collect();
+    ids.sort();
+    assert_eq!(list(&gateway, "?limit=100&archived=all").await, ids[..100]);
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod browser;
+pub mod catalog;
 mod client_program;
 mod cluster;
 mod error;

@@ -1,7 +1,8 @@
 //! A TCP proxy on loopback that a test can cut: every connection through it drops, and new
 //! ones are refused until it heals. Stands between one gateway and NATS to make that gateway
 //! alone miss what happens meanwhile. It can also freeze its open connections: they stay open
-//! but carry nothing more, as after a NAT or Wi-Fi change that neither end is told of.
+//! but carry nothing more, as after a NAT or Wi-Fi change that neither end is told of. Or it
+//! can stop only what the target sends: requests still arrive, and their answers are lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,9 @@ pub struct TcpProxy {
     connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     /// Counts `freeze` calls; each connection stops forwarding when it changes.
     freezes: watch::Sender<u64>,
+    /// Counts `stop_replies` calls; each connection stops forwarding the target's bytes when
+    /// it changes.
+    reply_stops: watch::Sender<u64>,
     /// Frozen connections' sockets, held open until `cut`.
     frozen: Arc<std::sync::Mutex<Vec<(TcpStream, TcpStream)>>>,
     accepting: JoinHandle<()>,
@@ -42,6 +46,7 @@ impl TcpProxy {
         let connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = Arc::new(std::sync::Mutex::new(target.to_owned()));
         let (freezes, freezing) = watch::channel(0);
+        let (reply_stops, stopping_replies) = watch::channel(0);
         let frozen: Arc<std::sync::Mutex<Vec<(TcpStream, TcpStream)>>> = Arc::default();
         let accepting = tokio::spawn({
             let (refusing, connections, target, frozen) = (
@@ -58,6 +63,8 @@ impl TcpProxy {
                     let target = target.lock().unwrap().clone();
                     let (mut freezing, frozen) = (freezing.clone(), frozen.clone());
                     freezing.mark_unchanged();
+                    let mut stopping_replies = stopping_replies.clone();
+                    stopping_replies.mark_unchanged();
                     let piping = tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(&target).await else {
                             return;
@@ -67,12 +74,16 @@ impl TcpProxy {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
                         if latency.is_zero() {
-                            let froze = tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
-                                changed = freezing.changed() => changed.is_ok(),
+                            let (froze, replies_stopped) = tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => (false, false),
+                                changed = freezing.changed() => (changed.is_ok(), false),
+                                changed = stopping_replies.changed() => (false, changed.is_ok()),
                             };
                             if froze {
                                 frozen.lock().unwrap().push((client, server));
+                            } else if replies_stopped {
+                                // What was read from either side and not yet written is lost.
+                                let _ = tokio::io::copy(&mut client, &mut server).await;
                             }
                             return;
                         }
@@ -93,6 +104,7 @@ impl TcpProxy {
             refusing,
             connections,
             freezes,
+            reply_stops,
             frozen,
             accepting,
         }
@@ -111,6 +123,12 @@ impl TcpProxy {
     /// started without latency only); new connections work as before.
     pub fn freeze(&self) {
         self.freezes.send_modify(|freezes| *freezes += 1);
+    }
+
+    /// Stops forwarding what the target sends on every open connection, while what clients
+    /// send still reaches it, until `cut` (a proxy started without latency only).
+    pub fn stop_replies(&self) {
+        self.reply_stops.send_modify(|stops| *stops += 1);
     }
 
     pub fn heal(&self) {
