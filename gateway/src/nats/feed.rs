@@ -133,6 +133,7 @@ impl Store {
             .stream()
             .max_messages_per_batch(REPLAY_BATCH_MESSAGES)
             .max_bytes_per_batch(REPLAY_BATCH_BYTES)
+            .expires(REPLAY_PULL_EXPIRES)
             .messages()
             .await
             .map_err(unavailable)?
@@ -162,6 +163,10 @@ fn consumer_name() -> String {
 /// memory stay a few MiB.
 const REPLAY_BATCH_MESSAGES: usize = 16_384;
 const REPLAY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A pull whose messages were lost (its connection dropped as they were sent) is given up on
+/// and made again after this, and the skip in the numbering then shows: a replay waits this
+/// long on a loss, not the client's default of 30 s.
+const REPLAY_PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// A delivered message, and its number in its consumer's deliveries.
 fn raw_message(message: async_nats::jetstream::Message) -> Result<(RawMessage, u64), StoreError> {
