@@ -7,7 +7,6 @@
 //! (each key as the length it shares with the previous key, then the rest), so a posting
 //! list's repeated prefix takes a byte per entry.
 
-use std::cmp::Ordering;
 use std::ops::{Bound, Range};
 
 use redb::{ReadableTable, Table, TableDefinition};
@@ -171,18 +170,7 @@ pub fn get(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, BlockError> {
-    let Some(block) = table.range::<&[u8]>(..=key)?.next_back().transpose()? else {
-        return Ok(None);
-    };
-    let mut entries = Entries::new(block.1.value());
-    while let Some((found, value)) = entries.next_entry()? {
-        match found.cmp(key) {
-            Ordering::Less => {}
-            Ordering::Equal => return Ok(Some(value.to_vec())),
-            Ordering::Greater => break,
-        }
-    }
-    Ok(None)
+    Ok(Cursor::default().get(table, key)?.map(<[u8]>::to_vec))
 }
 
 /// Finds entries in key order, each seek going on from where the last one ended when the
@@ -240,6 +228,16 @@ impl Cursor {
         }
         self.block.clear();
         Ok(None)
+    }
+
+    /// The value stored for `key`, sought as `seek` does.
+    pub fn get(
+        &mut self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        key: &[u8],
+    ) -> Result<Option<&[u8]>, BlockError> {
+        let found = self.seek(table, Bound::Included(key))?;
+        Ok(found.and_then(|(found, value)| (found == key).then_some(value)))
     }
 
     fn load(&mut self, block: &[u8]) {

@@ -402,8 +402,7 @@ impl CatalogIndex {
                 };
                 let Some(id) = candidate else { break };
                 // Where the headers' cursor already stands when the candidate came from it.
-                let header = headers.seek(&sessions, Bound::Included(id.as_bytes()))?;
-                if let Some((_, header)) = header.filter(|(found, _)| *found == id.as_bytes()) {
+                if let Some(header) = headers.get(&sessions, id.as_bytes())? {
                     let session = decode_header(header)?;
                     if matches(&session, query) {
                         page.push(session);
