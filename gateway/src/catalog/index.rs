@@ -66,6 +66,11 @@ const BLOCKS_PER_HANDOVER: usize = 64;
 /// Handovers of blocks the merge may have ready before the writer takes them.
 const HANDOVERS_QUEUED: usize = 4;
 
+/// Postings the headers' merge hands to the postings' at a time, as (list, id) parts, and how
+/// many such batches may wait.
+const POSTING_BATCH_BYTES: usize = 64 * 1024;
+const POSTING_BATCHES_QUEUED: usize = 4;
+
 /// A posting list's ids gathered by a bulk load before they go to a sorted run as one chunk.
 const POSTING_CHUNK_BYTES: usize = 4096;
 
@@ -494,25 +499,53 @@ impl BulkLoad {
         Ok(state)
     }
 
-    /// Merges the sessions' runs into blocks of headers, gathering their postings, then the
-    /// postings into blocks; returns how many sessions there are.
+    /// Merges the sessions' runs into blocks of headers on this thread, and their postings
+    /// into blocks on another: gathering the postings was a quarter of the merge's thread,
+    /// the phase's longest. Returns how many sessions there are.
     fn merge_into_blocks(
         &self,
         sessions: SortedRuns,
         writer: SyncSender<Vec<(BlockTable, Block)>>,
     ) -> Result<u64, ViewError> {
-        let corrupt = || ViewError::Corrupt(self.index.path.clone());
-        let mut handover = Handover {
-            writer,
-            blocks: Vec::with_capacity(BLOCKS_PER_HANDOVER),
+        let (postings, gathered) = std::sync::mpsc::sync_channel(POSTING_BATCHES_QUEUED);
+        std::thread::scope(|scope| {
+            let posting_writer = writer.clone();
+            let listing = scope.spawn(move || self.postings_into_blocks(gathered, posting_writer));
+            let headers = self.headers_into_blocks(sessions, writer, postings);
+            let listed = listing.join().unwrap_or_else(|_| {
+                Err(ViewError::Interrupted(
+                    "the postings' merge panicked".into(),
+                ))
+            });
+            match (headers, listed) {
+                (Ok(count), Ok(())) => Ok(count),
+                // The headers' merge only saw its postings stop: theirs is the cause.
+                (Err(ViewError::Interrupted(_)), Err(err)) | (Err(err), _) | (_, Err(err)) => {
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    /// Merges the sessions' runs into blocks of headers, and hands each session's postings on,
+    /// as (list prefix, id) parts in batches, ended by an empty batch.
+    fn headers_into_blocks(
+        &self,
+        sessions: SortedRuns,
+        writer: SyncSender<Vec<(BlockTable, Block)>>,
+        postings: SyncSender<Vec<u8>>,
+    ) -> Result<u64, ViewError> {
+        let mut handover = Handover::new(writer);
+        let send_postings = |batch: Vec<u8>| {
+            postings
+                .send(batch)
+                .map_err(|_| ViewError::Interrupted("the postings' merge stopped".into()))
         };
-        let mut send = |table, block| handover.send(table, block);
         let mut merged = sessions.merge().map_err(|source| self.io_error(source))?;
-        let mut postings =
-            PostingChunks::new(&self.build_dir, self.run_bytes, self.open_chunk_bytes);
         let mut count = 0u64;
         let mut headers = BlockBuilder::default();
         let mut list = Vec::new();
+        let mut batch = Vec::with_capacity(POSTING_BATCH_BYTES);
         while let Some((id, stored)) = merged.next_record().map_err(|err| self.io_error(err))? {
             let fields =
                 IndexedFields::decode(stored).map_err(|err| ViewError::UnreadableHeader {
@@ -523,23 +556,65 @@ impl BulkLoad {
                 continue;
             }
             if let Some(block) = headers.add(id, stored) {
-                send(SESSIONS, block)?;
+                handover.send(SESSIONS, block)?;
             }
-            each_posting_list(
+            let Ok(()) = each_posting_list(
                 fields.archived,
                 fields.tenant(),
                 fields.string_pairs(),
                 &mut list,
-                |list| postings.add(list, id),
-            )
-            .map_err(|source| self.io_error(source))?;
+                |list| {
+                    push_part(&mut batch, list);
+                    push_part(&mut batch, id);
+                    Ok::<_, std::convert::Infallible>(())
+                },
+            );
+            if batch.len() >= POSTING_BATCH_BYTES {
+                send_postings(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(POSTING_BATCH_BYTES),
+                ))?;
+            }
             count += 1;
         }
         drop(merged);
         if let Some(block) = headers.finish() {
-            send(SESSIONS, block)?;
+            handover.send(SESSIONS, block)?;
+        }
+        if !batch.is_empty() {
+            send_postings(batch)?;
+        }
+        send_postings(Vec::new())?;
+        handover.flush()?;
+        Ok(count)
+    }
+
+    /// Gathers the postings the headers' merge hands on into chunks, then merges those into
+    /// blocks.
+    fn postings_into_blocks(
+        &self,
+        gathered: std::sync::mpsc::Receiver<Vec<u8>>,
+        writer: SyncSender<Vec<(BlockTable, Block)>>,
+    ) -> Result<(), ViewError> {
+        let corrupt = || ViewError::Corrupt(self.index.path.clone());
+        let mut postings =
+            PostingChunks::new(&self.build_dir, self.run_bytes, self.open_chunk_bytes);
+        loop {
+            let batch = gathered
+                .recv()
+                .map_err(|_| ViewError::Interrupted("the headers' merge stopped".into()))?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut parts = Parts(&batch);
+            while let (Some(list), Some(id)) = (parts.next(), parts.next()) {
+                postings
+                    .add(list, id)
+                    .map_err(|source| self.io_error(source))?;
+            }
         }
 
+        let mut handover = Handover::new(writer);
         let mut merged = postings.merge().map_err(|source| self.io_error(source))?;
         let mut keys = BlockBuilder::default();
         let mut key = Vec::new();
@@ -552,15 +627,14 @@ impl BulkLoad {
                 key.extend_from_slice(prefix);
                 key.extend_from_slice(id);
                 if let Some(block) = keys.add(&key, &[]) {
-                    send(POSTINGS, block)?;
+                    handover.send(POSTINGS, block)?;
                 }
             }
         }
         if let Some(block) = keys.finish() {
-            send(POSTINGS, block)?;
+            handover.send(POSTINGS, block)?;
         }
-        handover.flush()?;
-        Ok(count)
+        handover.flush()
     }
 
     fn io_error(&self, source: std::io::Error) -> ViewError {
@@ -603,6 +677,13 @@ struct Handover {
 }
 
 impl Handover {
+    fn new(writer: SyncSender<Vec<(BlockTable, Block)>>) -> Handover {
+        Handover {
+            writer,
+            blocks: Vec::with_capacity(BLOCKS_PER_HANDOVER),
+        }
+    }
+
     fn send(&mut self, table: BlockTable, block: Block) -> Result<(), ViewError> {
         self.blocks.push((table, block));
         if self.blocks.len() < BLOCKS_PER_HANDOVER {
