@@ -4,7 +4,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::binary_heap::PeekMut;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -231,17 +230,16 @@ pub struct Merge {
 impl Merge {
     /// The next key and its winning value.
     pub fn next_record(&mut self) -> io::Result<Option<(&[u8], &[u8])>> {
-        let Some((prefix, winner)) = self.pop()? else {
+        let Some(winner) = self.pop()? else {
             return Ok(None);
         };
-        // The same key from older runs or lower ranks lost. Prefixes first: most keys differ
-        // there, without a call to compare bytes.
+        // The same key from older runs or lower ranks lost.
         while self
             .heap
             .peek()
-            .is_some_and(|head| head.prefix == prefix && head.record.key == winner.key)
+            .is_some_and(|head| head.record.key == winner.key)
         {
-            if let Some((_, loser)) = self.pop()? {
+            if let Some(loser) = self.pop()? {
                 self.spare.push(loser);
             }
         }
@@ -250,22 +248,18 @@ impl Merge {
         Ok(Some((&self.current.key, &self.current.value)))
     }
 
-    /// The smallest head, replaced in place by its run's next record: one sift instead of a
-    /// pop's and a push's.
-    fn pop(&mut self) -> io::Result<Option<(KeyPrefix, Record)>> {
-        let Some(mut head) = self.heap.peek_mut() else {
+    fn pop(&mut self) -> io::Result<Option<Record>> {
+        let Some(head) = self.heap.pop() else {
             return Ok(None);
         };
         // Records read are recycled: a merge allocates only while its buffers grow.
         let mut next = self.spare.pop().unwrap_or_default();
-        let popped = if self.runs[head.run].next(&mut next)? {
-            let run = head.run;
-            std::mem::replace(&mut *head, Head::new(next, run))
+        if self.runs[head.run].next(&mut next)? {
+            self.heap.push(Head::new(next, head.run));
         } else {
             self.spare.push(next);
-            PeekMut::pop(head)
-        };
-        Ok(Some((popped.prefix, popped.record)))
+        }
+        Ok(Some(head.record))
     }
 }
 
