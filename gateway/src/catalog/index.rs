@@ -558,7 +558,7 @@ impl BulkLoad {
             if let Some(block) = headers.add(id, stored) {
                 handover.send(SESSIONS, block)?;
             }
-            let Ok(()) = each_posting_list(
+            each_posting_list(
                 fields.archived,
                 fields.tenant(),
                 fields.string_pairs(),
@@ -566,7 +566,6 @@ impl BulkLoad {
                 |list| {
                     push_part(&mut batch, list);
                     push_part(&mut batch, id);
-                    Ok::<_, std::convert::Infallible>(())
                 },
             );
             if batch.len() >= POSTING_BATCH_BYTES {
@@ -971,7 +970,7 @@ fn postings_of(session: &Session) -> Vec<Vec<u8>> {
             Value::String(value) => Some((key.as_str(), value.as_str())),
             _ => None,
         });
-    let Ok(()) = each_posting_list::<std::convert::Infallible>(
+    each_posting_list(
         session.archived,
         session.tenant(),
         string_pairs,
@@ -980,7 +979,6 @@ fn postings_of(session: &Session) -> Vec<Vec<u8>> {
             let mut key = list.to_vec();
             key.extend_from_slice(session.id.as_str().as_bytes());
             keys.push(key);
-            Ok(())
         },
     );
     keys
@@ -988,25 +986,24 @@ fn postings_of(session: &Session) -> Vec<Vec<u8>> {
 
 /// Calls `each` with the prefix of every posting list a session is on, each built in `list`:
 /// one buffer for all, so a bulk load allocates nothing per session here.
-fn each_posting_list<'a, E>(
+fn each_posting_list<'a>(
     archived: bool,
     tenant: &str,
     string_pairs: impl Iterator<Item = (&'a str, &'a str)>,
     list: &mut Vec<u8>,
-    mut each: impl FnMut(&[u8]) -> Result<(), E>,
-) -> Result<(), E> {
+    mut each: impl FnMut(&[u8]),
+) {
     list.clear();
     push_flag_prefix(list, archived);
-    each(list)?;
+    each(list);
     list.clear();
     push_tenant_prefix(list, tenant);
-    each(list)?;
+    each(list);
     for (key, value) in string_pairs {
         list.clear();
         push_pair_prefix(list, key, value);
-        each(list)?;
+        each(list);
     }
-    Ok(())
 }
 
 fn push_flag_prefix(list: &mut Vec<u8>, archived: bool) {
