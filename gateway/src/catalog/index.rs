@@ -21,6 +21,7 @@ use tracing::warn;
 use super::blocks::{self, Block, BlockBuilder, BlockError, BlockTable, Cursor};
 use super::fields::IndexedFields;
 use super::runs::SortedRuns;
+use super::view_file::{DirectWrites, ViewFile};
 use crate::nats::BucketSource;
 use crate::sessions::model::{Change, Session, SessionId, SessionRecord};
 
@@ -164,6 +165,8 @@ pub enum ViewError {
 #[derive(Clone)]
 pub struct CatalogIndex {
     database: Arc<Database>,
+    /// What a bulk load writes goes direct to disk, where the file system allows it.
+    direct_writes: Option<Arc<DirectWrites>>,
     path: PathBuf,
 }
 
@@ -178,8 +181,8 @@ impl CatalogIndex {
         })?;
         for slot in 0..SLOTS {
             let path = dir.join(format!("{name}-{slot}.redb"));
-            let database = match open_file(&path) {
-                Ok(database) => database,
+            let (database, direct_writes) = match open_file(&path) {
+                Ok(opened) => opened,
                 // Another gateway holds it: the file lock is the whole protocol.
                 Err(redb::Error::DatabaseAlreadyOpen) => continue,
                 Err(err) => {
@@ -200,6 +203,7 @@ impl CatalogIndex {
             };
             return Ok(CatalogIndex {
                 database: Arc::new(database),
+                direct_writes,
                 path,
             });
         }
@@ -470,7 +474,7 @@ impl BulkLoad {
         let count = std::thread::scope(|scope| {
             let merging = scope.spawn(|| self.merge_into_blocks(sessions, blocks));
             scope.spawn(|| flush_while_writing(&self.index.path, writing));
-            let mut writer = BulkWriter::new(&self.index.database, self.commit_every);
+            let mut writer = BulkWriter::new(&self.index, self.commit_every);
             for (table, block) in merged.into_iter().flatten() {
                 writer
                     .write(table, block)
@@ -713,15 +717,23 @@ struct CommitEvery {
 /// disk: until the view records its revision, a crash only means the bulk load starts over.
 struct BulkWriter<'a> {
     database: &'a Database,
+    /// On while the writer lives: the blocks go to disk without the page cache.
+    direct_writes: Option<&'a DirectWrites>,
     transaction: Option<redb::WriteTransaction>,
     commit_every: CommitEvery,
     blocks: usize,
 }
 
 impl<'a> BulkWriter<'a> {
-    fn new(database: &'a Database, commit_every: CommitEvery) -> BulkWriter<'a> {
+    fn new(index: &'a CatalogIndex, commit_every: CommitEvery) -> BulkWriter<'a> {
+        // Without direct writes the blocks go through the page cache: slower, as correct.
+        let direct_writes = index
+            .direct_writes
+            .as_deref()
+            .filter(|direct_writes| direct_writes.begin().is_ok());
         BulkWriter {
-            database,
+            database: &index.database,
+            direct_writes,
             transaction: None,
             commit_every,
             blocks: 0,
@@ -757,7 +769,22 @@ impl<'a> BulkWriter<'a> {
         if let Some(transaction) = self.transaction.take() {
             transaction.commit()?;
         }
+        if let Some(direct_writes) = self.direct_writes.take() {
+            direct_writes
+                .end()
+                .map_err(|err| BlockError::Storage(err.into()))?;
+        }
         Ok(())
+    }
+}
+
+impl Drop for BulkWriter<'_> {
+    /// A bulk load that fails midway stops its direct writes too, once what they hold is
+    /// written; if that fails, every later use of the file fails, as after any failed write.
+    fn drop(&mut self) {
+        if let Some(direct_writes) = self.direct_writes {
+            let _ = direct_writes.end();
+        }
     }
 }
 
@@ -853,21 +880,24 @@ impl<'a> Iterator for Parts<'a> {
     }
 }
 
-fn open_file(path: &Path) -> Result<Database, redb::Error> {
+fn open_file(path: &Path) -> Result<(Database, Option<Arc<DirectWrites>>), redb::Error> {
+    let already_open = |err| match err {
+        DatabaseError::DatabaseAlreadyOpen => redb::Error::DatabaseAlreadyOpen,
+        other => other.into(),
+    };
+    let file = ViewFile::open(path).map_err(already_open)?;
+    let direct_writes = file.direct_writes();
     let database = Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .create(path)
-        .map_err(|err| match err {
-            DatabaseError::DatabaseAlreadyOpen => redb::Error::DatabaseAlreadyOpen,
-            other => other.into(),
-        })?;
+        .create_with_backend(file)
+        .map_err(already_open)?;
     // Every table exists from the start, so a reader never finds one missing.
     let transaction = database.begin_write()?;
     transaction.open_table(SESSIONS)?;
     transaction.open_table(POSTINGS)?;
     transaction.open_table(META)?;
     transaction.commit()?;
-    Ok(database)
+    Ok((database, direct_writes))
 }
 
 fn read_state(

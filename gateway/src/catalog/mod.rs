@@ -11,6 +11,7 @@ mod fields;
 pub mod index;
 pub mod input;
 mod runs;
+mod view_file;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
