@@ -211,8 +211,8 @@ struct Shared {
 struct State {
     active: bool,
     stopping: bool,
-    /// Pages redb was told were written may not have been: the file fails from then on, as
-    /// redb's own backend makes it after a failed write, and the view is opened anew.
+    /// Pages redb was told were written may not have been: every later use of the file fails,
+    /// as redb makes it after a failed write of its own.
     failed: bool,
     /// Pages gathered for the next batch, and their bytes.
     held: Pages,
