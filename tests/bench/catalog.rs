@@ -1,7 +1,9 @@
 //! Catalog figures at 1M and 10M sessions (`BENCH_CATALOG_SESSIONS=1000000,…` to choose): the
 //! rate a gateway builds a fresh catalog view from the bucket, its memory growth, the view's
 //! disk per session, how soon a restarted gateway with its view present is ready and lists,
-//! and a filtered page's latency, read from the view and through the HTTP API.
+//! and a filtered page's latency, read from the view and through the HTTP API. The build's CPU
+//! time is told apart: the gateway's, nats-server's, and of that the server's garbage collector's,
+//! whose cycles, a few seconds each at millions of sessions, make the build's rate vary.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -110,8 +112,27 @@ fn p99_ms(histogram: &Histogram<u64>) -> (f64, f64) {
     )
 }
 
+/// CPU seconds process `pid` has spent, its exited threads' included (the bulk load's threads
+/// end with it): `/proc/<pid>/stat` in the kernel's ticks of 1/100 s.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // User and system time are the 14th and 15th fields; the 2nd, the name, may hold spaces.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// CPU seconds `pid` has spent since it had spent `before`.
+fn cpu_seconds_since(pid: u32, before: Option<f64>) -> f64 {
+    cpu_seconds(pid)
+        .zip(before)
+        .map_or(0.0, |(now, before)| now - before)
+}
+
 async fn figures(count: usize) {
-    let nats = TestNats::start();
+    let nats = TestNats::start_with_gc_trace();
     // A gateway creates the stream and the bucket; what it holds with no session at all is
     // its own, and what the figures below grow beyond it is the sessions'.
     let without_gateway = resident_bytes();
@@ -140,22 +161,49 @@ async fn figures(count: usize) {
     // A fresh view: ready at once, lists once the view is built.
     let before = resident_bytes();
     let peak = PeakResident::sample();
+    let server_cpu = cpu_seconds(nats.pid());
+    let own_cpu = cpu_seconds(std::process::id());
     let started = Instant::now();
     let gateway = TestGateway::start_with(config.clone()).await;
     let ready = started.elapsed();
     let built = until_listed(&gateway, started).await;
+    let (server_cpu, own_cpu) = (
+        cpu_seconds_since(nats.pid(), server_cpu),
+        cpu_seconds_since(std::process::id(), own_cpu),
+    );
+    let collections: Vec<_> = nats
+        .gc_cycles()
+        .into_iter()
+        .filter(|cycle| cycle.began < started + built && cycle.began + cycle.lasted > started)
+        .collect();
     let grown = resident_bytes().saturating_sub(before);
     let peak_grown = peak.stop().saturating_sub(before);
     let applied = metric(&gateway, "starcite_catalog_view_applied_total")
         .await
         .unwrap_or(0.0);
+    let replayed = metric(&gateway, "starcite_catalog_view_build_replay_seconds")
+        .await
+        .unwrap_or(0.0);
     println!(
-        "{:<44} {:>8} sessions: ready in {:>5.0} ms, built in {:>6.1} s = {:>7.0} sessions/s",
+        "{:<44} {:>8} sessions: ready in {:>5.0} ms, built in {:>6.1} s (the replay {:>5.1} s) \
+         = {:>7.0} sessions/s",
         "fresh view",
         count,
         ready.as_secs_f64() * 1000.0,
         built.as_secs_f64(),
+        replayed,
         applied / built.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>8} sessions: nats-server {server_cpu:>5.1} s, {:>5.1} s of it in {} \
+         garbage collections; the gateway {own_cpu:>5.1} s",
+        "  CPU time while building",
+        count,
+        collections
+            .iter()
+            .map(|cycle| cycle.cpu.as_secs_f64())
+            .sum::<f64>(),
+        collections.len(),
     );
 
     // Filtered pages through the HTTP API (each also reads its sessions' heads from NATS).

@@ -96,6 +96,11 @@ async fn the_view_resumes_after_a_restart_without_reading_the_bucket_again() {
     assert_eq!(list(&gateway, "?archived=true").await, vec!["kept-03"]);
     assert_eq!(applied(&gateway).await, 0.0, "the bucket was read again");
     assert_eq!(metric(&gateway, "starcite_catalog_sessions").await, 30.0);
+    assert_eq!(
+        metric(&gateway, "starcite_catalog_view_build_seconds").await,
+        0.0,
+        "a view was built"
+    );
 
     // Only what changed since is applied.
     ids.extend(create(&gateway, "later", 1).await);
@@ -125,6 +130,12 @@ async fn a_deleted_view_is_built_again_from_the_bucket() {
     assert_eq!(list(&gateway, "?metadata[team]=blue").await, vec!["s-05"]);
     // A rebuild replays the bucket's stream: every version, the three patches too.
     assert_eq!(applied(&gateway).await, 23.0);
+    let built = metric(&gateway, "starcite_catalog_view_build_seconds").await;
+    let replayed = metric(&gateway, "starcite_catalog_view_build_replay_seconds").await;
+    assert!(
+        0.0 < replayed && replayed <= built,
+        "build {built} s, replay {replayed} s"
+    );
 }
 
 #[tokio::test]

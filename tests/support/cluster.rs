@@ -102,7 +102,7 @@ impl TestCluster {
             );
             std::fs::write(&config, text).unwrap();
             let port = Some(client_ports[index]);
-            let process = try_spawn(store.path(), port, Some(&config))?.0;
+            let process = try_spawn(store.path(), port, Some(&config), false)?.0;
             cluster.nodes.push(Node {
                 name,
                 port: client_ports[index],
@@ -158,7 +158,7 @@ impl TestCluster {
     pub fn restart(&mut self, node: usize) {
         self.kill(node);
         let node = &mut self.nodes[node];
-        let (process, _) = respawn(node.store.path(), node.port, Some(&node.config));
+        let (process, _) = respawn(node.store.path(), node.port, Some(&node.config), false);
         node.process = Some(process);
     }
 

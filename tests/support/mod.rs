@@ -25,7 +25,7 @@ pub use client_program::{Fault, FaultyDeployment};
 pub use cluster::TestCluster;
 pub use error::error_of;
 pub use gateway::{TestGateway, path_segment, stored_events};
-pub use nats::TestNats;
+pub use nats::{GcCycle, TestNats};
 pub use otlp::{TestCollector, attribute as span_attribute};
 pub use process::GatewayProcess;
 pub use producer::{

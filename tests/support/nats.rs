@@ -17,27 +17,49 @@ pub struct TestNats {
     store: TempDir,
     /// A configuration file, for servers that need more than the defaults.
     config: Option<PathBuf>,
+    /// Whether the server traces its garbage collector into `gctrace.log` in its store.
+    gc_trace: bool,
+    /// When the running process was started: the trace times its cycles from then.
+    started: Instant,
+}
+
+/// One cycle of the server's Go garbage collector, as its trace (`GODEBUG=gctrace=1`) tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcCycle {
+    pub began: Instant,
+    /// From the cycle's start to the end of its marking (wall time).
+    pub lasted: Duration,
+    /// CPU time the cycle took: its pauses, and its marking by the allocating goroutines, the
+    /// collector's own workers and otherwise idle processors.
+    pub cpu: Duration,
 }
 
 impl TestNats {
     pub fn start() -> TestNats {
-        TestNats::launch(None)
+        TestNats::launch(None, false)
+    }
+
+    /// A server that traces its garbage collector (`gc_cycles`), for a benchmark that must
+    /// tell how much of the server's CPU went to collecting.
+    pub fn start_with_gc_trace() -> TestNats {
+        TestNats::launch(None, true)
     }
 
     /// A server that also reads `config` (nats-server's configuration syntax); the flags that
     /// make it private (loopback, random port, temporary store) still apply.
     pub fn start_with_config(config: &str) -> TestNats {
-        TestNats::launch(Some(config))
+        TestNats::launch(Some(config), false)
     }
 
-    fn launch(config: Option<&str>) -> TestNats {
+    fn launch(config: Option<&str>, gc_trace: bool) -> TestNats {
         let store = tempfile::tempdir().unwrap();
         let config = config.map(|text| {
             let path = store.path().join("nats.conf");
             std::fs::write(&path, text).unwrap();
             path
         });
-        let (process, ports) = spawn(store.path(), None, config.as_deref());
+        let started = Instant::now();
+        let (process, ports) = spawn(store.path(), None, config.as_deref(), gc_trace);
         TestNats {
             url: format!("nats://127.0.0.1:{}", ports.client),
             port: ports.client,
@@ -45,7 +67,19 @@ impl TestNats {
             process,
             store,
             config,
+            gc_trace,
+            started,
         }
+    }
+
+    /// The garbage collector's cycles so far in the running process (none unless started
+    /// with `start_with_gc_trace`).
+    pub fn gc_cycles(&self) -> Vec<GcCycle> {
+        let trace = std::fs::read_to_string(gc_trace_path(self.store.path())).unwrap_or_default();
+        trace
+            .lines()
+            .filter_map(|line| parse_gc_line(line, self.started))
+            .collect()
     }
 
     /// A directory for the catalog views of this server's gateways, removed with it.
@@ -84,7 +118,13 @@ impl TestNats {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let (process, ports) = respawn(self.store.path(), self.port, self.config.as_deref());
+        self.started = Instant::now();
+        let (process, ports) = respawn(
+            self.store.path(),
+            self.port,
+            self.config.as_deref(),
+            self.gc_trace,
+        );
         self.process = process;
         self.monitoring_url = ports.monitoring;
     }
@@ -182,17 +222,22 @@ pub(crate) struct Ports {
     pub monitoring: String,
 }
 
-pub(crate) fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, Ports) {
-    try_spawn(dir, port, config).unwrap_or_else(|why| panic!("{why}"))
+fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>, gc_trace: bool) -> (Child, Ports) {
+    try_spawn(dir, port, config, gc_trace).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// Starts a server again on the ports it had. While it was down, one of them (picked from the
 /// kernel's ephemeral range) may have become the source port of another process's outgoing
 /// connection; such connections end, so it is tried again for a while.
-pub(crate) fn respawn(dir: &Path, port: u16, config: Option<&Path>) -> (Child, Ports) {
+pub(crate) fn respawn(
+    dir: &Path,
+    port: u16,
+    config: Option<&Path>,
+    gc_trace: bool,
+) -> (Child, Ports) {
     let mut attempts = 0;
     loop {
-        match try_spawn(dir, Some(port), config) {
+        match try_spawn(dir, Some(port), config, gc_trace) {
             Ok(started) => return started,
             Err(why) if attempts == 30 => panic!("{why}, 30 times"),
             Err(_) => {
@@ -209,6 +254,7 @@ pub(crate) fn try_spawn(
     dir: &Path,
     port: Option<u16>,
     config: Option<&Path>,
+    gc_trace: bool,
 ) -> Result<(Child, Ports), String> {
     let port_arg = port.map_or("-1".to_owned(), |port| port.to_string());
     let ports_dir = dir.join(format!("ports-{port_arg}-{}", std::process::id()));
@@ -218,6 +264,13 @@ pub(crate) fn try_spawn(
     if let Some(config) = config {
         command.arg("-c").arg(config);
     }
+    // The runtime writes its trace to standard error, a line per cycle.
+    let stderr = if gc_trace {
+        command.env("GODEBUG", "gctrace=1");
+        std::fs::File::create(gc_trace_path(dir)).map_or_else(|_| Stdio::null(), Stdio::from)
+    } else {
+        Stdio::null()
+    };
     let mut process = command
         // Monitoring on a port of its own choosing, reported in the ports file.
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-js", "-sd"])
@@ -225,7 +278,7 @@ pub(crate) fn try_spawn(
         .arg("--ports_file_dir")
         .arg(&ports_dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("nats-server not found: run `make tools` or set NATS_SERVER_BIN");
     // The server writes nats-server_<pid>.ports once it listens: no log scraping, no race.
@@ -264,4 +317,57 @@ fn wait_for_ports(ports_file: &Path, process: &mut Child) -> Option<Ports> {
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+fn gc_trace_path(dir: &Path) -> PathBuf {
+    dir.join("gctrace.log")
+}
+
+/// A cycle from a line of the Go runtime's trace, e.g.
+/// `gc 48 @160.541s 13%: 4.3+10844+0.061 ms clock, 8.7+1923/5436/3263+0.12 ms cpu, ...`: when it
+/// began after the process started, its phases' wall times and CPU times in milliseconds. Other
+/// lines (the server's own log) are not cycles.
+fn parse_gc_line(line: &str, process_started: Instant) -> Option<GcCycle> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let ["gc", _, at, _, clock, "ms", "clock,", cpu, "ms", "cpu,", ..] = fields.as_slice() else {
+        return None;
+    };
+    // To the microsecond: the trace prints no finer.
+    let microseconds = |value: f64| Duration::from_micros((value * 1e6).round() as u64);
+    let seconds: f64 = at.strip_prefix('@')?.strip_suffix('s')?.parse().ok()?;
+    let milliseconds = |phases: &str| -> Option<Duration> {
+        let mut sum = 0.0;
+        for phase in phases.split(['+', '/']) {
+            sum += phase.parse::<f64>().ok()?;
+        }
+        Some(microseconds(sum / 1000.0))
+    };
+    Some(GcCycle {
+        began: process_started + microseconds(seconds),
+        lasted: milliseconds(clock)?,
+        cpu: milliseconds(cpu)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_line_is_a_cycle_and_other_lines_are_not() {
+        let started = Instant::now();
+        let line = "gc 48 @160.541s 13%: 4.3+10844+0.061 ms clock, 8.7+1923/5436/3263+0.12 ms \
+                    cpu, 4518->5333->2745 MB, 5306 MB goal, 0 MB stacks, 0 MB globals, 2 P";
+        let cycle = parse_gc_line(line, started).unwrap();
+        assert_eq!(cycle.began, started + Duration::from_millis(160_541));
+        assert_eq!(cycle.lasted.as_micros(), 10_848_361);
+        assert_eq!(cycle.cpu.as_micros(), 10_630_820);
+        for other in [
+            "[4242] 2026/12/07 20:00:00.000000 [INF] Starting nats-server",
+            "gc 1 @0.010s 2%: forced",
+            "",
+        ] {
+            assert_eq!(parse_gc_line(other, started), None, "{other}");
+        }
+    }
 }

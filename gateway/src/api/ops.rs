@@ -151,12 +151,16 @@ impl Endpoint for Scrape {
                 .collect(),
             _ => Vec::new(),
         };
+        let last_build = self.catalog.last_build();
         let state = metrics::State {
             ready: readiness(&self.store).is_ok(),
             nats: self.store.traffic(),
             catalog_sessions: self.catalog.session_count(),
             catalog_loading: self.catalog.is_loading(),
             catalog_applied: self.catalog.applied_total(),
+            catalog_build_seconds: last_build.map_or(0.0, |build| build.total.as_secs_f64()),
+            catalog_build_replay_seconds: last_build
+                .map_or(0.0, |build| build.replay.as_secs_f64()),
             storage,
         };
         Ok(Response::builder()

@@ -13,8 +13,8 @@ pub mod input;
 mod runs;
 mod view_file;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -95,6 +95,14 @@ pub struct ListPage {
     pub next_cursor: Option<String>,
 }
 
+/// How long building a fresh view took: replaying the bucket's stream into sorted runs, and in
+/// all (the rest is merging the runs into the view).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuildTimes {
+    pub replay: Duration,
+    pub total: Duration,
+}
+
 pub struct Catalog {
     store: Arc<Store>,
     index: CatalogIndex,
@@ -104,6 +112,8 @@ pub struct Catalog {
     sessions: AtomicU64,
     /// Header versions this process applied to the view: what a restart had to read again.
     applied_total: AtomicU64,
+    /// The fresh view this process built last, if it built one.
+    last_build: Mutex<Option<BuildTimes>>,
     /// Set when the gateway stops, so the view is left durable and its file unlocked.
     stopping: watch::Sender<bool>,
     /// How long a list waits for the view to catch up before answering 503.
@@ -133,6 +143,7 @@ impl Catalog {
             readable: watch::Sender::new(None),
             sessions: AtomicU64::new(state.sessions),
             applied_total: AtomicU64::new(0),
+            last_build: Mutex::new(None),
             stopping: watch::Sender::new(false),
             wait_limit,
             loading_wait: config.loading_wait,
@@ -154,6 +165,15 @@ impl Catalog {
     /// Header versions this process applied to its view.
     pub fn applied_total(&self) -> u64 {
         self.applied_total.load(Ordering::Relaxed)
+    }
+
+    /// How long the last fresh view this process built took; `None` if it built none (its
+    /// view resumed).
+    pub fn last_build(&self) -> Option<BuildTimes> {
+        *self
+            .last_build
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True while lists cannot be answered from the view: it is being built, or not yet
@@ -374,14 +394,23 @@ impl Catalog {
         let Some(through) = through else {
             return Err(ViewError::Interrupted("the bulk load stopped".into()).into());
         };
-        let replayed = started.elapsed().as_secs_f64();
+        let replay = started.elapsed();
         let state = self.blocking(move |_| load.finish(through)).await?;
-        let seconds = started.elapsed().as_secs_f64();
+        let times = BuildTimes {
+            replay,
+            total: started.elapsed(),
+        };
+        *self
+            .last_build
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(times);
         info!(
             catalog.sessions = state.sessions,
-            "catalog view built: {} sessions in {seconds:.1} s ({replayed:.1} s replaying the \
-             bucket into sorted runs, the rest writing them in key order)",
-            state.sessions
+            "catalog view built: {} sessions in {:.1} s ({:.1} s replaying the bucket into \
+             sorted runs, the rest writing them in key order)",
+            state.sessions,
+            times.total.as_secs_f64(),
+            times.replay.as_secs_f64()
         );
         Ok(Some(state))
     }

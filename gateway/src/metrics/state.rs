@@ -20,6 +20,10 @@ pub struct State {
     pub catalog_loading: bool,
     /// Header versions this process applied to its catalog view.
     pub catalog_applied: u64,
+    /// The fresh catalog view this process built last: seconds in all and replaying the
+    /// bucket; zeros if it built none.
+    pub catalog_build_seconds: f64,
+    pub catalog_build_replay_seconds: f64,
     /// Each events stream's (one per shard) and the sessions bucket's figures, when NATS
     /// answered in time.
     pub storage: Vec<(StreamRole, StreamState)>,
@@ -90,6 +94,20 @@ impl Collector for State {
             "Session header versions this process applied to its catalog view (a restart with \
              its view present applies only what changed since).",
             &ConstCounter::new(self.catalog_applied),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_view_build_seconds",
+            "How long the last fresh catalog view this process built took, lists answering \
+             catalog_loading meanwhile; 0 if it built none (its view resumed).",
+            &ConstGauge::new(self.catalog_build_seconds),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_view_build_replay_seconds",
+            "Of starcite_catalog_view_build_seconds, the replay of the sessions bucket's stream; \
+             the rest is merging it into the view.",
+            &ConstGauge::new(self.catalog_build_replay_seconds),
         )?;
         let nats = &self.nats;
         encode_one(
@@ -241,6 +259,8 @@ mod tests {
             catalog_sessions: 7,
             catalog_loading: true,
             catalog_applied: 12,
+            catalog_build_seconds: 4.5,
+            catalog_build_replay_seconds: 3.25,
             storage: vec![
                 (
                     StreamRole::Events,
@@ -272,6 +292,8 @@ mod tests {
             "starcite_ready 1",
             "starcite_catalog_loading 1",
             "starcite_catalog_view_applied_total 12",
+            "starcite_catalog_view_build_seconds 4.5",
+            "starcite_catalog_view_build_replay_seconds 3.25",
             "starcite_nats_connected 1",
             "starcite_nats_reconnects_total 2",
             "starcite_catalog_sessions 7",
