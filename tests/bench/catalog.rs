@@ -201,8 +201,9 @@ async fn figures(count: usize) {
         count,
         collections
             .iter()
-            .map(|cycle| cycle.cpu.as_secs_f64())
-            .sum::<f64>(),
+            .map(|cycle| cycle.cpu)
+            .sum::<Duration>()
+            .as_secs_f64(),
         collections.len(),
     );
 
