@@ -13,8 +13,8 @@ pub mod input;
 mod runs;
 mod view_file;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -113,7 +113,7 @@ pub struct Catalog {
     /// Header versions this process applied to the view: what a restart had to read again.
     applied_total: AtomicU64,
     /// The fresh view this process built last, if it built one.
-    last_build: Mutex<Option<BuildTimes>>,
+    last_build: watch::Sender<Option<BuildTimes>>,
     /// Set when the gateway stops, so the view is left durable and its file unlocked.
     stopping: watch::Sender<bool>,
     /// How long a list waits for the view to catch up before answering 503.
@@ -143,7 +143,7 @@ impl Catalog {
             readable: watch::Sender::new(None),
             sessions: AtomicU64::new(state.sessions),
             applied_total: AtomicU64::new(0),
-            last_build: Mutex::new(None),
+            last_build: watch::Sender::new(None),
             stopping: watch::Sender::new(false),
             wait_limit,
             loading_wait: config.loading_wait,
@@ -170,10 +170,7 @@ impl Catalog {
     /// How long the last fresh view this process built took; `None` if it built none (its
     /// view resumed).
     pub fn last_build(&self) -> Option<BuildTimes> {
-        *self
-            .last_build
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *self.last_build.borrow()
     }
 
     /// True while lists cannot be answered from the view: it is being built, or not yet
@@ -400,10 +397,7 @@ impl Catalog {
             replay,
             total: started.elapsed(),
         };
-        *self
-            .last_build
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(times);
+        self.last_build.send_replace(Some(times));
         info!(
             catalog.sessions = state.sessions,
             "catalog view built: {} sessions in {:.1} s ({:.1} s replaying the bucket into \

@@ -223,13 +223,7 @@ struct State {
 
 impl Shared {
     fn state(&self) -> io::Result<MutexGuard<'_, State>> {
-        let state = lock(&self.state)?;
-        if state.failed {
-            return Err(io::Error::other(
-                "an earlier direct write to the catalog view failed",
-            ));
-        }
-        Ok(state)
+        unless_failed(lock(&self.state)?)
     }
 
     fn wait<'a>(&'a self, state: MutexGuard<'a, State>) -> io::Result<MutexGuard<'a, State>> {
@@ -237,12 +231,7 @@ impl Shared {
             .changed
             .wait(state)
             .map_err(|_| io::Error::other("a direct write panicked"))?;
-        if state.failed {
-            return Err(io::Error::other(
-                "an earlier direct write to the catalog view failed",
-            ));
-        }
-        Ok(state)
+        unless_failed(state)
     }
 
     /// Holds back a write of `data` at `offset` if writes go direct and it is aligned; else
@@ -415,6 +404,16 @@ fn overlapping(pages: &Pages, offset: u64, len: usize) -> Option<(u64, &Vec<u8>)
     let end = offset.saturating_add(len as u64);
     let (&start, page) = pages.range(..end).next_back()?;
     (start + page.len() as u64 > offset).then_some((start, page))
+}
+
+/// `state`, unless an earlier direct write failed.
+fn unless_failed(state: MutexGuard<'_, State>) -> io::Result<MutexGuard<'_, State>> {
+    if state.failed {
+        return Err(io::Error::other(
+            "an earlier direct write to the catalog view failed",
+        ));
+    }
+    Ok(state)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
