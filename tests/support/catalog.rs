@@ -45,9 +45,13 @@ pub fn session(n: usize) -> Session {
     }
 }
 
-/// Writes headers `session(0..count)` straight into the bucket, pipelined.
+/// Writes headers `session(0..count)` straight into the bucket, pipelined, each as a
+/// gateway's create writes it: with the create's condition (no version of the key yet), a
+/// message header the stream stores with the value and every replay delivers.
 pub async fn fill_bucket(nats: &TestNats, count: usize) {
     let jetstream = nats.jetstream().await;
+    let mut create = async_nats::HeaderMap::new();
+    create.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
     let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
     for n in 0..count {
         let record = SessionRecord {
@@ -59,7 +63,11 @@ pub async fn fill_bucket(nats: &TestNats, count: usize) {
             gateway::nats::subjects::token(&record.session.id)
         );
         let ack = jetstream
-            .publish(subject, Bytes::from(serde_json::to_vec(&record).unwrap()))
+            .publish_with_headers(
+                subject,
+                create.clone(),
+                Bytes::from(serde_json::to_vec(&record).unwrap()),
+            )
             .await
             .unwrap();
         pending.push_back(ack);
