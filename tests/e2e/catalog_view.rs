@@ -4,6 +4,7 @@
 //! whose replay loses messages with its connection starts over instead of leaving sessions out.
 //! The catalogs the bench fills are stored as a gateway stores its own.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,6 +45,14 @@ async fn metric(gateway: &TestGateway, name: &str) -> f64 {
 
 async fn applied(gateway: &TestGateway) -> f64 {
     metric(gateway, "starcite_catalog_view_applied_total").await
+}
+
+async fn bucket_stream(nats: &TestNats) -> async_nats::jetstream::stream::Stream {
+    nats.jetstream()
+        .await
+        .get_stream(BUCKET_STREAM)
+        .await
+        .unwrap()
 }
 
 /// Messages delivered by every consumer on the bucket's stream.
@@ -266,12 +275,7 @@ async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves
     let nats = TestNats::start();
     TestGateway::start(&nats).await.stop().await;
     fill_bucket(&nats, SESSIONS).await;
-    let bucket = nats
-        .jetstream()
-        .await
-        .get_stream(BUCKET_STREAM)
-        .await
-        .unwrap();
+    let bucket = bucket_stream(&nats).await;
     let proxy = TcpProxy::start(nats.url.trim_start_matches("nats://")).await;
     let mut config = TestGateway::config(&nats);
     config.nats.urls = vec![proxy.url.clone()];
@@ -331,12 +335,7 @@ async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves
 /// The header of `id` as the bucket stores it: the message's headers, name by name, and the
 /// value's fields.
 async fn stored_header(nats: &TestNats, id: &str) -> (Vec<(String, Vec<String>)>, Value) {
-    let bucket = nats
-        .jetstream()
-        .await
-        .get_stream(BUCKET_STREAM)
-        .await
-        .unwrap();
+    let bucket = bucket_stream(nats).await;
     let id = gateway::sessions::model::SessionId::parse(id).unwrap();
     let subject = format!("$KV.{BUCKET}.{}", gateway::nats::subjects::token(&id));
     let message = bucket
@@ -355,16 +354,14 @@ async fn stored_header(nats: &TestNats, id: &str) -> (Vec<(String, Vec<String>)>
     (headers, serde_json::from_slice(&message.payload).unwrap())
 }
 
-/// The names of a JSON object's fields, sorted.
-fn field_names(object: &Value) -> Vec<&str> {
-    let mut names: Vec<_> = object
+/// The names of a JSON object's fields.
+fn field_names(object: &Value) -> BTreeSet<&str> {
+    object
         .as_object()
         .unwrap()
         .keys()
         .map(String::as_str)
-        .collect();
-    names.sort_unstable();
-    names
+        .collect()
 }
 
 #[tokio::test]
