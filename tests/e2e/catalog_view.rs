@@ -337,7 +337,7 @@ async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves
 async fn stored_header(nats: &TestNats, id: &str) -> (Vec<(String, Vec<String>)>, Value) {
     let bucket = bucket_stream(nats).await;
     let id = gateway::sessions::model::SessionId::parse(id).unwrap();
-    let subject = format!("$KV.{BUCKET}.{}", gateway::nats::subjects::token(&id));
+    let subject = gateway::nats::subjects::bucket_key(BUCKET, &id);
     let message = bucket
         .get_last_raw_message_by_subject(&subject)
         .await

@@ -58,10 +58,7 @@ pub async fn fill_bucket(nats: &TestNats, count: usize) {
             session: session(n),
             change: Change::Created,
         };
-        let subject = format!(
-            "$KV.{BUCKET}.{}",
-            gateway::nats::subjects::token(&record.session.id)
-        );
+        let subject = gateway::nats::subjects::bucket_key(BUCKET, &record.session.id);
         let ack = jetstream
             .publish_with_headers(
                 subject,

@@ -180,7 +180,7 @@ impl Store {
     /// The newest header version, a deleted session's tombstone included.
     async fn header(&self, id: &SessionId) -> Result<Option<RevisedRecord>, StoreError> {
         let bucket = self.usable_sessions_bucket()?;
-        let key = format!("$KV.{}.{}", bucket.name, subjects::token(id));
+        let key = subjects::bucket_key(&bucket.name, id);
         let incarnation = self.incarnation();
         let message = match self
             .sessions_stream

@@ -18,6 +18,12 @@ pub fn token(id: &SessionId) -> String {
     token
 }
 
+/// The subject of session `id`'s key in key-value bucket `bucket`: what its header versions
+/// are stored under.
+pub fn bucket_key(bucket: &str, id: &SessionId) -> String {
+    format!("$KV.{bucket}.{}", token(id))
+}
+
 /// The id bytes a token stands for; `None` for text `token` never makes.
 pub fn id_of_token(token: &str) -> Option<Vec<u8>> {
     if token.is_empty() {
