@@ -1,7 +1,8 @@
 //! The catalog view on a gateway's disk: resumed after a restart without reading the bucket
 //! again, built anew when deleted, unreadable or of another bucket, and lists answering
-//! `503 catalog_loading` while it is being built, with appends served meanwhile; a build
-//! whose replay loses messages with its connection starts over instead of leaving sessions out.
+//! `503 catalog_loading` while it is being built, with appends served meanwhile; a build says
+//! how far it has read, and one whose replay loses messages with its connection starts over
+//! instead of leaving sessions out.
 //! The catalogs the bench fills are stored as a gateway stores its own.
 
 use std::collections::BTreeSet;
@@ -270,7 +271,7 @@ async fn a_sessions_bucket_created_anew_gets_its_view_built_anew() {
 }
 
 #[tokio::test]
-async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves_no_session_out() {
+async fn a_build_shows_how_far_it_has_read_and_one_losing_messages_starts_over_leaving_none_out() {
     const SESSIONS: usize = 60_000;
     let nats = TestNats::start();
     TestGateway::start(&nats).await.stop().await;
@@ -303,6 +304,27 @@ async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves
         }
     })
     .await;
+    // Stalled mid-replay, the build says how far it has read, in its metrics and on the
+    // console: every version read or still to read.
+    let (read, pending) = eventually(Duration::from_secs(30), || async {
+        let read = applied(&gateway).await;
+        let pending = metric(&gateway, "starcite_catalog_view_build_pending").await;
+        let system = system_page(&gateway).await;
+        let shown =
+            format!("building: {read} header versions read from the bucket, {pending} to go");
+        if read + pending == SESSIONS as f64 && system.contains(&shown) {
+            Ok((read, pending))
+        } else {
+            Err(format!(
+                "{read} read and {pending} pending; the console: {system}"
+            ))
+        }
+    })
+    .await;
+    assert!(
+        read > 0.0 && pending > 0.0,
+        "{read} read, {pending} pending"
+    );
     proxy.cut();
     proxy.heal();
     assert!(
@@ -324,12 +346,30 @@ async fn a_replay_that_loses_messages_with_its_connection_starts_over_and_leaves
         metric(&gateway, "starcite_catalog_sessions").await,
         SESSIONS as f64
     );
+    assert_eq!(
+        metric(&gateway, "starcite_catalog_view_build_pending").await,
+        0.0
+    );
+    let system = system_page(&gateway).await;
+    let serving = format!("serving lists, applied through bucket revision {SESSIONS}");
+    assert!(system.contains(&serving), "{system}");
+    assert!(
+        !system.contains("none since this gateway started"),
+        "{system}"
+    );
     // Read whole again after the replay cut short: one that went on past the loss would have
     // left the sessions it lost out of the view.
     assert!(applied(&gateway).await >= applied_before_the_cut + SESSIONS as f64);
     let mut ids: Vec<String> = (0..SESSIONS).map(id).collect();
     ids.sort();
     assert_eq!(list(&gateway, "?limit=100&archived=all").await, ids[..100]);
+}
+
+/// The console's system page.
+async fn system_page(gateway: &TestGateway) -> String {
+    let response = gateway.request(Method::GET, "/admin/system", None).await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
 }
 
 /// The header of `id` as the bucket stores it: the message's headers, name by name, and the

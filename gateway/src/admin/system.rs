@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use admin_ui::{Chart, Charts, Figure, NodeRow, NodeTable, Series, SystemCharts, SystemPage};
 
 use super::{Admin, history};
+use crate::catalog::{BuildProgress, Catalog};
 use crate::metrics::{Label, Transport};
 
 pub async fn page(admin: &Admin) -> SystemPage {
@@ -91,6 +92,18 @@ pub async fn page(admin: &Admin) -> SystemPage {
             "Sessions in the catalog",
             admin.catalog.session_count().to_string(),
         ),
+        figure("Catalog view", catalog_view_state(&admin.catalog)),
+        figure(
+            "Last fresh catalog build",
+            match admin.catalog.last_build() {
+                Some(build) => format!(
+                    "{:.1} s, {:.1} s of it replaying the bucket",
+                    build.total.as_secs_f64(),
+                    build.replay.as_secs_f64()
+                ),
+                None => "none since this gateway started".to_owned(),
+            },
+        ),
     ];
     SystemPage {
         nats,
@@ -100,6 +113,26 @@ pub async fn page(admin: &Admin) -> SystemPage {
         gateway,
         charts: history_charts(&admin.history.samples()),
         nodes,
+    }
+}
+
+/// Whether lists can read the view, and how far a fresh one's build has come.
+fn catalog_view_state(catalog: &Catalog) -> String {
+    match (catalog.build_progress(), catalog.readable_revision()) {
+        (Some(BuildProgress { read, pending: 0 }), _) => {
+            format!("building: merging the {read} header versions read into the view")
+        }
+        (Some(BuildProgress { read, pending }), _) => {
+            let percent = read as f64 * 100.0 / (read + pending) as f64;
+            format!(
+                "building: {read} header versions read from the bucket, {pending} to go \
+                 ({percent:.0} %)"
+            )
+        }
+        (None, Some(revision)) => {
+            format!("serving lists, applied through bucket revision {revision}")
+        }
+        (None, None) => "being checked against the bucket".to_owned(),
     }
 }
 

@@ -161,6 +161,10 @@ impl Endpoint for Scrape {
             catalog_build_seconds: last_build.map_or(0.0, |build| build.total.as_secs_f64()),
             catalog_build_replay_seconds: last_build
                 .map_or(0.0, |build| build.replay.as_secs_f64()),
+            catalog_build_pending: self
+                .catalog
+                .build_progress()
+                .map_or(0, |progress| progress.pending),
             storage,
         };
         Ok(Response::builder()

@@ -103,6 +103,15 @@ pub struct BuildTimes {
     pub total: Duration,
 }
 
+/// How far the replay of a fresh view's build has read the bucket's stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuildProgress {
+    /// Header versions read so far (deletes included).
+    pub read: u64,
+    /// Header versions in the stream after the last one read.
+    pub pending: u64,
+}
+
 pub struct Catalog {
     store: Arc<Store>,
     index: CatalogIndex,
@@ -114,6 +123,8 @@ pub struct Catalog {
     applied_total: AtomicU64,
     /// The fresh view this process built last, if it built one.
     last_build: watch::Sender<Option<BuildTimes>>,
+    /// The fresh view being built, while its replay reads the bucket.
+    building: watch::Sender<Option<BuildProgress>>,
     /// Set when the gateway stops, so the view is left durable and its file unlocked.
     stopping: watch::Sender<bool>,
     /// How long a list waits for the view to catch up before answering 503.
@@ -144,6 +155,7 @@ impl Catalog {
             sessions: AtomicU64::new(state.sessions),
             applied_total: AtomicU64::new(0),
             last_build: watch::Sender::new(None),
+            building: watch::Sender::new(None),
             stopping: watch::Sender::new(false),
             wait_limit,
             loading_wait: config.loading_wait,
@@ -171,6 +183,16 @@ impl Catalog {
     /// view resumed).
     pub fn last_build(&self) -> Option<BuildTimes> {
         *self.last_build.borrow()
+    }
+
+    /// How far a fresh view's build has read the bucket; `None` when no build is replaying it.
+    pub fn build_progress(&self) -> Option<BuildProgress> {
+        *self.building.borrow()
+    }
+
+    /// The newest bucket revision lists may read from the view; `None` while they wait for it.
+    pub fn readable_revision(&self) -> Option<u64> {
+        *self.readable.borrow()
     }
 
     /// True while lists cannot be answered from the view: it is being built, or not yet
@@ -237,10 +259,15 @@ impl Catalog {
                 .await?;
         }
         if !state.complete && state.applied == 0 {
-            match self
+            self.building.send_replace(Some(BuildProgress {
+                read: 0,
+                pending: bucket.messages,
+            }));
+            let built = self
                 .build_fresh(bucket.source.clone(), &mut stopping, &mut incarnations)
-                .await?
-            {
+                .await;
+            self.building.send_replace(None);
+            match built? {
                 Some(built) => state = built,
                 None => return Ok(()),
             }
@@ -348,6 +375,10 @@ impl Catalog {
             Ok::<_, ViewError>(load)
         });
         let mut batch = Vec::with_capacity(BULK_BATCH);
+        let mut progress = BuildProgress {
+            read: 0,
+            pending: 0,
+        };
         let mut through = None;
         while through.is_none() {
             tokio::select! {
@@ -372,6 +403,9 @@ impl Catalog {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BULK_BATCH));
                         let headers = full.iter().filter(|version| !version.value.is_empty()).count();
                         self.applied_total.fetch_add(headers as u64, Ordering::Relaxed);
+                        progress.read += full.len() as u64;
+                        progress.pending = full.last().map_or(0, |version| version.pending);
+                        self.building.send_replace(Some(progress));
                         // The loader only stops early on an error, which joining it reports.
                         if batches.send(full).await.is_err() {
                             break;

@@ -24,6 +24,9 @@ pub struct State {
     /// bucket; zeros if it built none.
     pub catalog_build_seconds: f64,
     pub catalog_build_replay_seconds: f64,
+    /// Header versions a fresh view's build has still to read from the bucket; 0 when none
+    /// runs.
+    pub catalog_build_pending: u64,
     /// Each events stream's (one per shard) and the sessions bucket's figures, when NATS
     /// answered in time.
     pub storage: Vec<(StreamRole, StreamState)>,
@@ -108,6 +111,13 @@ impl Collector for State {
             "Of starcite_catalog_view_build_seconds, the replay of the sessions bucket's stream; \
              the rest is merging it into the view.",
             &ConstGauge::new(self.catalog_build_replay_seconds),
+        )?;
+        encode_one(
+            &mut encoder,
+            "starcite_catalog_view_build_pending",
+            "Session header versions the fresh catalog view being built has still to read \
+             from the sessions bucket; 0 when no build is reading it.",
+            &gauge(self.catalog_build_pending),
         )?;
         let nats = &self.nats;
         encode_one(
@@ -261,6 +271,7 @@ mod tests {
             catalog_applied: 12,
             catalog_build_seconds: 4.5,
             catalog_build_replay_seconds: 3.25,
+            catalog_build_pending: 9,
             storage: vec![
                 (
                     StreamRole::Events,
@@ -294,6 +305,7 @@ mod tests {
             "starcite_catalog_view_applied_total 12",
             "starcite_catalog_view_build_seconds 4.5",
             "starcite_catalog_view_build_replay_seconds 3.25",
+            "starcite_catalog_view_build_pending 9",
             "starcite_nats_connected 1",
             "starcite_nats_reconnects_total 2",
             "starcite_catalog_sessions 7",

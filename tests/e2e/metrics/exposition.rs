@@ -37,6 +37,7 @@ async fn every_documented_metric_is_exported_with_its_type() {
         ("starcite_catalog_view_applied_total", "counter"),
         ("starcite_catalog_view_build_seconds", "gauge"),
         ("starcite_catalog_view_build_replay_seconds", "gauge"),
+        ("starcite_catalog_view_build_pending", "gauge"),
         ("starcite_ready", "gauge"),
         ("starcite_nats_connected", "gauge"),
         ("starcite_nats_reconnects_total", "counter"),
