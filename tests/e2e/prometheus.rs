@@ -99,6 +99,7 @@ async fn the_alert_rules_and_the_dashboard_evaluate_against_a_scraped_gateway() 
             "StarciteAppendLatencyHigh",
             "StarciteSlowReaderDisconnects",
             "StarciteNotReady",
+            "StarciteCatalogLoading",
         ]
     );
     for rule in &rules {
