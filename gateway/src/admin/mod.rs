@@ -363,8 +363,8 @@ impl IntoResponse for PageError {
             PageError::Invalid(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
             PageError::CatalogLoading => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "This gateway is building its session catalog; the list shows once it is done. \
-                 Reload in a few seconds.",
+                "This gateway is building its session catalog; the list shows once it is done \
+                 (the System page says how far it has come). Reload in a few seconds.",
             )
                 .with_header(poem::http::header::RETRY_AFTER, "5")
                 .into_response(),
