@@ -104,7 +104,7 @@ pub struct BuildTimes {
 }
 
 /// How far the replay of a fresh view's build has read the bucket's stream.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BuildProgress {
     /// Header versions read so far (deletes included).
     pub read: u64,
@@ -375,10 +375,7 @@ impl Catalog {
             Ok::<_, ViewError>(load)
         });
         let mut batch = Vec::with_capacity(BULK_BATCH);
-        let mut progress = BuildProgress {
-            read: 0,
-            pending: 0,
-        };
+        let mut progress = BuildProgress::default();
         let mut through = None;
         while through.is_none() {
             tokio::select! {
