@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use starcite_tests::catalog::{BUCKET, fill_bucket, id, session};
 use starcite_tests::{TcpProxy, TestGateway, TestNats, error_of, event, eventually};
 
+use crate::admin::system_page;
+
 /// The bucket's stream, as the default configuration names it.
 const BUCKET_STREAM: &str = "KV_starcite_sessions";
 
@@ -360,13 +362,6 @@ async fn a_build_shows_how_far_it_has_read_and_one_losing_messages_starts_over_l
     let mut ids: Vec<String> = (0..SESSIONS).map(id).collect();
     ids.sort();
     assert_eq!(list(&gateway, "?limit=100&archived=all").await, ids[..100]);
-}
-
-/// The console's system page.
-async fn system_page(gateway: &TestGateway) -> String {
-    let response = gateway.request(Method::GET, "/admin/system", None).await;
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
 }
 
 /// The (read, to go) figures of a build in progress, as the system page shows them.

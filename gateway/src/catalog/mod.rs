@@ -198,7 +198,7 @@ impl Catalog {
     /// True while lists cannot be answered from the view: it is being built, or not yet
     /// checked against the bucket.
     pub fn is_loading(&self) -> bool {
-        self.readable.borrow().is_none()
+        self.readable_revision().is_none()
     }
 
     /// Keeps the view current for as long as the gateway runs, resuming after NATS outages

@@ -5,6 +5,8 @@ use std::time::Duration;
 use reqwest::Method;
 use starcite_tests::{TestGateway, TestNats, event, eventually};
 
+use super::system_page;
+
 /// The text between the first `open` and the `close` after it.
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
     let start = text
@@ -16,12 +18,6 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {close} in {text}"))
         + start;
     &text[start..end]
-}
-
-/// The system page's HTML.
-async fn system_page(gateway: &TestGateway) -> String {
-    let response = gateway.request(Method::GET, "/admin/system", None).await;
-    response.text().await.unwrap()
 }
 
 /// The charts fragment the page's script swaps in, asserting a 200.
